@@ -1,0 +1,172 @@
+//! `portcullis demo`: gateway (dev profile) + development IdP + sample API +
+//! sample SPA in one process, all on loopback, no config file needed.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::{Context, bail};
+use portcullis::{Gateway, config::Config};
+use portcullis_demo::{DevIdp, DevIdpConfig, SampleApi};
+use tokio::net::TcpListener;
+
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Address of the gateway (must be loopback).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Address of the admin listener (/healthz, /readyz); skipped if busy.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    admin_listen: SocketAddr,
+    /// Session store URL; default: SQLite in the data dir.
+    #[arg(long)]
+    store: Option<String>,
+    /// Where the IdP signing key and the SQLite store live.
+    #[arg(long, default_value = "./portcullis-demo")]
+    data_dir: PathBuf,
+    /// Lifetime of access tokens the development IdP issues.
+    #[arg(long, default_value = "5m", value_parser = humantime_duration)]
+    access_token_ttl: Duration,
+}
+
+fn humantime_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+const CLIENT_ID: &str = "portcullis-demo";
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    if !args.listen.ip().is_loopback() {
+        bail!("the demo listens on loopback only (got {})", args.listen);
+    }
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+
+    let gateway_listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let gateway_addr = gateway_listener.local_addr()?;
+    let idp_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let idp_addr = idp_listener.local_addr()?;
+    let api_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let api_addr = api_listener.local_addr()?;
+    let admin_listener = match TcpListener::bind(args.admin_listen).await {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!(addr = %args.admin_listen, error = %e, "admin listener not started");
+            None
+        }
+    };
+    let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+
+    let public_url = format!("http://{gateway_addr}");
+    let issuer = format!("http://{idp_addr}");
+    let client_secret = portcullis::session::random_token(32);
+    let store = args.store.clone().unwrap_or_else(|| {
+        format!("sqlite://{}", args.data_dir.join("sessions.db").display())
+    });
+
+    let idp = DevIdp::new(DevIdpConfig {
+        issuer: issuer.clone(),
+        client_id: CLIENT_ID.into(),
+        client_secret: client_secret.clone(),
+        redirect_uris: vec![format!("{public_url}/auth/callback")],
+        post_logout_redirect_uris: vec![format!("{public_url}/")],
+        access_token_ttl: args.access_token_ttl,
+        refresh_token_ttl: Duration::from_secs(12 * 3600),
+        key_file: Some(args.data_dir.join("idp-signing-key.der")),
+    })
+    .context("starting the development IdP")?;
+    let api = SampleApi::new(issuer.clone(), format!("{issuer}/jwks"));
+    tokio::spawn(async move {
+        if let Err(e) = idp.serve(idp_listener).await {
+            tracing::error!(error = %e, "development IdP stopped");
+        }
+    });
+    tokio::spawn(async move {
+        if let Err(e) = api.serve(api_listener).await {
+            tracing::error!(error = %e, "sample API stopped");
+        }
+    });
+
+    let toml = demo_config(&public_url, &issuer, &client_secret, &store, api_addr);
+    let config = Config::from_toml_str(&toml, std::env::vars()).map_err(|e| {
+        anyhow::anyhow!(
+            "demo configuration invalid:\n{}",
+            e.0.iter()
+                .map(|i| format!("  {i}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })?;
+    let gateway = Gateway::builder(config)
+        .embedded_static(portcullis_demo::spa::files())
+        .build()
+        .await
+        .context("starting the gateway")?;
+
+    println!();
+    println!("  portcullis demo is running");
+    println!();
+    println!("  open      {public_url}/");
+    println!("  users     alice / alice   (roles: admin, hr)");
+    println!("            bob   / bob     (roles: hr)");
+    println!("            carol / carol   (no roles)");
+    println!("  IdP       {issuer}  (development IdP, loopback only)");
+    println!("  API       {public_url}/api/whoami  -> sample upstream at http://{api_addr}");
+    if let Some(a) = admin_addr {
+        println!("  admin     http://{a}/healthz  http://{a}/readyz");
+    }
+    println!("  store     {}", portcullis::session::redact_url(&store));
+    println!();
+    println!("  Ctrl-C stops it.");
+    println!();
+
+    portcullis::serve(gateway, gateway_listener, admin_listener, crate::shutdown_signal()).await?;
+    Ok(())
+}
+
+/// The demo's gateway config, run through the same validation as any file.
+fn demo_config(
+    public_url: &str,
+    issuer: &str,
+    client_secret: &str,
+    store: &str,
+    api: SocketAddr,
+) -> String {
+    format!(
+        r#"
+[server]
+listen = "{public_addr}"
+public_url = "{public_url}"
+profile = "dev"
+
+[admin]
+listen = ""
+
+[oidc]
+issuer = "{issuer}"
+client_id = "{CLIENT_ID}"
+client_secret = "{client_secret}"
+scopes = ["openid", "profile", "email", "offline_access"]
+roles_claim = "roles"
+
+[session]
+store = "{store}"
+
+[[routes]]
+prefix = "/api/"
+upstream = "http://{api}"
+
+[[routes]]
+prefix = "/api/admin/"
+upstream = "http://{api}"
+require_roles = ["admin"]
+
+[[routes]]
+prefix = "/api/hr/"
+upstream = "http://{api}"
+require_roles = ["hr", "admin"]
+"#,
+        public_addr = public_url.trim_start_matches("http://"),
+        store = store.replace('\\', "\\\\").replace('"', "\\\""),
+    )
+}

@@ -1,0 +1,185 @@
+//! The `portcullis` binary: parse the command line, load config, run.
+#![forbid(unsafe_code)]
+
+mod demo;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use portcullis::{Gateway, config::Config};
+
+#[derive(Parser)]
+#[command(name = "portcullis", version, about = "Backend-for-Frontend authentication gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole stack (gateway, development IdP, sample API and SPA) for a first look.
+    Demo(demo::DemoArgs),
+    /// Run the gateway.
+    Serve(ConfigArg),
+    /// Validate the configuration and print every problem.
+    Check(ConfigArg),
+    /// Create or upgrade the session store's SQL schema.
+    Migrate(ConfigArg),
+    /// Delete expired sessions now.
+    Gc(ConfigArg),
+    /// Print a new random session-encryption key.
+    Keygen,
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// Config file.
+    #[arg(long, short, env = "PORTCULLIS_CONFIG", default_value = "portcullis.toml")]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Demo(args) => {
+            init_logging(false);
+            demo::run(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve(a) => {
+            let Some(config) = load(&a.config) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            init_logging(config.server.profile == portcullis::config::Profile::Prod);
+            serve(config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check(a) => Ok(match load(&a.config) {
+            Some(_) => {
+                println!("{}: configuration OK", a.config.display());
+                ExitCode::SUCCESS
+            }
+            None => ExitCode::FAILURE,
+        }),
+        Command::Migrate(a) => {
+            let Some(config) = load(&a.config) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            // Opening a SQL store applies pending migrations.
+            portcullis::session::open_store(&config.session.store)
+                .await
+                .context("opening the session store")?;
+            println!("session store schema is up to date");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gc(a) => {
+            let Some(config) = load(&a.config) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            let store = portcullis::session::open_store(&config.session.store)
+                .await
+                .context("opening the session store")?;
+            let now = portcullis::time::Clock::now(&portcullis::time::SystemClock);
+            let n = store.gc(now).await.context("deleting expired sessions")?;
+            println!("deleted {n} expired sessions");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keygen => {
+            println!("{}", portcullis::session::random_key_base64());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Load and validate; print every problem with its key on failure.
+fn load(path: &std::path::Path) -> Option<Config> {
+    match Config::load(path, std::env::vars()) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprintln!("{}: invalid configuration:", path.display());
+            for issue in &e.0 {
+                eprintln!("  {issue}");
+            }
+            None
+        }
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    if config.server.profile == portcullis::config::Profile::Dev {
+        tracing::warn!(
+            "dev profile: http allowed on loopback, session cookie without __Host- prefix or Secure, no HSTS; never use it in production"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("binding {}", config.server.listen))?;
+    let admin = match config.admin.listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding admin listener {addr}"))?,
+        ),
+        None => None,
+    };
+    let gateway = Gateway::new(config).await.context("starting the gateway")?;
+    tracing::info!(
+        listen = %gateway.config().server.listen,
+        public_url = %gateway.config().server.public_url,
+        "portcullis is serving"
+    );
+    portcullis::serve(gateway, listener, admin, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

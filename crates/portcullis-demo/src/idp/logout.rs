@@ -1,0 +1,96 @@
+//! `/end_session` (RP-initiated logout) and `/revoke` (RFC 7009).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use url::Url;
+
+use super::errors::{OAuthError, no_store};
+use super::html::{error_page, escape, page};
+use super::params::Params;
+use super::{IdpState, client_auth, tokens};
+
+/// `GET /end_session?id_token_hint&post_logout_redirect_uri&state`: ends the login the hint
+/// names (its refresh tokens stop working) and sends the browser back when the target is
+/// registered.
+pub(crate) async fn end_session(
+    State(state): State<Arc<IdpState>>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let params = match Params::parse(query.unwrap_or_default().as_bytes()) {
+        Ok(p) => p,
+        Err(e) => return error_page(StatusCode::BAD_REQUEST, &e),
+    };
+    if let Some(hint) = params.get("id_token_hint") {
+        let Some(claims) = tokens::verify_id_token_hint(&state, hint) else {
+            return error_page(StatusCode::BAD_REQUEST, "The id_token_hint is not valid.");
+        };
+        if let Some(sid) = &claims.sid {
+            state.grants().revoke_sid(sid);
+        }
+        tracing::info!(sub = %claims.sub, "dev IdP: logout");
+    }
+    let target = params.get("post_logout_redirect_uri");
+    let registered = target.filter(|t| state.cfg.post_logout_redirect_uris.iter().any(|r| r == t));
+    if let Some(target) = registered {
+        if let Some(location) = with_state(target, params.get("state")) {
+            return (
+                StatusCode::FOUND,
+                [
+                    (header::LOCATION, location),
+                    (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                ],
+            )
+                .into_response();
+        }
+    }
+    let mut body = String::from("<h1>You are logged out</h1>\n");
+    if let Some(target) = target {
+        body.push_str(&format!(
+            "<p class=\"note\">Not redirecting to <code>{}</code>: it is not a registered post-logout redirect URI.</p>",
+            escape(target)
+        ));
+    }
+    page(StatusCode::OK, "portcullis dev IdP: logged out", &body)
+}
+
+fn with_state(target: &str, state: Option<&str>) -> Option<HeaderValue> {
+    let mut url = Url::parse(target).ok()?;
+    if let Some(state) = state {
+        url.query_pairs_mut().append_pair("state", state);
+    }
+    HeaderValue::from_str(url.as_str()).ok()
+}
+
+/// `POST /revoke`: revokes a refresh token and every token of its family. Always 200 for
+/// a well-formed, authenticated request, whether or not the token was known (RFC 7009 2.2).
+pub(crate) async fn revoke(
+    State(state): State<Arc<IdpState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let outcome = (|| {
+        let params = Params::from_form(&headers, &body).map_err(OAuthError::invalid_request)?;
+        let client_id = client_auth::authenticate(&state.cfg, &headers, &params)?;
+        let token = params
+            .get("token")
+            .ok_or_else(|| OAuthError::invalid_request("token missing"))?;
+        let mut grants = state.grants();
+        grants.record_revocation_call(token);
+        // Access tokens are self-contained JWTs and simply run out; only refresh tokens
+        // are remembered, so whatever the hint says, that is where to look.
+        grants.revoke_refresh_token(&client_id, token);
+        tracing::info!(
+            hint = params.get("token_type_hint").unwrap_or("none"),
+            "dev IdP: revocation"
+        );
+        Ok::<_, OAuthError>(())
+    })();
+    match outcome {
+        Ok(()) => (StatusCode::OK, no_store()).into_response(),
+        Err(e) => e.into_response(),
+    }
+}

@@ -1,0 +1,190 @@
+//! Typed, validated gateway configuration (DESIGN.md section 3).
+//!
+//! `load.rs` turns a TOML file plus `PORTCULLIS__SECTION__KEY` overrides into
+//! a [`Config`], collecting every problem with its key path instead of
+//! stopping at the first one.
+
+mod load;
+mod validate;
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use ipnet::IpNet;
+use url::Url;
+
+pub use load::{ConfigError, ConfigIssue};
+
+/// The whole, validated configuration. Build it with [`Config::load`] or
+/// [`Config::from_toml_str`]; every field has passed validation.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
+    pub oidc: OidcConfig,
+    pub session: SessionConfig,
+    pub csrf: CsrfConfig,
+    pub cors: CorsConfig,
+    pub routes: Vec<RouteConfig>,
+    pub static_files: Option<StaticConfig>,
+}
+
+/// `prod` (default) demands https and `__Host-` cookies; `dev` relaxes that on loopback hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Dev,
+    Prod,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// `server.listen`, default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// `server.public_url`: the origin the browser sees (no path, no trailing slash).
+    pub public_url: Url,
+    /// `server.profile`, default `prod`.
+    pub profile: Profile,
+    /// `server.trusted_proxies`: CIDRs whose `X-Forwarded-*` headers are believed. Default empty.
+    pub trusted_proxies: Vec<IpNet>,
+    /// `server.auth_prefix`, default `/auth`. Starts with `/`, no trailing `/`.
+    pub auth_prefix: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// `admin.listen`, default `127.0.0.1:9090`; `None` when set to `""` (admin listener off).
+    pub listen: Option<SocketAddr>,
+}
+
+/// How the client authenticates at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuthMethod {
+    /// `client_secret_basic` (default): HTTP Basic with the url-encoded id and secret.
+    Basic,
+    /// `client_secret_post`: id and secret in the form body.
+    Post,
+}
+
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    /// `oidc.issuer`, exactly as the IdP spells it (compared byte for byte with discovery).
+    pub issuer: String,
+    /// `oidc.client_id`.
+    pub client_id: String,
+    /// `oidc.client_secret` or the contents of `oidc.client_secret_file` (trimmed).
+    pub client_secret: Secret,
+    /// `oidc.token_endpoint_auth_method`: `client_secret_basic` (default) or `client_secret_post`.
+    pub token_endpoint_auth_method: ClientAuthMethod,
+    /// `oidc.scopes`, default `["openid", "profile", "email", "offline_access"]`; always contains `openid`.
+    pub scopes: Vec<String>,
+    /// `oidc.roles_claim`, default `roles`: dotted path into ID-token/userinfo claims.
+    pub roles_claim: String,
+    /// `oidc.post_logout_redirect`, default `/`: a same-origin path.
+    pub post_logout_redirect: String,
+    /// `oidc.allowed_algs`, default `["RS256", "PS256", "ES256", "EdDSA"]`. HMAC and `none` are refused.
+    pub allowed_algs: Vec<jsonwebtoken::Algorithm>,
+    /// `oidc.http_timeout`, default `10s`: every call to the IdP.
+    pub http_timeout: Duration,
+    /// `oidc.clock_skew`, default `60s`: leeway for `exp`/`iat`/`nbf`.
+    pub clock_skew: Duration,
+    /// `oidc.userinfo`, default `true`: fetch userinfo at login (when the IdP has the endpoint).
+    pub userinfo: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// `session.store`, default `sqlite://portcullis.db`: `memory` or `sqlite://PATH`.
+    pub store: String,
+    /// `session.cookie_name`: default `__Host-portcullis` (prod) or `portcullis` (dev).
+    pub cookie_name: String,
+    /// `session.idle_timeout`, default `30m`.
+    pub idle_timeout: Duration,
+    /// `session.absolute_timeout`, default `12h`.
+    pub absolute_timeout: Duration,
+    /// `session.refresh_before`, default `60s`.
+    pub refresh_before: Duration,
+    /// `session.encryption_keys` (or `encryption_keys_file`, one per line): base64 of 32 bytes each.
+    pub encryption_keys: Vec<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CsrfConfig {
+    /// `csrf.cookie`, default `XSRF-TOKEN`.
+    pub cookie: String,
+    /// `csrf.header`, default `X-XSRF-TOKEN`.
+    pub header: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CorsConfig {
+    /// `cors.allowed_origins`, default empty (same-origin only). Exact origins, no wildcard.
+    pub allowed_origins: Vec<String>,
+}
+
+/// Whether a route forwards the user's access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenMode {
+    /// `user` (default): needs a session; `Authorization: Bearer <access token>` is attached.
+    User,
+    /// `none`: public route, no session needed, no token attached.
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// `routes[].prefix`, e.g. `/api/`. Starts with `/`.
+    pub prefix: String,
+    /// `routes[].upstream`: `http://` or `https://` base URL.
+    pub upstream: Url,
+    /// `routes[].token`, default `user`.
+    pub token: TokenMode,
+    /// `routes[].require_roles`, default empty: any-of.
+    pub require_roles: Vec<String>,
+    /// `routes[].strip_prefix`, default `false`.
+    pub strip_prefix: bool,
+    /// `routes[].timeout`, default `30s`.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct StaticConfig {
+    /// `static.dir`: directory of the built SPA.
+    pub dir: PathBuf,
+    /// `static.spa_fallback`, default `true`.
+    pub spa_fallback: bool,
+}
+
+/// A secret string: redacted in `Debug`, no `PartialEq` (compare in constant time).
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl Config {
+    /// The exact `redirect_uri` registered at the IdP: `public_url` + auth prefix + `/callback`.
+    pub fn redirect_uri(&self) -> String {
+        format!("{}{}/callback", self.public_origin(), self.server.auth_prefix)
+    }
+
+    /// `public_url` as an origin string without trailing slash, e.g. `https://app.example.com`.
+    pub fn public_origin(&self) -> String {
+        self.server.public_url.origin().ascii_serialization()
+    }
+
+    /// Whether cookies get the `Secure` attribute: always, except dev on plain http.
+    pub fn secure_cookies(&self) -> bool {
+        self.server.public_url.scheme() == "https"
+    }
+}

@@ -1,0 +1,193 @@
+//! The assembled gateway: config, store, OIDC client and proxy behind one
+//! shared handle, plus [`serve`], which runs the public and admin listeners
+//! until shutdown.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use tokio::net::TcpListener;
+
+use crate::{
+    config::Config,
+    csrf::CsrfPolicy,
+    oidc::{OidcClient, OidcError},
+    proxy::Proxy,
+    session::{SessionStore, StoreError, open_store},
+    time::{Clock, SystemClock},
+};
+
+/// Files compiled into the binary: `(path, content type, bytes)`.
+pub type EmbeddedFiles = &'static [(&'static str, &'static str, &'static [u8])];
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Oidc(#[from] OidcError),
+    #[error("invalid header name in config: {0}")]
+    Header(String),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// State shared by every request.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub store: Arc<dyn SessionStore>,
+    pub oidc: OidcClient,
+    pub clock: Arc<dyn Clock>,
+    pub proxy: Proxy,
+    pub csrf: CsrfPolicy,
+    pub embedded: Option<EmbeddedFiles>,
+    pub refresh_locks: crate::refresh::RefreshLocks,
+}
+
+/// A built gateway. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// Builds a [`Gateway`], optionally with a given store, clock or embedded SPA.
+pub struct GatewayBuilder {
+    config: Config,
+    store: Option<Arc<dyn SessionStore>>,
+    clock: Arc<dyn Clock>,
+    embedded: Option<EmbeddedFiles>,
+}
+
+impl GatewayBuilder {
+    pub fn store(mut self, store: Arc<dyn SessionStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+    /// Serve these files at `/` when no `[static]` dir is configured (the demo SPA).
+    pub fn embedded_static(mut self, files: EmbeddedFiles) -> Self {
+        self.embedded = Some(files);
+        self
+    }
+
+    pub async fn build(self) -> Result<Gateway, GatewayError> {
+        let config = self.config;
+        let store = match self.store {
+            Some(s) => s,
+            None => open_store(&config.session.store).await?,
+        };
+        let oidc = OidcClient::new(&config, self.clock.clone())?;
+        let csrf = CsrfPolicy {
+            header: http::HeaderName::try_from(config.csrf.header.as_str())
+                .map_err(|_| GatewayError::Header(config.csrf.header.clone()))?,
+            public_origin: config.public_origin(),
+            allowed_origins: config.cors.allowed_origins.clone(),
+        };
+        let proxy = Proxy::new(&config);
+        let gateway = Gateway {
+            shared: Arc::new(Shared {
+                config,
+                store,
+                oidc,
+                clock: self.clock,
+                proxy,
+                csrf,
+                embedded: self.embedded,
+                refresh_locks: Default::default(),
+            }),
+        };
+        // The IdP may be down at start; login then fails with 503 and readiness says so.
+        if let Err(e) = gateway.shared.oidc.warm_up().await {
+            tracing::warn!(error = %e, "identity provider metadata not loaded yet");
+        }
+        Ok(gateway)
+    }
+}
+
+impl Gateway {
+    pub fn builder(config: Config) -> GatewayBuilder {
+        GatewayBuilder {
+            config,
+            store: None,
+            clock: Arc::new(SystemClock),
+            embedded: None,
+        }
+    }
+
+    /// Build with the store the config names and the system clock.
+    pub async fn new(config: Config) -> Result<Self, GatewayError> {
+        Self::builder(config).build().await
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.shared.store
+    }
+
+    /// The public router: auth endpoints, proxied routes, static files.
+    pub fn router(&self) -> axum::Router {
+        crate::http::public_router(self.shared.clone())
+    }
+
+    /// The admin router: `/healthz`, `/readyz`.
+    pub fn admin_router(&self) -> axum::Router {
+        crate::http::admin_router(self.shared.clone())
+    }
+
+    /// Delete expired sessions every `every` until the returned task is aborted.
+    pub fn spawn_gc(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                match shared.store.gc(shared.clock.now()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(deleted = n, "expired sessions removed"),
+                    Err(e) => tracing::warn!(error = %e, "session GC failed"),
+                }
+            }
+        })
+    }
+}
+
+/// Serve the gateway on `listener` (and the admin router on `admin`, if any)
+/// until `shutdown` resolves; in-flight requests are allowed to finish.
+pub async fn serve(
+    gateway: Gateway,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), GatewayError> {
+    let gc = gateway.spawn_gc(Duration::from_secs(60));
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let admin_task = admin.map(|l| {
+        let router = gateway.admin_router();
+        let mut rx = rx.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(l, router)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|v| *v).await;
+                })
+                .await;
+        })
+    });
+    let app = gateway
+        .router()
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        })
+        .await;
+    gc.abort();
+    if let Some(t) = admin_task {
+        let _ = t.await;
+    }
+    result.map_err(GatewayError::Io)
+}

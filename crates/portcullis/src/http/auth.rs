@@ -1,0 +1,368 @@
+//! `/auth/login`, `/auth/callback`, `/auth/me`, `/auth/logout`
+//! (DESIGN.md section 4).
+
+use std::{collections::HashMap, sync::Arc};
+
+use axum::{
+    Json,
+    extract::{Query, State},
+    response::{IntoResponse, Redirect, Response},
+};
+use axum_extra::extract::CookieJar;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use super::{ApiError, SessionLookup, cookies, current_session};
+use crate::{
+    gateway::Shared,
+    oidc::{self, IdTokenClaims},
+    session::{LoginState, SessionId, SessionRecord, TokenSet, hex_sha256, random_token},
+    time::rfc3339,
+};
+
+/// Lifetime of a login in flight (login cookie and server-side state), seconds.
+pub(crate) const LOGIN_TTL: i64 = 600;
+
+/// Whether `path` is a same-origin path we may redirect to after login or
+/// logout. Refuses scheme-relative (`//x`), backslash tricks (`/\x`), any
+/// scheme (`javascript:`), control characters and whitespace.
+pub fn is_safe_return_path(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.starts_with("//")
+        && path.len() <= 2048
+        && !path
+            .chars()
+            .any(|c| c == '\\' || c.is_control() || c.is_whitespace())
+}
+
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
+}
+
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json"))
+}
+
+/// `GET /auth/login?return_to=/path`: start a code flow with PKCE.
+pub(crate) async fn login(
+    State(shared): State<Arc<Shared>>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    jar: CookieJar,
+) -> Response {
+    match start_login(&shared, &params, &jar).await {
+        Ok(resp) => resp,
+        Err(e) if wants_html(&headers) => e.into_html_response("/"),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn start_login(
+    shared: &Shared,
+    params: &HashMap<String, String>,
+    jar: &CookieJar,
+) -> Result<Response, ApiError> {
+    let return_to = params.get("return_to").map(String::as_str).unwrap_or("/");
+    if !is_safe_return_path(return_to) {
+        return Err(ApiError::BadRequest(
+            "return_to must be a same-origin path".into(),
+        ));
+    }
+    let request = shared.oidc.authorization_request().await?;
+    // Reuse the browser's login cookie so logins started in two tabs both complete.
+    let binding = jar
+        .get(&cookies::login_cookie_name(&shared.config))
+        .map(|c| c.value().to_string())
+        .filter(|v| v.len() == 43)
+        .unwrap_or_else(|| random_token(32));
+    let state = LoginState {
+        browser_binding: hex_sha256(binding.as_bytes()),
+        nonce: request.nonce,
+        pkce_verifier: request.pkce_verifier,
+        return_to: return_to.to_string(),
+        expires_at: shared.clock.now() + LOGIN_TTL,
+    };
+    shared
+        .store
+        .put_login(&hex_sha256(request.state.as_bytes()), &state)
+        .await?;
+    let jar = CookieJar::new().add(cookies::login(&shared.config, &binding));
+    Ok((jar, Redirect::to(&request.url)).into_response())
+}
+
+/// `GET /auth/callback`: finish the code flow and create the session.
+pub(crate) async fn callback(
+    State(shared): State<Arc<Shared>>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    jar: CookieJar,
+) -> Response {
+    match finish_login(&shared, &params, &headers, &jar).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            if let ApiError::LoginFailed(_) = e {
+                tracing::warn!(reason = %e, "login rejected");
+            }
+            if wants_html(&headers) {
+                e.into_html_response("/")
+            } else {
+                e.into_response()
+            }
+        }
+    }
+}
+
+async fn finish_login(
+    shared: &Shared,
+    params: &HashMap<String, String>,
+    headers: &HeaderMap,
+    jar: &CookieJar,
+) -> Result<Response, ApiError> {
+    let bad = |m: &str| ApiError::BadRequest(m.to_string());
+    let state_param = params.get("state").ok_or_else(|| bad("missing state"))?;
+    let binding = jar
+        .get(&cookies::login_cookie_name(&shared.config))
+        .map(|c| c.value().to_string())
+        .ok_or_else(|| bad("missing login cookie: start the login again"))?;
+    // Take first: whatever happens next, this state can never be used again.
+    let login = shared
+        .store
+        .take_login(&hex_sha256(state_param.as_bytes()))
+        .await?
+        .ok_or_else(|| bad("unknown or already used state"))?;
+    let bound: bool = login
+        .browser_binding
+        .as_bytes()
+        .ct_eq(hex_sha256(binding.as_bytes()).as_bytes())
+        .into();
+    if !bound {
+        return Err(bad("login state belongs to another browser"));
+    }
+    if login.expires_at <= shared.clock.now() {
+        return Err(bad("login took too long: start again"));
+    }
+    if let Some(error) = params.get("error") {
+        let desc = params
+            .get("error_description")
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default();
+        return Err(ApiError::LoginFailed(format!(
+            "the identity provider answered {error}{desc}"
+        )));
+    }
+    let meta = shared.oidc.metadata().await?;
+    // RFC 9207: a present `iss` must be ours; a missing one is refused when the IdP promised it.
+    match params.get("iss") {
+        Some(iss) if iss != &shared.config.oidc.issuer => {
+            return Err(bad("iss parameter does not match the issuer"));
+        }
+        None if meta.authorization_response_iss_parameter_supported => {
+            return Err(bad("iss parameter missing"));
+        }
+        _ => {}
+    }
+    let code = params.get("code").ok_or_else(|| bad("missing code"))?;
+
+    let tokens = shared
+        .oidc
+        .exchange_code(code, &login.pkce_verifier)
+        .await?;
+    let id_token = tokens
+        .id_token
+        .as_deref()
+        .ok_or_else(|| ApiError::LoginFailed("token response has no id_token".into()))?;
+    let id = shared
+        .oidc
+        .validate_id_token(
+            id_token,
+            oidc::id_token::Expectations {
+                nonce: Some(&login.nonce),
+                sub: None,
+            },
+        )
+        .await?;
+    let mut claims = id.all.clone();
+    if let Some(info) = shared.oidc.userinfo(&tokens.access_token, &id.sub).await? {
+        claims.extend(info);
+    }
+
+    // Only now, with a fully validated ID token, does a session exist.
+    let old = jar
+        .get(&shared.config.session.cookie_name)
+        .and_then(|c| SessionId::parse(c.value()));
+    if let Some(old) = old {
+        shared.store.delete(&old.hash()).await?;
+    }
+    let session_id = SessionId::generate();
+    let record = new_record(shared, &session_id, &id, &claims, tokens, headers);
+    shared.store.save(&record).await?;
+    tracing::info!(session = record.id.short(), "login succeeded");
+
+    let jar = CookieJar::new()
+        .add(cookies::session(&shared.config, session_id.as_cookie_value()))
+        .add(cookies::csrf(&shared.config, &record.csrf_token))
+        .add(cookies::removal(
+            &shared.config,
+            cookies::login_cookie_name(&shared.config),
+            true,
+        ));
+    Ok((jar, Redirect::to(&login.return_to)).into_response())
+}
+
+fn new_record(
+    shared: &Shared,
+    session_id: &SessionId,
+    id: &IdTokenClaims,
+    claims: &serde_json::Map<String, Value>,
+    tokens: oidc::TokenResponse,
+    headers: &HeaderMap,
+) -> SessionRecord {
+    let now = shared.clock.now();
+    let cfg = &shared.config.session;
+    let expires_at = now + cfg.absolute_timeout.as_secs() as i64;
+    SessionRecord {
+        id: session_id.hash(),
+        sub: id.sub.clone(),
+        sid: id.sid.clone(),
+        claims: oidc::user_claims(claims),
+        roles: oidc::roles_from_claims(claims, &shared.config.oidc.roles_claim),
+        tokens: TokenSet {
+            access_expires_at: tokens.expires_in.map(|s| now + s),
+            access_token: tokens.access_token,
+            refresh_token: tokens.refresh_token,
+            id_token: tokens.id_token,
+        },
+        csrf_token: random_token(32),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(200).collect()),
+        created_at: now,
+        last_seen_at: now,
+        expires_at,
+        idle_expires_at: (now + cfg.idle_timeout.as_secs() as i64).min(expires_at),
+        version: 1,
+    }
+}
+
+/// `GET /auth/me`.
+pub(crate) async fn me(
+    State(shared): State<Arc<Shared>>,
+    jar: CookieJar,
+) -> Result<Response, ApiError> {
+    match current_session(&shared, &jar).await? {
+        SessionLookup::Active(r) => Ok(Json(json!({
+            "authenticated": true,
+            "user": r.claims,
+            "roles": r.roles,
+            "session": {
+                "expires_at": rfc3339(r.expires_at),
+                "idle_expires_at": rfc3339(r.idle_expires_at),
+            },
+        }))
+        .into_response()),
+        SessionLookup::None | SessionLookup::Expired => Ok((
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"authenticated": false})),
+        )
+            .into_response()),
+    }
+}
+
+/// `POST /auth/logout`: destroy the session (CSRF-checked), revoke the
+/// refresh token at the IdP, and send the browser to the IdP's logout.
+pub(crate) async fn logout(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    jar: CookieJar,
+) -> Result<Response, ApiError> {
+    let cfg = &shared.config;
+    let post_logout_uri = format!("{}{}", cfg.public_origin(), cfg.oidc.post_logout_redirect);
+    let mut id_token_hint = None;
+    match current_session(&shared, &jar).await? {
+        SessionLookup::Active(record) => {
+            shared.csrf.check(&headers, &record.csrf_token)?;
+            shared.store.delete(&record.id).await?;
+            tracing::info!(session = record.id.short(), "logout");
+            spawn_revocation(shared.clone(), record.tokens.clone());
+            id_token_hint = record.tokens.id_token.clone();
+        }
+        // Nothing to protect without a session, but a cross-site request still gets no answer.
+        SessionLookup::None | SessionLookup::Expired => shared.csrf.check_origin(&headers)?,
+    }
+    let logout_url = match shared
+        .oidc
+        .end_session_url(id_token_hint.as_deref(), &post_logout_uri)
+        .await
+    {
+        Ok(Some(url)) => url,
+        Ok(None) => cfg.oidc.post_logout_redirect.clone(),
+        Err(e) => {
+            // The local session is gone already; an unreachable IdP must not block logout.
+            tracing::warn!(error = %e, "no end_session URL; logging out locally only");
+            cfg.oidc.post_logout_redirect.clone()
+        }
+    };
+    let jar = CookieJar::new()
+        .add(cookies::removal(cfg, cfg.session.cookie_name.clone(), true))
+        .add(cookies::removal(cfg, cfg.csrf.cookie.clone(), false));
+    let mut resp = if wants_json(&headers) {
+        (jar, Json(json!({ "logout_url": logout_url }))).into_response()
+    } else {
+        (jar, Redirect::to(&logout_url)).into_response()
+    };
+    resp.headers_mut()
+        .insert("clear-site-data", HeaderValue::from_static("\"cookies\""));
+    Ok(resp)
+}
+
+/// Revoke refresh and access token in the background: the user is logged out
+/// locally whatever the IdP says.
+fn spawn_revocation(shared: Arc<Shared>, tokens: TokenSet) {
+    tokio::spawn(async move {
+        if let Some(rt) = tokens.refresh_token.as_deref()
+            && let Err(e) = shared.oidc.revoke(rt, "refresh_token").await
+        {
+            tracing::warn!(error = %e, "refresh token revocation failed");
+        }
+        if let Err(e) = shared
+            .oidc
+            .revoke(&tokens.access_token, "access_token")
+            .await
+        {
+            tracing::debug!(error = %e, "access token revocation failed");
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_safe_return_path;
+
+    #[test]
+    fn return_to_accepts_only_same_origin_paths() {
+        for ok in ["/", "/app", "/app?x=1#y", "/a/b%2F/c", "/x?next=https://e"] {
+            assert!(is_safe_return_path(ok), "{ok}");
+        }
+        for bad in [
+            "//evil.example",
+            "/\\evil.example",
+            "https://evil.example/",
+            "javascript:alert(1)",
+            "evil",
+            "",
+            "/\tx",
+            "/a\\b",
+            "/ok\r\nSet-Cookie: x",
+        ] {
+            assert!(!is_safe_return_path(bad), "{bad:?}");
+        }
+    }
+}

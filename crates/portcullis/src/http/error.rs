@@ -1,0 +1,137 @@
+//! The one place errors become HTTP responses: every module error converts
+//! into [`ApiError`], which renders the contract's JSON body
+//! `{"error": code, "message": text}` (DESIGN.md section 4).
+
+use axum::{
+    Json,
+    response::{IntoResponse, Response},
+};
+use http::{HeaderValue, StatusCode, header};
+
+use crate::{csrf::CsrfError, oidc::OidcError, session::StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("authentication required")]
+    Unauthorized,
+    #[error("session expired")]
+    SessionExpired,
+    #[error("CSRF check failed: {0}")]
+    Csrf(#[from] CsrfError),
+    #[error("missing required role")]
+    Forbidden,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("login failed: {0}")]
+    LoginFailed(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("not found")]
+    NotFound,
+    #[error("upstream unavailable: {0}")]
+    UpstreamUnavailable(String),
+    #[error("upstream timed out")]
+    UpstreamTimeout,
+    #[error(transparent)]
+    Idp(OidcError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<OidcError> for ApiError {
+    fn from(e: OidcError) -> Self {
+        match e {
+            // The IdP said no or sent a token we cannot trust: the login fails, the IdP is fine.
+            OidcError::OAuth { .. }
+            | OidcError::InvalidIdToken(_)
+            | OidcError::UserinfoSubjectMismatch => ApiError::LoginFailed(e.to_string()),
+            other => ApiError::Idp(other),
+        }
+    }
+}
+
+impl ApiError {
+    /// Status and contract error code.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::SessionExpired => (StatusCode::UNAUTHORIZED, "session_expired"),
+            ApiError::Csrf(_) => (StatusCode::FORBIDDEN, "csrf"),
+            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::BadRequest(_) | ApiError::LoginFailed(_) => {
+                (StatusCode::BAD_REQUEST, "bad_request")
+            }
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
+            ApiError::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_unavailable"),
+            ApiError::Idp(_) => (StatusCode::SERVICE_UNAVAILABLE, "idp_unavailable"),
+            ApiError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+        }
+    }
+
+    fn log(&self) {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() {
+            tracing::error!(%status, code, reason = %self, "request failed");
+        } else if !matches!(self, ApiError::Unauthorized | ApiError::NotFound) {
+            tracing::warn!(%status, code, reason = %self, "request refused");
+        }
+    }
+
+    /// A small HTML page for browsers that landed on a failing navigation (login, callback).
+    pub fn into_html_response(self, home: &str) -> Response {
+        self.log();
+        let (status, _) = self.status_and_code();
+        let body = format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sign-in problem</title></head>\
+             <body><h1>Sign-in problem</h1><p>{}</p><p><a href=\"{}\">Back to the application</a></p></body></html>",
+            html_escape(&self.to_string()),
+            html_escape(home)
+        );
+        let mut resp = (status, body).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        resp
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.log();
+        let (status, code) = self.status_and_code();
+        let message = match &self {
+            // Do not echo internals of the IdP or store to clients.
+            ApiError::Idp(_) => "the identity provider is unavailable".to_string(),
+            ApiError::Store(_) => "the session store is unavailable".to_string(),
+            other => other.to_string(),
+        };
+        let mut resp = (
+            status,
+            Json(serde_json::json!({ "error": code, "message": message })),
+        )
+            .into_response();
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        resp
+    }
+}
+
+pub(crate) fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}

@@ -1,0 +1,21 @@
+//! portcullis: a Backend-for-Frontend authentication gateway.
+//!
+//! It runs the OpenID Connect login as a confidential client, keeps tokens in
+//! a server-side [`session::SessionStore`], gives the browser an opaque
+//! HttpOnly cookie, and proxies API routes with the user's access token.
+//!
+//! Build a [`Gateway`] from a [`config::Config`], then mount
+//! [`Gateway::router`] or call [`serve`].
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod csrf;
+pub mod gateway;
+pub mod http;
+pub mod oidc;
+pub mod proxy;
+pub mod refresh;
+pub mod session;
+pub mod time;
+
+pub use gateway::{Gateway, GatewayError, serve};

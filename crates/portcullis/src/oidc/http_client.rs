@@ -1,0 +1,66 @@
+//! The HTTP client used for every IdP call: rustls, timeouts, no redirects
+//! (a redirect from a token endpoint is never legitimate and invites SSRF),
+//! and response bodies read with a size cap.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use super::OidcError;
+
+/// Largest IdP response body we read (metadata, JWKS, token, userinfo).
+const MAX_BODY: usize = 1024 * 1024;
+
+pub(super) fn build(timeout: Duration) -> Result<reqwest::Client, OidcError> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| OidcError::Unavailable(format!("cannot build HTTP client: {e}")))
+}
+
+pub(super) fn transport_error(what: &str, e: reqwest::Error) -> OidcError {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    OidcError::Unavailable(format!("{what}: {kind}"))
+}
+
+/// Read a body of at most [`MAX_BODY`] bytes.
+pub(super) async fn read_body(what: &str, mut resp: reqwest::Response) -> Result<Vec<u8>, OidcError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| transport_error(what, e))?
+    {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(OidcError::InvalidResponse(format!("{what}: response too large")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// GET-style response handling: 2xx JSON → `T`; 5xx → unavailable; anything else → invalid.
+pub(super) async fn json_response<T: DeserializeOwned>(
+    what: &str,
+    resp: reqwest::Response,
+) -> Result<T, OidcError> {
+    let status = resp.status();
+    if status.is_server_error() {
+        return Err(OidcError::Unavailable(format!("{what}: HTTP {status}")));
+    }
+    if !status.is_success() {
+        return Err(OidcError::InvalidResponse(format!("{what}: HTTP {status}")));
+    }
+    let body = read_body(what, resp).await?;
+    serde_json::from_slice(&body)
+        .map_err(|e| OidcError::InvalidResponse(format!("{what}: not valid JSON ({e})")))
+}

@@ -1,0 +1,143 @@
+//! The OpenID Connect relying party: discovery, JWKS, the code flow with
+//! PKCE, ID-token validation, refresh, userinfo and logout URLs.
+//!
+//! [`OidcClient`] is shared by all requests; it caches the provider metadata
+//! and keys and talks to the IdP with a client that never follows redirects.
+
+mod claims;
+mod discovery;
+mod flow;
+mod http_client;
+pub mod id_token;
+mod jwks;
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::RwLock;
+
+use crate::{config::Config, time::Clock};
+
+pub use claims::{roles_from_claims, user_claims};
+pub use discovery::ProviderMetadata;
+pub use flow::{AuthorizationRequest, TokenResponse, pkce_challenge};
+pub use id_token::IdTokenClaims;
+pub use jwks::JwksCache;
+
+/// Everything that can go wrong talking to or trusting the IdP.
+#[derive(Debug, thiserror::Error)]
+pub enum OidcError {
+    /// Network failure, timeout or 5xx: the IdP is down, not wrong.
+    #[error("identity provider unavailable: {0}")]
+    Unavailable(String),
+    /// The IdP answered something that is not what the protocol says (non-JSON, missing fields).
+    #[error("identity provider sent an invalid response: {0}")]
+    InvalidResponse(String),
+    /// The discovery document names another issuer than the configured one.
+    #[error("issuer mismatch: configured {configured:?}, discovery says {discovered:?}")]
+    IssuerMismatch {
+        configured: String,
+        discovered: String,
+    },
+    /// An OAuth error response (4xx), e.g. `invalid_grant`.
+    #[error("identity provider refused: {error}")]
+    OAuth {
+        status: u16,
+        error: String,
+        description: Option<String>,
+    },
+    /// The ID token failed validation; no session may be created.
+    #[error("ID token rejected: {0}")]
+    InvalidIdToken(String),
+    /// Userinfo `sub` differs from the ID token's.
+    #[error("userinfo subject does not match the ID token")]
+    UserinfoSubjectMismatch,
+}
+
+/// Shared relying-party state.
+pub struct OidcClient {
+    pub(crate) issuer: String,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: crate::config::Secret,
+    pub(crate) auth_method: crate::config::ClientAuthMethod,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) redirect_uri: String,
+    pub(crate) allowed_algs: Vec<jsonwebtoken::Algorithm>,
+    pub(crate) clock_skew: i64,
+    pub(crate) use_userinfo: bool,
+    http: reqwest::Client,
+    metadata: RwLock<Option<Arc<ProviderMetadata>>>,
+    jwks: RwLock<Option<Arc<JwksCache>>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl OidcClient {
+    pub fn new(config: &Config, clock: Arc<dyn Clock>) -> Result<Self, OidcError> {
+        let oidc = &config.oidc;
+        Ok(Self {
+            issuer: oidc.issuer.clone(),
+            client_id: oidc.client_id.clone(),
+            client_secret: oidc.client_secret.clone(),
+            auth_method: oidc.token_endpoint_auth_method,
+            scopes: oidc.scopes.clone(),
+            redirect_uri: config.redirect_uri(),
+            allowed_algs: oidc.allowed_algs.clone(),
+            clock_skew: oidc.clock_skew.as_secs() as i64,
+            use_userinfo: oidc.userinfo,
+            http: http_client::build(oidc.http_timeout)?,
+            metadata: RwLock::new(None),
+            jwks: RwLock::new(None),
+            clock,
+        })
+    }
+
+    /// The provider metadata, fetched on first use and then cached.
+    pub async fn metadata(&self) -> Result<Arc<ProviderMetadata>, OidcError> {
+        if let Some(m) = self.metadata.read().await.as_ref() {
+            return Ok(m.clone());
+        }
+        let mut slot = self.metadata.write().await;
+        if let Some(m) = slot.as_ref() {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(discovery::discover(&self.http, &self.issuer).await?);
+        *slot = Some(m.clone());
+        Ok(m)
+    }
+
+    /// Whether discovery has succeeded (for readiness).
+    pub async fn is_ready(&self) -> bool {
+        self.metadata.read().await.is_some() && self.jwks.read().await.is_some()
+    }
+
+    /// Load metadata and keys now (start-up warm-up and readiness).
+    pub async fn warm_up(&self) -> Result<(), OidcError> {
+        self.keys().await?;
+        Ok(())
+    }
+
+    async fn keys(&self) -> Result<Arc<JwksCache>, OidcError> {
+        if let Some(k) = self.jwks.read().await.as_ref() {
+            return Ok(k.clone());
+        }
+        let meta = self.metadata().await?;
+        let mut slot = self.jwks.write().await;
+        if let Some(k) = slot.as_ref() {
+            return Ok(k.clone());
+        }
+        let cache = Arc::new(JwksCache::new(self.http.clone(), meta.jwks_uri.clone()));
+        cache.refresh().await?;
+        *slot = Some(cache.clone());
+        Ok(cache)
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+}
+
+/// Default timeout for the IdP client when none is configured.
+pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,0 +1,61 @@
+//! Path checks before forwarding: no dot segments, encoded or not, so a
+//! request can never leave its route's prefix at the upstream.
+
+/// The request path if it is safe to forward; a reason otherwise.
+pub(super) fn checked_path(path: &str) -> Result<String, &'static str> {
+    let decoded = percent_decode(path).ok_or("malformed percent-encoding in path")?;
+    if decoded.contains('\\') || decoded.contains('\0') {
+        return Err("invalid character in path");
+    }
+    // Decode twice: some upstreams decode again (`%252e%252e`).
+    let twice = percent_decode(&decoded).ok_or("malformed percent-encoding in path")?;
+    for candidate in [&decoded, &twice] {
+        if candidate.split('/').any(|seg| seg == ".." || seg == ".") {
+            return Err("dot segments are not allowed in paths");
+        }
+    }
+    Ok(path.to_string())
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::checked_path;
+
+    #[test]
+    fn traversal_is_refused_in_every_spelling() {
+        for bad in [
+            "/api/../admin",
+            "/api/%2e%2e/admin",
+            "/api/%2E%2E%2Fadmin",
+            "/api/..%2fadmin",
+            "/api/%252e%252e/admin",
+            "/api/./x",
+            "/api/..\\admin",
+            "/api/%5c..",
+            "/api/%zz",
+        ] {
+            assert!(checked_path(bad).is_err(), "{bad}");
+        }
+        for ok in ["/api/x", "/api/a.b/c..d", "/api/%20x", "/api/"] {
+            assert_eq!(checked_path(ok).as_deref(), Ok(ok));
+        }
+    }
+}

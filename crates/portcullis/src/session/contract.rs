@@ -1,0 +1,513 @@
+//! The conformance suite every [`SessionStore`] backend must pass.
+//!
+//! Each check is a `pub async fn` over a fresh store; the
+//! [`session_store_contract_tests!`](crate::session_store_contract_tests) macro
+//! turns all of them into `#[tokio::test]`s for one backend:
+//!
+//! ```ignore
+//! portcullis::session_store_contract_tests!(async {
+//!     Arc::new(MemoryStore::new()) as Arc<dyn SessionStore>
+//! });
+//! ```
+//!
+//! The expression is evaluated once per test and must yield a fresh, isolated
+//! store: either an `Arc<dyn SessionStore>`, or `(Arc<dyn SessionStore>, guard)`
+//! where `guard` (a temp dir, a container, a schema to drop) is kept alive until
+//! the check ends. The calling crate needs `tokio` with `macros` and
+//! `rt-multi-thread`.
+//!
+//! Checks use the real clock for timestamps and random subjects, so backends
+//! with native TTLs or a shared server (Redis, PostgreSQL) pass them too.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::{LoginState, SessionHash, SessionId, SessionRecord, SessionStore, random_token};
+use crate::time::{Clock, SystemClock, UnixTime};
+
+/// What the macro's store expression may return.
+pub trait StoreFixture {
+    /// The store under test.
+    fn store(&self) -> Arc<dyn SessionStore>;
+}
+
+impl StoreFixture for Arc<dyn SessionStore> {
+    fn store(&self) -> Arc<dyn SessionStore> {
+        Arc::clone(self)
+    }
+}
+
+/// A store plus whatever must outlive it (dropped after the check).
+impl<G> StoreFixture for (Arc<dyn SessionStore>, G) {
+    fn store(&self) -> Arc<dyn SessionStore> {
+        Arc::clone(&self.0)
+    }
+}
+
+/// Expand to one `#[tokio::test]` per contract check. See the [module docs](crate::session::contract).
+#[macro_export]
+macro_rules! session_store_contract_tests {
+    ($make:expr) => {
+        $crate::session_store_contract_tests!(@tests $make;
+            round_trip_keeps_every_field,
+            round_trip_without_optional_fields,
+            load_unknown_is_none,
+            save_overwrites,
+            overwrite_moves_sub_and_sid,
+            delete_reports_existence,
+            delete_by_sub_is_scoped,
+            delete_by_sid_is_scoped,
+            list_by_sub_returns_only_that_subject,
+            login_round_trip,
+            take_login_is_single_use,
+            concurrent_take_login_yields_one,
+            gc_removes_expired_and_keeps_live,
+            ping_ok,
+            many_records,
+            touch_updates_only_activity,
+        );
+    };
+    (@tests $make:expr; $($check:ident),* $(,)?) => {
+        $(
+            // Multi-threaded so concurrency checks race for real.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let fixture = $make.await;
+                let store = $crate::session::contract::StoreFixture::store(&fixture);
+                $crate::session::contract::$check(store).await;
+                drop(fixture);
+            }
+        )*
+    };
+}
+
+/// A fully populated record created at `now` (idle expiry in 30 min, absolute
+/// in 8 h), with a fresh id. Every optional field is `Some` so round trips
+/// prove they are kept.
+pub fn sample_record(sub: &str, sid: Option<&str>, now: UnixTime) -> (SessionId, SessionRecord) {
+    let id = SessionId::generate();
+    let claims = json!({
+        "name": "Zoë Ünïcode 测试",
+        "email": format!("{sub}@example.test"),
+        "preferred_username": sub,
+        "nested": { "groups": ["a", "b"], "n": 7, "ok": true, "none": null },
+    });
+    let claims = match claims {
+        serde_json::Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
+    let record = SessionRecord {
+        id: id.hash(),
+        sub: sub.to_string(),
+        sid: sid.map(str::to_string),
+        claims,
+        roles: vec!["reader".into(), "writer".into()],
+        tokens: super::TokenSet {
+            access_token: format!("at-{}", random_token(24)),
+            refresh_token: Some(format!("rt-{}", random_token(24))),
+            id_token: Some(format!("it-{}", random_token(24))),
+            access_expires_at: Some(now + 300),
+        },
+        csrf_token: random_token(32),
+        user_agent: Some("Firefox 128 on Linux".into()),
+        created_at: now,
+        last_seen_at: now,
+        expires_at: now + 8 * 3600,
+        idle_expires_at: now + 1800,
+        version: 1,
+    };
+    (id, record)
+}
+
+/// A login in flight expiring at `expires_at`.
+pub fn sample_login(expires_at: UnixTime) -> LoginState {
+    LoginState {
+        browser_binding: super::hex_sha256(random_token(32).as_bytes()),
+        nonce: random_token(16),
+        pkce_verifier: random_token(32),
+        return_to: "/app/orders?page=2#top".into(),
+        expires_at,
+    }
+}
+
+/// A subject no other test (or earlier run against a shared server) uses.
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", random_token(9))
+}
+
+fn now() -> UnixTime {
+    SystemClock.now()
+}
+
+async fn save_all(store: &dyn SessionStore, records: &[&SessionRecord]) {
+    for record in records {
+        store.save(record).await.expect("save");
+    }
+}
+
+async fn exists(store: &dyn SessionStore, id: &SessionHash) -> bool {
+    store.load(id).await.expect("load").is_some()
+}
+
+fn ids(records: &[SessionRecord]) -> HashSet<SessionHash> {
+    records.iter().map(|r| r.id.clone()).collect()
+}
+
+pub async fn round_trip_keeps_every_field(store: Arc<dyn SessionStore>) {
+    let (_, record) = sample_record(&unique("alice"), Some(&unique("sid")), now());
+    store.save(&record).await.expect("save");
+    assert_eq!(
+        store.load(&record.id).await.expect("load"),
+        Some(record.clone())
+    );
+    // Compared separately because TokenSet's Debug hides the tokens.
+    let loaded = store
+        .load(&record.id)
+        .await
+        .expect("load")
+        .expect("present");
+    assert!(
+        loaded.tokens == record.tokens,
+        "tokens changed in the round trip"
+    );
+}
+
+pub async fn round_trip_without_optional_fields(store: Arc<dyn SessionStore>) {
+    let (_, mut record) = sample_record(&unique("alice"), None, now());
+    record.claims.clear();
+    record.roles.clear();
+    record.tokens.refresh_token = None;
+    record.tokens.id_token = None;
+    record.tokens.access_expires_at = None;
+    record.user_agent = None;
+    record.version = u64::MAX;
+    store.save(&record).await.expect("save");
+    assert_eq!(store.load(&record.id).await.expect("load"), Some(record));
+}
+
+pub async fn load_unknown_is_none(store: Arc<dyn SessionStore>) {
+    let unknown = SessionId::generate().hash();
+    assert_eq!(store.load(&unknown).await.expect("load"), None);
+}
+
+pub async fn save_overwrites(store: Arc<dyn SessionStore>) {
+    let t = now();
+    let (_, mut record) = sample_record(&unique("alice"), Some(&unique("sid")), t);
+    store.save(&record).await.expect("first save");
+
+    record.version = 2;
+    record.tokens.access_token = format!("at-{}", random_token(24));
+    record.tokens.access_expires_at = Some(t + 900);
+    record.last_seen_at = t + 60;
+    record.idle_expires_at = t + 60 + 1800;
+    store.save(&record).await.expect("second save");
+
+    let loaded = store
+        .load(&record.id)
+        .await
+        .expect("load")
+        .expect("present");
+    assert_eq!(loaded, record);
+    assert!(loaded.tokens == record.tokens, "new tokens were not saved");
+    let listed = store.list_by_sub(&record.sub).await.expect("list");
+    assert_eq!(
+        listed.len(),
+        1,
+        "an overwrite must not add a second session"
+    );
+}
+
+/// Overwriting with another sub/sid must move the record in every lookup.
+pub async fn overwrite_moves_sub_and_sid(store: Arc<dyn SessionStore>) {
+    let (old_sub, new_sub) = (unique("old"), unique("new"));
+    let (old_sid, new_sid) = (unique("sid-old"), unique("sid-new"));
+    let (_, mut record) = sample_record(&old_sub, Some(&old_sid), now());
+    store.save(&record).await.expect("save");
+    record.sub = new_sub.clone();
+    record.sid = Some(new_sid.clone());
+    record.version = 2;
+    store.save(&record).await.expect("overwrite");
+
+    assert!(
+        store
+            .list_by_sub(&old_sub)
+            .await
+            .expect("list old")
+            .is_empty()
+    );
+    assert_eq!(
+        store.list_by_sub(&new_sub).await.expect("list new"),
+        vec![record.clone()]
+    );
+    assert_eq!(store.delete_by_sid(&old_sid).await.expect("by old sid"), 0);
+    assert_eq!(store.delete_by_sub(&old_sub).await.expect("by old sub"), 0);
+    assert!(exists(&*store, &record.id).await);
+    assert_eq!(store.delete_by_sid(&new_sid).await.expect("by new sid"), 1);
+    assert!(!exists(&*store, &record.id).await);
+}
+
+pub async fn delete_reports_existence(store: Arc<dyn SessionStore>) {
+    let (_, record) = sample_record(&unique("alice"), None, now());
+    store.save(&record).await.expect("save");
+    assert!(store.delete(&record.id).await.expect("first delete"));
+    assert!(!store.delete(&record.id).await.expect("second delete"));
+    assert_eq!(store.load(&record.id).await.expect("load"), None);
+    assert!(
+        store
+            .list_by_sub(&record.sub)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+}
+
+pub async fn delete_by_sub_is_scoped(store: Arc<dyn SessionStore>) {
+    let t = now();
+    let (alice, bob) = (unique("alice"), unique("bob"));
+    let (_, a1) = sample_record(&alice, Some(&unique("sid")), t);
+    let (_, a2) = sample_record(&alice, None, t);
+    let (_, b1) = sample_record(&bob, Some(&unique("sid")), t);
+    save_all(&*store, &[&a1, &a2, &b1]).await;
+
+    assert_eq!(store.delete_by_sub(&alice).await.expect("delete alice"), 2);
+    assert!(!exists(&*store, &a1.id).await);
+    assert!(!exists(&*store, &a2.id).await);
+    assert_eq!(
+        store.load(&b1.id).await.expect("load bob"),
+        Some(b1.clone())
+    );
+    assert_eq!(store.delete_by_sub(&alice).await.expect("again"), 0);
+    assert_eq!(
+        store
+            .delete_by_sub(&unique("nobody"))
+            .await
+            .expect("nobody"),
+        0
+    );
+}
+
+pub async fn delete_by_sid_is_scoped(store: Arc<dyn SessionStore>) {
+    let t = now();
+    let alice = unique("alice");
+    let (sid1, sid2) = (unique("sid1"), unique("sid2"));
+    // Two browser sessions can share one IdP session (same sid).
+    let (_, a1) = sample_record(&alice, Some(&sid1), t);
+    let (_, a2) = sample_record(&alice, Some(&sid1), t);
+    let (_, a3) = sample_record(&alice, Some(&sid2), t);
+    let (_, a4) = sample_record(&alice, None, t);
+    save_all(&*store, &[&a1, &a2, &a3, &a4]).await;
+
+    assert_eq!(store.delete_by_sid(&sid1).await.expect("delete sid1"), 2);
+    assert!(!exists(&*store, &a1.id).await);
+    assert!(!exists(&*store, &a2.id).await);
+    assert!(exists(&*store, &a3.id).await);
+    assert!(
+        exists(&*store, &a4.id).await,
+        "a session without sid must survive"
+    );
+    assert_eq!(store.delete_by_sid(&sid1).await.expect("again"), 0);
+}
+
+pub async fn list_by_sub_returns_only_that_subject(store: Arc<dyn SessionStore>) {
+    let t = now();
+    let (alice, bob) = (unique("alice"), unique("bob"));
+    let (_, a1) = sample_record(&alice, Some(&unique("sid")), t);
+    let (_, a2) = sample_record(&alice, None, t + 1);
+    let (_, b1) = sample_record(&bob, None, t);
+    save_all(&*store, &[&a1, &a2, &b1]).await;
+
+    let listed = store.list_by_sub(&alice).await.expect("list alice");
+    assert_eq!(ids(&listed), ids(&[a1.clone(), a2.clone()]));
+    for record in &listed {
+        let original = if record.id == a1.id { &a1 } else { &a2 };
+        assert_eq!(record, original, "listed records must be complete");
+    }
+    assert_eq!(store.list_by_sub(&bob).await.expect("list bob"), vec![b1]);
+    assert!(
+        store
+            .list_by_sub(&unique("nobody"))
+            .await
+            .expect("nobody")
+            .is_empty()
+    );
+}
+
+pub async fn login_round_trip(store: Arc<dyn SessionStore>) {
+    let key = unique("state");
+    let login = sample_login(now() + 600);
+    store.put_login(&key, &login).await.expect("put");
+    assert_eq!(store.take_login(&key).await.expect("take"), Some(login));
+    assert_eq!(
+        store.take_login(&unique("unknown")).await.expect("unknown"),
+        None
+    );
+}
+
+pub async fn take_login_is_single_use(store: Arc<dyn SessionStore>) {
+    let key = unique("state");
+    store
+        .put_login(&key, &sample_login(now() + 600))
+        .await
+        .expect("put");
+    assert!(store.take_login(&key).await.expect("first take").is_some());
+    assert_eq!(store.take_login(&key).await.expect("second take"), None);
+}
+
+/// A replayed callback racing the real one must not log in twice.
+pub async fn concurrent_take_login_yields_one(store: Arc<dyn SessionStore>) {
+    const RACERS: usize = 20;
+    let key = unique("state");
+    let login = sample_login(now() + 600);
+    store.put_login(&key, &login).await.expect("put");
+
+    let barrier = Arc::new(tokio::sync::Barrier::new(RACERS));
+    let tasks: Vec<_> = (0..RACERS)
+        .map(|_| {
+            let (store, key, barrier) = (Arc::clone(&store), key.clone(), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.take_login(&key).await
+            })
+        })
+        .collect();
+
+    let mut winners = Vec::new();
+    for task in tasks {
+        if let Some(state) = task.await.expect("task").expect("take") {
+            winners.push(state);
+        }
+    }
+    assert_eq!(winners, vec![login], "exactly one concurrent take must win");
+}
+
+pub async fn gc_removes_expired_and_keeps_live(store: Arc<dyn SessionStore>) {
+    // Expiries are in the real future so TTL-based stores keep every record
+    // until gc; gc is then asked about a later `now`.
+    let t = now();
+    let gc_at = t + 600;
+    let sub = unique("alice");
+
+    let (_, live) = sample_record(&sub, None, t); // idle until t+1800
+    let (_, mut idle_expired) = sample_record(&sub, None, t);
+    idle_expired.idle_expires_at = t + 60;
+    let (_, mut absolute_expired) = sample_record(&sub, None, t);
+    absolute_expired.expires_at = t + 120;
+    absolute_expired.idle_expires_at = t + 120;
+    // Expired exactly at `gc_at`, matching SessionRecord::is_expired.
+    let (_, mut on_boundary) = sample_record(&sub, None, t);
+    on_boundary.idle_expires_at = gc_at;
+    save_all(
+        &*store,
+        &[&live, &idle_expired, &absolute_expired, &on_boundary],
+    )
+    .await;
+
+    let (live_key, expired_key, boundary_key) = (unique("live"), unique("old"), unique("edge"));
+    store
+        .put_login(&live_key, &sample_login(t + 3600))
+        .await
+        .expect("put live");
+    store
+        .put_login(&expired_key, &sample_login(t + 60))
+        .await
+        .expect("put old");
+    store
+        .put_login(&boundary_key, &sample_login(gc_at))
+        .await
+        .expect("put edge");
+
+    assert_eq!(
+        store.gc(t).await.expect("early gc"),
+        0,
+        "nothing is expired yet"
+    );
+    assert_eq!(store.gc(gc_at).await.expect("gc"), 3);
+
+    assert_eq!(
+        store.load(&live.id).await.expect("load live"),
+        Some(live.clone())
+    );
+    assert!(!exists(&*store, &idle_expired.id).await);
+    assert!(!exists(&*store, &absolute_expired.id).await);
+    assert!(!exists(&*store, &on_boundary.id).await);
+    assert_eq!(store.list_by_sub(&sub).await.expect("list"), vec![live]);
+
+    assert!(
+        store
+            .take_login(&live_key)
+            .await
+            .expect("take live")
+            .is_some()
+    );
+    assert_eq!(
+        store.take_login(&expired_key).await.expect("take old"),
+        None
+    );
+    assert_eq!(
+        store.take_login(&boundary_key).await.expect("take edge"),
+        None
+    );
+}
+
+pub async fn ping_ok(store: Arc<dyn SessionStore>) {
+    store.ping().await.expect("ping");
+}
+
+pub async fn many_records(store: Arc<dyn SessionStore>) {
+    const SUBJECTS: usize = 10;
+    const PER_SUBJECT: usize = 20;
+    let t = now();
+    let subs: Vec<String> = (0..SUBJECTS).map(|i| unique(&format!("user{i}"))).collect();
+    let mut records = Vec::with_capacity(SUBJECTS * PER_SUBJECT);
+    for i in 0..SUBJECTS * PER_SUBJECT {
+        let (_, record) = sample_record(&subs[i % SUBJECTS], Some(&format!("sid-{i}")), t);
+        store.save(&record).await.expect("save");
+        records.push(record);
+    }
+
+    for record in &records {
+        assert_eq!(
+            store.load(&record.id).await.expect("load").as_ref(),
+            Some(record)
+        );
+    }
+    for sub in &subs {
+        assert_eq!(
+            store.list_by_sub(sub).await.expect("list").len(),
+            PER_SUBJECT
+        );
+    }
+    assert_eq!(
+        store.delete_by_sub(&subs[0]).await.expect("delete"),
+        PER_SUBJECT as u64
+    );
+    assert_eq!(
+        store.list_by_sub(&subs[1]).await.expect("list").len(),
+        PER_SUBJECT
+    );
+}
+
+/// `touch` changes last-seen and idle expiry only: tokens saved by a
+/// concurrent refresh must survive it.
+pub async fn touch_updates_only_activity(store: Arc<dyn SessionStore>) {
+    let t = now();
+    let (_, mut record) = sample_record(&unique("alice"), None, t);
+    store.save(&record).await.expect("save");
+    // A refresh saves new tokens; a request that loaded the old record then touches.
+    record.tokens.access_token = format!("at-new-{}", random_token(8));
+    record.version += 1;
+    store.save(&record).await.expect("save refreshed");
+    assert!(
+        store.touch(&record.id, t + 5, t + 600).await.expect("touch"),
+        "touch of an existing session reports true"
+    );
+    let loaded = store.load(&record.id).await.expect("load").expect("present");
+    assert_eq!(loaded.last_seen_at, t + 5);
+    assert_eq!(loaded.idle_expires_at, t + 600);
+    assert!(loaded.tokens == record.tokens, "touch must not undo a refresh");
+    assert_eq!(loaded.version, record.version);
+    let unknown = SessionId::generate().hash();
+    assert!(!store.touch(&unknown, t, t).await.expect("touch unknown"));
+}

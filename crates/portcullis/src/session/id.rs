@@ -1,0 +1,112 @@
+//! Session ids: 256 bits from the OS CSPRNG, base64url in the cookie,
+//! SHA-256 hex at rest.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// `n` random bytes from the OS CSPRNG, base64url without padding.
+pub fn random_token(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    // The OS RNG failing is not recoverable; a predictable id would be worse than a crash.
+    getrandom::fill(&mut buf).expect("OS random number generator failed");
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// A new random 256-bit key, standard base64 (for `session.encryption_keys`).
+pub fn random_key_base64() -> String {
+    use base64::engine::general_purpose::STANDARD;
+    let mut buf = [0u8; 32];
+    getrandom::fill(&mut buf).expect("OS random number generator failed");
+    STANDARD.encode(buf)
+}
+
+/// The cookie value. Secret: redacted `Debug`, never logged, never stored.
+#[derive(Clone)]
+pub struct SessionId(String);
+
+impl SessionId {
+    /// A fresh 256-bit id.
+    pub fn generate() -> Self {
+        Self(random_token(32))
+    }
+
+    /// Accept a cookie value only if it has the exact shape we issue
+    /// (43 base64url chars); anything else is treated as no session.
+    pub fn parse(value: &str) -> Option<Self> {
+        let ok = value.len() == 43
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        ok.then(|| Self(value.to_string()))
+    }
+
+    pub fn as_cookie_value(&self) -> &str {
+        &self.0
+    }
+
+    pub fn hash(&self) -> SessionHash {
+        SessionHash(hex_sha256(self.0.as_bytes()))
+    }
+}
+
+impl std::fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionId(***)")
+    }
+}
+
+/// SHA-256 hex of a [`SessionId`]: the store key. Safe to log (prefix only, by habit).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SessionHash(String);
+
+impl SessionHash {
+    /// Wrap a stored hex hash (e.g. from an admin API path). Returns `None` unless 64 hex chars.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        (s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| Self(s.to_ascii_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// First 8 hex chars, for logs.
+    pub fn short(&self) -> &str {
+        &self.0[..8]
+    }
+}
+
+/// Lowercase hex SHA-256.
+pub fn hex_sha256(data: &[u8]) -> String {
+    let digest = Sha256::digest(data);
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_256_bit_unique_and_hashed() {
+        let a = SessionId::generate();
+        let b = SessionId::generate();
+        assert_eq!(a.as_cookie_value().len(), 43);
+        assert_ne!(a.as_cookie_value(), b.as_cookie_value());
+        assert_eq!(a.hash().as_str().len(), 64);
+        assert_ne!(a.hash().as_str(), a.as_cookie_value());
+        assert!(!format!("{a:?}").contains(a.as_cookie_value()));
+    }
+
+    #[test]
+    fn parse_rejects_foreign_shapes() {
+        assert!(SessionId::parse("short").is_none());
+        assert!(SessionId::parse(&"a".repeat(44)).is_none());
+        assert!(SessionId::parse(&format!("{}!", "a".repeat(42))).is_none());
+        assert!(SessionId::parse(&"a".repeat(43)).is_some());
+    }
+}

@@ -1,0 +1,194 @@
+//! Server-side sessions: the record, the cookie id and its hash, and the
+//! [`SessionStore`] trait every backend implements.
+//!
+//! The browser holds a 256-bit random [`SessionId`]; stores only ever see its
+//! SHA-256, the [`SessionHash`]. Backends: `memory.rs`, `sqlite.rs`.
+
+mod id;
+mod memory;
+mod sqlite;
+#[cfg(any(test, feature = "test-support"))]
+pub mod contract;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::time::UnixTime;
+
+pub use id::{SessionHash, SessionId, hex_sha256, random_key_base64, random_token};
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+
+/// Errors a store reports. Every one maps to 503 `store_unavailable`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+    #[error("session record is corrupt: {0}")]
+    Corrupt(String),
+    #[error("unsupported session store URL: {0}")]
+    BadUrl(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+/// The tokens the IdP issued for this session. Never leave the server.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TokenSet {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    pub id_token: Option<String>,
+    /// When the access token expires (unix seconds), if the IdP said.
+    pub access_expires_at: Option<UnixTime>,
+}
+
+impl std::fmt::Debug for TokenSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSet")
+            .field("access_expires_at", &self.access_expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One logged-in browser session.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SessionRecord {
+    /// SHA-256 of the cookie value; the store key.
+    pub id: SessionHash,
+    /// Subject at the IdP.
+    pub sub: String,
+    /// The IdP's session id (`sid` claim), used by logout.
+    pub sid: Option<String>,
+    /// Selected user claims (name, email, preferred_username, ...), shown by `/auth/me`.
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    /// Roles read from `oidc.roles_claim`.
+    pub roles: Vec<String>,
+    pub tokens: TokenSet,
+    /// The CSRF token the browser must echo in the CSRF header.
+    pub csrf_token: String,
+    /// Short summary of the User-Agent at login, for operators.
+    pub user_agent: Option<String>,
+    pub created_at: UnixTime,
+    pub last_seen_at: UnixTime,
+    /// Absolute expiry: `created_at + absolute_timeout`.
+    pub expires_at: UnixTime,
+    /// Idle expiry: `last_seen_at + idle_timeout`, capped at `expires_at`.
+    pub idle_expires_at: UnixTime,
+    /// Incremented by the gateway on every change it saves; stores persist it as given.
+    pub version: u64,
+}
+
+impl SessionRecord {
+    /// Whether the session is past its idle or absolute expiry at `now`.
+    pub fn is_expired(&self, now: UnixTime) -> bool {
+        now >= self.expires_at || now >= self.idle_expires_at
+    }
+}
+
+/// State of one login in flight, kept server-side between `/auth/login` and `/auth/callback`.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LoginState {
+    /// SHA-256 (hex) of the login cookie value this login is bound to.
+    pub browser_binding: String,
+    pub nonce: String,
+    pub pkce_verifier: String,
+    /// Same-origin path to return to after login.
+    pub return_to: String,
+    pub expires_at: UnixTime,
+}
+
+impl std::fmt::Debug for LoginState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginState")
+            .field("return_to", &self.return_to)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Storage for sessions and in-flight logins. Implementations must be safe
+/// to share across tasks and (for remote stores) across replicas.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// The record stored under `id`, if any. Expired records may be returned;
+    /// callers check [`SessionRecord::is_expired`].
+    async fn load(&self, id: &SessionHash) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Insert or replace the record under `record.id`.
+    async fn save(&self, record: &SessionRecord) -> Result<(), StoreError>;
+
+    /// Record activity: set only `last_seen_at` and `idle_expires_at`, leaving
+    /// tokens alone so a touch can never undo a concurrent token refresh.
+    /// Returns whether the session existed.
+    ///
+    /// The default is load-modify-save; backends override it with an atomic update.
+    async fn touch(
+        &self,
+        id: &SessionHash,
+        last_seen_at: UnixTime,
+        idle_expires_at: UnixTime,
+    ) -> Result<bool, StoreError> {
+        match self.load(id).await? {
+            Some(mut r) => {
+                r.last_seen_at = last_seen_at;
+                r.idle_expires_at = idle_expires_at;
+                self.save(&r).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Delete one session. Returns whether it existed.
+    async fn delete(&self, id: &SessionHash) -> Result<bool, StoreError>;
+
+    /// Delete every session of a subject. Returns how many.
+    async fn delete_by_sub(&self, sub: &str) -> Result<u64, StoreError>;
+
+    /// Delete every session with this IdP session id. Returns how many.
+    async fn delete_by_sid(&self, sid: &str) -> Result<u64, StoreError>;
+
+    /// Every stored session of a subject (expired ones included until GC).
+    async fn list_by_sub(&self, sub: &str) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// Store a login in flight under `key` (the SHA-256 hex of its `state`).
+    async fn put_login(&self, key: &str, state: &LoginState) -> Result<(), StoreError>;
+
+    /// Remove and return the login under `key`: single use, atomic.
+    async fn take_login(&self, key: &str) -> Result<Option<LoginState>, StoreError>;
+
+    /// Delete sessions and logins expired at `now`. Returns how many sessions.
+    async fn gc(&self, now: UnixTime) -> Result<u64, StoreError>;
+
+    /// Cheap reachability check for readiness.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Open the store a `session.store` URL names: `memory` or `sqlite://PATH`
+/// (`sqlite::memory:` for an in-memory SQLite). Runs migrations for SQL stores.
+pub async fn open_store(url: &str) -> Result<Arc<dyn SessionStore>, StoreError> {
+    if url == "memory" {
+        return Ok(Arc::new(MemoryStore::new()));
+    }
+    if url.starts_with("sqlite:") {
+        return Ok(Arc::new(SqliteStore::connect(url).await?));
+    }
+    Err(StoreError::BadUrl(redact_url(url)))
+}
+
+/// Drop credentials from a store URL before it is shown anywhere.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}

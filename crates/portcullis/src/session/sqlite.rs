@@ -1,0 +1,483 @@
+//! SQLite session store: one database file (or `sqlite::memory:`) for a single durable node.
+//!
+//! Each row keeps the whole serialized record in `payload`; the other columns
+//! are copies for lookups and GC. Schema: `migrations/sqlite/`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+
+use super::{LoginState, SessionHash, SessionRecord, SessionStore, StoreError, redact_url};
+use crate::time::UnixTime;
+
+/// How long a statement waits for another connection's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request waits for a pooled connection. Short, so a wedged store
+/// turns into a prompt 503 instead of requests piling up.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// SQLite serializes writers anyway; a few connections let reads run beside a write (WAL).
+const MAX_CONNECTIONS: u32 = 4;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// Session store in a SQLite database.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Open (creating if missing) the database `url` names and migrate it.
+    ///
+    /// Accepts `sqlite://PATH` (relative to the working directory, or
+    /// `sqlite:///abs/path.db`) and `sqlite::memory:`. The parent directory
+    /// must exist. Each `sqlite::memory:` call opens a separate, empty database.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        if !url.starts_with("sqlite:") {
+            return Err(StoreError::BadUrl(redact_url(url)));
+        }
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::BadUrl(format!("{}: {e}", redact_url(url))))?
+            .busy_timeout(BUSY_TIMEOUT);
+
+        let (options, pool_options) = if in_memory {
+            // An in-memory database lives only as long as a connection to it
+            // is open, and a second connection could see a different one: keep
+            // exactly one connection, forever.
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+            (options, pool)
+        } else {
+            // WAL lets readers proceed during a write; NORMAL sync is durable
+            // against crashes of the process and only risks the last commits on
+            // power loss, acceptable for sessions.
+            let options = options
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal);
+            let pool = SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS);
+            (options, pool)
+        };
+
+        // `connect_with` opens one connection up front, so a bad path fails here.
+        let pool = pool_options
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot open {}: {e}", redact_url(url)))
+            })?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Apply pending migrations. Idempotent: applied ones are skipped.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("sqlite migration failed: {e}")))
+    }
+
+    /// The connection pool, for admin queries and tests.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+/// Decode a `payload` column into a record, checking it belongs to the row.
+fn record_from_row(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
+    let id: String = row
+        .try_get("id")
+        .map_err(|e| StoreError::Corrupt(format!("session row id: {e}")))?;
+    let label = short(&id);
+    let payload: Vec<u8> = row
+        .try_get("payload")
+        .map_err(|e| StoreError::Corrupt(format!("session {label}: payload column: {e}")))?;
+    let mut record: SessionRecord = serde_json::from_slice(&payload)
+        .map_err(|e| StoreError::Corrupt(format!("session {label}: {}", json_error(&e))))?;
+    // `touch` updates these columns alone; they are newer than the payload's copies.
+    record.last_seen_at = row
+        .try_get("last_seen_at")
+        .map_err(|e| StoreError::Corrupt(format!("session {label}: last_seen_at: {e}")))?;
+    record.idle_expires_at = row
+        .try_get("idle_expires_at")
+        .map_err(|e| StoreError::Corrupt(format!("session {label}: idle_expires_at: {e}")))?;
+    // A payload copied onto another row must not let one cookie load someone
+    // else's session.
+    if record.id.as_str() != id {
+        return Err(StoreError::Corrupt(format!(
+            "session {label}: payload belongs to another session"
+        )));
+    }
+    Ok(record)
+}
+
+fn login_from_payload(key: &str, payload: &[u8]) -> Result<LoginState, StoreError> {
+    serde_json::from_slice(payload)
+        .map_err(|e| StoreError::Corrupt(format!("login {}: {}", short(key), json_error(&e))))
+}
+
+/// Describe a serde_json error by kind and position only: its message can quote
+/// the offending value, which may be a token.
+fn json_error(e: &serde_json::Error) -> String {
+    format!(
+        "undecodable payload ({:?} error at line {} column {})",
+        e.classify(),
+        e.line(),
+        e.column()
+    )
+}
+
+/// First 8 chars of a key for messages; keys read back from the database may
+/// be any length, so never slice blindly.
+fn short(key: &str) -> &str {
+    key.get(..8).unwrap_or(key)
+}
+
+fn to_payload<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(format!("cannot serialize: {e}")))
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn load(&self, id: &SessionHash) -> Result<Option<SessionRecord>, StoreError> {
+        let row = sqlx::query("SELECT id, payload, last_seen_at, idle_expires_at FROM sessions WHERE id = ?1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(record_from_row).transpose()
+    }
+
+    async fn save(&self, record: &SessionRecord) -> Result<(), StoreError> {
+        let payload = to_payload(record)?;
+        // The column is for operators only; the payload keeps the exact u64.
+        let version = i64::try_from(record.version).unwrap_or(i64::MAX);
+        sqlx::query(
+            "INSERT INTO sessions
+                 (id, sub, sid, payload, expires_at, idle_expires_at, version, created_at, updated_at, last_seen_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, unixepoch(), ?9)
+             ON CONFLICT (id) DO UPDATE SET
+                 sub = excluded.sub,
+                 sid = excluded.sid,
+                 payload = excluded.payload,
+                 expires_at = excluded.expires_at,
+                 idle_expires_at = excluded.idle_expires_at,
+                 version = excluded.version,
+                 created_at = excluded.created_at,
+                 updated_at = excluded.updated_at,
+                 last_seen_at = excluded.last_seen_at",
+        )
+        .bind(record.id.as_str())
+        .bind(&record.sub)
+        .bind(record.sid.as_deref())
+        .bind(payload)
+        .bind(record.expires_at)
+        .bind(record.idle_expires_at)
+        .bind(version)
+        .bind(record.created_at)
+        .bind(record.last_seen_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn touch(
+        &self,
+        id: &SessionHash,
+        last_seen_at: UnixTime,
+        idle_expires_at: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sessions SET last_seen_at = ?2, idle_expires_at = ?3, updated_at = unixepoch()
+             WHERE id = ?1",
+        )
+        .bind(id.as_str())
+        .bind(last_seen_at)
+        .bind(idle_expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete(&self, id: &SessionHash) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions WHERE id = ?1")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_by_sub(&self, sub: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions WHERE sub = ?1")
+            .bind(sub)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_by_sid(&self, sid: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions WHERE sid = ?1")
+            .bind(sid)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn list_by_sub(&self, sub: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        let rows =
+            sqlx::query("SELECT id, payload, last_seen_at, idle_expires_at FROM sessions WHERE sub = ?1 ORDER BY created_at, id")
+                .bind(sub)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    async fn put_login(&self, key: &str, state: &LoginState) -> Result<(), StoreError> {
+        let payload = to_payload(state)?;
+        sqlx::query(
+            "INSERT INTO login_states (key, payload, expires_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (key) DO UPDATE SET
+                 payload = excluded.payload,
+                 expires_at = excluded.expires_at",
+        )
+        .bind(key)
+        .bind(payload)
+        .bind(state.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn take_login(&self, key: &str) -> Result<Option<LoginState>, StoreError> {
+        // One statement deletes and returns: of concurrent callbacks carrying
+        // the same `state`, exactly one gets a row back.
+        let payload: Option<Vec<u8>> =
+            sqlx::query_scalar("DELETE FROM login_states WHERE key = ?1 RETURNING payload")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| match e {
+                    sqlx::Error::ColumnDecode { .. } => {
+                        StoreError::Corrupt(format!("login {}: payload column: {e}", short(key)))
+                    }
+                    other => other.into(),
+                })?;
+        payload.map(|p| login_from_payload(key, &p)).transpose()
+    }
+
+    async fn gc(&self, now: UnixTime) -> Result<u64, StoreError> {
+        // Same boundary as `SessionRecord::is_expired`: expired at `now >= expiry`.
+        let sessions =
+            sqlx::query("DELETE FROM sessions WHERE expires_at <= ?1 OR idle_expires_at <= ?1")
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+        sqlx::query("DELETE FROM login_states WHERE expires_at <= ?1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(sessions.rows_affected())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::session::contract::sample_record;
+
+    /// A fresh database file in its own temp dir; the dir lives as long as the store is used.
+    async fn file_store() -> (SqliteStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("sessions.db").display());
+        let store = SqliteStore::connect(&url).await.expect("open file store");
+        (store, dir)
+    }
+
+    mod file_contract {
+        use super::*;
+
+        crate::session_store_contract_tests!(async {
+            let (store, dir) = file_store().await;
+            (Arc::new(store) as Arc<dyn SessionStore>, dir)
+        });
+    }
+
+    mod memory_contract {
+        use super::*;
+
+        crate::session_store_contract_tests!(async {
+            let store = SqliteStore::connect("sqlite::memory:")
+                .await
+                .expect("open in-memory store");
+            Arc::new(store) as Arc<dyn SessionStore>
+        });
+    }
+
+    #[tokio::test]
+    async fn file_survives_reopen() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("sessions.db").display());
+        let (_, record) = sample_record("alice", Some("sid-1"), 1_000);
+        let login = LoginState {
+            browser_binding: "b".repeat(64),
+            nonce: "n".into(),
+            pkce_verifier: "v".into(),
+            return_to: "/app".into(),
+            expires_at: 2_000,
+        };
+
+        let store = SqliteStore::connect(&url).await.expect("first open");
+        store.save(&record).await.expect("save");
+        store.put_login("k", &login).await.expect("put login");
+        store.pool().close().await;
+        drop(store);
+
+        let store = SqliteStore::connect(&url).await.expect("reopen");
+        assert_eq!(store.load(&record.id).await.expect("load"), Some(record));
+        assert_eq!(store.take_login("k").await.expect("take"), Some(login));
+    }
+
+    #[tokio::test]
+    async fn migrate_is_idempotent() {
+        let (store, _dir) = file_store().await;
+        store.migrate().await.expect("second migrate");
+        store.migrate().await.expect("third migrate");
+        store.ping().await.expect("ping");
+    }
+
+    #[tokio::test]
+    async fn in_memory_databases_are_isolated() {
+        let a = SqliteStore::connect("sqlite::memory:").await.expect("a");
+        let b = SqliteStore::connect("sqlite::memory:").await.expect("b");
+        let (_, record) = sample_record("alice", None, 1_000);
+        a.save(&record).await.expect("save");
+        assert_eq!(b.load(&record.id).await.expect("load"), None);
+    }
+
+    async fn insert_raw_session(store: &SqliteStore, id: &str, sub: &str, payload: &[u8]) {
+        sqlx::query(
+            "INSERT INTO sessions
+                 (id, sub, sid, payload, expires_at, idle_expires_at, version, created_at, updated_at, last_seen_at)
+             VALUES (?1, ?2, NULL, ?3, 9999999999, 9999999999, 1, 0, 0, 0)",
+        )
+        .bind(id)
+        .bind(sub)
+        .bind(payload)
+        .execute(store.pool())
+        .await
+        .expect("raw insert");
+    }
+
+    #[tokio::test]
+    async fn corrupt_payload_is_an_error_not_a_panic() {
+        let (store, _dir) = file_store().await;
+        let id = "ab".repeat(32);
+        insert_raw_session(&store, &id, "mallory", b"not json at all").await;
+        let hash = SessionHash::from_hex(&id).expect("hex");
+
+        assert!(matches!(
+            store.load(&hash).await,
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(
+            store.list_by_sub("mallory").await,
+            Err(StoreError::Corrupt(_))
+        ));
+        // Deletion still works, so an operator can clear the bad row.
+        assert!(store.delete(&hash).await.expect("delete"));
+
+        sqlx::query("INSERT INTO login_states (key, payload, expires_at) VALUES ('k', x'00ff', 1)")
+            .execute(store.pool())
+            .await
+            .expect("raw login insert");
+        assert!(matches!(
+            store.take_login("k").await,
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn corrupt_message_does_not_quote_payload() {
+        let (store, _dir) = file_store().await;
+        let id = "cd".repeat(32);
+        insert_raw_session(&store, &id, "mallory", br#"{"version": "SECRET-TOKEN"}"#).await;
+        let hash = SessionHash::from_hex(&id).expect("hex");
+        match store.load(&hash).await {
+            Err(StoreError::Corrupt(msg)) => assert!(!msg.contains("SECRET"), "{msg}"),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn payload_under_another_id_is_corrupt() {
+        let (store, _dir) = file_store().await;
+        let (_, record) = sample_record("alice", None, 1_000);
+        let payload = serde_json::to_vec(&record).expect("json");
+        let other = "ef".repeat(32);
+        insert_raw_session(&store, &other, "alice", &payload).await;
+        let hash = SessionHash::from_hex(&other).expect("hex");
+        assert!(matches!(
+            store.load(&hash).await,
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn unwritable_path_fails_fast() {
+        let started = Instant::now();
+        let result = SqliteStore::connect("sqlite:///proc/nope/x.db").await;
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{result:?}"
+        );
+        assert!(
+            started.elapsed() < ACQUIRE_TIMEOUT,
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn closed_pool_is_unavailable() {
+        let (store, _dir) = file_store().await;
+        store.pool().close().await;
+        assert!(matches!(
+            store.ping().await,
+            Err(StoreError::Unavailable(_))
+        ));
+        let (_, record) = sample_record("alice", None, 1_000);
+        assert!(matches!(
+            store.save(&record).await,
+            Err(StoreError::Unavailable(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn non_sqlite_url_is_rejected() {
+        let result = SqliteStore::connect("postgres://u:pw@h/db").await;
+        match result {
+            Err(StoreError::BadUrl(shown)) => assert!(!shown.contains("pw"), "{shown}"),
+            other => panic!("expected BadUrl, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Helpers shared by the portcullis integration tests.
+
+pub mod oidc_provider;

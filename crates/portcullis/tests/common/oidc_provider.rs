@@ -1,0 +1,862 @@
+//! A real OpenID Provider for integration tests: the `oidc-provider` npm
+//! package (pinned in `tests/oidc-provider/package-lock.json`) run by
+//! `tests/oidc-provider/server.mjs` in a child `node` process.
+//!
+//! Needs Node.js >= 20.19 and, once per checkout, `npm ci --prefix tests/oidc-provider`.
+//!
+//! ```ignore
+//! let op = OidcProvider::start(OpOptions {
+//!     redirect_uris: vec![format!("http://127.0.0.1:{gw_port}/auth/callback")],
+//!     ..Default::default()
+//! }).await;
+//! // issuer: op.issuer ("http://127.0.0.1:<port>"), client "portal" / "portal-secret",
+//! // scopes "openid profile email roles offline_access", users alice/bob/carol (password = name).
+//! ```
+//!
+//! [`Browser`] is a small cookie-keeping HTTP client with manual redirects, and
+//! [`OidcProvider::login`] walks a browser through the OP's login form (the
+//! consent prompt is granted automatically by the OP).
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::header::{COOKIE, HeaderMap, HeaderValue, LOCATION, SET_COOKIE};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use url::Url;
+
+/// Client id registered by default.
+pub const CLIENT_ID: &str = "portal";
+/// Client secret registered by default.
+pub const CLIENT_SECRET: &str = "portal-secret";
+/// Scopes the gateway should request: `roles` carries the `roles` claim (also
+/// in the ID token), `offline_access` is optional for refresh tokens here.
+pub const SCOPES: [&str; 5] = ["openid", "profile", "email", "roles", "offline_access"];
+/// Default users as `(username, password, roles)`.
+pub const USERS: [(&str, &str, &[&str]); 3] = [
+    ("alice", "alice", &["admin", "hr"]),
+    ("bob", "bob", &["hr"]),
+    ("carol", "carol", &[]),
+];
+
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Settings for the OP and its single registered client (plus `extra_clients`).
+#[derive(Debug, Clone)]
+pub struct OpOptions {
+    pub client_id: String,
+    pub client_secret: String,
+    /// Exact redirect URIs (http on 127.0.0.1 is fine). Empty: a placeholder.
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    /// `client_secret_basic` (default), `client_secret_post`, ...
+    pub token_endpoint_auth_method: String,
+    /// Seconds.
+    pub access_token_ttl: u64,
+    /// true: every refresh returns a new refresh token and the old one is
+    /// consumed; reusing it revokes the whole grant.
+    pub rotate_refresh_token: bool,
+    /// Registered with `backchannel_logout_session_required: true`.
+    pub backchannel_logout_uri: Option<String>,
+    /// Seconds.
+    pub id_token_ttl: u64,
+    /// Seconds.
+    pub refresh_token_ttl: u64,
+    /// `RS256` (OP default) or `ES256`.
+    pub id_token_signed_response_alg: Option<String>,
+    /// Issuer host name; the OP always listens on 127.0.0.1.
+    pub issuer_host: String,
+    /// Replaces the default users: `[{"sub", "password", "claims": {...}}]`.
+    pub users: Option<Value>,
+    /// More clients, as raw oidc-provider client metadata.
+    pub extra_clients: Vec<Value>,
+}
+
+impl Default for OpOptions {
+    fn default() -> Self {
+        OpOptions {
+            client_id: CLIENT_ID.to_owned(),
+            client_secret: CLIENT_SECRET.to_owned(),
+            redirect_uris: Vec::new(),
+            post_logout_redirect_uris: Vec::new(),
+            token_endpoint_auth_method: "client_secret_basic".to_owned(),
+            access_token_ttl: 300,
+            rotate_refresh_token: true,
+            backchannel_logout_uri: None,
+            id_token_ttl: 300,
+            refresh_token_ttl: 24 * 60 * 60,
+            id_token_signed_response_alg: None,
+            issuer_host: "127.0.0.1".to_owned(),
+            users: None,
+            extra_clients: Vec::new(),
+        }
+    }
+}
+
+impl OpOptions {
+    fn to_config(&self) -> Value {
+        let redirect_uris = if self.redirect_uris.is_empty() {
+            vec!["http://127.0.0.1/unused-callback".to_owned()]
+        } else {
+            self.redirect_uris.clone()
+        };
+        let mut client = json!({
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+            "redirect_uris": redirect_uris,
+            "post_logout_redirect_uris": self.post_logout_redirect_uris,
+            "token_endpoint_auth_method": self.token_endpoint_auth_method,
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+        });
+        if let Some(uri) = &self.backchannel_logout_uri {
+            client["backchannel_logout_uri"] = json!(uri);
+            client["backchannel_logout_session_required"] = json!(true);
+        }
+        if let Some(alg) = &self.id_token_signed_response_alg {
+            client["id_token_signed_response_alg"] = json!(alg);
+        }
+        let mut clients = vec![client];
+        clients.extend(self.extra_clients.iter().cloned());
+        let mut config = json!({
+            "issuer_host": self.issuer_host,
+            "clients": clients,
+            "access_token_ttl": self.access_token_ttl,
+            "id_token_ttl": self.id_token_ttl,
+            "refresh_token_ttl": self.refresh_token_ttl,
+            "rotate_refresh_token": self.rotate_refresh_token,
+        });
+        if let Some(users) = &self.users {
+            config["users"] = users.clone();
+        }
+        config
+    }
+}
+
+/// A running `oidc-provider`; killed on drop.
+pub struct OidcProvider {
+    /// `http://127.0.0.1:<port>` (no trailing slash).
+    pub issuer: String,
+    pub port: u16,
+    pub options: OpOptions,
+    child: Child,
+    // Held open: the server exits when its stdin closes (test process gone).
+    _stdin: Option<ChildStdin>,
+    _stdout: BufReader<ChildStdout>,
+    stderr: Arc<Mutex<String>>,
+    _config: tempfile::TempPath,
+    http: reqwest::Client,
+}
+
+/// Directory holding `server.mjs` and `package.json`.
+pub fn provider_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/oidc-provider")
+}
+
+fn check_installed(dir: &Path) {
+    if !dir
+        .join("node_modules/oidc-provider/package.json")
+        .is_file()
+    {
+        panic!(
+            "oidc-provider is not installed: run `npm ci` in tests/oidc-provider \
+             (e.g. `npm ci --prefix tests/oidc-provider` from the workspace root); looked in {}",
+            dir.display()
+        );
+    }
+}
+
+impl OidcProvider {
+    /// Starts a fresh OP (own port, own keys, empty state) and waits until it listens.
+    pub async fn start(opts: OpOptions) -> OidcProvider {
+        let dir = provider_dir();
+        check_installed(&dir);
+
+        let mut config = tempfile::Builder::new()
+            .prefix("portcullis-op-")
+            .suffix(".json")
+            .tempfile()
+            .expect("create OP config file");
+        serde_json::to_writer_pretty(&mut config, &opts.to_config()).expect("write OP config");
+        let config = config.into_temp_path();
+
+        let mut child = Command::new("node")
+            .arg("server.mjs")
+            .arg(&*config)
+            .current_dir(&dir)
+            .env("OP_EXIT_ON_STDIN_EOF", "1")
+            .env_remove("OP_CONFIG")
+            .env_remove("OP_PORT")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run `node` (Node.js >= 20.19 needed): {e}"));
+
+        let stderr = Arc::new(Mutex::new(String::new()));
+        {
+            let mut pipe = child.stderr.take().expect("stderr piped");
+            let buf = stderr.clone();
+            tokio::spawn(async move {
+                let mut chunk = [0u8; 8192];
+                loop {
+                    match pipe.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf
+                            .lock()
+                            .unwrap()
+                            .push_str(&String::from_utf8_lossy(&chunk[..n])),
+                    }
+                }
+            });
+        }
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout piped"));
+
+        let waited = tokio::time::timeout(START_TIMEOUT, async {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match stdout.read_line(&mut line).await {
+                    Ok(0) => return Err("stdout closed before LISTENING".to_owned()),
+                    Err(e) => return Err(format!("reading stdout: {e}")),
+                    Ok(_) => {
+                        if let Some(port) = line.trim().strip_prefix("LISTENING ") {
+                            return port
+                                .parse::<u16>()
+                                .map_err(|e| format!("bad LISTENING line {line:?}: {e}"));
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+
+        let port = match waited {
+            Ok(Ok(port)) => port,
+            failure => {
+                let reason = match failure {
+                    Err(_) => format!("no LISTENING line within {START_TIMEOUT:?}"),
+                    Ok(Err(e)) => e,
+                    Ok(Ok(_)) => unreachable!(),
+                };
+                let _ = child.start_kill();
+                let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                panic!(
+                    "oidc-provider failed to start: {reason} (exit: {status:?})\n--- stderr ---\n{}",
+                    stderr.lock().unwrap()
+                );
+            }
+        };
+
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("reqwest client");
+
+        OidcProvider {
+            issuer: format!("http://{}:{port}", opts.issuer_host),
+            port,
+            options: opts,
+            child,
+            _stdin: stdin,
+            _stdout: stdout,
+            stderr,
+            _config: config,
+            http,
+        }
+    }
+
+    /// `issuer` + `path` (path starts with `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer)
+    }
+
+    /// Everything the OP wrote to stderr so far.
+    pub fn stderr_log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    async fn get_json(&self, path: &str) -> Value {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
+        resp.json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// `/.well-known/openid-configuration`.
+    pub async fn discovery(&self) -> Value {
+        self.get_json("/.well-known/openid-configuration").await
+    }
+
+    /// Revocation endpoint calls seen, oldest first: `[{seq, at, status,
+    /// client_id, token_type_hint, token, found, kind ("RefreshToken" |
+    /// "AccessToken"), grant_id, sub}]`. `found` is false for unknown or
+    /// already-dead tokens (the endpoint still answers 200).
+    pub async fn revocations(&self) -> Value {
+        self.get_json("/__test/revocations").await
+    }
+
+    /// Provider events, oldest first: `[{seq, at, type, ...}]`. Types include
+    /// `login.success`, `login.failed`, `authorization.success` (client_id, sub,
+    /// sid), `authorization.error`, `grant.success` / `grant.error` (token
+    /// endpoint; grant_type, error, error_detail), `refresh_token.saved` /
+    /// `.consumed` / `.destroyed` (jti = token value, grant_id, rotations),
+    /// `access_token.*`, `authorization_code.*`, `grant.revoked` (grant_id,
+    /// route), `end_session.success`, `backchannel.success` / `.error`,
+    /// `userinfo.error`, `revocation.error`, `server_error`.
+    pub async fn events(&self) -> Value {
+        self.get_json("/__test/events").await
+    }
+
+    /// Events of one type.
+    pub async fn events_of(&self, kind: &str) -> Vec<Value> {
+        match self.events().await {
+            Value::Array(all) => all.into_iter().filter(|e| e["type"] == kind).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// True when a consumed (rotated) refresh token was presented again; the
+    /// OP then revoked the whole grant.
+    pub async fn refresh_token_reuse_detected(&self) -> bool {
+        self.events_of("grant.error").await.iter().any(|e| {
+            e["error_detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("already used"))
+        })
+    }
+
+    /// Number of successful refresh_token grants.
+    pub async fn refresh_count(&self) -> usize {
+        self.events_of("grant.success")
+            .await
+            .iter()
+            .filter(|e| e["grant_type"] == "refresh_token")
+            .count()
+    }
+
+    /// Logins seen: `[{client_id, sub, sid}]` (sid as put in the ID token).
+    pub async fn sessions(&self) -> Value {
+        self.get_json("/__test/sessions").await
+    }
+
+    /// Clears recorded events and revocations.
+    pub async fn reset_records(&self) {
+        let resp = self
+            .http
+            .post(self.url("/__test/reset"))
+            .send()
+            .await
+            .expect("reset");
+        assert!(resp.status().is_success());
+    }
+
+    /// Makes the OP send a back-channel logout token for `sub` (with the sid
+    /// of the latest login of `sub`, or `sid` when given) to every client with
+    /// a `backchannel_logout_uri`. Returns `[{client_id, sub, sid, ok, error?}]`;
+    /// `ok` means the client answered 200/204.
+    pub async fn backchannel_logout(&self, sub: &str, sid: Option<&str>) -> Value {
+        let mut body = json!({ "sub": sub });
+        if let Some(sid) = sid {
+            body["sid"] = json!(sid);
+        }
+        let resp = self
+            .http
+            .post(self.url("/__test/backchannel-logout"))
+            .json(&body)
+            .send()
+            .await
+            .expect("backchannel logout trigger");
+        assert!(
+            resp.status().is_success(),
+            "backchannel logout: {}",
+            resp.status()
+        );
+        resp.json().await.expect("backchannel logout answer")
+    }
+
+    /// Follows `start_url` in `browser` (e.g. the gateway's `/auth/login` or an
+    /// authorize URL), fills the OP login form with `username`/`password` and
+    /// follows the redirects after it (the OP grants consent by itself).
+    /// Redirects to a URL for which `stop` returns true are not followed.
+    /// With wrong credentials the result is the login page again (200, with an
+    /// element `id="error"`).
+    pub async fn login(
+        &self,
+        browser: &mut Browser,
+        start_url: &str,
+        username: &str,
+        password: &str,
+        stop: impl Fn(&Url) -> bool,
+    ) -> Landed {
+        let landed = browser.navigate_until(start_url, &stop).await;
+        let page = match landed {
+            Landed::Page(page) => page,
+            stopped @ Landed::Stopped(_) => return stopped,
+        };
+        let url = page.url.clone();
+        if !(url.as_str().starts_with(&self.issuer) && url.path().starts_with("/interaction/")) {
+            // Already logged in at the OP, or an error page.
+            return Landed::Page(page);
+        }
+        let action = page
+            .form_action()
+            .unwrap_or_else(|| panic!("no form on OP page {url}: {}", page.body));
+        let action = url.join(&action).expect("form action URL");
+        let resp = browser
+            .request(
+                Method::POST,
+                action.as_str(),
+                Some(&[("username", username), ("password", password)]),
+            )
+            .await;
+        browser.follow_until(resp, action, &stop).await
+    }
+
+    /// RP-initiated logout in `browser`: follows `logout_url` (the OP's
+    /// end_session URL with id_token_hint, post_logout_redirect_uri, state)
+    /// and confirms the OP's "sign out?" form with `logout=yes` (this ends the
+    /// OP session, revokes the grant and sends back-channel logout tokens).
+    /// Redirects to a URL for which `stop` returns true (e.g. the
+    /// post_logout_redirect_uri) are not followed.
+    pub async fn rp_logout(
+        &self,
+        browser: &mut Browser,
+        logout_url: &str,
+        stop: impl Fn(&Url) -> bool,
+    ) -> Landed {
+        let page = match browser.navigate_until(logout_url, &stop).await {
+            Landed::Page(page) => page,
+            stopped @ Landed::Stopped(_) => return stopped,
+        };
+        let Some(action) = page.form_action() else {
+            return Landed::Page(page);
+        };
+        let action = page.url.join(&action).expect("logout form action");
+        let mut fields = page.form_inputs();
+        if !fields.iter().any(|(k, _)| k == "logout") {
+            fields.push(("logout".to_owned(), "yes".to_owned()));
+        }
+        let fields: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let resp = browser
+            .request(Method::POST, action.as_str(), Some(&fields))
+            .await;
+        browser.follow_until(resp, action, &stop).await
+    }
+
+    /// A PKCE S256 authorize URL for the default client (state/nonce given).
+    pub fn authorize_url(
+        &self,
+        redirect_uri: &str,
+        state: &str,
+        nonce: &str,
+        challenge: &str,
+    ) -> String {
+        let mut url = Url::parse(&self.url("/auth")).unwrap();
+        url.query_pairs_mut()
+            .append_pair("client_id", &self.options.client_id)
+            .append_pair("response_type", "code")
+            .append_pair("scope", &SCOPES.join(" "))
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("state", state)
+            .append_pair("nonce", nonce)
+            .append_pair("code_challenge", challenge)
+            .append_pair("code_challenge_method", "S256");
+        url.into()
+    }
+}
+
+impl Drop for OidcProvider {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- oidc-provider {} stderr ---\n{}",
+                self.issuer,
+                self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+            );
+        }
+        let _ = self.child.start_kill();
+    }
+}
+
+// ---------------------------------------------------------------- browser
+
+#[derive(Debug, Clone)]
+struct StoredCookie {
+    origin: String,
+    name: String,
+    value: String,
+    path: String,
+}
+
+/// A response whose body has been read.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub url: Url,
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Page {
+    /// `action` of the first `<form>`, HTML entities `&amp;` decoded.
+    pub fn form_action(&self) -> Option<String> {
+        let form = self.body.find("<form")?;
+        let rest = &self.body[form..];
+        let start = rest.find("action=\"")? + "action=\"".len();
+        let end = rest[start..].find('"')? + start;
+        Some(rest[start..end].replace("&amp;", "&"))
+    }
+
+    /// `(name, value)` of every `<input>` with a name (HTML entities for
+    /// `&`, `"`, `<`, `>` and `'` decoded).
+    pub fn form_inputs(&self) -> Vec<(String, String)> {
+        fn attr(tag: &str, name: &str) -> Option<String> {
+            let key = format!(" {name}=\"");
+            let start = tag.find(&key)? + key.len();
+            let end = tag[start..].find('"')? + start;
+            Some(
+                tag[start..end]
+                    .replace("&quot;", "\"")
+                    .replace("&#39;", "'")
+                    .replace("&lt;", "<")
+                    .replace("&gt;", ">")
+                    .replace("&amp;", "&"),
+            )
+        }
+        self.body
+            .split("<input")
+            .skip(1)
+            .filter_map(|rest| {
+                let tag = &rest[..rest.find('>').unwrap_or(rest.len())];
+                Some((attr(tag, "name")?, attr(tag, "value").unwrap_or_default()))
+            })
+            .collect()
+    }
+
+    /// Body parsed as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("{} is not JSON ({e}): {}", self.url, self.body))
+    }
+}
+
+/// Where a navigation ended.
+#[derive(Debug)]
+pub enum Landed {
+    /// A non-redirect response.
+    Page(Page),
+    /// A redirect to this URL, not followed because `stop` said so.
+    Stopped(Url),
+}
+
+impl Landed {
+    pub fn page(self) -> Page {
+        match self {
+            Landed::Page(p) => p,
+            Landed::Stopped(u) => panic!("expected a page, stopped at redirect to {u}"),
+        }
+    }
+
+    pub fn stopped(self) -> Url {
+        match self {
+            Landed::Stopped(u) => u,
+            Landed::Page(p) => panic!(
+                "expected a redirect, got {} {} at {}: {}",
+                p.status.as_u16(),
+                p.status.canonical_reason().unwrap_or(""),
+                p.url,
+                p.body
+            ),
+        }
+    }
+}
+
+/// Minimal browser: per-origin cookies (name + path; Domain, Secure, SameSite
+/// and expiry dates are ignored, `Max-Age=0` / empty value deletes), manual
+/// redirects, no JavaScript.
+pub struct Browser {
+    pub client: reqwest::Client,
+    cookies: Vec<StoredCookie>,
+    /// Extra headers sent with every request (e.g. `Accept`).
+    pub default_headers: HeaderMap,
+}
+
+impl Default for Browser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn origin_of(url: &Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+fn path_matches(cookie_path: &str, request_path: &str) -> bool {
+    request_path == cookie_path
+        || (request_path.starts_with(cookie_path)
+            && (cookie_path.ends_with('/') || request_path[cookie_path.len()..].starts_with('/')))
+}
+
+impl Browser {
+    pub fn new() -> Self {
+        Browser {
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("reqwest client"),
+            cookies: Vec::new(),
+            default_headers: HeaderMap::new(),
+        }
+    }
+
+    /// Value of cookie `name` stored for `url`'s origin.
+    pub fn cookie(&self, url: &str, name: &str) -> Option<String> {
+        let origin = origin_of(&Url::parse(url).expect("cookie url"));
+        self.cookies
+            .iter()
+            .find(|c| c.origin == origin && c.name == name)
+            .map(|c| c.value.clone())
+    }
+
+    /// Sets (or replaces) a cookie for `url`'s origin with path `/`.
+    pub fn set_cookie(&mut self, url: &str, name: &str, value: &str) {
+        let origin = origin_of(&Url::parse(url).expect("cookie url"));
+        self.cookies
+            .retain(|c| !(c.origin == origin && c.name == name && c.path == "/"));
+        self.cookies.push(StoredCookie {
+            origin,
+            name: name.to_owned(),
+            value: value.to_owned(),
+            path: "/".to_owned(),
+        });
+    }
+
+    /// Forgets all cookies.
+    pub fn clear_cookies(&mut self) {
+        self.cookies.clear();
+    }
+
+    /// The `Cookie` header this browser would send to `url`.
+    pub fn cookie_header(&self, url: &Url) -> Option<String> {
+        let origin = origin_of(url);
+        let mut matching: Vec<&StoredCookie> = self
+            .cookies
+            .iter()
+            .filter(|c| c.origin == origin && path_matches(&c.path, url.path()))
+            .collect();
+        // Longer paths first, as browsers do.
+        matching.sort_by(|a, b| b.path.len().cmp(&a.path.len()));
+        if matching.is_empty() {
+            return None;
+        }
+        Some(
+            matching
+                .iter()
+                .map(|c| format!("{}={}", c.name, c.value))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    }
+
+    fn store_cookies(&mut self, url: &Url, headers: &HeaderMap) {
+        let origin = origin_of(url);
+        for raw in headers.get_all(SET_COOKIE) {
+            let Ok(raw) = raw.to_str() else { continue };
+            let mut parts = raw.split(';');
+            let Some((name, value)) = parts.next().and_then(|nv| nv.split_once('=')) else {
+                continue;
+            };
+            let (name, value) = (name.trim().to_owned(), value.trim().to_owned());
+            // Default path: the request path up to its last '/'.
+            let mut path = match url.path().rfind('/') {
+                Some(0) | None => "/".to_owned(),
+                Some(i) => url.path()[..i].to_owned(),
+            };
+            let mut delete = value.is_empty();
+            for attr in parts {
+                let (k, v) = attr.split_once('=').unwrap_or((attr, ""));
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "path" if v.trim().starts_with('/') => path = v.trim().to_owned(),
+                    "max-age" => {
+                        if v.trim().parse::<i64>().map(|n| n <= 0).unwrap_or(false) {
+                            delete = true;
+                        }
+                    }
+                    "expires" => {
+                        if v.contains("1970") {
+                            delete = true;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            self.cookies
+                .retain(|c| !(c.origin == origin && c.name == name && c.path == path));
+            if !delete {
+                self.cookies.push(StoredCookie {
+                    origin: origin.clone(),
+                    name,
+                    value,
+                    path,
+                });
+            }
+        }
+    }
+
+    /// One request, no redirect following; cookies sent and stored.
+    /// `form`: urlencoded body.
+    pub async fn request(
+        &mut self,
+        method: Method,
+        url: &str,
+        form: Option<&[(&str, &str)]>,
+    ) -> reqwest::Response {
+        self.request_with(
+            method,
+            url,
+            HeaderMap::new(),
+            form.map(|f| {
+                url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(f.iter())
+                    .finish()
+            }),
+        )
+        .await
+    }
+
+    /// One request with extra headers and an optional urlencoded body string.
+    pub async fn request_with(
+        &mut self,
+        method: Method,
+        url: &str,
+        headers: HeaderMap,
+        form_body: Option<String>,
+    ) -> reqwest::Response {
+        let parsed = Url::parse(url).unwrap_or_else(|e| panic!("bad URL {url}: {e}"));
+        let mut req = self
+            .client
+            .request(method.clone(), parsed.clone())
+            .headers(self.default_headers.clone())
+            .headers(headers);
+        if let Some(cookie) = self.cookie_header(&parsed) {
+            req = req.header(
+                COOKIE,
+                HeaderValue::from_str(&cookie).expect("cookie header"),
+            );
+        }
+        if let Some(body) = form_body {
+            req = req
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .body(body);
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        self.store_cookies(&parsed, resp.headers());
+        resp
+    }
+
+    /// GET `url` and follow all redirects.
+    pub async fn navigate(&mut self, url: &str) -> Page {
+        self.navigate_until(url, &|_| false).await.page()
+    }
+
+    /// GET `url` and follow redirects, except to URLs for which `stop` is true.
+    pub async fn navigate_until(&mut self, url: &str, stop: &dyn Fn(&Url) -> bool) -> Landed {
+        let parsed = Url::parse(url).unwrap_or_else(|e| panic!("bad URL {url}: {e}"));
+        let resp = self.request(Method::GET, url, None).await;
+        self.follow_until(resp, parsed, stop).await
+    }
+
+    /// Follows the redirects of `resp` (the answer to a request to `url`).
+    pub async fn follow_until(
+        &mut self,
+        mut resp: reqwest::Response,
+        mut url: Url,
+        stop: &dyn Fn(&Url) -> bool,
+    ) -> Landed {
+        for _ in 0..20 {
+            if !resp.status().is_redirection() {
+                let status = resp.status();
+                let headers = resp.headers().clone();
+                let body = resp.text().await.unwrap_or_default();
+                return Landed::Page(Page {
+                    url,
+                    status,
+                    headers,
+                    body,
+                });
+            }
+            let location = resp
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_else(|| panic!("redirect without Location from {url}"))
+                .to_owned();
+            let next = url
+                .join(&location)
+                .unwrap_or_else(|e| panic!("bad Location {location:?} from {url}: {e}"));
+            if stop(&next) {
+                return Landed::Stopped(next);
+            }
+            resp = self.request(Method::GET, next.as_str(), None).await;
+            url = next;
+        }
+        panic!("more than 20 redirects, last at {url}");
+    }
+}
+
+/// `(code_verifier, code_challenge)` for PKCE S256.
+pub fn pkce_pair() -> (String, String) {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("random");
+    let verifier = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+/// Decodes (without verifying) the payload of a compact JWT.
+pub fn jwt_payload(jwt: &str) -> Value {
+    use base64::Engine as _;
+    let payload = jwt.split('.').nth(1).expect("JWT has a payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("JWT payload base64url");
+    serde_json::from_slice(&bytes).expect("JWT payload JSON")
+}
+
+/// Shortcut for the `BTreeMap` of a URL's query.
+pub fn query_map(url: &Url) -> BTreeMap<String, String> {
+    url.query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
