@@ -87,7 +87,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
     });
 
-    let toml = demo_config(&public_url, &issuer, &client_secret, &store, api_addr);
+    let key_file = demo_session_key(&args.data_dir)?;
+    let toml = demo_config(&public_url, &issuer, &client_secret, &store, api_addr, &key_file);
     let config = Config::from_toml_str(&toml, std::env::vars()).map_err(|e| {
         anyhow::anyhow!(
             "demo configuration invalid:\n{}",
@@ -131,6 +132,7 @@ fn demo_config(
     client_secret: &str,
     store: &str,
     api: SocketAddr,
+    key_file: &std::path::Path,
 ) -> String {
     format!(
         r#"
@@ -151,6 +153,7 @@ roles_claim = "roles"
 
 [session]
 store = "{store}"
+encryption_keys_file = "{key_file}"
 
 [[routes]]
 prefix = "/api/"
@@ -167,6 +170,32 @@ upstream = "http://{api}"
 require_roles = ["hr", "admin"]
 "#,
         public_addr = public_url.trim_start_matches("http://"),
-        store = store.replace('\\', "\\\\").replace('"', "\\\""),
+        store = toml_escape(store),
+        key_file = toml_escape(&key_file.display().to_string()),
     )
+}
+
+fn toml_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// The demo's session-encryption key, created in the data dir on first run
+/// (owner-only) and reused so sessions survive restarts.
+fn demo_session_key(data_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let path = data_dir.join("session-key");
+    if !path.exists() {
+        let key = portcullis::session::random_key_base64();
+        write_private(&path, format!("{key}\n").as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(path)
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(path)?.write_all(bytes)
 }

@@ -27,8 +27,14 @@ async fn discovery_names_every_endpoint_under_the_issuer() {
     ] {
         assert_eq!(meta[key], idp.url(path).as_str(), "{key}");
     }
-    assert_eq!(meta["code_challenge_methods_supported"], serde_json::json!(["S256"]));
-    assert_eq!(meta["id_token_signing_alg_values_supported"], serde_json::json!(["ES256"]));
+    assert_eq!(
+        meta["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
+    assert_eq!(
+        meta["id_token_signing_alg_values_supported"],
+        serde_json::json!(["ES256"])
+    );
     assert_eq!(meta["authorization_response_iss_parameter_supported"], true);
     assert_eq!(idp.idp.jwks()["keys"][0]["kid"], idp.idp.kid());
 }
@@ -44,7 +50,14 @@ async fn code_flow_with_client_secret_basic_issues_verifiable_tokens() {
     assert_eq!(page.status(), 200);
     assert_eq!(page.headers()["cache-control"], "no-store");
     let html = page.text().await.expect("html");
-    for needle in ["name=\"username\"", "name=\"password\"", "type=\"submit\"", "alice", "bob", "carol"] {
+    for needle in [
+        "name=\"username\"",
+        "name=\"password\"",
+        "type=\"submit\"",
+        "alice",
+        "bob",
+        "carol",
+    ] {
         assert!(html.contains(needle), "login page lacks {needle}");
     }
 
@@ -77,7 +90,12 @@ async fn code_flow_with_client_secret_basic_issues_verifiable_tokens() {
     assert!(id["sid"].as_str().is_some_and(|s| s.len() >= 22));
     assert!(id["auth_time"].is_u64());
 
-    let access = verify(&idp, str_field(&tokens, "access_token"), "portcullis-demo-api").await;
+    let access = verify(
+        &idp,
+        str_field(&tokens, "access_token"),
+        "portcullis-demo-api",
+    )
+    .await;
     assert_eq!(access["sub"], "alice");
     assert_eq!(access["client_id"], CLIENT_ID);
     assert_eq!(access["sid"], id["sid"]);
@@ -178,7 +196,11 @@ async fn code_reuse_is_invalid_grant_and_revokes_its_refresh_token() {
     assert_eq!(body["error"], "invalid_grant");
 
     let response = refresh(&http, &idp, str_field(&first, "refresh_token")).await;
-    assert_eq!(response.status(), 400, "tokens from a replayed code are revoked");
+    assert_eq!(
+        response.status(),
+        400,
+        "tokens from a replayed code are revoked"
+    );
 }
 
 #[tokio::test]
@@ -198,7 +220,10 @@ async fn wrong_password_shows_the_form_again_without_a_code() {
 async fn unregistered_redirect_uri_gets_an_error_page_not_a_redirect() {
     let idp = start_idp().await;
     let http = http();
-    for redirect_uri in ["https://evil.example/cb", "http://127.0.0.1:1/auth/callback/x"] {
+    for redirect_uri in [
+        "https://evil.example/cb",
+        "http://127.0.0.1:1/auth/callback/x",
+    ] {
         let url = authorize_url(&idp, &pkce("r"), redirect_uri, "s");
         let response = http.get(&url).send().await.expect("authorize");
         assert_eq!(response.status(), 400);
@@ -225,7 +250,12 @@ async fn missing_pkce_is_sent_back_as_invalid_request() {
 #[tokio::test]
 async fn echoed_parameters_are_html_escaped() {
     let idp = start_idp().await;
-    let url = authorize_url(&idp, &pkce("x"), REDIRECT_URI, "\"><script>alert(1)</script>");
+    let url = authorize_url(
+        &idp,
+        &pkce("x"),
+        REDIRECT_URI,
+        "\"><script>alert(1)</script>",
+    );
     let html = http()
         .get(&url)
         .send()

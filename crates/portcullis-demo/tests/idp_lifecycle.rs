@@ -27,7 +27,12 @@ async fn refresh_rotates_and_reusing_an_old_token_revokes_the_family() {
     assert_eq!(id["aud"], first_id["aud"]);
     assert_eq!(id["sid"], first_id["sid"]);
     assert!(id.get("nonce").is_none(), "no nonce on refresh");
-    verify(&idp, str_field(&second, "access_token"), "portcullis-demo-api").await;
+    verify(
+        &idp,
+        str_field(&second, "access_token"),
+        "portcullis-demo-api",
+    )
+    .await;
 
     let reuse = refresh(&http, &idp, r1).await;
     assert_eq!(reuse.status(), 400);
@@ -49,7 +54,10 @@ async fn revoke_kills_the_refresh_token_and_is_recorded() {
     let response = http
         .post(idp.url("/revoke"))
         .basic_auth(urlencode(CLIENT_ID), Some(urlencode(CLIENT_SECRET)))
-        .form(&[("token", refresh_token), ("token_type_hint", "refresh_token")])
+        .form(&[
+            ("token", refresh_token),
+            ("token_type_hint", "refresh_token"),
+        ])
         .send()
         .await
         .expect("revoke");
@@ -59,7 +67,11 @@ async fn revoke_kills_the_refresh_token_and_is_recorded() {
 
     let unknown = http
         .post(idp.url("/revoke"))
-        .form(&[("token", "nope"), ("client_id", CLIENT_ID), ("client_secret", CLIENT_SECRET)])
+        .form(&[
+            ("token", "nope"),
+            ("client_id", CLIENT_ID),
+            ("client_secret", CLIENT_SECRET),
+        ])
         .send()
         .await
         .expect("revoke");
@@ -91,7 +103,11 @@ async fn end_session_redirects_to_a_registered_uri_and_ends_the_login() {
     assert_eq!(target, POST_LOGOUT_URI);
     assert_eq!(param(&pairs, "state"), Some("bye"));
     let refreshed = refresh(&http, &idp, str_field(&tokens, "refresh_token")).await;
-    assert_eq!(refreshed.status(), 400, "refresh tokens of the sid are revoked");
+    assert_eq!(
+        refreshed.status(),
+        400,
+        "refresh tokens of the sid are revoked"
+    );
 }
 
 #[tokio::test]
@@ -103,7 +119,13 @@ async fn end_session_to_an_unregistered_uri_shows_a_page() {
     let response = http().get(url.as_str()).send().await.expect("end_session");
     assert_eq!(response.status(), 200);
     assert!(response.headers().get("location").is_none());
-    assert!(response.text().await.expect("html").contains("You are logged out"));
+    assert!(
+        response
+            .text()
+            .await
+            .expect("html")
+            .contains("You are logged out")
+    );
 }
 
 #[tokio::test]
@@ -138,9 +160,15 @@ async fn non_loopback_listener_is_refused() {
     let idp = DevIdp::new(config("http://127.0.0.1:1", None)).expect("idp");
     let listener = TcpListener::bind("0.0.0.0:0").await.expect("bind");
     let err = idp.serve(listener).await.expect_err("refused");
-    assert!(matches!(err, portcullis_demo::DemoError::NotLoopback(_)), "{err}");
+    assert!(
+        matches!(err, portcullis_demo::DemoError::NotLoopback(_)),
+        "{err}"
+    );
 
-    let api = SampleApi::new("http://127.0.0.1:1".into(), "http://127.0.0.1:1/jwks".into());
+    let api = SampleApi::new(
+        "http://127.0.0.1:1".into(),
+        "http://127.0.0.1:1/jwks".into(),
+    );
     let listener = TcpListener::bind("0.0.0.0:0").await.expect("bind");
     assert!(api.serve(listener).await.is_err());
 }

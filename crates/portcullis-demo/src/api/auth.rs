@@ -97,7 +97,11 @@ impl IntoResponse for ApiError {
                 "your roles do not allow this".to_owned(),
             ),
             Self::BadRequest(message) => (StatusCode::BAD_REQUEST, "bad_request", message),
-            Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "no such endpoint".to_owned()),
+            Self::NotFound => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint".to_owned(),
+            ),
         };
         let mut response =
             (status, Json(json!({ "error": code, "message": message }))).into_response();

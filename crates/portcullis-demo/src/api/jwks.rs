@@ -29,7 +29,9 @@ pub(crate) struct JwksCache {
 
 impl std::fmt::Debug for JwksCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwksCache").field("url", &self.url).finish_non_exhaustive()
+        f.debug_struct("JwksCache")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
     }
 }
 

@@ -52,14 +52,17 @@ impl AuthorizeRequest {
 }
 
 /// `GET /authorize`: the login form, or why there will be none.
-pub(crate) async fn show(State(state): State<Arc<IdpState>>, RawQuery(query): RawQuery) -> Response {
+pub(crate) async fn show(
+    State(state): State<Arc<IdpState>>,
+    RawQuery(query): RawQuery,
+) -> Response {
     let params = match Params::parse(query.unwrap_or_default().as_bytes()) {
         Ok(p) => p,
         Err(e) => return error_page(StatusCode::BAD_REQUEST, &e),
     };
     match check(&state, &params) {
         Ok(request) => login_form(&request, None, ""),
-        Err(refusal) => refusal,
+        Err(refusal) => refusal.into_response(&state.cfg.issuer),
     }
 }
 
@@ -75,7 +78,7 @@ pub(crate) async fn submit(
     };
     let request = match check(&state, &params) {
         Ok(r) => r,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(&state.cfg.issuer),
     };
     let username = params.get("username").unwrap_or_default();
     let password = params.get("password").unwrap_or_default();
@@ -128,53 +131,65 @@ fn issue_code(
 /// Checks a request in the order RFC 6749 4.1.2.1 asks: until client and redirect URI are
 /// known good, errors are shown here (never redirected); after that they go back to the
 /// client as `error=` redirects.
-fn check(state: &IdpState, params: &Params) -> Result<AuthorizeRequest, Response> {
+fn check(state: &IdpState, params: &Params) -> Result<AuthorizeRequest, Refusal> {
     let cfg = &state.cfg;
     let client_id = params.get("client_id").unwrap_or_default();
     if client_id != cfg.client_id {
-        return Err(error_page(StatusCode::BAD_REQUEST, "Unknown or missing client_id."));
+        return Err(Refusal::Page("Unknown or missing client_id."));
     }
     let redirect_uri = params.get("redirect_uri").unwrap_or_default();
     if !cfg.redirect_uris.iter().any(|r| r == redirect_uri) {
-        return Err(error_page(
-            StatusCode::BAD_REQUEST,
+        return Err(Refusal::Page(
             "The redirect_uri is missing or not registered for this client.",
         ));
     }
     let state_param = params.get("state");
-    let refuse = |error: &str, description: &str| {
-        let mut reply = vec![("error", error), ("error_description", description)];
-        if let Some(s) = state_param {
-            reply.push(("state", s));
-        }
-        reply.push(("iss", &cfg.issuer));
-        redirect(redirect_uri, &reply)
+    let refuse = |error, description| Refusal::Redirect {
+        redirect_uri: redirect_uri.to_owned(),
+        error,
+        description,
+        state: state_param.map(str::to_owned),
     };
     if params.get("response_type") != Some("code") {
-        return Err(refuse("unsupported_response_type", "only response_type=code"));
+        return Err(refuse(
+            "unsupported_response_type",
+            "only response_type=code",
+        ));
     }
     let scope = params.get("scope").unwrap_or_default();
     if !scope.split(' ').any(|s| s == "openid") {
         return Err(refuse("invalid_scope", "scope must contain openid"));
     }
     if params.get("request").is_some() || params.get("request_uri").is_some() {
-        return Err(refuse("request_not_supported", "request objects are not supported"));
+        return Err(refuse(
+            "request_not_supported",
+            "request objects are not supported",
+        ));
     }
     let Some(code_challenge) = params.get("code_challenge") else {
         return Err(refuse("invalid_request", "PKCE code_challenge required"));
     };
     if params.get("code_challenge_method") != Some("S256") {
-        return Err(refuse("invalid_request", "code_challenge_method must be S256"));
+        return Err(refuse(
+            "invalid_request",
+            "code_challenge_method must be S256",
+        ));
     }
     let well_formed = code_challenge.len() == 43
         && code_challenge
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if !well_formed {
-        return Err(refuse("invalid_request", "code_challenge is not a base64url SHA-256"));
+        return Err(refuse(
+            "invalid_request",
+            "code_challenge is not a base64url SHA-256",
+        ));
     }
     if params.get("prompt") == Some("none") {
-        return Err(refuse("login_required", "the dev IdP keeps no login session"));
+        return Err(refuse(
+            "login_required",
+            "the dev IdP keeps no login session",
+        ));
     }
     Ok(AuthorizeRequest {
         client_id: client_id.to_owned(),
@@ -184,6 +199,41 @@ fn check(state: &IdpState, params: &Params) -> Result<AuthorizeRequest, Response
         nonce: params.get("nonce").map(str::to_owned),
         code_challenge: code_challenge.to_owned(),
     })
+}
+
+/// Why an authorization request gets no login form.
+#[derive(Debug)]
+enum Refusal {
+    /// Shown to the user: neither client nor redirect URI can be trusted with a redirect.
+    Page(&'static str),
+    /// Sent back to the client's (registered) redirect URI as `error=`.
+    Redirect {
+        redirect_uri: String,
+        error: &'static str,
+        description: &'static str,
+        state: Option<String>,
+    },
+}
+
+impl Refusal {
+    fn into_response(self, issuer: &str) -> Response {
+        match self {
+            Self::Page(message) => error_page(StatusCode::BAD_REQUEST, message),
+            Self::Redirect {
+                redirect_uri,
+                error,
+                description,
+                state,
+            } => {
+                let mut reply = vec![("error", error), ("error_description", description)];
+                if let Some(s) = &state {
+                    reply.push(("state", s));
+                }
+                reply.push(("iss", issuer));
+                redirect(&redirect_uri, &reply)
+            }
+        }
+    }
 }
 
 /// 302 to a registered redirect URI with `pairs` added to its query.
@@ -229,7 +279,11 @@ fn login_form(request: &AuthorizeRequest, error: Option<&str>, username: &str) -
         escape(&request.scope),
     );
     if let Some(error) = error {
-        let _ = writeln!(body, "<p class=\"error\" role=\"alert\">{}</p>", escape(error));
+        let _ = writeln!(
+            body,
+            "<p class=\"error\" role=\"alert\">{}</p>",
+            escape(error)
+        );
     }
     body.push_str("<form method=\"post\" action=\"authorize\">\n");
     for (name, value) in hidden {

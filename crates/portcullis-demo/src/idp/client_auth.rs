@@ -52,7 +52,9 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
     let value = value.to_str().map_err(|_| bad())?;
     let (scheme, encoded) = value.split_once(' ').ok_or_else(bad)?;
     if !scheme.eq_ignore_ascii_case("basic") {
-        return Err(OAuthError::invalid_client("unsupported authentication scheme"));
+        return Err(OAuthError::invalid_client(
+            "unsupported authentication scheme",
+        ));
     }
     let decoded = STANDARD.decode(encoded.trim()).map_err(|_| bad())?;
     let decoded = String::from_utf8(decoded).map_err(|_| bad())?;

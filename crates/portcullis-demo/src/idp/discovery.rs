@@ -41,7 +41,10 @@ pub(crate) async fn configuration(State(state): State<Arc<IdpState>>) -> impl In
 
 pub(crate) async fn jwks(State(state): State<Arc<IdpState>>) -> impl IntoResponse {
     (
-        [(header::CACHE_CONTROL, HeaderValue::from_static("max-age=60"))],
+        [(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60"),
+        )],
         Json(json!({ "keys": [state.key.jwk()] })),
     )
 }

@@ -46,7 +46,11 @@ impl OAuthError {
     }
 
     pub(crate) fn unsupported_grant_type(description: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "unsupported_grant_type", description)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            description,
+        )
     }
 
     pub(crate) fn invalid_token(description: impl Into<String>) -> Self {
@@ -57,7 +61,11 @@ impl OAuthError {
     }
 
     pub(crate) fn server_error(description: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", description)
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            description,
+        )
     }
 }
 

@@ -235,7 +235,8 @@ impl Grants {
         self.codes.retain(|_, c| c.expires_at > now);
         self.families.retain(|_, f| f.expires_at > now);
         let families = &self.families;
-        self.refresh_tokens.retain(|_, id| families.contains_key(id));
+        self.refresh_tokens
+            .retain(|_, id| families.contains_key(id));
     }
 }
 
@@ -258,8 +259,14 @@ mod tests {
         let mut g = Grants::default();
         g.start_family(None, login(), "r1", 100);
         assert!(g.rotate("c", "r1", "r2", 100, 10).is_ok());
-        assert_eq!(g.rotate("c", "r1", "r3", 100, 10).unwrap_err(), GrantError::Reused);
-        assert_eq!(g.rotate("c", "r2", "r4", 100, 10).unwrap_err(), GrantError::Revoked);
+        assert_eq!(
+            g.rotate("c", "r1", "r3", 100, 10).unwrap_err(),
+            GrantError::Reused
+        );
+        assert_eq!(
+            g.rotate("c", "r2", "r4", 100, 10).unwrap_err(),
+            GrantError::Revoked
+        );
     }
 
     #[test]
@@ -270,14 +277,20 @@ mod tests {
         assert!(g.redeem_code("k", 10).is_ok());
         g.start_family(Some("k"), login(), "r1", 1000);
         assert_eq!(g.redeem_code("k", 10).unwrap_err(), GrantError::Reused);
-        assert_eq!(g.rotate("c", "r1", "r2", 1000, 10).unwrap_err(), GrantError::Revoked);
+        assert_eq!(
+            g.rotate("c", "r1", "r2", 1000, 10).unwrap_err(),
+            GrantError::Revoked
+        );
     }
 
     #[test]
     fn wrong_client_does_not_rotate() {
         let mut g = Grants::default();
         g.start_family(None, login(), "r1", 100);
-        assert_eq!(g.rotate("other", "r1", "r2", 100, 10).unwrap_err(), GrantError::WrongClient);
+        assert_eq!(
+            g.rotate("other", "r1", "r2", 100, 10).unwrap_err(),
+            GrantError::WrongClient
+        );
         assert!(g.rotate("c", "r1", "r2", 100, 10).is_ok());
     }
 }

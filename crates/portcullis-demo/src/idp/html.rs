@@ -49,7 +49,10 @@ pub(crate) fn page(status: StatusCode, title: &str, body: &str) -> Response {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ),
-        (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
     ];
     (status, headers, Html(html)).into_response()
 }

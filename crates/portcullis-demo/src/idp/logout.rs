@@ -72,25 +72,27 @@ pub(crate) async fn revoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let outcome = (|| {
-        let params = Params::from_form(&headers, &body).map_err(OAuthError::invalid_request)?;
-        let client_id = client_auth::authenticate(&state.cfg, &headers, &params)?;
-        let token = params
-            .get("token")
-            .ok_or_else(|| OAuthError::invalid_request("token missing"))?;
-        let mut grants = state.grants();
-        grants.record_revocation_call(token);
-        // Access tokens are self-contained JWTs and simply run out; only refresh tokens
-        // are remembered, so whatever the hint says, that is where to look.
-        grants.revoke_refresh_token(&client_id, token);
-        tracing::info!(
-            hint = params.get("token_type_hint").unwrap_or("none"),
-            "dev IdP: revocation"
-        );
-        Ok::<_, OAuthError>(())
-    })();
-    match outcome {
+    match revoke_token(&state, &headers, &body) {
         Ok(()) => (StatusCode::OK, no_store()).into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+fn revoke_token(state: &IdpState, headers: &HeaderMap, body: &[u8]) -> Result<(), OAuthError> {
+    let params = Params::from_form(headers, body).map_err(OAuthError::invalid_request)?;
+    let client_id = client_auth::authenticate(&state.cfg, headers, &params)?;
+    let token = params
+        .get("token")
+        .ok_or_else(|| OAuthError::invalid_request("token missing"))?;
+    let mut grants = state.grants();
+    grants.record_revocation_call(token);
+    // Access tokens are self-contained JWTs and simply run out; only refresh tokens are
+    // remembered, so whatever `token_type_hint` says, that is where to look.
+    grants.revoke_refresh_token(&client_id, token);
+    drop(grants);
+    tracing::info!(
+        hint = params.get("token_type_hint").unwrap_or("none"),
+        "dev IdP: revocation"
+    );
+    Ok(())
 }

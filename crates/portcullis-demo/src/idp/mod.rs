@@ -97,7 +97,11 @@ impl DevIdpConfig {
         if self.client_id.is_empty() || self.client_secret.is_empty() {
             return bad("client_id and client_secret must not be empty".into());
         }
-        for uri in self.redirect_uris.iter().chain(&self.post_logout_redirect_uris) {
+        for uri in self
+            .redirect_uris
+            .iter()
+            .chain(&self.post_logout_redirect_uris)
+        {
             match Url::parse(uri) {
                 Ok(url) if url.fragment().is_none() => {}
                 _ => return bad(format!("`{uri}` is not an absolute URL without fragment")),

@@ -98,7 +98,9 @@ fn refresh(state: &IdpState, client_id: &str, params: &Params) -> Result<Respons
         // A refresh may narrow the scope, never widen it (RFC 6749 6).
         let granted: Vec<&str> = login.scope.split(' ').collect();
         if let Some(extra) = requested.split(' ').find(|s| !granted.contains(s)) {
-            return Err(OAuthError::invalid_scope(format!("scope `{extra}` was not granted")));
+            return Err(OAuthError::invalid_scope(format!(
+                "scope `{extra}` was not granted"
+            )));
         }
         login.scope = requested.to_owned();
     }

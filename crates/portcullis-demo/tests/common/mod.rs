@@ -134,7 +134,10 @@ pub async fn submit_login(
     let page = http.get(authorize_url).send().await.expect("authorize");
     assert_eq!(page.status(), 200, "login page");
     let html = page.text().await.expect("html");
-    assert!(html.contains("action=\"authorize\""), "form posts to /authorize");
+    assert!(
+        html.contains("action=\"authorize\""),
+        "form posts to /authorize"
+    );
     let mut form = hidden_inputs(&html);
     form.push(("username".into(), username.into()));
     form.push(("password".into(), password.into()));
@@ -168,7 +171,12 @@ pub fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 /// Logs `username` in and returns the authorization code.
-pub async fn login_code(http: &reqwest::Client, idp: &TestIdp, username: &str, pkce: &Pkce) -> String {
+pub async fn login_code(
+    http: &reqwest::Client,
+    idp: &TestIdp,
+    username: &str,
+    pkce: &Pkce,
+) -> String {
     let url = authorize_url(idp, pkce, REDIRECT_URI, "st");
     let response = submit_login(http, idp, &url, username, username).await;
     assert_eq!(response.status(), 302, "login redirects back");
@@ -196,7 +204,11 @@ pub async fn exchange(
         .expect("token")
 }
 
-pub async fn refresh(http: &reqwest::Client, idp: &TestIdp, refresh_token: &str) -> reqwest::Response {
+pub async fn refresh(
+    http: &reqwest::Client,
+    idp: &TestIdp,
+    refresh_token: &str,
+) -> reqwest::Response {
     http.post(idp.url("/token"))
         .form(&[
             ("grant_type", "refresh_token"),
@@ -236,15 +248,23 @@ pub async fn verify(idp: &TestIdp, token: &str, audience: &str) -> Value {
         .expect("jwks json");
     let header = jsonwebtoken::decode_header(token).expect("header");
     assert_eq!(header.alg, Algorithm::ES256);
-    let jwk = jwks.find(header.kid.as_deref().expect("kid")).expect("kid in JWKS");
+    let jwk = jwks
+        .find(header.kid.as_deref().expect("kid"))
+        .expect("kid in JWKS");
     let mut validation = Validation::new(Algorithm::ES256);
     validation.set_issuer(&[&idp.issuer]);
     validation.set_audience(&[audience]);
-    jsonwebtoken::decode::<Value>(token, &DecodingKey::from_jwk(jwk).expect("key"), &validation)
-        .expect("valid token")
-        .claims
+    jsonwebtoken::decode::<Value>(
+        token,
+        &DecodingKey::from_jwk(jwk).expect("key"),
+        &validation,
+    )
+    .expect("valid token")
+    .claims
 }
 
 pub fn str_field<'a>(value: &'a Value, name: &str) -> &'a str {
-    value[name].as_str().unwrap_or_else(|| panic!("{name} missing in {value}"))
+    value[name]
+        .as_str()
+        .unwrap_or_else(|| panic!("{name} missing in {value}"))
 }

@@ -524,6 +524,29 @@ encryption_keys = ["cG9ydGN1bGxpcy10ZXN0LWtleS0wMTIzNDU2Nzg5YWI="]
         load_edited(PROD, edits)
     }
 
+    /// [`DEV`] with edits.
+    pub(crate) fn dev_with(edits: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        load_edited(DEV, edits)
+    }
+
+    /// [`PROD`] itself.
+    pub(crate) fn prod() -> Config {
+        prod_with(&[]).expect("PROD is valid")
+    }
+
+    /// A TOML string literal for `text` (e.g. a temp-file path).
+    pub(crate) fn lit(text: &str) -> String {
+        Value::String(text.to_owned()).to_string()
+    }
+
+    /// A temporary file holding `contents`.
+    pub(crate) fn temp_file(contents: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        file.write_all(contents.as_bytes())
+            .expect("temp file written");
+        file
+    }
+
     /// The issues of a config that must fail.
     pub(crate) fn issues(result: Result<Config, ConfigError>) -> Vec<ConfigIssue> {
         match result {

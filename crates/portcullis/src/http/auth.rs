@@ -36,6 +36,15 @@ pub fn is_safe_return_path(path: &str) -> bool {
             .any(|c| c == '\\' || c.is_control() || c.is_whitespace())
 }
 
+/// A 302 Found, the status the contract names for login redirects.
+fn found(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(v) => (StatusCode::FOUND, [(header::LOCATION, v)]).into_response(),
+        Err(_) => ApiError::BadRequest("redirect target is not a valid header value".into())
+            .into_response(),
+    }
+}
+
 fn wants_html(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
@@ -94,7 +103,7 @@ async fn start_login(
         .put_login(&hex_sha256(request.state.as_bytes()), &state)
         .await?;
     let jar = CookieJar::new().add(cookies::login(&shared.config, &binding));
-    Ok((jar, Redirect::to(&request.url)).into_response())
+    Ok((jar, found(&request.url)).into_response())
 }
 
 /// `GET /auth/callback`: finish the code flow and create the session.
@@ -213,7 +222,7 @@ async fn finish_login(
             cookies::login_cookie_name(&shared.config),
             true,
         ));
-    Ok((jar, Redirect::to(&login.return_to)).into_response())
+    Ok((jar, found(&login.return_to)).into_response())
 }
 
 fn new_record(

@@ -1,3 +1,4 @@
 //! Helpers shared by the portcullis integration tests.
 
+pub mod crafted_idp;
 pub mod oidc_provider;

@@ -503,7 +503,7 @@ impl Drop for OidcProvider {
 
 #[derive(Debug, Clone)]
 struct StoredCookie {
-    origin: String,
+    host: String,
     name: String,
     value: String,
     path: String,
@@ -592,7 +592,7 @@ impl Landed {
     }
 }
 
-/// Minimal browser: per-origin cookies (name + path; Domain, Secure, SameSite
+/// Minimal browser: per-host cookies, any port (name + path; Domain, Secure, SameSite
 /// and expiry dates are ignored, `Max-Age=0` / empty value deletes), manual
 /// redirects, no JavaScript.
 pub struct Browser {
@@ -608,8 +608,10 @@ impl Default for Browser {
     }
 }
 
-fn origin_of(url: &Url) -> String {
-    url.origin().ascii_serialization()
+/// Cookies belong to a host, not an origin: like real browsers, cookies of
+/// 127.0.0.1:A are also sent to 127.0.0.1:B (RFC 6265 ignores ports).
+fn host_of(url: &Url) -> String {
+    url.host_str().unwrap_or_default().to_ascii_lowercase()
 }
 
 fn path_matches(cookie_path: &str, request_path: &str) -> bool {
@@ -631,22 +633,22 @@ impl Browser {
         }
     }
 
-    /// Value of cookie `name` stored for `url`'s origin.
+    /// Value of cookie `name` stored for `url`'s host (any path).
     pub fn cookie(&self, url: &str, name: &str) -> Option<String> {
-        let origin = origin_of(&Url::parse(url).expect("cookie url"));
+        let host = host_of(&Url::parse(url).expect("cookie url"));
         self.cookies
             .iter()
-            .find(|c| c.origin == origin && c.name == name)
+            .find(|c| c.host == host && c.name == name)
             .map(|c| c.value.clone())
     }
 
-    /// Sets (or replaces) a cookie for `url`'s origin with path `/`.
+    /// Sets (or replaces) a cookie for `url`'s host with path `/`.
     pub fn set_cookie(&mut self, url: &str, name: &str, value: &str) {
-        let origin = origin_of(&Url::parse(url).expect("cookie url"));
+        let host = host_of(&Url::parse(url).expect("cookie url"));
         self.cookies
-            .retain(|c| !(c.origin == origin && c.name == name && c.path == "/"));
+            .retain(|c| !(c.host == host && c.name == name && c.path == "/"));
         self.cookies.push(StoredCookie {
-            origin,
+            host,
             name: name.to_owned(),
             value: value.to_owned(),
             path: "/".to_owned(),
@@ -660,14 +662,14 @@ impl Browser {
 
     /// The `Cookie` header this browser would send to `url`.
     pub fn cookie_header(&self, url: &Url) -> Option<String> {
-        let origin = origin_of(url);
+        let host = host_of(url);
         let mut matching: Vec<&StoredCookie> = self
             .cookies
             .iter()
-            .filter(|c| c.origin == origin && path_matches(&c.path, url.path()))
+            .filter(|c| c.host == host && path_matches(&c.path, url.path()))
             .collect();
         // Longer paths first, as browsers do.
-        matching.sort_by(|a, b| b.path.len().cmp(&a.path.len()));
+        matching.sort_by_key(|c| std::cmp::Reverse(c.path.len()));
         if matching.is_empty() {
             return None;
         }
@@ -681,7 +683,7 @@ impl Browser {
     }
 
     fn store_cookies(&mut self, url: &Url, headers: &HeaderMap) {
-        let origin = origin_of(url);
+        let host = host_of(url);
         for raw in headers.get_all(SET_COOKIE) {
             let Ok(raw) = raw.to_str() else { continue };
             let mut parts = raw.split(';');
@@ -699,24 +701,16 @@ impl Browser {
                 let (k, v) = attr.split_once('=').unwrap_or((attr, ""));
                 match k.trim().to_ascii_lowercase().as_str() {
                     "path" if v.trim().starts_with('/') => path = v.trim().to_owned(),
-                    "max-age" => {
-                        if v.trim().parse::<i64>().map(|n| n <= 0).unwrap_or(false) {
-                            delete = true;
-                        }
-                    }
-                    "expires" => {
-                        if v.contains("1970") {
-                            delete = true;
-                        }
-                    }
+                    "max-age" if v.trim().parse::<i64>().is_ok_and(|n| n <= 0) => delete = true,
+                    "expires" if v.contains("1970") => delete = true,
                     _ => {}
                 }
             }
             self.cookies
-                .retain(|c| !(c.origin == origin && c.name == name && c.path == path));
+                .retain(|c| !(c.host == host && c.name == name && c.path == path));
             if !delete {
                 self.cookies.push(StoredCookie {
-                    origin: origin.clone(),
+                    host: host.clone(),
                     name,
                     value,
                     path,

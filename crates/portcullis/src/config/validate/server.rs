@@ -1,0 +1,350 @@
+//! `[server]`, `[admin]`, `[csrf]` and `[cors]`: listeners, the public origin
+//! and the names and origins the browser deals with.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use url::Url;
+
+use super::{Validator, session::is_cookie_name};
+use crate::config::{
+    AdminConfig, CorsConfig, CsrfConfig, Profile, ServerConfig,
+    load::{RawAdmin, RawCors, RawCsrf, RawServer},
+};
+
+impl Validator<'_> {
+    pub(super) fn server(&mut self, raw: RawServer) -> Option<ServerConfig> {
+        let profile = self
+            .string_or("server.profile", raw.profile, "prod")
+            .and_then(|p| match p.as_str() {
+                "dev" => Some(Profile::Dev),
+                "prod" => Some(Profile::Prod),
+                _ => self.reject(
+                    "server.profile",
+                    format!("expected \"dev\" or \"prod\", found \"{p}\""),
+                ),
+            });
+        self.profile = profile;
+        let listen = self
+            .string_or("server.listen", raw.listen, "127.0.0.1:8080")
+            .and_then(|s| self.socket_addr("server.listen", &s));
+        let public_url = self
+            .required_string("server.public_url", raw.public_url)
+            .and_then(|s| self.public_url("server.public_url", &s));
+        self.public_url = public_url.clone();
+        let trusted_proxies = self
+            .strings_or("server.trusted_proxies", raw.trusted_proxies, &[])
+            .and_then(|list| {
+                self.each("server.trusted_proxies", list, |v, key, s| {
+                    s.parse::<IpNet>()
+                        .ok()
+                        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+                        .or_else(|| {
+                            v.reject(
+                                key,
+                                format!("invalid CIDR \"{s}\" (e.g. 10.0.0.0/8 or 192.0.2.1)"),
+                            )
+                        })
+                })
+            });
+        let auth_prefix = self
+            .string_or("server.auth_prefix", raw.auth_prefix, "/auth")
+            .and_then(|p| self.auth_prefix("server.auth_prefix", p));
+        self.auth_prefix = auth_prefix.clone();
+        Some(ServerConfig {
+            listen: listen?,
+            public_url: public_url?,
+            profile: profile?,
+            trusted_proxies: trusted_proxies?,
+            auth_prefix: auth_prefix?,
+        })
+    }
+
+    fn public_url(&mut self, key: &str, text: &str) -> Option<Url> {
+        let url = self.url(key, text)?;
+        self.browser_scheme(key, &url)?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return self.reject(key, "must not contain credentials");
+        }
+        if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+            return self.reject(
+                key,
+                "must be an origin only (scheme, host, port): no path, query or fragment",
+            );
+        }
+        Some(url)
+    }
+
+    fn auth_prefix(&mut self, key: &str, prefix: String) -> Option<String> {
+        if !prefix.starts_with('/') {
+            self.reject(key, "must start with /")
+        } else if prefix.len() == 1 || prefix.ends_with('/') {
+            self.reject(key, "must not end with / (e.g. \"/auth\")")
+        } else if prefix.contains("//") {
+            self.reject(key, "must not contain //")
+        } else if !prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-'))
+        {
+            self.reject(key, "may contain only letters, digits, /, _ and -")
+        } else {
+            Some(prefix)
+        }
+    }
+
+    pub(super) fn admin(&mut self, raw: RawAdmin) -> Option<AdminConfig> {
+        let listen = self
+            .string_or("admin.listen", raw.listen, "127.0.0.1:9090")
+            .and_then(|s| match s.as_str() {
+                "" => Some(None),
+                _ => self.socket_addr("admin.listen", &s).map(Some),
+            });
+        Some(AdminConfig { listen: listen? })
+    }
+
+    pub(super) fn csrf(
+        &mut self,
+        raw: RawCsrf,
+        session_cookie: Option<&str>,
+    ) -> Option<CsrfConfig> {
+        let cookie = self
+            .string_or("csrf.cookie", raw.cookie, "XSRF-TOKEN")
+            .and_then(|name| {
+                if !is_cookie_name(&name) {
+                    self.reject(
+                        "csrf.cookie",
+                        format!("\"{name}\" is not a valid cookie name"),
+                    )
+                } else if session_cookie == Some(name.as_str()) {
+                    self.reject("csrf.cookie", "must differ from session.cookie_name")
+                } else {
+                    Some(name)
+                }
+            });
+        let header = self
+            .string_or("csrf.header", raw.header, "X-XSRF-TOKEN")
+            .and_then(|name| match http::HeaderName::from_bytes(name.as_bytes()) {
+                Ok(_) => Some(name),
+                Err(_) => self.reject(
+                    "csrf.header",
+                    format!("\"{name}\" is not a valid header name"),
+                ),
+            });
+        Some(CsrfConfig {
+            cookie: cookie?,
+            header: header?,
+        })
+    }
+
+    pub(super) fn cors(&mut self, raw: RawCors) -> Option<CorsConfig> {
+        let allowed_origins = self
+            .strings_or("cors.allowed_origins", raw.allowed_origins, &[])
+            .and_then(|list| {
+                self.each("cors.allowed_origins", list, |v, key, s| v.origin(key, &s))
+            });
+        Some(CorsConfig {
+            allowed_origins: allowed_origins?,
+        })
+    }
+
+    /// An exact origin, returned in its serialized form (`http://localhost:5173`),
+    /// which is what browsers send in `Origin`.
+    fn origin(&mut self, key: &str, text: &str) -> Option<String> {
+        if text.contains('*') {
+            return self.reject(key, "wildcards are not allowed: list exact origins");
+        }
+        let url = self.url(key, text)?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return self.reject(
+                key,
+                "must be an http or https origin like \"https://app.example.com\"",
+            );
+        }
+        if !url.username().is_empty()
+            || url.password().is_some()
+            || !matches!(url.path(), "" | "/")
+            || url.query().is_some()
+            || url.fragment().is_some()
+        {
+            return self.reject(
+                key,
+                "must be an origin only (scheme, host, port): no path, query or fragment",
+            );
+        }
+        Some(url.origin().ascii_serialization())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::config::load::tests::{PROD, dev_with, expect_issue, prod_with};
+
+    #[test]
+    fn server_listen_must_be_a_socket_address() {
+        expect_issue(
+            prod_with(&[("server.listen", "\"localhost:8080\"")]),
+            "server.listen",
+        );
+        let c = prod_with(&[("server.listen", "\"[::]:80\"")]).unwrap();
+        assert_eq!(c.server.listen.port(), 80);
+    }
+
+    #[test]
+    fn public_url_is_required() {
+        let text = PROD.replace("public_url = \"https://app.example.com\"\n", "");
+        let message = expect_issue(
+            Config::from_toml_str(&text, Vec::new()),
+            "server.public_url",
+        );
+        assert_eq!(message, "missing required key");
+    }
+
+    #[test]
+    fn public_url_must_be_an_absolute_origin() {
+        for bad in [
+            "\"app.example.com\"",
+            "\"https://app.example.com/app\"",
+            "\"https://app.example.com/?x=1\"",
+            "\"https://app.example.com/#top\"",
+            "\"https://user:pw@app.example.com\"",
+            "\"ftp://app.example.com\"",
+        ] {
+            expect_issue(
+                prod_with(&[("server.public_url", bad)]),
+                "server.public_url",
+            );
+        }
+        let c = prod_with(&[("server.public_url", "\"https://app.example.com:8443/\"")]).unwrap();
+        assert_eq!(c.public_origin(), "https://app.example.com:8443");
+    }
+
+    #[test]
+    fn prod_public_url_must_be_https() {
+        let message = expect_issue(
+            prod_with(&[("server.public_url", "\"http://localhost:8080\"")]),
+            "server.public_url",
+        );
+        assert!(message.contains("https"), "{message}");
+    }
+
+    #[test]
+    fn dev_allows_http_only_on_loopback() {
+        for ok in [
+            "\"http://127.0.0.1:8080\"",
+            "\"http://[::1]:8080\"",
+            "\"https://dev.example.com\"",
+        ] {
+            dev_with(&[("server.public_url", ok)]).unwrap();
+        }
+        expect_issue(
+            dev_with(&[("server.public_url", "\"http://dev.example.com\"")]),
+            "server.public_url",
+        );
+    }
+
+    #[test]
+    fn profile_must_be_dev_or_prod() {
+        let message = expect_issue(
+            prod_with(&[("server.profile", "\"staging\"")]),
+            "server.profile",
+        );
+        assert!(message.contains("staging"));
+    }
+
+    #[test]
+    fn trusted_proxies_take_cidrs_and_bare_ips() {
+        let c = prod_with(&[(
+            "server.trusted_proxies",
+            r#"["10.0.0.0/8", "192.0.2.1", "::1"]"#,
+        )])
+        .unwrap();
+        let nets: Vec<String> = c
+            .server
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(nets, ["10.0.0.0/8", "192.0.2.1/32", "::1/128"]);
+        expect_issue(
+            prod_with(&[("server.trusted_proxies", r#"["10.0.0.0/8", "proxy.local"]"#)]),
+            "server.trusted_proxies[1]",
+        );
+    }
+
+    #[test]
+    fn auth_prefix_shape_is_checked() {
+        for bad in [
+            "\"auth\"",
+            "\"/auth/\"",
+            "\"/\"",
+            "\"/a b\"",
+            "\"/a//b\"",
+            "\"/a.b\"",
+        ] {
+            expect_issue(
+                prod_with(&[("server.auth_prefix", bad)]),
+                "server.auth_prefix",
+            );
+        }
+        let c = prod_with(&[("server.auth_prefix", "\"/bff/auth-1_x\"")]).unwrap();
+        assert_eq!(
+            c.redirect_uri(),
+            "https://app.example.com/bff/auth-1_x/callback"
+        );
+    }
+
+    #[test]
+    fn admin_listen_empty_disables_and_bad_is_reported() {
+        let c = prod_with(&[("admin.listen", "\"\"")]).unwrap();
+        assert!(c.admin.listen.is_none());
+        expect_issue(prod_with(&[("admin.listen", "\"nope\"")]), "admin.listen");
+    }
+
+    #[test]
+    fn csrf_names_are_checked() {
+        expect_issue(
+            prod_with(&[("csrf.cookie", "\"XSRF TOKEN\"")]),
+            "csrf.cookie",
+        );
+        expect_issue(prod_with(&[("csrf.header", "\"X XSRF\"")]), "csrf.header");
+        expect_issue(
+            prod_with(&[("csrf.cookie", "\"__Host-portcullis\"")]),
+            "csrf.cookie",
+        );
+        let c = prod_with(&[
+            ("csrf.cookie", "\"csrf\""),
+            ("csrf.header", "\"X-CSRF-Token\""),
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.csrf.cookie.as_str(), c.csrf.header.as_str()),
+            ("csrf", "X-CSRF-Token")
+        );
+    }
+
+    #[test]
+    fn cors_origins_are_exact_origins() {
+        let c = prod_with(&[(
+            "cors.allowed_origins",
+            r#"["http://localhost:5173", "https://Admin.Example.com:443/"]"#,
+        )])
+        .unwrap();
+        assert_eq!(
+            c.cors.allowed_origins,
+            ["http://localhost:5173", "https://admin.example.com"]
+        );
+        for bad in [
+            "\"*\"",
+            "\"https://*.example.com\"",
+            "\"https://a.example.com/app\"",
+            "\"localhost:5173\"",
+            "\"file:///x\"",
+        ] {
+            expect_issue(
+                prod_with(&[("cors.allowed_origins", &format!("[{bad}]"))]),
+                "cors.allowed_origins[0]",
+            );
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! `[session]`: the store, the session cookie, timeouts and encryption keys.
+
+use std::time::Duration;
+
+use base64::{
+    Engine as _, alphabet,
+    engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig},
+};
+use toml::Value;
+use url::Url;
+
+use super::{Reported, Validator};
+use crate::config::{Profile, Secret, SessionConfig, load::RawSession};
+
+impl Validator<'_> {
+    pub(super) fn session(&mut self, raw: RawSession) -> Option<SessionConfig> {
+        let store = self
+            .string_or("session.store", raw.store, "sqlite://portcullis.db")
+            .and_then(|s| match store_syntax(&s) {
+                Ok(()) => Some(s),
+                Err(message) => self.reject("session.store", message),
+            });
+        let default_cookie = match self.profile {
+            Some(Profile::Dev) => "portcullis",
+            _ => "__Host-portcullis",
+        };
+        let cookie_name = self
+            .string_or("session.cookie_name", raw.cookie_name, default_cookie)
+            .and_then(|name| self.session_cookie_name("session.cookie_name", name));
+        let idle_timeout = self.duration_or(
+            "session.idle_timeout",
+            raw.idle_timeout,
+            Duration::from_secs(30 * 60),
+            true,
+        );
+        let absolute_timeout = self.duration_or(
+            "session.absolute_timeout",
+            raw.absolute_timeout,
+            Duration::from_secs(12 * 3600),
+            true,
+        );
+        let refresh_before = self.duration_or(
+            "session.refresh_before",
+            raw.refresh_before,
+            Duration::from_secs(60),
+            false,
+        );
+        if let (Some(idle), Some(absolute)) = (idle_timeout, absolute_timeout) {
+            if idle > absolute {
+                self.issue(
+                    "session.idle_timeout",
+                    "must not be longer than session.absolute_timeout",
+                );
+            }
+        }
+        let encryption_keys = self.encryption_keys(raw.encryption_keys, raw.encryption_keys_file);
+        Some(SessionConfig {
+            store: store?,
+            cookie_name: cookie_name?,
+            idle_timeout: idle_timeout?,
+            absolute_timeout: absolute_timeout?,
+            refresh_before: refresh_before?,
+            encryption_keys: encryption_keys?,
+        })
+    }
+
+    fn session_cookie_name(&mut self, key: &str, name: String) -> Option<String> {
+        if !is_cookie_name(&name) {
+            return self.reject(key, format!("\"{name}\" is not a valid cookie name"));
+        }
+        let needs_https = ["__Host-", "__Secure-"]
+            .into_iter()
+            .find(|prefix| name.starts_with(prefix));
+        let is_https = self.public_url.as_ref().map(|url| url.scheme() == "https");
+        match (needs_https, is_https) {
+            (Some(prefix), Some(false)) => self.reject(
+                key,
+                format!("a {prefix} cookie needs an https server.public_url (on http use e.g. \"portcullis\")"),
+            ),
+            _ => Some(name),
+        }
+    }
+
+    fn encryption_keys(&mut self, list: Option<Value>, file: Option<Value>) -> Option<Vec<Secret>> {
+        const KEY: &str = "session.encryption_keys";
+        const FILE_KEY: &str = "session.encryption_keys_file";
+        match (self.strings(KEY, list), self.string(FILE_KEY, file)) {
+            (Err(Reported), _) | (_, Err(Reported)) => None,
+            (Ok(Some(_)), Ok(Some(_))) => {
+                self.reject(KEY, "set only one of encryption_keys and encryption_keys_file")
+            }
+            (Ok(Some(keys)), Ok(None)) if keys.is_empty() => self.reject(KEY, "must contain at least one key"),
+            (Ok(Some(keys)), Ok(None)) => self.each(KEY, keys, |v, key, k| match is_key(&k) {
+                true => Some(Secret::new(k)),
+                false => v.reject(key, "key must be 32 bytes of base64"),
+            }),
+            (Ok(None), Ok(Some(path))) => {
+                let text = self.read_file(FILE_KEY, &path)?;
+                let mut keys = Vec::new();
+                let mut ok = true;
+                for (i, line) in text.lines().enumerate() {
+                    match line.trim() {
+                        "" => {}
+                        k if is_key(k) => keys.push(Secret::new(k)),
+                        _ => {
+                            ok = false;
+                            self.issue(FILE_KEY, format!("line {}: key must be 32 bytes of base64", i + 1));
+                        }
+                    }
+                }
+                match (ok, keys.is_empty()) {
+                    (false, _) => None,
+                    (true, true) => self.reject(FILE_KEY, format!("{path} holds no key")),
+                    (true, false) => Some(keys),
+                }
+            }
+            (Ok(None), Ok(None)) => self.reject(
+                KEY,
+                "missing session encryption key (set encryption_keys or encryption_keys_file; `portcullis keygen` prints one)",
+            ),
+        }
+    }
+}
+
+/// An RFC 6265 cookie name: an RFC 9110 token.
+pub(super) fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Base64 (standard or url-safe, padding optional) of exactly 32 bytes.
+fn is_key(text: &str) -> bool {
+    const CONFIG: GeneralPurposeConfig =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    const STANDARD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, CONFIG);
+    const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, CONFIG);
+    [STANDARD, URL_SAFE]
+        .iter()
+        .any(|engine| engine.decode(text).is_ok_and(|bytes| bytes.len() == 32))
+}
+
+/// Accepts the store URL schemes the gateway knows. Messages never echo the
+/// URL: it may carry a password.
+fn store_syntax(store: &str) -> Result<(), String> {
+    const HINT: &str = "expected \"memory\", \"sqlite://PATH\", \"sqlite::memory:\", redis://, rediss://, redis+sentinel://, postgres:// or postgresql://";
+    if store == "memory" {
+        return Ok(());
+    }
+    if let Some(rest) = store.strip_prefix("sqlite:") {
+        return match rest.trim_start_matches("//") {
+            "" => Err(format!("sqlite store needs a path; {HINT}")),
+            _ => Ok(()),
+        };
+    }
+    if let Some(rest) = store.strip_prefix("redis+sentinel://") {
+        // Several comma-separated hosts: not a URL `url` can parse.
+        return match rest {
+            "" => Err("redis+sentinel store needs hosts and a master name".to_owned()),
+            _ => Ok(()),
+        };
+    }
+    let scheme = store.split_once("://").map(|(scheme, _)| scheme);
+    match scheme {
+        Some("redis" | "rediss" | "postgres" | "postgresql") => match Url::parse(store) {
+            Ok(url) if url.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
+            _ => Err(
+                "invalid store URL (expected e.g. redis://HOST:PORT/DB or postgres://USER@HOST/DB)"
+                    .to_owned(),
+            ),
+        },
+        _ => Err(format!("unsupported store; {HINT}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::config::load::tests::{
+        KEY, PROD, dev_with, expect_issue, lit, prod_with, temp_file,
+    };
+
+    #[test]
+    fn store_schemes() {
+        for ok in [
+            "memory",
+            "sqlite://portcullis.db",
+            "sqlite::memory:",
+            "redis://127.0.0.1:6379/0",
+            "rediss://:pw@cache.example.com:6380/1",
+            "redis+sentinel://s1:26379,s2:26379/mymaster",
+            "postgres://gw@db.example.com/portcullis",
+            "postgresql://gw@db/portcullis",
+        ] {
+            let c = prod_with(&[("session.store", &lit(ok))]).unwrap();
+            assert_eq!(c.session.store, ok);
+        }
+        for bad in [
+            "mysql://db/x",
+            "sqlite://",
+            "redis://",
+            "memory://",
+            "portcullis.db",
+        ] {
+            expect_issue(prod_with(&[("session.store", &lit(bad))]), "session.store");
+        }
+        let message = expect_issue(
+            prod_with(&[("session.store", "\"mysql://u:hunter2@db/x\"")]),
+            "session.store",
+        );
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn cookie_name_must_be_a_token_and_host_prefix_needs_https() {
+        expect_issue(
+            prod_with(&[("session.cookie_name", "\"my cookie\"")]),
+            "session.cookie_name",
+        );
+        expect_issue(
+            prod_with(&[("session.cookie_name", "\"a;b\"")]),
+            "session.cookie_name",
+        );
+        let message = expect_issue(
+            dev_with(&[("session.cookie_name", "\"__Host-s\"")]),
+            "session.cookie_name",
+        );
+        assert!(message.contains("__Host-"), "{message}");
+        let c = prod_with(&[("session.cookie_name", "\"PORTAL_SESSION\"")]).unwrap();
+        assert_eq!(c.session.cookie_name, "PORTAL_SESSION");
+        let c = dev_with(&[
+            ("server.public_url", "\"https://dev.example.com\""),
+            ("session.cookie_name", "\"__Host-s\""),
+        ]);
+        assert_eq!(c.unwrap().session.cookie_name, "__Host-s");
+    }
+
+    #[test]
+    fn idle_timeout_must_not_exceed_absolute_timeout() {
+        let edits = [("session.idle_timeout", "\"13h\"")];
+        expect_issue(prod_with(&edits), "session.idle_timeout");
+    }
+
+    #[test]
+    fn encryption_keys_must_be_32_bytes_of_base64() {
+        let message = expect_issue(
+            prod_with(&[("session.encryption_keys", r#"["c2hvcnQ="]"#)]),
+            "session.encryption_keys[0]",
+        );
+        assert_eq!(message, "key must be 32 bytes of base64");
+        expect_issue(
+            prod_with(&[(
+                "session.encryption_keys",
+                &format!("[{}, \"not base64!\"]", lit(KEY)),
+            )]),
+            "session.encryption_keys[1]",
+        );
+        expect_issue(
+            prod_with(&[("session.encryption_keys", "[]")]),
+            "session.encryption_keys",
+        );
+        let url_safe = "-vv8_f7_eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHg";
+        let c = prod_with(&[(
+            "session.encryption_keys",
+            &format!("[{}, {}]", lit(url_safe), lit(KEY)),
+        )])
+        .unwrap();
+        assert_eq!(c.session.encryption_keys[0].expose(), url_safe);
+        assert_eq!(c.session.encryption_keys.len(), 2);
+        let text = PROD.replace(&format!("encryption_keys = [\"{KEY}\"]\n"), "");
+        expect_issue(
+            Config::from_toml_str(&text, Vec::new()),
+            "session.encryption_keys",
+        );
+    }
+
+    #[test]
+    fn encryption_keys_file_has_one_key_per_line() {
+        let url_safe = "-vv8_f7_eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHg";
+        let file = temp_file(&format!("{KEY}\n\n  {url_safe}  \n"));
+        let with_file = |path: &str| {
+            PROD.replace(
+                &format!("encryption_keys = [\"{KEY}\"]"),
+                &format!("encryption_keys_file = {}", lit(path)),
+            )
+        };
+        let c = Config::from_toml_str(&with_file(&file.path().display().to_string()), Vec::new())
+            .unwrap();
+        let keys: Vec<&str> = c
+            .session
+            .encryption_keys
+            .iter()
+            .map(Secret::expose)
+            .collect();
+        assert_eq!(keys, [KEY, url_safe]);
+
+        let bad = temp_file(&format!("{KEY}\nc2hvcnQ=\n"));
+        let message = expect_issue(
+            Config::from_toml_str(&with_file(&bad.path().display().to_string()), Vec::new()),
+            "session.encryption_keys_file",
+        );
+        assert_eq!(message, "line 2: key must be 32 bytes of base64");
+
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("keys").display().to_string();
+        expect_issue(
+            Config::from_toml_str(&with_file(&missing), Vec::new()),
+            "session.encryption_keys_file",
+        );
+
+        let both = prod_with(&[("session.encryption_keys_file", &lit(&missing))]);
+        expect_issue(both, "session.encryption_keys");
+    }
+}
