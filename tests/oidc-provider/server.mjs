@@ -22,6 +22,15 @@
 // carrying the `roles` claim (array of strings). Scope claims are also put in
 // the ID token (conformIdTokenClaims: false). Refresh tokens are issued to
 // every client allowed the refresh_token grant, with or without offline_access.
+// PKCE (S256 only) is required for every client. `sid` is in the ID token only
+// for clients registered with a backchannel_logout_uri (session required).
+// Clients with a backchannel_logout_uri default to
+// backchannel_logout_session_required: true. Loopback http redirect URIs work
+// for ordinary web clients (exact match, port included).
+//
+// Env: OP_EXIT_ON_STDIN_EOF=1 makes the server exit when its stdin closes.
+// Node.js 20.19+ works (oidc-provider prints an "Unsupported runtime" warning
+// below Node 22; harmless for tests).
 //
 // Interactions: GET /interaction/:uid shows a login form (fields username,
 // password) posting to /interaction/:uid/login; the consent prompt is granted
@@ -34,7 +43,14 @@
 //   GET  /__test/sessions             logins seen: [{ client_id, sub, sid }]
 //   POST /__test/backchannel-logout   JSON { sub, sid?, client_id? }: send logout tokens to the
 //                                     clients' backchannel_logout_uri; answers the outcome per client
-//   POST /__test/reset                clears the recorded revocations/events
+//   POST /__test/revoke-grants        JSON { sub?, client_id? }: kills the matching grants (and their
+//                                     access/refresh tokens) as if revoked at the OP; answers { revoked: [ids] }
+//   POST /__test/fault                JSON { path, status?, delay_ms?, body?, content_type?, times? }:
+//                                     the next `times` (default unlimited) requests to `path` (e.g. "/token")
+//                                     are delayed by delay_ms and, if status is given, answered with
+//                                     status/body instead of reaching oidc-provider. { path } alone or
+//                                     { clear: true } removes faults.
+//   POST /__test/reset                clears the recorded revocations/events and faults
 
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -90,6 +106,8 @@ let seq = 0;
 const events = [];
 const revocations = [];
 const sessions = [];
+const grants = new Map(); // grant id -> { sub, client_id }
+const faults = new Map(); // path -> { status, delay_ms, body, content_type, times }
 
 function record(list, entry) {
   seq += 1;
@@ -354,7 +372,33 @@ async function handleTest(provider, req, res, path) {
   if (req.method === 'POST' && path === '/__test/reset') {
     events.length = 0;
     revocations.length = 0;
+    faults.clear();
     return sendJson(res, 200, { ok: true });
+  }
+  if (req.method === 'POST' && path === '/__test/revoke-grants') {
+    const body = await readJson(req);
+    const revoked = [];
+    for (const [grantId, g] of grants) {
+      if ((body.sub && g.sub !== body.sub) || (body.client_id && g.client_id !== body.client_id)) continue;
+      await Promise.all([
+        provider.AccessToken.revokeByGrantId(grantId),
+        provider.RefreshToken.revokeByGrantId(grantId),
+        provider.AuthorizationCode.revokeByGrantId(grantId),
+        provider.Grant.adapter.destroy(grantId),
+      ]);
+      grants.delete(grantId);
+      revoked.push(grantId);
+      record(events, { type: 'test.grant_revoked', grant_id: grantId, ...g });
+    }
+    return sendJson(res, 200, { revoked });
+  }
+  if (req.method === 'POST' && path === '/__test/fault') {
+    const body = await readJson(req);
+    if (body.clear) faults.clear();
+    else if (!body.path) return sendJson(res, 400, { error: 'path required' });
+    else if (body.status === undefined && body.delay_ms === undefined) faults.delete(body.path);
+    else faults.set(body.path, { ...body });
+    return sendJson(res, 200, Object.fromEntries(faults));
   }
   if (req.method === 'POST' && path === '/__test/backchannel-logout') {
     const body = await readJson(req);
@@ -388,6 +432,10 @@ function hookEvents(provider) {
       provider.on(`${kind}.${what}`, (token) => record(events, { type: `${kind}.${what}`, ...tokenInfo(token) }));
     }
   }
+  provider.on('grant.saved', (grant) => {
+    grants.set(grant.jti, { sub: grant.accountId, client_id: grant.clientId });
+  });
+  provider.on('grant.destroyed', (grant) => grants.delete(grant.jti));
   provider.on('grant.revoked', (ctx, grantId) => record(events, {
     type: 'grant.revoked', grant_id: grantId, route: ctx?.oidc?.route, client_id: ctx?.oidc?.client?.clientId,
   }));
@@ -447,16 +495,37 @@ function hookEvents(provider) {
 
 const server = http.createServer();
 
-server.listen(listenPort, '127.0.0.1', () => {
+server.listen(listenPort, '127.0.0.1', async () => {
   const { port } = server.address();
   const issuer = `http://${issuerHost}:${port}`;
   const provider = new Provider(issuer, configuration);
   hookEvents(provider);
+
+  // Static clients are validated lazily; fail now rather than at /auth.
+  for (const c of clients) {
+    try {
+      if (!await provider.Client.find(c.client_id)) throw new Error('not found');
+    } catch (err) {
+      console.error(`invalid client ${c.client_id}: ${err.error_description ?? err.message}`);
+      process.exit(1);
+    }
+  }
+
   const callback = provider.callback();
 
   server.on('request', async (req, res) => {
     try {
       const path = new URL(req.url, issuer).pathname;
+      const fault = faults.get(path);
+      if (fault) {
+        if (fault.times !== undefined && --fault.times <= 0) faults.delete(path);
+        record(events, { type: 'test.fault', path, status: fault.status, delay_ms: fault.delay_ms });
+        if (fault.delay_ms) await new Promise((r) => { setTimeout(r, fault.delay_ms); });
+        if (fault.status !== undefined) {
+          req.resume();
+          return send(res, fault.status, fault.content_type ?? 'application/json', fault.body ?? '');
+        }
+      }
       const m = /^\/interaction\/([^/]+)(?:\/(login|abort))?\/?$/.exec(path);
       if (m) {
         await handleInteraction(provider, req, res, m[1], m[2] ?? '');

@@ -144,6 +144,22 @@ async fn key_file_is_created_private_and_reused() {
     let second = DevIdp::new(cfg).expect("second");
     assert_eq!(first.kid(), second.kid());
     assert_eq!(first.jwks(), second.jwks());
+    assert!(
+        std::fs::read_to_string(&path)
+            .expect("pem")
+            .starts_with("-----BEGIN PRIVATE KEY-----")
+    );
+
+    let der_path = dir.path().join("idp-signing-key.der");
+    let der = DevIdp::new(config("http://127.0.0.1:1", Some(der_path.clone()))).expect("der");
+    assert_eq!(
+        std::fs::read(&der_path).expect("der").first(),
+        Some(&0x30),
+        "raw DER"
+    );
+    let der_again = DevIdp::new(config("http://127.0.0.1:1", Some(der_path))).expect("der again");
+    assert_eq!(der.kid(), der_again.kid());
+
     let ephemeral = DevIdp::new(config("http://127.0.0.1:1", None)).expect("ephemeral");
     assert_ne!(first.kid(), ephemeral.kid());
 }

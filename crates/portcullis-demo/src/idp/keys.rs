@@ -1,5 +1,6 @@
-//! The IdP's ES256 signing key: generated with ring, kept in a PKCS#8 PEM file (0600) when
-//! asked, published as a JWK, and used through jsonwebtoken. No hand-written crypto.
+//! The IdP's ES256 signing key: generated with ring, kept in a PKCS#8 file (0600; DER when
+//! the name ends in `.der`, PEM otherwise) when asked, published as a JWK, and used through
+//! jsonwebtoken. No hand-written crypto.
 
 use std::fmt;
 use std::io::Write as _;
@@ -52,7 +53,7 @@ impl SigningKey {
             Ok(bytes) => Self::from_pkcs8(&decode_file(&bytes)?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let pkcs8 = generate()?;
-                if create_exclusive(path, encode_pem(&pkcs8).as_bytes()).map_err(key_file)? {
+                if create_exclusive(path, &encode_file(path, &pkcs8)).map_err(key_file)? {
                     tracing::info!(path = %path.display(), "dev IdP: created signing key");
                     Self::from_pkcs8(&pkcs8)
                 } else {
@@ -146,12 +147,26 @@ fn encode_pem(der: &[u8]) -> String {
     pem
 }
 
-/// Accepts the PEM this module writes, or raw DER.
+/// Raw PKCS#8 DER for a `.der` path, PEM otherwise.
+fn encode_file(path: &Path, pkcs8: &[u8]) -> Vec<u8> {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("der"))
+    {
+        pkcs8.to_vec()
+    } else {
+        encode_pem(pkcs8).into_bytes()
+    }
+}
+
+/// Accepts PEM or raw DER, whatever the file is called.
 fn decode_file(bytes: &[u8]) -> Result<Vec<u8>, DemoError> {
-    let Ok(text) = std::str::from_utf8(bytes) else {
+    if !bytes.trim_ascii_start().starts_with(b"-----") {
         return Ok(bytes.to_vec());
-    };
-    let text = text.trim();
+    }
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| DemoError::Key("key file PEM is not text".into()))?
+        .trim();
     let Some(body) = text
         .strip_prefix(PEM_BEGIN)
         .and_then(|rest| rest.strip_suffix(PEM_END))
@@ -215,7 +230,9 @@ mod tests {
 
     #[test]
     fn garbage_key_file_is_an_error() {
-        assert!(decode_file(b"hello").is_err());
+        assert!(decode_file(b"-----BEGIN nonsense").is_err());
+        let raw = decode_file(b"hello").expect("taken as DER");
+        assert!(SigningKey::from_pkcs8(&raw).is_err());
         assert!(SigningKey::from_pkcs8(b"\x30\x03\x02\x01\x00").is_err());
     }
 }

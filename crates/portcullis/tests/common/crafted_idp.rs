@@ -326,7 +326,11 @@ async fn jwks(State(idp): State<Arc<Inner>>) -> Json<Value> {
     lock(&idp.log).jwks_fetches += 1;
     let b = lock(&idp.behaviour);
     let keys: Vec<Value> = b.published.iter().map(EcKey::jwk).collect();
-    Json(b.jwks_body.clone().unwrap_or_else(|| json!({ "keys": keys })))
+    Json(
+        b.jwks_body
+            .clone()
+            .unwrap_or_else(|| json!({ "keys": keys })),
+    )
 }
 
 /// Records the request and sends the browser straight back, as if the user had logged in.
@@ -397,7 +401,12 @@ async fn token(
     let b = lock(&idp.behaviour);
     if let Some(raw) = &b.token_reply {
         let status = StatusCode::from_u16(raw.status).unwrap_or(StatusCode::OK);
-        return (status, [(header::CONTENT_TYPE, raw.content_type)], raw.body.clone()).into_response();
+        return (
+            status,
+            [(header::CONTENT_TYPE, raw.content_type)],
+            raw.body.clone(),
+        )
+            .into_response();
     }
     let claims = id_token_claims(&idp.issuer, &b, nonce);
     let id_token = match &b.id_token {

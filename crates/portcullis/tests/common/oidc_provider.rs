@@ -357,7 +357,7 @@ impl OidcProvider {
         self.get_json("/__test/sessions").await
     }
 
-    /// Clears recorded events and revocations.
+    /// Clears recorded events and revocations, and injected faults.
     pub async fn reset_records(&self) {
         let resp = self
             .http
@@ -366,6 +366,72 @@ impl OidcProvider {
             .await
             .expect("reset");
         assert!(resp.status().is_success());
+    }
+
+    async fn post_json(&self, path: &str, body: Value) -> Value {
+        let resp = self
+            .http
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        assert!(resp.status().is_success(), "POST {path}: {}", resp.status());
+        resp.json()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
+    /// Kills the grants of `sub` (all users when None) at the OP, with their
+    /// access and refresh tokens, as an admin revoking the user's sessions
+    /// would: the next refresh answers `invalid_grant`, userinfo 401.
+    /// Returns the revoked grant ids.
+    pub async fn revoke_grants(&self, sub: Option<&str>) -> Vec<String> {
+        let body = match sub {
+            Some(sub) => json!({ "sub": sub }),
+            None => json!({}),
+        };
+        let answer = self.post_json("/__test/revoke-grants", body).await;
+        answer["revoked"]
+            .as_array()
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Fault injection: requests to `path` (e.g. "/token", "/me", "/jwks",
+    /// "/.well-known/openid-configuration") get `status` and `body` (JSON
+    /// content type) instead of the OP's answer, `times` times (None: until
+    /// cleared).
+    pub async fn fail_path(&self, path: &str, status: u16, body: &str, times: Option<u32>) {
+        let mut fault = json!({ "path": path, "status": status, "body": body });
+        if let Some(times) = times {
+            fault["times"] = json!(times);
+        }
+        self.post_json("/__test/fault", fault).await;
+    }
+
+    /// Fault injection: requests to `path` wait `delay` before being handled normally.
+    pub async fn delay_path(&self, path: &str, delay: Duration) {
+        self.post_json(
+            "/__test/fault",
+            json!({ "path": path, "delay_ms": delay.as_millis() as u64 }),
+        )
+        .await;
+    }
+
+    /// Raw fault: `{path, status?, delay_ms?, body?, content_type?, times?}`.
+    pub async fn set_fault(&self, fault: Value) {
+        self.post_json("/__test/fault", fault).await;
+    }
+
+    /// Removes all injected faults.
+    pub async fn clear_faults(&self) {
+        self.post_json("/__test/fault", json!({ "clear": true }))
+            .await;
     }
 
     /// Makes the OP send a back-channel logout token for `sub` (with the sid
