@@ -60,9 +60,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let public_url = format!("http://{gateway_addr}");
     let issuer = format!("http://{idp_addr}");
     let client_secret = portcullis::session::random_token(32);
-    let store = args.store.clone().unwrap_or_else(|| {
-        format!("sqlite://{}", args.data_dir.join("sessions.db").display())
-    });
+    let store = args
+        .store
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("sessions.db").display()));
 
     let idp = DevIdp::new(DevIdpConfig {
         issuer: issuer.clone(),
@@ -88,7 +89,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     });
 
     let key_file = demo_session_key(&args.data_dir)?;
-    let toml = demo_config(&public_url, &issuer, &client_secret, &store, api_addr, &key_file);
+    let toml = demo_config(
+        &public_url,
+        &issuer,
+        &client_secret,
+        &store,
+        api_addr,
+        &key_file,
+    );
     let config = Config::from_toml_str(&toml, std::env::vars()).map_err(|e| {
         anyhow::anyhow!(
             "demo configuration invalid:\n{}",
@@ -121,7 +129,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  Ctrl-C stops it.");
     println!();
 
-    portcullis::serve(gateway, gateway_listener, admin_listener, crate::shutdown_signal()).await?;
+    portcullis::serve(
+        gateway,
+        gateway_listener,
+        admin_listener,
+        crate::shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }
 

@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use portcullis::{Gateway, config::Config};
 
 #[derive(Parser)]
-#[command(name = "portcullis", version, about = "Backend-for-Frontend authentication gateway")]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Backend-for-Frontend authentication gateway"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -35,7 +39,12 @@ enum Command {
 #[derive(clap::Args)]
 struct ConfigArg {
     /// Config file.
-    #[arg(long, short, env = "PORTCULLIS_CONFIG", default_value = "portcullis.toml")]
+    #[arg(
+        long,
+        short,
+        env = "PORTCULLIS_CONFIG",
+        default_value = "portcullis.toml"
+    )]
     config: PathBuf,
 }
 

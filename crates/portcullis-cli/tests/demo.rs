@@ -20,7 +20,13 @@ struct Demo {
 async fn start_demo(extra: &[&str]) -> Demo {
     let data = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["demo", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .arg("--data-dir")
         .arg(data.path())
         .args(extra)
@@ -93,7 +99,11 @@ impl Browser {
         let mut fields = hidden_inputs(&html);
         fields.push(("username".into(), user.into()));
         fields.push(("password".into(), user.into()));
-        let action = authorize.split('?').next().expect("authorize url").to_string();
+        let action = authorize
+            .split('?')
+            .next()
+            .expect("authorize url")
+            .to_string();
         let resp = self
             .http
             .post(&action)
@@ -101,7 +111,11 @@ impl Browser {
             .send()
             .await
             .expect("form post");
-        assert_eq!(resp.status(), StatusCode::FOUND, "IdP accepted the password");
+        assert_eq!(
+            resp.status(),
+            StatusCode::FOUND,
+            "IdP accepted the password"
+        );
         let callback = location(&resp);
         assert!(callback.starts_with(&format!("{base}/auth/callback?")));
         let resp = self.http.get(&callback).send().await.expect("callback");
@@ -157,7 +171,12 @@ async fn demo_login_whoami_api_and_logout() {
     assert_eq!(body["authenticated"], false);
 
     // The sample SPA is served by the gateway.
-    let page = alice.http.get(format!("{base}/")).send().await.expect("spa");
+    let page = alice
+        .http
+        .get(format!("{base}/"))
+        .send()
+        .await
+        .expect("spa");
     assert_eq!(page.status(), StatusCode::OK);
     assert!(page.text().await.expect("html").contains("portcullis demo"));
 

@@ -55,9 +55,13 @@ impl CsrfPolicy {
     pub fn check_origin(&self, headers: &HeaderMap) -> Result<(), CsrfError> {
         if let Some(origin) = headers.get(header::ORIGIN) {
             let origin = origin.to_str().map_err(|_| CsrfError::CrossSite)?;
-            let ok = origin == self.public_origin
-                || self.allowed_origins.iter().any(|o| o == origin);
-            return if ok { Ok(()) } else { Err(CsrfError::CrossSite) };
+            let ok =
+                origin == self.public_origin || self.allowed_origins.iter().any(|o| o == origin);
+            return if ok {
+                Ok(())
+            } else {
+                Err(CsrfError::CrossSite)
+            };
         }
         match headers.get("sec-fetch-site").map(|v| v.as_bytes()) {
             None | Some(b"same-origin") | Some(b"none") => Ok(()),
@@ -105,7 +109,12 @@ mod tests {
         assert_eq!(ok("http://localhost:5173"), Ok(()));
         assert_eq!(ok("https://evil.example"), Err(CsrfError::CrossSite));
         assert_eq!(ok("null"), Err(CsrfError::CrossSite));
-        let sfs = |v: &str| p.check(&headers(&[("x-xsrf-token", "t"), ("sec-fetch-site", v)]), "t");
+        let sfs = |v: &str| {
+            p.check(
+                &headers(&[("x-xsrf-token", "t"), ("sec-fetch-site", v)]),
+                "t",
+            )
+        };
         assert_eq!(sfs("same-origin"), Ok(()));
         assert_eq!(sfs("cross-site"), Err(CsrfError::CrossSite));
         assert_eq!(sfs("same-site"), Err(CsrfError::CrossSite));

@@ -125,8 +125,16 @@ encryption_keys = ["{key}"]
             authorize.starts_with(&self.idp.url("/authorize?")),
             "login should redirect to the IdP, went to {authorize}"
         );
-        let resp = browser.get(&authorize).send().await.expect("GET /authorize");
-        assert_eq!(resp.status(), StatusCode::FOUND, "the crafted IdP redirects");
+        let resp = browser
+            .get(&authorize)
+            .send()
+            .await
+            .expect("GET /authorize");
+        assert_eq!(
+            resp.status(),
+            StatusCode::FOUND,
+            "the crafted IdP redirects"
+        );
         let callback = location(&resp);
         assert!(
             callback.starts_with(&self.url("/auth/callback?")),
@@ -138,7 +146,11 @@ encryption_keys = ["{key}"]
     /// The whole login up to and including `GET /auth/callback`.
     async fn login_until_callback(&self, browser: &Client) -> Response {
         let callback = self.begin_login(browser, "/").await;
-        browser.get(callback).send().await.expect("GET /auth/callback")
+        browser
+            .get(callback)
+            .send()
+            .await
+            .expect("GET /auth/callback")
     }
 
     /// A login that must succeed; returns the callback response.
@@ -159,7 +171,10 @@ encryption_keys = ["{key}"]
     }
 
     async fn sessions_of(&self, sub: &str) -> Vec<SessionRecord> {
-        self.store.list_by_sub(sub).await.expect("store list_by_sub")
+        self.store
+            .list_by_sub(sub)
+            .await
+            .expect("store list_by_sub")
     }
 
     /// Neither the browser nor the store has a session for [`SUBJECT`].
@@ -197,17 +212,9 @@ fn browser() -> Client {
         .expect("reqwest client")
 }
 
-/// The target of a redirect. The contract says 302; axum's `Redirect::to`
-/// sends 303, which browsers treat the same for these GET navigations.
+/// The target of a 302 (the status the contract names for login redirects).
 fn location(resp: &Response) -> String {
-    assert!(
-        matches!(
-            resp.status(),
-            StatusCode::FOUND | StatusCode::SEE_OTHER
-        ),
-        "expected a redirect, got {}",
-        resp.status()
-    );
+    assert_eq!(resp.status(), StatusCode::FOUND, "expected a 302 redirect");
     resp.headers()
         .get(header::LOCATION)
         .and_then(|v| v.to_str().ok())
@@ -287,7 +294,10 @@ async fn happy_path_logs_in_with_a_pkce_code_flow() {
     assert!(is_base64url(&a["code_challenge"]));
     // At least 128 bits each, base64url.
     for name in ["state", "nonce"] {
-        assert!(a[name].len() >= 22 && is_base64url(&a[name]), "{name}: {a:?}");
+        assert!(
+            a[name].len() >= 22 && is_base64url(&a[name]),
+            "{name}: {a:?}"
+        );
     }
     assert!(!a.contains_key("client_secret"));
 
@@ -303,7 +313,10 @@ async fn happy_path_logs_in_with_a_pkce_code_flow() {
         .encode(Sha256::digest(verifier.as_bytes()));
     assert_eq!(challenge, a["code_challenge"], "S256(code_verifier)");
     // client_secret_basic by default: the secret is in the header, not the form.
-    let basic = format!("Basic {}", STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}")));
+    let basic = format!(
+        "Basic {}",
+        STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
+    );
     assert_eq!(t.authorization.as_deref(), Some(basic.as_str()));
     assert!(!t.form.contains_key("client_secret"));
 }
@@ -320,7 +333,10 @@ async fn every_login_gets_fresh_state_nonce_and_pkce() {
     assert_eq!((a.len(), t.len()), (3, 3));
     for (i, j) in [(0, 1), (0, 2), (1, 2)] {
         for name in ["state", "nonce", "code_challenge"] {
-            assert_ne!(a[i][name], a[j][name], "{name} reused by logins {i} and {j}");
+            assert_ne!(
+                a[i][name], a[j][name],
+                "{name} reused by logins {i} and {j}"
+            );
         }
         assert_ne!(t[i].form["code_verifier"], t[j].form["code_verifier"]);
     }
@@ -358,13 +374,33 @@ async fn replayed_callback_is_refused() {
 }
 
 #[tokio::test]
+async fn racing_callbacks_with_one_state_yield_one_session() {
+    let h = Harness::with_defaults().await;
+    let b = browser();
+    let callback = h.begin_login(&b, "/").await;
+    let (one, two) = tokio::join!(b.get(&callback).send(), b.get(&callback).send());
+    let mut statuses = [
+        one.expect("callback").status(),
+        two.expect("callback").status(),
+    ];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::FOUND, StatusCode::BAD_REQUEST]);
+    assert_eq!(h.idp.token_requests().len(), 1, "the code is redeemed once");
+    assert_eq!(h.sessions_of(SUBJECT).await.len(), 1);
+}
+
+#[tokio::test]
 async fn callback_without_the_login_cookie_is_refused() {
     let h = Harness::with_defaults().await;
     let callback = h.begin_login(&browser(), "/").await;
     let fresh = browser();
     let resp = fresh.get(&callback).send().await.expect("callback");
-    h.assert_refused(&fresh, resp, StatusCode::BAD_REQUEST).await;
-    assert!(h.idp.token_requests().is_empty(), "code must not be redeemed");
+    h.assert_refused(&fresh, resp, StatusCode::BAD_REQUEST)
+        .await;
+    assert!(
+        h.idp.token_requests().is_empty(),
+        "code must not be redeemed"
+    );
 }
 
 #[tokio::test]
@@ -374,9 +410,17 @@ async fn state_from_another_browser_is_refused() {
     let victims_callback = h.begin_login(&victim, "/").await;
     // The attacker holds a login cookie of its own, just not the one this state is bound to.
     let _ = h.begin_login(&attacker, "/").await;
-    let resp = attacker.get(&victims_callback).send().await.expect("callback");
-    h.assert_refused(&attacker, resp, StatusCode::BAD_REQUEST).await;
-    assert!(h.idp.token_requests().is_empty(), "code must not be redeemed");
+    let resp = attacker
+        .get(&victims_callback)
+        .send()
+        .await
+        .expect("callback");
+    h.assert_refused(&attacker, resp, StatusCode::BAD_REQUEST)
+        .await;
+    assert!(
+        h.idp.token_requests().is_empty(),
+        "code must not be redeemed"
+    );
 }
 
 #[tokio::test]

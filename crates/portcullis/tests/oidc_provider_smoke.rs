@@ -226,6 +226,38 @@ async fn full_code_flow_with_refresh_rotation() {
     assert_eq!(revocations[0]["client_id"], CLIENT_ID);
     assert_eq!(revocations[0]["token"], refresh_2.as_str());
     assert_eq!(revocations[0]["token_type_hint"], "refresh_token");
+
+    // An admin-style revocation at the OP kills a live refresh token.
+    let callback = op
+        .login(&mut browser, &authorize, "alice", "alice", at_redirect_uri)
+        .await
+        .stopped();
+    let code = query_map(&callback)["code"].clone();
+    let (status, tokens) = token_request(
+        &op,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT_URI),
+            ("code_verifier", &verifier),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    assert!(!op.revoke_grants(Some("alice")).await.is_empty());
+    let (status, err) = token_request(
+        &op,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -278,6 +310,30 @@ async fn revocation_of_live_refresh_token_and_no_rotation() {
             "{refreshed}"
         );
     }
+
+    // Fault injection on the token endpoint.
+    op.fail_path(
+        "/token",
+        503,
+        r#"{"error":"temporarily_unavailable"}"#,
+        Some(1),
+    )
+    .await;
+    let (status, body) = token_request(
+        &op,
+        &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("temporarily_unavailable"))
+    );
+    let (status, _) = token_request(
+        &op,
+        &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+    )
+    .await;
+    assert_eq!(status, 200, "fault was for one request only");
 
     let resp = reqwest::Client::new()
         .post(op.url("/token/revocation"))

@@ -689,10 +689,18 @@ encryption_keys = ["cG9ydGN1bGxpcy10ZXN0LWtleS0wMTIzNDU2Nzg5YWI="]
 
     #[test]
     fn unknown_keys_are_reported_with_their_full_path() {
-        let text = format!(
-            "color = 1\n{PROD}[[routes]]\nprefix = \"/b/\"\nupstream = \"http://b\"\nbogus = true\n[static]\ndir = \"dist\"\nspa = true\n"
-        )
-        .replace("[server]\n", "[server]\nlistn = \"x\"\n");
+        let more = r#"
+[[routes]]
+prefix = "/b/"
+upstream = "http://b"
+bogus = true
+
+[static]
+dir = "dist"
+spa = true
+"#;
+        let text =
+            format!("color = 1\n{PROD}{more}").replace("[server]\n", "[server]\nlistn = \"x\"\n");
         let issues = issues(Config::from_toml_str(&text, no_env()));
         let mut keys: Vec<&str> = issues.iter().map(|i| i.key.as_str()).collect();
         keys.sort_unstable();
@@ -731,7 +739,8 @@ encryption_keys = ["cG9ydGN1bGxpcy10ZXN0LWtleS0wMTIzNDU2Nzg5YWI="]
         ]);
         assert_eq!(
             err.to_string(),
-            "server.public_url: missing required key\nroutes[1].upstream: must be an http or https URL"
+            "server.public_url: missing required key\n\
+             routes[1].upstream: must be an http or https URL"
         );
         assert_eq!(
             err.0[0].to_string(),

@@ -175,7 +175,11 @@ impl std::fmt::Debug for Secret {
 impl Config {
     /// The exact `redirect_uri` registered at the IdP: `public_url` + auth prefix + `/callback`.
     pub fn redirect_uri(&self) -> String {
-        format!("{}{}/callback", self.public_origin(), self.server.auth_prefix)
+        format!(
+            "{}{}/callback",
+            self.public_origin(),
+            self.server.auth_prefix
+        )
     }
 
     /// `public_url` as an origin string without trailing slash, e.g. `https://app.example.com`.

@@ -214,15 +214,17 @@ impl Validator<'_> {
 
     /// https always; http only in dev and only on a loopback host.
     fn browser_scheme(&mut self, key: &str, url: &Url) -> Option<()> {
+        const DEV_HTTP: &str = "http is allowed only on loopback hosts \
+            (localhost, 127.0.0.1, [::1]) in the dev profile; use https";
         match (url.scheme(), self.profile) {
             ("https", _) | ("http", None) => Some(()),
-            ("http", Some(Profile::Prod)) => self.reject(key, "must use https in the prod profile"),
             ("http", Some(Profile::Dev)) if is_loopback(url) => Some(()),
-            ("http", Some(Profile::Dev)) => self.reject(
-                key,
-                "http is allowed only on loopback hosts (localhost, 127.0.0.1, [::1]) in the dev profile; use https",
-            ),
-            (scheme, _) => self.reject(key, format!("must be an https URL, found scheme \"{scheme}\"")),
+            ("http", Some(Profile::Dev)) => self.reject(key, DEV_HTTP),
+            ("http", Some(Profile::Prod)) => self.reject(key, "must use https in the prod profile"),
+            (scheme, _) => {
+                let message = format!("must be an https URL, found scheme \"{scheme}\"");
+                self.reject(key, message)
+            }
         }
     }
 

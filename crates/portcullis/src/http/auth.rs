@@ -215,7 +215,10 @@ async fn finish_login(
     tracing::info!(session = record.id.short(), "login succeeded");
 
     let jar = CookieJar::new()
-        .add(cookies::session(&shared.config, session_id.as_cookie_value()))
+        .add(cookies::session(
+            &shared.config,
+            session_id.as_cookie_value(),
+        ))
         .add(cookies::csrf(&shared.config, &record.csrf_token))
         .add(cookies::removal(
             &shared.config,

@@ -22,7 +22,10 @@ pub(crate) fn apply_security_headers(shared: &Shared, h: &mut HeaderMap) {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     if shared.config.server.profile == Profile::Prod && shared.config.secure_cookies() {
         h.insert(
             header::STRICT_TRANSPORT_SECURITY,

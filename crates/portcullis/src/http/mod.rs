@@ -75,7 +75,9 @@ async fn limit_uri(req: Request, next: middleware::Next) -> Response {
     if len > MAX_URI_LEN {
         return (
             http::StatusCode::URI_TOO_LONG,
-            axum::Json(serde_json::json!({"error": "bad_request", "message": "request URI too long"})),
+            axum::Json(
+                serde_json::json!({"error": "bad_request", "message": "request URI too long"}),
+            ),
         )
             .into_response();
     }

@@ -94,10 +94,11 @@ fn with_cache_policy(mut resp: Response, path: &str) -> Response {
 fn looks_hashed(path: &str) -> bool {
     let name = path.rsplit('/').next().unwrap_or("");
     let stem = name.rsplit_once('.').map(|(s, _)| s).unwrap_or(name);
-    stem.rsplit(['-', '.'])
-        .next()
-        .is_some_and(|h| h.len() >= 8 && h.len() < name.len() && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
-        && stem.contains(['-', '.'])
+    stem.rsplit(['-', '.']).next().is_some_and(|h| {
+        h.len() >= 8
+            && h.len() < name.len()
+            && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    }) && stem.contains(['-', '.'])
 }
 
 #[cfg(test)]

@@ -71,7 +71,10 @@ mod tests {
             "https://example.com/roles": ["x"],
         }));
         assert_eq!(roles_from_claims(&c, "realm_access.roles"), ["admin", "hr"]);
-        assert_eq!(roles_from_claims(&c, "resource_access.portal.roles"), ["viewer"]);
+        assert_eq!(
+            roles_from_claims(&c, "resource_access.portal.roles"),
+            ["viewer"]
+        );
         assert_eq!(roles_from_claims(&c, "groups"), ["a", "b"]);
         assert_eq!(roles_from_claims(&c, "https://example.com/roles"), ["x"]);
         assert!(roles_from_claims(&c, "missing.path").is_empty());

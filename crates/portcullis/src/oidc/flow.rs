@@ -52,8 +52,9 @@ impl OidcClient {
         let state = random_token(32);
         let nonce = random_token(32);
         let pkce_verifier = random_token(32);
-        let mut url = url::Url::parse(&meta.authorization_endpoint)
-            .map_err(|_| OidcError::InvalidResponse("authorization_endpoint is not a URL".into()))?;
+        let mut url = url::Url::parse(&meta.authorization_endpoint).map_err(|_| {
+            OidcError::InvalidResponse("authorization_endpoint is not a URL".into())
+        })?;
         url.query_pairs_mut()
             .append_pair("response_type", "code")
             .append_pair("client_id", &self.client_id)
@@ -104,7 +105,9 @@ impl OidcClient {
             .map_err(|e| http_client::transport_error("token endpoint", e))?;
         let status = resp.status();
         if status.is_server_error() {
-            return Err(OidcError::Unavailable(format!("token endpoint: HTTP {status}")));
+            return Err(OidcError::Unavailable(format!(
+                "token endpoint: HTTP {status}"
+            )));
         }
         let body = http_client::read_body("token endpoint", resp).await?;
         if !status.is_success() {
@@ -138,7 +141,9 @@ impl OidcClient {
         match self.auth_method {
             ClientAuthMethod::Basic => {
                 // RFC 6749 2.3.1: id and secret are form-urlencoded before Basic encoding.
-                let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+                let enc = |s: &str| {
+                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                };
                 let credentials = format!(
                     "{}:{}",
                     enc(&self.client_id),

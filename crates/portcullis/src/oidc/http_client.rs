@@ -33,15 +33,16 @@ pub(super) fn transport_error(what: &str, e: reqwest::Error) -> OidcError {
 }
 
 /// Read a body of at most [`MAX_BODY`] bytes.
-pub(super) async fn read_body(what: &str, mut resp: reqwest::Response) -> Result<Vec<u8>, OidcError> {
+pub(super) async fn read_body(
+    what: &str,
+    mut resp: reqwest::Response,
+) -> Result<Vec<u8>, OidcError> {
     let mut body = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| transport_error(what, e))?
-    {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| transport_error(what, e))? {
         if body.len() + chunk.len() > MAX_BODY {
-            return Err(OidcError::InvalidResponse(format!("{what}: response too large")));
+            return Err(OidcError::InvalidResponse(format!(
+                "{what}: response too large"
+            )));
         }
         body.extend_from_slice(&chunk);
     }

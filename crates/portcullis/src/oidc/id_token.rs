@@ -132,7 +132,10 @@ impl OidcClient {
         {
             return Err(invalid("sub changed"));
         }
-        let sid = claims.get("sid").and_then(Value::as_str).map(str::to_string);
+        let sid = claims
+            .get("sid")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         Ok(IdTokenClaims {
             sub,
             sid,

@@ -63,11 +63,16 @@ impl JwksCache {
 
     /// The decoding key for a token header: by `kid`, or the only usable key
     /// when the token has no `kid`. Unknown kid → one re-fetch, then error.
-    pub async fn key_for(&self, kid: Option<&str>, alg: Algorithm) -> Result<DecodingKey, OidcError> {
+    pub async fn key_for(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<DecodingKey, OidcError> {
         if let Some(key) = self.find(kid, alg).await? {
             return Ok(key);
         }
-        if kid.is_some() && self.refresh_rate_limited().await?
+        if kid.is_some()
+            && self.refresh_rate_limited().await?
             && let Some(key) = self.find(kid, alg).await?
         {
             return Ok(key);
@@ -78,7 +83,11 @@ impl JwksCache {
         }))
     }
 
-    async fn find(&self, kid: Option<&str>, alg: Algorithm) -> Result<Option<DecodingKey>, OidcError> {
+    async fn find(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<Option<DecodingKey>, OidcError> {
         let set = self.keys.read().await.clone();
         let usable: Vec<&Jwk> = set.keys.iter().filter(|k| usable_for(k, alg)).collect();
         let jwk = match kid {
@@ -115,7 +124,9 @@ fn parse_jwks(raw: serde_json::Value) -> Result<JwkSet, OidcError> {
         })
         .collect();
     if keys.is_empty() {
-        return Err(OidcError::InvalidResponse("jwks: no usable signing keys".into()));
+        return Err(OidcError::InvalidResponse(
+            "jwks: no usable signing keys".into(),
+        ));
     }
     Ok(JwkSet { keys })
 }

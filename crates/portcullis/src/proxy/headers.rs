@@ -173,7 +173,10 @@ mod tests {
     #[test]
     fn hop_by_hop_and_connection_named_headers_go() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("proxy-foo", HeaderValue::from_static("1"));
@@ -186,8 +189,14 @@ mod tests {
     #[test]
     fn upstream_cannot_set_gateway_cookies() {
         let mut h = HeaderMap::new();
-        h.append(header::SET_COOKIE, HeaderValue::from_static("portcullis=x; Path=/"));
-        h.append(header::SET_COOKIE, HeaderValue::from_static("app=1; Path=/"));
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("portcullis=x; Path=/"),
+        );
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("app=1; Path=/"),
+        );
         rewrite_response(&mut h, &["portcullis".into()]);
         let all: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
         assert_eq!(all, vec![HeaderValue::from_static("app=1; Path=/")]);

@@ -87,8 +87,8 @@ async fn forward(
     request_id: &HeaderValue,
 ) -> Result<Response, ApiError> {
     let (mut parts, body) = req.into_parts();
-    let path = path::checked_path(parts.uri.path())
-        .map_err(|m| ApiError::BadRequest(m.to_string()))?;
+    let path =
+        path::checked_path(parts.uri.path()).map_err(|m| ApiError::BadRequest(m.to_string()))?;
 
     let access_token = match route.token {
         TokenMode::None => None,
@@ -136,7 +136,9 @@ async fn forward(
 
 fn upstream_uri(route: &RouteConfig, path: &str, query: Option<&str>) -> Result<Uri, ApiError> {
     let forwarded_path = if route.strip_prefix {
-        let rest = path.strip_prefix(route.prefix.trim_end_matches('/')).unwrap_or(path);
+        let rest = path
+            .strip_prefix(route.prefix.trim_end_matches('/'))
+            .unwrap_or(path);
         if rest.starts_with('/') {
             rest.to_string()
         } else {

@@ -500,13 +500,23 @@ pub async fn touch_updates_only_activity(store: Arc<dyn SessionStore>) {
     record.version += 1;
     store.save(&record).await.expect("save refreshed");
     assert!(
-        store.touch(&record.id, t + 5, t + 600).await.expect("touch"),
+        store
+            .touch(&record.id, t + 5, t + 600)
+            .await
+            .expect("touch"),
         "touch of an existing session reports true"
     );
-    let loaded = store.load(&record.id).await.expect("load").expect("present");
+    let loaded = store
+        .load(&record.id)
+        .await
+        .expect("load")
+        .expect("present");
     assert_eq!(loaded.last_seen_at, t + 5);
     assert_eq!(loaded.idle_expires_at, t + 600);
-    assert!(loaded.tokens == record.tokens, "touch must not undo a refresh");
+    assert!(
+        loaded.tokens == record.tokens,
+        "touch must not undo a refresh"
+    );
     assert_eq!(loaded.version, record.version);
     let unknown = SessionId::generate().hash();
     assert!(!store.touch(&unknown, t, t).await.expect("touch unknown"));

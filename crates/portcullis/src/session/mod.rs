@@ -4,11 +4,11 @@
 //! The browser holds a 256-bit random [`SessionId`]; stores only ever see its
 //! SHA-256, the [`SessionHash`]. Backends: `memory.rs`, `sqlite.rs`.
 
+#[cfg(any(test, feature = "test-support"))]
+pub mod contract;
 mod id;
 mod memory;
 mod sqlite;
-#[cfg(any(test, feature = "test-support"))]
-pub mod contract;
 
 use std::sync::Arc;
 

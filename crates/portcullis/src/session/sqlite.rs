@@ -153,10 +153,12 @@ fn to_payload<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 #[async_trait]
 impl SessionStore for SqliteStore {
     async fn load(&self, id: &SessionHash) -> Result<Option<SessionRecord>, StoreError> {
-        let row = sqlx::query("SELECT id, payload, last_seen_at, idle_expires_at FROM sessions WHERE id = ?1")
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT id, payload, last_seen_at, idle_expires_at FROM sessions WHERE id = ?1",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(record_from_row).transpose()
     }
 

@@ -42,6 +42,11 @@ async fn wrong_aud_is_refused() {
 }
 
 #[tokio::test]
+async fn missing_aud_is_refused() {
+    assert_id_token_refused("aud", |b| b.remove_claim("aud")).await;
+}
+
+#[tokio::test]
 async fn several_audiences_without_azp_are_refused() {
     assert_id_token_refused("azp", |b| {
         b.set_claim("aud", json!([CLIENT_ID, "someone-else"]))
@@ -90,6 +95,11 @@ async fn expired_token_is_refused() {
         b.set_claim("exp", json!(now() - 3600));
     })
     .await;
+}
+
+#[tokio::test]
+async fn missing_exp_is_refused() {
+    assert_id_token_refused("exp", |b| b.remove_claim("exp")).await;
 }
 
 #[tokio::test]

@@ -63,7 +63,10 @@ async fn session_cookie_is_random_httponly_lax_and_hashed_at_rest() {
     assert!(is_base64url(value));
     assert_eq!(URL_SAFE_NO_PAD.decode(value).expect("base64url").len(), 32);
     for wanted in ["httponly", "samesite=lax", "path=/"] {
-        assert!(attrs.iter().any(|a| a == wanted), "{wanted} missing: {session}");
+        assert!(
+            attrs.iter().any(|a| a == wanted),
+            "{wanted} missing: {session}"
+        );
     }
     assert!(!attrs.iter().any(|a| a.starts_with("domain=")), "{session}");
     // The login cookie is cleared and the CSRF cookie is readable by the SPA.
@@ -73,12 +76,20 @@ async fn session_cookie_is_random_httponly_lax_and_hashed_at_rest() {
                 && c.to_ascii_lowercase().contains("max-age=0")),
         "{raw:?}"
     );
-    let csrf = raw.iter().find(|c| c.starts_with("XSRF-TOKEN=")).expect("CSRF cookie");
+    let csrf = raw
+        .iter()
+        .find(|c| c.starts_with("XSRF-TOKEN="))
+        .expect("CSRF cookie");
     assert!(!csrf.to_ascii_lowercase().contains("httponly"), "{csrf}");
 
     // At rest: keyed by SHA-256 of the value, never the value.
     let hash = SessionHash::from_hex(&sha256_hex(value)).expect("hex");
-    let record = h.store.load(&hash).await.expect("load").expect("stored by hash");
+    let record = h
+        .store
+        .load(&hash)
+        .await
+        .expect("load")
+        .expect("stored by hash");
     assert_eq!(record.sub, SUBJECT);
     let all = h.sessions_of(SUBJECT).await;
     assert_eq!(all.len(), 1);
@@ -97,7 +108,10 @@ async fn login_rotates_the_session_id_and_destroys_the_old_one() {
     let second = session_cookie(&h.login(&b).await).expect("second session");
     assert_ne!(first, second);
     let old = SessionHash::from_hex(&sha256_hex(&first)).expect("hex");
-    assert!(h.store.load(&old).await.expect("load").is_none(), "old session kept");
+    assert!(
+        h.store.load(&old).await.expect("load").is_none(),
+        "old session kept"
+    );
     assert_eq!(h.sessions_of(SUBJECT).await.len(), 1);
     assert_eq!(h.me(&b).await.0, StatusCode::OK);
 
@@ -123,7 +137,10 @@ async fn record(resp: Response, seen: &mut String) -> Option<String> {
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     for (name, value) in resp.headers() {
-        seen.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes())));
+        seen.push_str(&format!(
+            "{name}: {}\n",
+            String::from_utf8_lossy(value.as_bytes())
+        ));
     }
     seen.push_str(&resp.text().await.unwrap_or_default());
     location
@@ -153,9 +170,15 @@ async fn tokens_and_the_session_id_never_reach_the_browser() {
     let issued = h.idp.issued_tokens();
     assert_eq!(issued.len(), 3, "access, refresh and ID token");
     for token in issued {
-        assert!(!seen.contains(&token), "a token reached the browser: {token}");
+        assert!(
+            !seen.contains(&token),
+            "a token reached the browser: {token}"
+        );
     }
-    assert!(!me_body.contains(&session), "/auth/me echoes the session id");
+    assert!(
+        !me_body.contains(&session),
+        "/auth/me echoes the session id"
+    );
 }
 
 // ---- item 10: garbage and slowness from the IdP
@@ -170,7 +193,12 @@ async fn garbage_token_responses_are_refused_and_leave_other_sessions_alone() {
         (200, json, "{}", 503),
         (200, json, "[1, 2, 3]", 503),
         (200, json, r#"{"access_token": "at", "id_token": "#, 503),
-        (200, json, r#"{"access_token": "at", "token_type": "mac"}"#, 503),
+        (
+            200,
+            json,
+            r#"{"access_token": "at", "token_type": "mac"}"#,
+            503,
+        ),
         (500, "text/plain", "internal error", 503),
         (502, "text/html", "<h1>Bad gateway</h1>", 503),
         (400, json, r#"{"error": "invalid_grant"}"#, 400),
@@ -208,7 +236,10 @@ async fn jwks_without_usable_keys_refuses_the_login() {
         let b = browser();
         let resp = h.login_until_callback(&b).await;
         let status = resp.status();
-        assert!(status.is_client_error() || status.is_server_error(), "{jwks}: {status}");
+        assert!(
+            status.is_client_error() || status.is_server_error(),
+            "{jwks}: {status}"
+        );
         h.assert_refused(&b, resp, status).await;
     }
 }
@@ -244,7 +275,14 @@ async fn malformed_session_cookies_are_401_not_500() {
         .expect("client");
     let long = "a".repeat(5000);
     let unknown = "B".repeat(43);
-    for value in ["%%%", long.as_str(), unknown.as_str(), "\"quoted\"", "", "a=b=c"] {
+    for value in [
+        "%%%",
+        long.as_str(),
+        unknown.as_str(),
+        "\"quoted\"",
+        "",
+        "a=b=c",
+    ] {
         let resp = raw
             .get(h.url("/auth/me"))
             .header(header::COOKIE, format!("{SESSION_COOKIE}={value}"))
@@ -253,7 +291,11 @@ async fn malformed_session_cookies_are_401_not_500() {
             .expect("me");
         let status = resp.status();
         let body: serde_json::Value = resp.json().await.expect("JSON");
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "cookie {value:.40}: {body}");
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "cookie {value:.40}: {body}"
+        );
         assert_eq!(body["authenticated"], false);
     }
     assert_bystander_untouched(&h, &bystander).await;
@@ -284,7 +326,12 @@ async fn oversized_requests_are_refused() {
     }
     // A header block far beyond any sane size is refused, not served.
     let huge = "x".repeat(1024 * 1024);
-    match b.get(h.url("/auth/me")).header("x-padding", huge).send().await {
+    match b
+        .get(h.url("/auth/me"))
+        .header("x-padding", huge)
+        .send()
+        .await
+    {
         Ok(resp) => assert!(resp.status().is_client_error(), "{}", resp.status()),
         Err(e) => assert!(!e.is_timeout(), "{e}"),
     }

@@ -175,7 +175,8 @@ fn algorithm(name: &str) -> Result<Algorithm, String> {
         }
         "HS256" | "HS384" | "HS512" => {
             return Err(format!(
-                "{name} is refused: HMAC ID tokens are signed with the client secret, which the gateway must not accept as proof"
+                "{name} is refused: an HMAC ID token is signed with the client secret, \
+                 which the gateway must not accept as proof"
             ));
         }
         _ => {

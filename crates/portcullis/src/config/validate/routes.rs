@@ -94,7 +94,8 @@ impl Validator<'_> {
         let require_roles = match (token, require_roles) {
             (Some(TokenMode::None), Some(roles)) if !roles.is_empty() => self.reject(
                 &key("require_roles"),
-                "needs token = \"user\": a route with token = \"none\" has no session to check roles against",
+                "needs token = \"user\": a route with token = \"none\" \
+                 has no session to check roles against",
             ),
             (_, roles) => roles,
         };
@@ -159,9 +160,16 @@ mod tests {
 
     #[test]
     fn route_prefixes_must_not_clash() {
-        let text = format!(
-            "{PROD}[[routes]]\nprefix = \"/b/\"\nupstream = \"http://b\"\n[[routes]]\nprefix = \"/api/\"\nupstream = \"http://c\"\n"
-        );
+        let more = r#"
+[[routes]]
+prefix = "/b/"
+upstream = "http://b"
+
+[[routes]]
+prefix = "/api/"
+upstream = "http://c"
+"#;
+        let text = format!("{PROD}{more}");
         let message = expect_issue(Config::from_toml_str(&text, Vec::new()), "routes[2].prefix");
         assert_eq!(message, "route prefix clash with routes[0]");
         for under_auth in ["\"/auth/x\"", "\"/auth\"", "\"/auth/\""] {
