@@ -1,6 +1,7 @@
 //! The IdP's signing keys: fetched from `jwks_uri`, cached, and re-fetched
-//! when a token names a `kid` we do not know (key rotation), at most once per
-//! [`REFETCH_INTERVAL`] so forged kids cannot make us hammer the IdP.
+//! when a token names a `kid` we do not know (key rotation). Such re-fetches
+//! happen at most once per [`REFETCH_INTERVAL`] so forged kids cannot make us
+//! hammer the IdP; the initial fetch does not count against that limit.
 
 use std::{sync::Arc, time::Duration};
 
@@ -18,7 +19,8 @@ pub struct JwksCache {
     http: reqwest::Client,
     uri: String,
     keys: RwLock<Arc<JwkSet>>,
-    last_fetch: Mutex<Option<tokio::time::Instant>>,
+    /// When an unknown `kid` last caused a re-fetch.
+    last_refetch: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl JwksCache {
@@ -27,13 +29,12 @@ impl JwksCache {
             http,
             uri,
             keys: RwLock::new(Arc::new(JwkSet { keys: Vec::new() })),
-            last_fetch: Mutex::new(None),
+            last_refetch: Mutex::new(None),
         }
     }
 
     /// Fetch the key set now.
     pub(super) async fn refresh(&self) -> Result<(), OidcError> {
-        let mut last = self.last_fetch.lock().await;
         let resp = self
             .http
             .get(&self.uri)
@@ -43,20 +44,19 @@ impl JwksCache {
         let raw: serde_json::Value = http_client::json_response("jwks", resp).await?;
         let set = parse_jwks(raw)?;
         *self.keys.write().await = Arc::new(set);
-        *last = Some(tokio::time::Instant::now());
         Ok(())
     }
 
     /// Re-fetch unless we did so very recently. Returns whether it fetched.
     async fn refresh_rate_limited(&self) -> Result<bool, OidcError> {
+        // Held across the fetch so concurrent unknown kids cause one fetch, not many.
+        let mut last = self.last_refetch.lock().await;
+        if let Some(t) = *last
+            && t.elapsed() < REFETCH_INTERVAL
         {
-            let last = self.last_fetch.lock().await;
-            if let Some(t) = *last
-                && t.elapsed() < REFETCH_INTERVAL
-            {
-                return Ok(false);
-            }
+            return Ok(false);
         }
+        *last = Some(tokio::time::Instant::now());
         self.refresh().await?;
         Ok(true)
     }

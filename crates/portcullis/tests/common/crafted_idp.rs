@@ -326,11 +326,7 @@ async fn jwks(State(idp): State<Arc<Inner>>) -> Json<Value> {
     lock(&idp.log).jwks_fetches += 1;
     let b = lock(&idp.behaviour);
     let keys: Vec<Value> = b.published.iter().map(EcKey::jwk).collect();
-    Json(
-        b.jwks_body
-            .clone()
-            .unwrap_or_else(|| json!({ "keys": keys })),
-    )
+    Json(b.jwks_body.clone().unwrap_or(json!({ "keys": keys })))
 }
 
 /// Records the request and sends the browser straight back, as if the user had logged in.
@@ -360,14 +356,13 @@ async fn authorize(
         if let Some(state) = query.get("state") {
             q.append_pair("state", state);
         }
-        match &b.iss_param {
-            IssParam::Issuer => {
-                q.append_pair("iss", &idp.issuer);
-            }
-            IssParam::Value(v) => {
-                q.append_pair("iss", v);
-            }
-            IssParam::Omitted => {}
+        let iss = match &b.iss_param {
+            IssParam::Issuer => Some(idp.issuer.as_str()),
+            IssParam::Value(v) => Some(v.as_str()),
+            IssParam::Omitted => None,
+        };
+        if let Some(iss) = iss {
+            q.append_pair("iss", iss);
         }
     }
     (StatusCode::FOUND, [(header::LOCATION, target.to_string())]).into_response()
@@ -465,10 +460,6 @@ fn id_token_claims(issuer: &str, b: &Behaviour, nonce: Option<String>) -> Value 
 
 async fn userinfo(State(idp): State<Arc<Inner>>) -> Json<Value> {
     let b = lock(&idp.behaviour);
-    let sub = b
-        .claims
-        .get("sub")
-        .cloned()
-        .unwrap_or_else(|| json!(SUBJECT));
-    Json(b.userinfo.clone().unwrap_or_else(|| json!({ "sub": sub })))
+    let sub = b.claims.get("sub").cloned().unwrap_or(json!(SUBJECT));
+    Json(b.userinfo.clone().unwrap_or(json!({ "sub": sub })))
 }
