@@ -269,4 +269,21 @@ async fn demo_role_rules_and_memory_store() {
     assert_eq!(status, StatusCode::OK);
     let (status, _) = bob.get_json(format!("{base}/api/admin/ping")).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Server-sent events pass through the gateway.
+    let stream = bob
+        .http
+        .get(format!("{base}/api/stream"))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(stream.status(), StatusCode::OK);
+    assert!(
+        stream.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("text/event-stream")
+    );
+    let body = stream.text().await.expect("events");
+    assert_eq!(body.matches("data:").count(), 10, "{body}");
 }

@@ -62,3 +62,52 @@ pub(crate) fn removal(config: &Config, name: String, http_only: bool) -> Cookie<
 fn max_age(secs: i64) -> cookie::time::Duration {
     cookie::time::Duration::seconds(secs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(profile: &str, public_url: &str) -> Config {
+        let toml = format!(
+            r#"
+[server]
+public_url = "{public_url}"
+profile = "{profile}"
+[oidc]
+issuer = "https://idp.example.com"
+client_id = "c"
+client_secret = "s"
+[session]
+store = "memory"
+"#
+        );
+        Config::from_toml_str(&toml, Vec::new()).expect("valid config")
+    }
+
+    #[test]
+    fn prod_session_cookie_is_host_prefixed_secure_httponly_lax() {
+        let c = session(&config("prod", "https://app.example.com"), "v").to_string();
+        assert!(c.starts_with("__Host-portcullis=v"), "{c}");
+        for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
+            assert!(c.contains(attr), "{attr} missing: {c}");
+        }
+        assert!(!c.contains("Domain"), "__Host- cookies must not carry Domain: {c}");
+    }
+
+    #[test]
+    fn dev_session_cookie_on_http_loopback_is_not_secure() {
+        let c = session(&config("dev", "http://127.0.0.1:8080"), "v").to_string();
+        assert!(c.starts_with("portcullis=v"), "{c}");
+        assert!(c.contains("HttpOnly") && !c.contains("Secure"), "{c}");
+    }
+
+    #[test]
+    fn csrf_cookie_is_readable_by_scripts() {
+        let cfg = config("prod", "https://app.example.com");
+        let c = csrf(&cfg, "t").to_string();
+        assert!(c.starts_with("XSRF-TOKEN=t") && c.contains("Secure"), "{c}");
+        assert!(!c.contains("HttpOnly"), "{c}");
+        let login = login(&cfg, "b").to_string();
+        assert!(login.starts_with("__Host-portcullis-login=b") && login.contains("Max-Age=600"));
+    }
+}
