@@ -140,8 +140,16 @@ function tokenInfo(token) {
 // ---------------------------------------------------------------- keys
 
 function jwk(kty, opts, alg, kid) {
-  const { privateKey } = crypto.generateKeyPairSync(kty, opts);
-  return { ...privateKey.export({ format: 'jwk' }), alg, use: 'sig', kid };
+  // Not `privateKey.export({ format: 'jwk' })` on the generated KeyObject:
+  // in Node 20 a GC during that export can run the key generation job's
+  // destructor, which takes the mutex the export holds (self-deadlock, seen
+  // as a hang at startup). Encode to PEM inside the job, re-import, export.
+  const { privateKey } = crypto.generateKeyPairSync(kty, {
+    ...opts,
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+  });
+  return { ...crypto.createPrivateKey(privateKey).export({ format: 'jwk' }), alg, use: 'sig', kid };
 }
 
 const jwks = {

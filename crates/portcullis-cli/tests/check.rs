@@ -73,7 +73,11 @@ client_secret = "s3cret"
 store = "memory"
 "#;
     let out = portcullis(&["check"], good);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("s3cret"));
 }
 

@@ -91,7 +91,10 @@ store = "memory"
         for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
             assert!(c.contains(attr), "{attr} missing: {c}");
         }
-        assert!(!c.contains("Domain"), "__Host- cookies must not carry Domain: {c}");
+        assert!(
+            !c.contains("Domain"),
+            "__Host- cookies must not carry Domain: {c}"
+        );
     }
 
     #[test]
