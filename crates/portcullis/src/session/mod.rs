@@ -168,7 +168,68 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Cheap reachability check for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Save `record` only if the stored record's version is still
+    /// `expected_version` (compare-and-swap, the fencing check for token
+    /// refresh). Returns `false` on a version conflict or a missing record.
+    ///
+    /// The default is load-compare-save and NOT atomic; every backend must
+    /// override it.
+    async fn save_if_version(
+        &self,
+        record: &SessionRecord,
+        expected_version: u64,
+    ) -> Result<bool, StoreError> {
+        match self.load(&record.id).await? {
+            Some(current) if current.version == expected_version => {
+                self.save(record).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Try to take the refresh lease of session `id` for `ttl`: at most one
+    /// holder per session across every process sharing the store. Returns
+    /// the lease token when acquired, `None` when someone else holds it.
+    ///
+    /// The default grants every request (correct only for a single process
+    /// that also serializes refreshes in memory); backends override it.
+    async fn acquire_refresh_lease(
+        &self,
+        id: &SessionHash,
+        ttl: std::time::Duration,
+    ) -> Result<Option<RefreshLease>, StoreError> {
+        let _ = (id, ttl);
+        Ok(Some(RefreshLease(random_token(16))))
+    }
+
+    /// Extend a lease we hold. Returns `false` if it was lost (expired and taken).
+    async fn renew_refresh_lease(
+        &self,
+        id: &SessionHash,
+        lease: &RefreshLease,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let _ = (id, lease, ttl);
+        Ok(true)
+    }
+
+    /// Give a lease back (only if still ours).
+    async fn release_refresh_lease(
+        &self,
+        id: &SessionHash,
+        lease: &RefreshLease,
+    ) -> Result<(), StoreError> {
+        let _ = (id, lease);
+        Ok(())
+    }
 }
+
+/// Proof of holding a session's refresh lease: a random token only the
+/// holder knows, so release and renew are compare-and-delete/extend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshLease(pub String);
 
 /// Open the store a `session.store` URL names: `memory` or `sqlite://PATH`
 /// (`sqlite::memory:` for an in-memory SQLite). Runs migrations for SQL stores.
