@@ -14,3 +14,53 @@ if [ ! -d tests/oidc-provider/node_modules ] || [ tests/oidc-provider/package-lo
 fi
 
 cargo test --workspace --all-targets "$@"
+
+# ---------------------------------------------------------------------------
+# Browser security (issue 5): real-browser e2e tests of `portcullis demo` in
+# Debian's headless Chromium, driven by playwright-core (pinned in
+# tests/e2e/package-lock.json; it never downloads a browser). Login through
+# the IdP form, API calls with CSRF, no token visible to JS, cross-origin
+# attacks refused, logout. Screenshots in tests/e2e/artifacts/.
+if ! [ -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+fi
+if [ ! -d tests/e2e/node_modules ] || [ tests/e2e/package-lock.json -nt tests/e2e/node_modules ]; then
+  (cd tests/e2e && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+fi
+# The binary the cargo tests above built (portcullis-cli's integration tests need it).
+[ -x target/debug/portcullis ] || cargo build -p portcullis-cli --bin portcullis
+echo "== e2e: browser security (tests/e2e)"
+node tests/e2e/run.mjs
+
+# ---------------------------------------------------------------------------
+# Front-end kit (issue 9): the JS client's unit tests, the Vue example's build,
+# and a Chromium (Debian package, never downloaded) e2e test of the built
+# example against `portcullis demo --spa` (the binary the cargo tests built).
+# Every step runs; the block ends with `frontend: N passed, N failed`.
+frontend_passed=0
+frontend_failed=0
+frontend_step() {
+  local name=$1
+  shift
+  echo "== frontend: $name"
+  if "$@"; then
+    frontend_passed=$((frontend_passed + 1))
+  else
+    echo "== frontend: $name FAILED" >&2
+    frontend_failed=$((frontend_failed + 1))
+  fi
+}
+npm_ci_if_stale() {
+  if [ ! -d "$1/node_modules" ] || [ "$1/package-lock.json" -nt "$1/node_modules" ]; then
+    (cd "$1" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+frontend_step "clients/js npm ci" npm_ci_if_stale clients/js
+frontend_step "clients/js typecheck + build" bash -c 'cd clients/js && npx --no-install tsc -p tsconfig.json --noEmit && npm run -s build'
+frontend_step "clients/js vitest" bash -c 'cd clients/js && npx --no-install vitest run'
+frontend_step "examples/vue-spa npm ci" npm_ci_if_stale examples/vue-spa
+frontend_step "examples/vue-spa typecheck + vite build" bash -c 'cd examples/vue-spa && npx --no-install vue-tsc --noEmit -p tsconfig.json && npx --no-install vite build'
+frontend_step "examples/vue-spa e2e (Chromium)" node examples/vue-spa/e2e/run.mjs
+echo "frontend: $frontend_passed passed, $frontend_failed failed"
+[ "$frontend_failed" -eq 0 ]

@@ -25,6 +25,13 @@ pub struct DemoArgs {
     /// Lifetime of access tokens the development IdP issues.
     #[arg(long, default_value = "5m", value_parser = humantime_duration)]
     access_token_ttl: Duration,
+    /// Serve this built SPA (e.g. `examples/vue-spa/dist`) instead of the plain demo page.
+    #[arg(long, value_name = "DIR")]
+    spa: Option<PathBuf>,
+    /// Origin the browser uses when it is not the listen address: the Vite dev server
+    /// (e.g. `http://localhost:5173`) that proxies `/auth` and `/api` to the demo.
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -57,7 +64,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
 
-    let public_url = format!("http://{gateway_addr}");
+    let public_url = match &args.public_url {
+        Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+            url.trim_end_matches('/').to_string()
+        }
+        Some(url) => bail!("--public-url {url}: must be an http:// or https:// origin"),
+        None => format!("http://{gateway_addr}"),
+    };
     let issuer = format!("http://{idp_addr}");
     let client_secret = portcullis::session::random_token(32);
     let store = args
@@ -74,6 +87,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         access_token_ttl: args.access_token_ttl,
         refresh_token_ttl: Duration::from_secs(12 * 3600),
         key_file: Some(args.data_dir.join("idp-signing-key.der")),
+        // Server to server: straight to the gateway, even when the browser uses --public-url.
+        backchannel_logout_uri: Some(format!("http://{gateway_addr}/auth/backchannel-logout")),
     })
     .context("starting the development IdP")?;
     let api = SampleApi::new(issuer.clone(), format!("{issuer}/jwks"));
@@ -89,7 +104,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     });
 
     let key_file = demo_session_key(&args.data_dir)?;
-    let toml = demo_config(
+    let spa_dir = args.spa.as_deref().map(spa_dir).transpose()?;
+    let mut toml = demo_config(
+        gateway_addr,
         &public_url,
         &issuer,
         &client_secret,
@@ -97,6 +114,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         api_addr,
         &key_file,
     );
+    if let Some(dir) = &spa_dir {
+        toml.push_str(&format!(
+            "\n[static]\ndir = \"{}\"\n",
+            toml_escape(&dir.display().to_string())
+        ));
+    }
     let config = Config::from_toml_str(&toml, std::env::vars()).map_err(|e| {
         anyhow::anyhow!(
             "demo configuration invalid:\n{}",
@@ -106,11 +129,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 .join("\n")
         )
     })?;
-    let gateway = Gateway::builder(config)
-        .embedded_static(portcullis_demo::spa::files())
-        .build()
-        .await
-        .context("starting the gateway")?;
+    let mut builder = Gateway::builder(config);
+    if spa_dir.is_none() {
+        builder = builder.embedded_static(portcullis_demo::spa::files());
+    }
+    let gateway = builder.build().await.context("starting the gateway")?;
 
     println!();
     println!("  portcullis demo is running");
@@ -119,6 +142,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  users     alice / alice   (roles: admin, hr)");
     println!("            bob   / bob     (roles: hr)");
     println!("            carol / carol   (no roles)");
+    if args.public_url.is_some() {
+        println!("  gateway   http://{gateway_addr}  (behind the public URL above)");
+    }
+    if let Some(dir) = &spa_dir {
+        println!("  SPA       {}", dir.display());
+    }
     println!("  IdP       {issuer}  (development IdP, loopback only)");
     println!("  API       {public_url}/api/whoami  -> sample upstream at http://{api_addr}");
     if let Some(a) = admin_addr {
@@ -141,6 +170,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
 /// The demo's gateway config, run through the same validation as any file.
 fn demo_config(
+    listen: SocketAddr,
     public_url: &str,
     issuer: &str,
     client_secret: &str,
@@ -151,7 +181,7 @@ fn demo_config(
     format!(
         r#"
 [server]
-listen = "{public_addr}"
+listen = "{listen}"
 public_url = "{public_url}"
 profile = "dev"
 
@@ -183,10 +213,24 @@ prefix = "/api/hr/"
 upstream = "http://{api}"
 require_roles = ["hr", "admin"]
 "#,
-        public_addr = public_url.trim_start_matches("http://"),
+        public_url = toml_escape(public_url),
         store = toml_escape(store),
         key_file = toml_escape(&key_file.display().to_string()),
     )
+}
+
+/// `--spa DIR`: must be a built SPA (an `index.html` in it); made absolute so the
+/// printed path and the config say exactly what is served.
+fn spa_dir(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let dir = std::fs::canonicalize(dir)
+        .with_context(|| format!("--spa {}: no such directory", dir.display()))?;
+    if !dir.join("index.html").is_file() {
+        bail!(
+            "--spa {}: no index.html in it (build the SPA first, e.g. `npm run build`)",
+            dir.display()
+        );
+    }
+    Ok(dir)
 }
 
 fn toml_escape(s: &str) -> String {

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod demo;
+mod telemetry;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -27,13 +28,22 @@ enum Command {
     /// Run the gateway.
     Serve(ConfigArg),
     /// Validate the configuration and print every problem.
-    Check(ConfigArg),
+    Check(CheckArgs),
     /// Create or upgrade the session store's SQL schema.
     Migrate(ConfigArg),
     /// Delete expired sessions now.
     Gc(ConfigArg),
     /// Print a new random session-encryption key.
     Keygen,
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Also print the effective configuration (defaults filled in, secrets redacted).
+    #[arg(long)]
+    print: bool,
 }
 
 #[derive(clap::Args)]
@@ -77,11 +87,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let Some(config) = load(&a.config) else {
                 return Ok(ExitCode::FAILURE);
             };
-            init_logging(config.server.profile == portcullis::config::Profile::Prod);
+            let _telemetry = telemetry::init(&config.server);
             serve(config).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check(a) => Ok(match load(&a.config) {
+        Command::Check(CheckArgs { config: a, print }) => Ok(match load(&a.config) {
+            Some(_) if print => print_effective(&a.config),
             Some(_) => {
                 println!("{}: configuration OK", a.config.display());
                 ExitCode::SUCCESS
@@ -92,10 +103,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let Some(config) = load(&a.config) else {
                 return Ok(ExitCode::FAILURE);
             };
-            // Opening a SQL store applies pending migrations.
-            portcullis::session::open_store(&config.session.store)
-                .await
-                .context("opening the session store")?;
+            // Opening a SQL store applies pending migrations (whatever `session.migrate` says).
+            portcullis::session::open_store_with(
+                &config.session.store,
+                &admin_store_options(&config),
+            )
+            .await
+            .context("opening the session store")?;
             println!("session store schema is up to date");
             Ok(ExitCode::SUCCESS)
         }
@@ -103,9 +117,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let Some(config) = load(&a.config) else {
                 return Ok(ExitCode::FAILURE);
             };
-            let store = portcullis::session::open_store(&config.session.store)
-                .await
-                .context("opening the session store")?;
+            let store = portcullis::session::open_store_with(
+                &config.session.store,
+                &admin_store_options(&config),
+            )
+            .await
+            .context("opening the session store")?;
             let now = portcullis::time::Clock::now(&portcullis::time::SystemClock);
             let n = store.gc(now).await.context("deleting expired sessions")?;
             println!("deleted {n} expired sessions");
@@ -132,6 +149,27 @@ fn load(path: &std::path::Path) -> Option<Config> {
     }
 }
 
+/// `check --print`: the effective config as TOML on stdout, secrets redacted.
+fn print_effective(path: &std::path::Path) -> ExitCode {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{}: cannot read: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    match portcullis::config::print::effective_toml(&text, std::env::vars()) {
+        Ok(printed) => {
+            print!("{printed}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: invalid configuration:\n{e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -143,10 +181,25 @@ fn init_logging(json: bool) {
     }
 }
 
+/// Store options for `migrate` and `gc`: they never open a payload, so no
+/// keyring (and no dev key file is generated), no cache, always migrate.
+fn admin_store_options(config: &portcullis::config::Config) -> portcullis::session::StoreOptions {
+    portcullis::session::StoreOptions {
+        keyring: None,
+        key_prefix: config.session.key_prefix.clone(),
+        timeout: config.session.store_timeout,
+        cache: None,
+        migrate: true,
+        pg_schema: None,
+    }
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
     if config.server.profile == portcullis::config::Profile::Dev {
+        let differences = config.dev_profile_differences();
         tracing::warn!(
-            "dev profile: http allowed on loopback, session cookie without __Host- prefix or Secure, no HSTS; never use it in production"
+            "dev profile, never use it in production; it differs from prod: {}",
+            differences.join("; ")
         );
     }
     let listener = tokio::net::TcpListener::bind(config.server.listen)

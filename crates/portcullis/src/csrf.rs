@@ -35,9 +35,23 @@ pub struct CsrfPolicy {
 }
 
 impl CsrfPolicy {
-    /// Check an unsafe request against the session's CSRF token.
+    /// Check an unsafe request against the session's CSRF token. Every
+    /// refusal counts in `portcullis_csrf_rejections_total`.
     pub fn check(&self, headers: &HeaderMap, session_token: &str) -> Result<(), CsrfError> {
-        self.check_origin(headers)?;
+        counted(self.token_and_origin(headers, session_token))
+    }
+
+    /// `Origin` must be ours or allowed; without `Origin`, `Sec-Fetch-Site`
+    /// must not say cross-site. Requests with neither come from non-browser
+    /// clients, which cannot ride a browser's cookies; the token still applies.
+    /// This is also the whole check for WebSocket upgrades, which cannot carry
+    /// the header (no cross-site WebSocket hijacking). Refusals are counted.
+    pub fn check_origin(&self, headers: &HeaderMap) -> Result<(), CsrfError> {
+        counted(self.origin_only(headers))
+    }
+
+    fn token_and_origin(&self, headers: &HeaderMap, session_token: &str) -> Result<(), CsrfError> {
+        self.origin_only(headers)?;
         let sent = headers
             .get(&self.header)
             .ok_or(CsrfError::MissingToken)?
@@ -49,10 +63,7 @@ impl CsrfPolicy {
         }
     }
 
-    /// `Origin` must be ours or allowed; without `Origin`, `Sec-Fetch-Site`
-    /// must not say cross-site. Requests with neither come from non-browser
-    /// clients, which cannot ride a browser's cookies; the token still applies.
-    pub fn check_origin(&self, headers: &HeaderMap) -> Result<(), CsrfError> {
+    fn origin_only(&self, headers: &HeaderMap) -> Result<(), CsrfError> {
         if let Some(origin) = headers.get(header::ORIGIN) {
             let origin = origin.to_str().map_err(|_| CsrfError::CrossSite)?;
             let ok =
@@ -68,6 +79,18 @@ impl CsrfPolicy {
             Some(_) => Err(CsrfError::CrossSite),
         }
     }
+}
+
+fn counted(result: Result<(), CsrfError>) -> Result<(), CsrfError> {
+    if let Err(e) = &result {
+        let reason = match e {
+            CsrfError::MissingToken => "missing_token",
+            CsrfError::BadToken => "bad_token",
+            CsrfError::CrossSite => "cross_site",
+        };
+        metrics::counter!(crate::metrics::CSRF_REJECTIONS_TOTAL, "reason" => reason).increment(1);
+    }
+    result
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use crate::{
     csrf::CsrfPolicy,
     oidc::{OidcClient, OidcError},
     proxy::Proxy,
-    session::{SessionStore, StoreError, open_store},
+    session::{SessionStore, StoreError},
     time::{Clock, SystemClock},
 };
 
@@ -38,6 +38,8 @@ pub(crate) struct Shared {
     pub clock: Arc<dyn Clock>,
     pub proxy: Proxy,
     pub csrf: CsrfPolicy,
+    /// `None` when CORS is off (no `cors.allowed_origins`).
+    pub cors: Option<crate::cors::CorsPolicy>,
     pub embedded: Option<EmbeddedFiles>,
     pub refresh_locks: crate::refresh::RefreshLocks,
 }
@@ -72,10 +74,15 @@ impl GatewayBuilder {
     }
 
     pub async fn build(self) -> Result<Gateway, GatewayError> {
+        // Once per process; later gateways share the recorder.
+        crate::metrics::install();
         let config = self.config;
         let store = match self.store {
             Some(s) => s,
-            None => open_store(&config.session.store).await?,
+            None => {
+                let options = crate::session::StoreOptions::from_config(&config)?;
+                crate::session::open_store_with(&config.session.store, &options).await?
+            }
         };
         let oidc = OidcClient::new(&config, self.clock.clone())?;
         let csrf = CsrfPolicy {
@@ -85,6 +92,7 @@ impl GatewayBuilder {
             allowed_origins: config.cors.allowed_origins.clone(),
         };
         let proxy = Proxy::new(&config);
+        let cors = crate::cors::CorsPolicy::from_config(&config);
         let gateway = Gateway {
             shared: Arc::new(Shared {
                 config,
@@ -93,6 +101,7 @@ impl GatewayBuilder {
                 clock: self.clock,
                 proxy,
                 csrf,
+                cors,
                 embedded: self.embedded,
                 refresh_locks: Default::default(),
             }),
@@ -138,6 +147,14 @@ impl Gateway {
         crate::http::admin_router(self.shared.clone())
     }
 
+    /// Keep the IdP metadata and keys fresh in the background (and load them
+    /// once the IdP comes back if it was down at start) until the returned
+    /// task is aborted.
+    pub fn spawn_idp_refresh(&self) -> tokio::task::JoinHandle<()> {
+        let shared = self.shared.clone();
+        tokio::spawn(async move { shared.oidc.reload_forever().await })
+    }
+
     /// Delete expired sessions every `every` until the returned task is aborted.
     pub fn spawn_gc(&self, every: Duration) -> tokio::task::JoinHandle<()> {
         let shared = self.shared.clone();
@@ -150,19 +167,28 @@ impl Gateway {
                     Ok(n) => tracing::debug!(deleted = n, "expired sessions removed"),
                     Err(e) => tracing::warn!(error = %e, "session GC failed"),
                 }
+                // A store-wide count, so every replica reports the same figure.
+                if let Ok(Some(n)) = shared.store.count().await {
+                    metrics::gauge!(crate::metrics::SESSIONS_ACTIVE).set(n as f64);
+                }
             }
         })
     }
 }
 
 /// Serve the gateway on `listener` (and the admin router on `admin`, if any)
-/// until `shutdown` resolves; in-flight requests are allowed to finish.
+/// until `shutdown` resolves. Then the listeners close at once (new
+/// connections are refused) while in-flight requests and open streams (SSE)
+/// may finish for up to `server.drain_timeout`; whatever still runs after
+/// that is cut. Returns `Ok` after a drain, timed out or not.
 pub async fn serve(
     gateway: Gateway,
     listener: TcpListener,
     admin: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
+    let drain_timeout = gateway.config().server.drain_timeout;
+    let idp_refresh = gateway.spawn_idp_refresh();
     let gc = gateway.spawn_gc(Duration::from_secs(60));
     let (tx, rx) = tokio::sync::watch::channel(false);
     let admin_task = admin.map(|l| {
@@ -179,15 +205,32 @@ pub async fn serve(
     let app = gateway
         .router()
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = tx.send(true);
-        })
-        .await;
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!(?drain_timeout, "shutdown: draining connections");
+        let _ = tx.send(true);
+    });
+    let mut draining = rx.clone();
+    let deadline = async move {
+        let _ = draining.wait_for(|v| *v).await;
+        tokio::time::sleep(drain_timeout).await;
+    };
+    // On the deadline we stop waiting; connections still open are cut when
+    // the caller's runtime shuts down (the binary exits right after).
+    let result = tokio::select! {
+        r = server => r,
+        () = deadline => {
+            tracing::warn!("shutdown: drain timeout reached, closing remaining connections");
+            Ok(())
+        }
+    };
     gc.abort();
-    if let Some(t) = admin_task {
-        let _ = t.await;
+    idp_refresh.abort();
+    if let Some(mut t) = admin_task
+        && tokio::time::timeout(drain_timeout, &mut t).await.is_err()
+    {
+        t.abort();
     }
+    tracing::info!("shutdown complete");
     result.map_err(GatewayError::Io)
 }

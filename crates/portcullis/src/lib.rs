@@ -9,9 +9,11 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod cors;
 pub mod csrf;
 pub mod gateway;
 pub mod http;
+pub mod metrics;
 pub mod oidc;
 pub mod proxy;
 pub mod refresh;

@@ -1,22 +1,37 @@
-//! Access-token refresh before expiry, one refresh per session at a time.
+//! Access-token refresh, exactly one per session at a time.
 //!
-//! Concurrent requests of one session queue on a per-session async lock; the
-//! first refreshes and saves, the others re-read the saved record and reuse
-//! its tokens, so a rotated refresh token is never sent twice from this
-//! process. (A store-level lease for replicas plugs in here later.)
+//! Two layers keep a rotated refresh token from ever being sent twice:
+//! - in this process, concurrent requests of one session queue on a
+//!   per-session async lock; the first refreshes, the others re-read the saved
+//!   record and reuse its tokens (single flight);
+//! - across processes sharing the store, the holder of that lock also takes
+//!   the store's refresh lease (`SessionStore::acquire_refresh_lease`), renews
+//!   it while the IdP call runs and releases it after. A process that cannot
+//!   get the lease waits (bounded) for the holder's result in the store.
+//!   The new tokens are saved with `save_if_version`, the fencing check: a
+//!   holder whose lease ran out and was taken over cannot overwrite newer tokens.
+//!
+//! Remote stores only implement the trait methods; nothing here changes.
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, Weak},
+    time::{Duration, Instant},
 };
 
 use crate::{
     gateway::Shared,
     http::ApiError,
     oidc::{self, OidcError, id_token::Expectations},
-    session::{SessionHash, SessionRecord},
+    session::{RefreshLease, SessionHash, SessionRecord},
     time::UnixTime,
 };
+
+/// Lease lifetime; renewed every third of it while the IdP call runs, so a
+/// crashed holder blocks others for at most this long.
+const LEASE_TTL: Duration = Duration::from_secs(15);
+/// How often a process without the lease re-reads the record.
+const LEASE_POLL: Duration = Duration::from_millis(50);
 
 /// Per-session locks; entries die with their last holder.
 #[derive(Default)]
@@ -50,7 +65,7 @@ fn still_valid(r: &SessionRecord, now: UnixTime) -> bool {
 }
 
 /// The record with an access token that is good for at least `refresh_before`,
-/// refreshing it first if needed.
+/// refreshing it first if needed. Used before proxying.
 pub(crate) async fn ensure_fresh(
     shared: &Shared,
     record: SessionRecord,
@@ -59,14 +74,106 @@ pub(crate) async fn ensure_fresh(
     if !needs_refresh(&record, shared.clock.now(), before) {
         return Ok(record);
     }
-    let lock = shared.refresh_locks.lock_for(&record.id);
+    single_flight(shared, &record.id, move |r, now| {
+        needs_refresh(r, now, before)
+    })
+    .await
+}
+
+/// The record with an access token that has not expired yet, refreshing only
+/// if it has. Used by `/auth/me`, which must not refresh early.
+pub(crate) async fn ensure_valid(
+    shared: &Shared,
+    record: SessionRecord,
+) -> Result<SessionRecord, ApiError> {
+    if still_valid(&record, shared.clock.now()) {
+        return Ok(record);
+    }
+    single_flight(shared, &record.id, |r, now| !still_valid(r, now)).await
+}
+
+/// Refresh after the upstream refused `rejected` (a 401): unless someone has
+/// already replaced that access token, refresh now, whatever its expiry says.
+pub(crate) async fn after_rejection(
+    shared: &Shared,
+    rejected: &SessionRecord,
+) -> Result<SessionRecord, ApiError> {
+    let rejected_token = rejected.tokens.access_token.clone();
+    single_flight(shared, &rejected.id, move |r, _| {
+        r.tokens.access_token == rejected_token
+    })
+    .await
+}
+
+/// Run at most one refresh of session `id` at a time, in this process and
+/// (through the store lease) across processes. `stale` says whether the
+/// latest stored record still needs one; waiters that find it fresh reuse it.
+async fn single_flight(
+    shared: &Shared,
+    id: &SessionHash,
+    stale: impl Fn(&SessionRecord, UnixTime) -> bool,
+) -> Result<SessionRecord, ApiError> {
+    let lock = shared.refresh_locks.lock_for(id);
     let _guard = lock.lock().await;
     // Whoever held the lock before us may have refreshed already.
-    let Some(current) = shared.store.load(&record.id).await? else {
-        return Err(ApiError::SessionExpired);
-    };
+    let current = load(shared, id).await?;
+    if !stale(&current, shared.clock.now()) {
+        return Ok(current);
+    }
+    let wait_until = Instant::now() + lease_wait(shared);
+    loop {
+        if let Some(lease) = shared.store.acquire_refresh_lease(id, LEASE_TTL).await? {
+            let outcome = refresh_holding(shared, id, &lease, &stale).await;
+            if let Err(e) = shared.store.release_refresh_lease(id, &lease).await {
+                // It expires by itself; the refresh result stands.
+                tracing::warn!(session = id.short(), error = %e, "refresh lease release failed");
+            }
+            return outcome;
+        }
+        // Another process is refreshing: wait for its tokens in the store.
+        tokio::time::sleep(LEASE_POLL).await;
+        let current = load(shared, id).await?;
+        let now = shared.clock.now();
+        if !stale(&current, now) {
+            return Ok(current);
+        }
+        if Instant::now() >= wait_until {
+            tracing::warn!(
+                session = id.short(),
+                "refresh lease still held elsewhere; giving up waiting"
+            );
+            return if still_valid(&current, now) {
+                Ok(current)
+            } else {
+                Err(ApiError::Idp(OidcError::Unavailable(
+                    "token refresh in progress elsewhere did not finish".into(),
+                )))
+            };
+        }
+    }
+}
+
+/// How long a process without the lease waits for the holder: one IdP call
+/// plus margin.
+fn lease_wait(shared: &Shared) -> Duration {
+    shared.config.oidc.http_timeout + Duration::from_secs(2)
+}
+
+async fn load(shared: &Shared, id: &SessionHash) -> Result<SessionRecord, ApiError> {
+    shared.store.load(id).await?.ok_or(ApiError::SessionExpired)
+}
+
+/// The refresh proper, with the lease held.
+async fn refresh_holding(
+    shared: &Shared,
+    id: &SessionHash,
+    lease: &RefreshLease,
+    stale: &impl Fn(&SessionRecord, UnixTime) -> bool,
+) -> Result<SessionRecord, ApiError> {
+    // Re-read under the lease: the previous holder may have just saved.
+    let current = load(shared, id).await?;
     let now = shared.clock.now();
-    if !needs_refresh(&current, now, before) {
+    if !stale(&current, now) {
         return Ok(current);
     }
     let Some(refresh_token) = current.tokens.refresh_token.clone() else {
@@ -77,17 +184,43 @@ pub(crate) async fn ensure_fresh(
             Err(ApiError::SessionExpired)
         };
     };
-    match shared.oidc.refresh(&refresh_token).await {
+
+    let started = Instant::now();
+    let outcome = with_lease_renewed(shared, id, lease, shared.oidc.refresh(&refresh_token)).await;
+    metrics::histogram!(crate::metrics::REFRESH_DURATION).record(started.elapsed().as_secs_f64());
+    let result = match &outcome {
+        Ok(_) => "success",
+        Err(OidcError::OAuth { .. }) => "refused",
+        Err(_) => "error",
+    };
+    metrics::counter!(crate::metrics::REFRESH_TOTAL, "result" => result).increment(1);
+
+    match outcome {
         Ok(tokens) => {
+            let expected = current.version;
             let updated = apply(shared, current, tokens).await?;
             // Saved before any waiter proceeds: they will read these tokens.
-            shared.store.save(&updated).await?;
-            tracing::debug!(session = updated.id.short(), "access token refreshed");
-            Ok(updated)
+            // The version check fences out a holder whose lease was lost.
+            if shared.store.save_if_version(&updated, expected).await? {
+                tracing::debug!(session = id.short(), "access token refreshed");
+                return Ok(updated);
+            }
+            tracing::warn!(
+                session = id.short(),
+                "session changed during refresh; keeping the stored tokens"
+            );
+            let stored = load(shared, id).await?;
+            if still_valid(&stored, shared.clock.now()) {
+                Ok(stored)
+            } else {
+                Err(ApiError::Idp(OidcError::Unavailable(
+                    "concurrent token refresh conflict".into(),
+                )))
+            }
         }
         Err(OidcError::OAuth { error, .. }) => {
-            tracing::info!(session = current.id.short(), %error, "refresh refused; session ended");
-            shared.store.delete(&current.id).await?;
+            tracing::info!(session = id.short(), %error, "refresh refused; session ended");
+            shared.store.delete(id).await?;
             Err(ApiError::SessionExpired)
         }
         Err(e) if still_valid(&current, now) => {
@@ -95,6 +228,31 @@ pub(crate) async fn ensure_fresh(
             Ok(current)
         }
         Err(e) => Err(ApiError::Idp(e)),
+    }
+}
+
+/// Run `call` while renewing the lease every third of its TTL.
+async fn with_lease_renewed<T>(
+    shared: &Shared,
+    id: &SessionHash,
+    lease: &RefreshLease,
+    call: impl Future<Output = T>,
+) -> T {
+    tokio::pin!(call);
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + LEASE_TTL / 3, LEASE_TTL / 3);
+    loop {
+        tokio::select! {
+            out = &mut call => return out,
+            _ = tick.tick() => {
+                match shared.store.renew_refresh_lease(id, lease, LEASE_TTL).await {
+                    Ok(true) => {}
+                    // The save's version check still protects the record.
+                    Ok(false) => tracing::warn!(session = id.short(), "refresh lease lost"),
+                    Err(e) => tracing::warn!(session = id.short(), error = %e, "refresh lease renewal failed"),
+                }
+            }
+        }
     }
 }
 

@@ -35,7 +35,8 @@ pub(crate) async fn configuration(State(state): State<Arc<IdpState>>) -> impl In
         ],
         "authorization_response_iss_parameter_supported": true,
         "frontchannel_logout_supported": false,
-        "backchannel_logout_supported": false,
+        "backchannel_logout_supported": cfg.backchannel_logout_uri.is_some(),
+        "backchannel_logout_session_supported": cfg.backchannel_logout_uri.is_some(),
     }))
 }
 

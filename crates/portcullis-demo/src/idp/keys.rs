@@ -117,6 +117,19 @@ impl SigningKey {
             .map_err(|e| DemoError::Key(format!("signing: {e}")))
     }
 
+    /// Like [`sign`](Self::sign) with an explicit `typ` header (e.g. `logout+jwt`).
+    pub(crate) fn sign_typed<T: Serialize>(
+        &self,
+        typ: &str,
+        claims: &T,
+    ) -> Result<String, DemoError> {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        header.typ = Some(typ.to_owned());
+        jsonwebtoken::encode(&header, claims, &self.encoding)
+            .map_err(|e| DemoError::Key(format!("signing: {e}")))
+    }
+
     /// Verifies a token this key signed; `validation` must allow only ES256.
     pub(crate) fn verify<T: DeserializeOwned>(
         &self,

@@ -30,6 +30,7 @@ pub(crate) async fn end_session(
         };
         if let Some(sid) = &claims.sid {
             state.grants().revoke_sid(sid);
+            send_backchannel_logout(&state, &claims.sub, sid).await;
         }
         tracing::info!(sub = %claims.sub, "dev IdP: logout");
     }
@@ -56,6 +57,48 @@ pub(crate) async fn end_session(
     }
     page(StatusCode::OK, "portcullis dev IdP: logged out", &body)
 }
+
+/// Back-Channel Logout 1.0: post a signed logout token for this login to the client's
+/// `backchannel_logout_uri`, before the browser moves on, so the client's session is
+/// gone when the user lands back there. Failures are logged; logout at the IdP proceeds.
+async fn send_backchannel_logout(state: &IdpState, sub: &str, sid: &str) {
+    let Some(uri) = &state.cfg.backchannel_logout_uri else {
+        return;
+    };
+    let token = match tokens::logout_token(state, sub, sid) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "dev IdP: could not mint a logout token");
+            return;
+        }
+    };
+    let client = match reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(BACKCHANNEL_TIMEOUT)
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "dev IdP: no HTTP client for back-channel logout");
+            return;
+        }
+    };
+    match client
+        .post(uri)
+        .form(&[("logout_token", token)])
+        .send()
+        .await
+    {
+        Ok(resp) if resp.status().is_success() => {
+            tracing::info!("dev IdP: back-channel logout delivered");
+        }
+        Ok(resp) => tracing::warn!(status = %resp.status(), "dev IdP: back-channel logout refused"),
+        Err(e) => tracing::warn!(error = %e, "dev IdP: back-channel logout failed"),
+    }
+}
+
+/// How long `/end_session` waits for the client's back-channel endpoint.
+const BACKCHANNEL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn with_state(target: &str, state: Option<&str>) -> Option<HeaderValue> {
     let mut url = Url::parse(target).ok()?;

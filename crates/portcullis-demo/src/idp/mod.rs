@@ -59,6 +59,10 @@ pub struct DevIdpConfig {
     /// Where the signing key is kept (created if missing, mode 0600); `None` (default) keeps
     /// it in memory only, so tokens die with the process.
     pub key_file: Option<PathBuf>,
+    /// The client's Back-Channel Logout endpoint (for portcullis: public URL +
+    /// `/auth/backchannel-logout`). When set, a logout at `/end_session` posts a signed
+    /// logout token there. Default `None`.
+    pub backchannel_logout_uri: Option<String>,
 }
 
 impl DevIdpConfig {
@@ -77,6 +81,7 @@ impl DevIdpConfig {
             access_token_ttl: Duration::from_secs(5 * 60),
             refresh_token_ttl: Duration::from_secs(12 * 60 * 60),
             key_file: None,
+            backchannel_logout_uri: None,
         }
     }
 
@@ -101,6 +106,7 @@ impl DevIdpConfig {
             .redirect_uris
             .iter()
             .chain(&self.post_logout_redirect_uris)
+            .chain(&self.backchannel_logout_uri)
         {
             match Url::parse(uri) {
                 Ok(url) if url.fragment().is_none() => {}
@@ -129,6 +135,7 @@ impl fmt::Debug for DevIdpConfig {
             .field("access_token_ttl", &self.access_token_ttl)
             .field("refresh_token_ttl", &self.refresh_token_ttl)
             .field("key_file", &self.key_file)
+            .field("backchannel_logout_uri", &self.backchannel_logout_uri)
             .finish()
     }
 }

@@ -112,6 +112,35 @@ pub(crate) fn issue(
     })
 }
 
+/// Claims of a Back-Channel Logout token (OIDC Back-Channel Logout 1.0, 2.4).
+#[derive(Debug, Serialize)]
+struct LogoutClaims<'a> {
+    iss: &'a str,
+    aud: &'a str,
+    iat: u64,
+    exp: u64,
+    jti: String,
+    sub: &'a str,
+    sid: &'a str,
+    events: serde_json::Value,
+}
+
+/// A signed logout token (`typ: logout+jwt`) ending the login `sid` of `sub`.
+pub(crate) fn logout_token(state: &IdpState, sub: &str, sid: &str) -> Result<String, DemoError> {
+    let now = random::now();
+    let claims = LogoutClaims {
+        iss: &state.cfg.issuer,
+        aud: &state.cfg.client_id,
+        iat: now,
+        exp: now + 120,
+        jti: random::token()?,
+        sub,
+        sid,
+        events: serde_json::json!({ "http://schemas.openid.net/event/backchannel-logout": {} }),
+    };
+    state.key.sign_typed("logout+jwt", &claims)
+}
+
 /// The claims of a valid, unexpired access token this IdP issued.
 pub(crate) fn verify_access_token(state: &IdpState, token: &str) -> Option<AccessClaims> {
     let mut validation = Validation::new(Algorithm::ES256);

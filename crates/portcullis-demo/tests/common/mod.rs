@@ -42,6 +42,7 @@ pub fn config(issuer: &str, key_file: Option<PathBuf>) -> DevIdpConfig {
         access_token_ttl: Duration::from_secs(300),
         refresh_token_ttl: Duration::from_secs(3600),
         key_file,
+        backchannel_logout_uri: None,
     }
 }
 

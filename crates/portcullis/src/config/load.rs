@@ -124,7 +124,7 @@ impl Config {
 
 /// Parses the file into a table. The message carries line and column but not
 /// the offending source line, which could hold a secret.
-fn parse_toml(text: &str) -> Result<Table, ConfigIssue> {
+pub(super) fn parse_toml(text: &str) -> Result<Table, ConfigIssue> {
     toml::from_str::<Table>(text).map_err(|err| {
         let position = err.span().map(|span| {
             let before = &text[..span.start.min(text.len())];
@@ -146,7 +146,7 @@ fn parse_toml(text: &str) -> Result<Table, ConfigIssue> {
 /// Applies the `PORTCULLIS__…` overrides to `table`. Returns the raw string of
 /// every override by its dotted key, so that a string field set to e.g. a
 /// numeric client id through the environment is still accepted.
-fn apply_env(
+pub(super) fn apply_env(
     table: &mut Table,
     env: impl IntoIterator<Item = (String, String)>,
     issues: &mut Vec<ConfigIssue>,
@@ -288,11 +288,18 @@ pub(super) struct RawServer {
     pub profile: Raw,
     pub trusted_proxies: Raw,
     pub auth_prefix: Raw,
+    pub csp: Raw,
+    pub drain_timeout: Raw,
+    pub log_level: Raw,
+    pub log_format: Raw,
+    pub log_user: Raw,
 }
 
 #[derive(Deserialize, Default)]
 pub(super) struct RawAdmin {
     pub listen: Raw,
+    pub token: Raw,
+    pub token_file: Raw,
 }
 
 #[derive(Deserialize, Default)]
@@ -309,6 +316,7 @@ pub(super) struct RawOidc {
     pub http_timeout: Raw,
     pub clock_skew: Raw,
     pub userinfo: Raw,
+    pub backchannel_all_sessions: Raw,
 }
 
 #[derive(Deserialize, Default)]
@@ -320,6 +328,12 @@ pub(super) struct RawSession {
     pub refresh_before: Raw,
     pub encryption_keys: Raw,
     pub encryption_keys_file: Raw,
+    pub key_prefix: Raw,
+    pub store_timeout: Raw,
+    pub cache: Raw,
+    pub cache_ttl: Raw,
+    pub cache_size: Raw,
+    pub migrate: Raw,
 }
 
 #[derive(Deserialize, Default)]
@@ -331,6 +345,9 @@ pub(super) struct RawCsrf {
 #[derive(Deserialize, Default)]
 pub(super) struct RawCors {
     pub allowed_origins: Raw,
+    pub allowed_methods: Raw,
+    pub allowed_headers: Raw,
+    pub max_age: Raw,
 }
 
 #[derive(Deserialize, Default)]

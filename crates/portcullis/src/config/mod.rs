@@ -5,6 +5,8 @@
 //! stopping at the first one.
 
 mod load;
+pub mod print;
+pub mod reference;
 mod validate;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
@@ -47,12 +49,39 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// `server.auth_prefix`, default `/auth`. Starts with `/`, no trailing `/`.
     pub auth_prefix: String,
+    /// `server.csp`: the `Content-Security-Policy` of gateway-generated and static
+    /// responses. Default `default-src 'self'; frame-ancestors 'none'; object-src 'none'; base-uri 'self'`.
+    pub csp: String,
+    /// `server.drain_timeout`, default `30s`: on shutdown, how long in-flight
+    /// requests and open streams may run before they are cut.
+    pub drain_timeout: Duration,
+    /// `server.log_level`, default `info`: a `tracing` filter (`debug`,
+    /// `info,portcullis=debug`); env `RUST_LOG` wins when set.
+    pub log_level: String,
+    /// `server.log_format`: `json` or `text`. Default `json` in prod, `text` in dev.
+    pub log_format: LogFormat,
+    /// `server.log_user`, default `false`: add the user's `sub` to the
+    /// request span (and so to every log line of the request).
+    pub log_user: bool,
+}
+
+/// How `portcullis serve` writes its logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (for log shippers).
+    Json,
+    /// Human-readable lines.
+    Text,
 }
 
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     /// `admin.listen`, default `127.0.0.1:9090`; `None` when set to `""` (admin listener off).
     pub listen: Option<SocketAddr>,
+    /// `admin.token` or the contents of `admin.token_file` (trimmed): the
+    /// bearer token of the session admin API (`/admin/sessions`). Default
+    /// none: those endpoints are 404 while health and metrics stay.
+    pub token: Option<Secret>,
 }
 
 /// How the client authenticates at the token endpoint.
@@ -88,6 +117,9 @@ pub struct OidcConfig {
     pub clock_skew: Duration,
     /// `oidc.userinfo`, default `true`: fetch userinfo at login (when the IdP has the endpoint).
     pub userinfo: bool,
+    /// `oidc.backchannel_all_sessions`, default `false`: a back-channel logout
+    /// token ends every session of its `sub`, not only those of its `sid`.
+    pub backchannel_all_sessions: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +136,19 @@ pub struct SessionConfig {
     pub refresh_before: Duration,
     /// `session.encryption_keys` (or `encryption_keys_file`, one per line): base64 of 32 bytes each.
     pub encryption_keys: Vec<Secret>,
+    /// `session.key_prefix`, default `portcullis:`: prefix of every Redis key.
+    pub key_prefix: String,
+    /// `session.store_timeout`, default `2s`: longest wait for one store operation
+    /// (connection included) before the request gets 503 `store_unavailable`.
+    pub store_timeout: Duration,
+    /// `session.cache`, default true: local cache in front of Redis/PostgreSQL.
+    pub cache: bool,
+    /// `session.cache_ttl`, default `2s`: how long a cached session is served.
+    pub cache_ttl: Duration,
+    /// `session.cache_size`, default 10000: most sessions cached per replica.
+    pub cache_size: usize,
+    /// `session.migrate`, default true: apply SQL schema migrations on start.
+    pub migrate: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -118,6 +163,14 @@ pub struct CsrfConfig {
 pub struct CorsConfig {
     /// `cors.allowed_origins`, default empty (same-origin only). Exact origins, no wildcard.
     pub allowed_origins: Vec<String>,
+    /// `cors.allowed_methods`, default `["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]`:
+    /// what a preflight allows.
+    pub allowed_methods: Vec<http::Method>,
+    /// `cors.allowed_headers`, default `["Content-Type"]`; the CSRF header
+    /// (`csrf.header`) is always added.
+    pub allowed_headers: Vec<String>,
+    /// `cors.max_age`, default `10m`: how long a browser may cache a preflight answer.
+    pub max_age: Duration,
 }
 
 /// Whether a route forwards the user's access token.
@@ -190,5 +243,48 @@ impl Config {
     /// Whether cookies get the `Secure` attribute: always, except dev on plain http.
     pub fn secure_cookies(&self) -> bool {
         self.server.public_url.scheme() == "https"
+    }
+
+    /// How this configuration is weaker than the prod profile, one line per
+    /// difference, for the startup warning of the dev profile. Empty in prod.
+    pub fn dev_profile_differences(&self) -> Vec<String> {
+        if self.server.profile != Profile::Dev {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        if self.server.public_url.scheme() == "http" {
+            out.push(format!(
+                "public_url {} is plain http (prod requires https)",
+                self.public_origin()
+            ));
+        }
+        if !self.session.cookie_name.starts_with("__Host-") {
+            out.push(format!(
+                "session cookie \"{}\" has no __Host- prefix",
+                self.session.cookie_name
+            ));
+        }
+        if !self.secure_cookies() {
+            out.push("cookies are sent without the Secure attribute".into());
+        }
+        out.push("no Strict-Transport-Security (HSTS) header".into());
+        if self
+            .oidc
+            .issuer
+            .get(..7)
+            .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+        {
+            out.push(format!("issuer {} is plain http", self.oidc.issuer));
+        }
+        if !self.cors.allowed_origins.is_empty() {
+            out.push(format!(
+                "CORS allows {} with credentials",
+                self.cors.allowed_origins.join(", ")
+            ));
+        }
+        if self.server.log_format != LogFormat::Json {
+            out.push("logs are human-readable text, not JSON".into());
+        }
+        out
     }
 }

@@ -114,8 +114,16 @@ pub(crate) async fn callback(
     jar: CookieJar,
 ) -> Response {
     match finish_login(&shared, &params, &headers, &jar).await {
-        Ok(resp) => resp,
+        Ok(resp) => {
+            metrics::counter!(crate::metrics::LOGINS_TOTAL, "result" => "success").increment(1);
+            resp
+        }
         Err(e) => {
+            let result = match e.status_and_code().0 {
+                s if s.is_server_error() => "error",
+                _ => "rejected",
+            };
+            metrics::counter!(crate::metrics::LOGINS_TOTAL, "result" => result).increment(1);
             if let ApiError::LoginFailed(_) = e {
                 tracing::warn!(reason = %e, "login rejected");
             }
@@ -270,16 +278,30 @@ pub(crate) async fn me(
     jar: CookieJar,
 ) -> Result<Response, ApiError> {
     match current_session(&shared, &jar).await? {
-        SessionLookup::Active(r) => Ok(Json(json!({
-            "authenticated": true,
-            "user": r.claims,
-            "roles": r.roles,
-            "session": {
-                "expires_at": rfc3339(r.expires_at),
-                "idle_expires_at": rfc3339(r.idle_expires_at),
-            },
-        }))
-        .into_response()),
+        SessionLookup::Active(r) => {
+            // Shows refreshed state, but refreshes only an already expired token.
+            let r = match crate::refresh::ensure_valid(&shared, *r).await {
+                Ok(r) => r,
+                Err(ApiError::SessionExpired) => {
+                    return Ok((
+                        StatusCode::UNAUTHORIZED,
+                        Json(json!({"authenticated": false})),
+                    )
+                        .into_response());
+                }
+                Err(e) => return Err(e),
+            };
+            Ok(Json(json!({
+                "authenticated": true,
+                "user": r.claims,
+                "roles": r.roles,
+                "session": {
+                    "expires_at": rfc3339(r.expires_at),
+                    "idle_expires_at": rfc3339(r.idle_expires_at),
+                },
+            }))
+            .into_response())
+        }
         SessionLookup::None | SessionLookup::Expired => Ok((
             StatusCode::UNAUTHORIZED,
             Json(json!({"authenticated": false})),
@@ -303,6 +325,7 @@ pub(crate) async fn logout(
             shared.csrf.check(&headers, &record.csrf_token)?;
             shared.store.delete(&record.id).await?;
             tracing::info!(session = record.id.short(), "logout");
+            metrics::counter!(crate::metrics::LOGOUTS_TOTAL, "kind" => "user").increment(1);
             spawn_revocation(shared.clone(), record.tokens.clone());
             id_token_hint = record.tokens.id_token.clone();
         }

@@ -24,6 +24,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("login failed: {0}")]
     LoginFailed(String),
+    /// A request from the IdP (back-channel logout token) that fails validation.
+    #[error("{0}")]
+    InvalidRequest(String),
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("not found")]
@@ -45,6 +48,7 @@ impl From<OidcError> for ApiError {
             OidcError::OAuth { .. }
             | OidcError::InvalidIdToken(_)
             | OidcError::UserinfoSubjectMismatch => ApiError::LoginFailed(e.to_string()),
+            OidcError::InvalidLogoutToken(_) => ApiError::InvalidRequest(e.to_string()),
             other => ApiError::Idp(other),
         }
     }
@@ -61,6 +65,7 @@ impl ApiError {
             ApiError::BadRequest(_) | ApiError::LoginFailed(_) => {
                 (StatusCode::BAD_REQUEST, "bad_request")
             }
+            ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
@@ -71,6 +76,16 @@ impl ApiError {
     }
 
     fn log(&self) {
+        // Counted here because every refused request passes through exactly once.
+        match self {
+            ApiError::Csrf(_) => {
+                metrics::counter!(crate::metrics::CSRF_REJECTIONS_TOTAL).increment(1)
+            }
+            ApiError::Store(_) => {
+                metrics::counter!(crate::metrics::STORE_ERRORS_TOTAL).increment(1)
+            }
+            _ => {}
+        }
         let (status, code) = self.status_and_code();
         if status.is_server_error() {
             tracing::error!(%status, code, reason = %self, "request failed");

@@ -12,12 +12,15 @@ use http::{HeaderMap, HeaderValue, header};
 
 use crate::{config::Profile, gateway::Shared};
 
-pub(crate) const DEFAULT_CSP: &str =
+/// `server.csp` when the config does not set one.
+pub const DEFAULT_CSP: &str =
     "default-src 'self'; frame-ancestors 'none'; object-src 'none'; base-uri 'self'";
 
 pub(crate) fn apply_security_headers(shared: &Shared, h: &mut HeaderMap) {
-    h.entry(header::CONTENT_SECURITY_POLICY)
-        .or_insert(HeaderValue::from_static(DEFAULT_CSP));
+    // Validated as a header value when the config was loaded.
+    if let Ok(csp) = HeaderValue::from_str(&shared.config.server.csp) {
+        h.entry(header::CONTENT_SECURITY_POLICY).or_insert(csp);
+    }
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

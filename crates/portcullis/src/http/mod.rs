@@ -3,10 +3,12 @@
 //! `error.rs` only.
 
 mod admin;
+mod admin_sessions;
 mod auth;
 mod cookies;
 pub mod error;
 mod headers;
+mod logout_channels;
 mod session;
 mod static_files;
 
@@ -23,6 +25,7 @@ use axum::{
 use crate::gateway::Shared;
 
 pub use error::ApiError;
+pub use headers::DEFAULT_CSP;
 
 /// Longest request URI (path + query) we accept; longer → 414.
 const MAX_URI_LEN: usize = 8 * 1024;
@@ -37,6 +40,17 @@ pub(crate) fn public_router(shared: Arc<Shared>) -> Router {
             "/logout",
             axum::routing::post(auth::logout).get(|| async { ApiError::MethodNotAllowed }),
         )
+        // From the IdP, server to server: no cookies, no CSRF token; the
+        // logout token's signature authenticates it.
+        .route(
+            "/backchannel-logout",
+            axum::routing::post(logout_channels::backchannel_logout)
+                .get(|| async { ApiError::MethodNotAllowed }),
+        )
+        .route(
+            "/frontchannel-logout",
+            get(logout_channels::frontchannel_logout),
+        )
         .fallback(|| async { ApiError::NotFound })
         .layer(middleware::from_fn_with_state(
             shared.clone(),
@@ -46,14 +60,48 @@ pub(crate) fn public_router(shared: Arc<Shared>) -> Router {
         .nest(&prefix, auth)
         .fallback(dispatch)
         .layer(middleware::from_fn(limit_uri))
+        // Outside everything else but metrics, so CORS headers also reach
+        // error answers such as a 414 (see cors.rs).
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            crate::cors::cors,
+        ))
+        // Outermost: request id, span, metrics and access log cover every answer, even a 414.
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            crate::metrics::track,
+        ))
         .with_state(shared)
 }
 
 pub(crate) fn admin_router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
-        .with_state(shared)
+        .route("/metrics", get(crate::metrics::render));
+    // Without an admin token the session API does not exist (404).
+    let router = match shared.config.admin.token {
+        Some(_) => router.merge(admin_session_routes(shared.clone())),
+        None => router,
+    };
+    router.with_state(shared)
+}
+
+/// `/admin/sessions`: list and end sessions, behind the admin bearer token.
+fn admin_session_routes(shared: Arc<Shared>) -> Router<Arc<Shared>> {
+    Router::new()
+        .route(
+            "/admin/sessions",
+            get(admin_sessions::list).delete(admin_sessions::delete_by_sub),
+        )
+        .route(
+            "/admin/sessions/{hash}",
+            axum::routing::delete(admin_sessions::delete_one),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            shared,
+            admin_sessions::require_admin_token,
+        ))
 }
 
 /// Everything outside the auth prefix: a configured route, else static files.

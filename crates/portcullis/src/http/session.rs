@@ -53,5 +53,9 @@ pub(crate) async fn current_session(
             .touch(&hash, record.last_seen_at, record.idle_expires_at)
             .await?;
     }
+    if shared.config.server.log_user {
+        // The request span of `metrics::track`; every later line of the request carries it.
+        tracing::Span::current().record("user", record.sub.as_str());
+    }
     Ok(SessionLookup::Active(Box::new(record)))
 }

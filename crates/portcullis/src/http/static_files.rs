@@ -17,6 +17,17 @@ pub(crate) async fn serve(shared: &Shared, req: Request) -> Response {
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         return ApiError::NotFound.into_response();
     }
+    // `/auth/` and `/auth` do not reach the nested auth router; they are the
+    // gateway's all the same and never a file or the SPA.
+    let auth = shared.config.server.auth_prefix.as_str();
+    if req
+        .uri()
+        .path()
+        .strip_prefix(auth)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    {
+        return ApiError::NotFound.into_response();
+    }
     if let Some(cfg) = &shared.config.static_files {
         let accepts_html = accepts_html(&req);
         let index = cfg.dir.join("index.html");
@@ -31,16 +42,19 @@ pub(crate) async fn serve(shared: &Shared, req: Request) -> Response {
             Err(never) => match never {},
         };
         if resp.status() == StatusCode::NOT_FOUND && cfg.spa_fallback && accepts_html {
-            let resp = match ServeFile::new(index).oneshot(fallback_req).await {
+            let resp = match ServeFile::new(index)
+                .oneshot(clone_head(&fallback_req))
+                .await
+            {
                 Ok(r) => r.map(Body::new),
                 Err(never) => match never {},
             };
-            return with_cache_policy(resp, "/index.html");
+            return with_validators(with_cache_policy(resp, "/index.html"), &fallback_req);
         }
         if resp.status() == StatusCode::NOT_FOUND {
             return ApiError::NotFound.into_response();
         }
-        return with_cache_policy(resp, &path);
+        return with_validators(with_cache_policy(resp, &path), &fallback_req);
     }
     if let Some(files) = shared.embedded {
         let path = match req.uri().path() {
@@ -88,6 +102,59 @@ fn with_cache_policy(mut resp: Response, path: &str) -> Response {
             .insert(header::CACHE_CONTROL, HeaderValue::from_static(value));
     }
     resp
+}
+
+/// A weak `ETag` from what identifies the file's bytes (size, modification
+/// time, encoding), and `304 Not Modified` when `If-None-Match` names it.
+/// tower-http's `ServeDir` already answers `If-Modified-Since`.
+fn with_validators(mut resp: Response, req: &Request) -> Response {
+    if resp.status() != StatusCode::OK {
+        return resp;
+    }
+    // Any file may have a `.br`/`.gz` twin: caches must key on the encoding.
+    resp.headers_mut()
+        .append(header::VARY, HeaderValue::from_static("accept-encoding"));
+    let h = resp.headers();
+    let (Some(len), Some(modified)) = (
+        h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()),
+        h.get(header::LAST_MODIFIED).and_then(|v| v.to_str().ok()),
+    ) else {
+        return resp;
+    };
+    let encoding = h
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity");
+    let digest = crate::session::hex_sha256(format!("{len}|{modified}|{encoding}").as_bytes());
+    let Ok(etag) = HeaderValue::from_str(&format!("W/\"{}\"", &digest[..20])) else {
+        return resp;
+    };
+    let matches = req
+        .headers()
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || weak_eq(tag, etag.to_str().unwrap_or_default()));
+    if matches {
+        let mut not_modified = Response::new(Body::empty());
+        *not_modified.status_mut() = StatusCode::NOT_MODIFIED;
+        for name in [header::CACHE_CONTROL, header::LAST_MODIFIED, header::VARY] {
+            if let Some(v) = resp.headers().get(&name) {
+                not_modified.headers_mut().insert(name, v.clone());
+            }
+        }
+        not_modified.headers_mut().insert(header::ETAG, etag);
+        return not_modified;
+    }
+    resp.headers_mut().insert(header::ETAG, etag);
+    resp
+}
+
+/// RFC 9110 weak comparison: equal opaque tags, ignoring `W/`.
+fn weak_eq(a: &str, b: &str) -> bool {
+    a.trim_start_matches("W/") == b.trim_start_matches("W/")
 }
 
 /// Vite/webpack style names: `app-3f9a1c2b.js`, `index.Bx7_9aQ1.css`.

@@ -28,6 +28,14 @@ pub(super) async fn discover(
     http: &reqwest::Client,
     issuer: &str,
 ) -> Result<ProviderMetadata, OidcError> {
+    Ok(fetch(http, issuer).await?.0)
+}
+
+/// The validated document and the `Cache-Control: max-age` it came with.
+pub(super) async fn fetch(
+    http: &reqwest::Client,
+    issuer: &str,
+) -> Result<(ProviderMetadata, Option<std::time::Duration>), OidcError> {
     let url = format!(
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')
@@ -37,6 +45,7 @@ pub(super) async fn discover(
         .send()
         .await
         .map_err(|e| http_client::transport_error("discovery", e))?;
+    let max_age = http_client::max_age(resp.headers());
     let meta: ProviderMetadata = http_client::json_response("discovery", resp).await?;
     // OIDC Discovery 4.3: the issuer in the document must be identical to the one we asked.
     if meta.issuer != issuer {
@@ -63,5 +72,5 @@ pub(super) async fn discover(
             "discovery: IdP does not support PKCE S256".into(),
         ));
     }
-    Ok(meta)
+    Ok((meta, max_age))
 }

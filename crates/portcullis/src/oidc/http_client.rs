@@ -65,3 +65,43 @@ pub(super) async fn json_response<T: DeserializeOwned>(
     serde_json::from_slice(&body)
         .map_err(|e| OidcError::InvalidResponse(format!("{what}: not valid JSON ({e})")))
 }
+
+/// `Cache-Control: max-age=N` of a response; `no-store`/`no-cache` count as 0.
+pub(super) fn max_age(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::CACHE_CONTROL)?.to_str().ok()?;
+    let mut found = None;
+    for directive in value.split(',').map(str::trim) {
+        let lower = directive.to_ascii_lowercase();
+        if lower == "no-store" || lower == "no-cache" {
+            return Some(Duration::ZERO);
+        }
+        if let Some(n) = lower.strip_prefix("max-age=") {
+            found = n
+                .trim_matches('"')
+                .parse::<u64>()
+                .ok()
+                .map(Duration::from_secs);
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cc(v: &str) -> Option<Duration> {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(reqwest::header::CACHE_CONTROL, v.parse().unwrap());
+        max_age(&h)
+    }
+
+    #[test]
+    fn cache_control_max_age() {
+        assert_eq!(cc("public, max-age=300"), Some(Duration::from_secs(300)));
+        assert_eq!(cc("no-cache"), Some(Duration::ZERO));
+        assert_eq!(cc("private"), None);
+        assert_eq!(cc("max-age=abc"), None);
+        assert_eq!(max_age(&reqwest::header::HeaderMap::new()), None);
+    }
+}

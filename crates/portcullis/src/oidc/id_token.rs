@@ -38,6 +38,21 @@ impl OidcClient {
         token: &str,
         expect: Expectations<'_>,
     ) -> Result<IdTokenClaims, OidcError> {
+        let (_, claims) = self.verify_signature(token).await?;
+        self.check_claims(claims, expect)
+    }
+
+    /// Check a compact JWS the IdP signed (ID token, logout token): the
+    /// header's `alg` must be on the allow-list and not HMAC, the key comes
+    /// from the JWKS by `kid`, and the signature must verify. Returns the
+    /// header and the claims, none of which are checked yet.
+    ///
+    /// Failures are [`OidcError::InvalidIdToken`]; callers validating other
+    /// token kinds re-tag them.
+    pub(crate) async fn verify_signature(
+        &self,
+        token: &str,
+    ) -> Result<(jsonwebtoken::Header, Map<String, Value>), OidcError> {
         // decode_header refuses `alg: none` (not an Algorithm jsonwebtoken knows).
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| invalid(format!("malformed header ({e})")))?;
@@ -52,14 +67,14 @@ impl OidcClient {
 
         let mut validation = Validation::new(header.alg);
         validation.algorithms = vec![header.alg];
-        // Claims are checked below against our own clock and rules.
+        // Claims are checked by the caller against our own clock and rules.
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
             .map_err(|e| invalid(format!("signature or format invalid ({e})")))?;
-        self.check_claims(data.claims, expect)
+        Ok((header, data.claims))
     }
 
     fn check_claims(

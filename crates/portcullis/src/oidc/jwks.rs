@@ -35,16 +35,27 @@ impl JwksCache {
 
     /// Fetch the key set now.
     pub(super) async fn refresh(&self) -> Result<(), OidcError> {
+        self.refresh_with_max_age().await.map(|_| ())
+    }
+
+    /// Fetch the key set now; returns the response's `Cache-Control: max-age`.
+    /// On failure the keys we have stay in use.
+    pub(super) async fn refresh_with_max_age(&self) -> Result<Option<Duration>, OidcError> {
         let resp = self
             .http
             .get(&self.uri)
             .send()
             .await
             .map_err(|e| http_client::transport_error("jwks", e))?;
+        let max_age = http_client::max_age(resp.headers());
         let raw: serde_json::Value = http_client::json_response("jwks", resp).await?;
         let set = parse_jwks(raw)?;
         *self.keys.write().await = Arc::new(set);
-        Ok(())
+        Ok(max_age)
+    }
+
+    pub(super) fn uri(&self) -> &str {
+        &self.uri
     }
 
     /// Re-fetch unless we did so very recently. Returns whether it fetched.

@@ -10,6 +10,7 @@ mod flow;
 mod http_client;
 pub mod id_token;
 mod jwks;
+pub mod logout_token;
 
 use std::{sync::Arc, time::Duration};
 
@@ -22,6 +23,7 @@ pub use discovery::ProviderMetadata;
 pub use flow::{AuthorizationRequest, TokenResponse, pkce_challenge};
 pub use id_token::IdTokenClaims;
 pub use jwks::JwksCache;
+pub use logout_token::LogoutToken;
 
 /// Everything that can go wrong talking to or trusting the IdP.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +50,9 @@ pub enum OidcError {
     /// The ID token failed validation; no session may be created.
     #[error("ID token rejected: {0}")]
     InvalidIdToken(String),
+    /// A back-channel logout token failed validation; no session is touched.
+    #[error("logout token rejected: {0}")]
+    InvalidLogoutToken(String),
     /// Userinfo `sub` differs from the ID token's.
     #[error("userinfo subject does not match the ID token")]
     UserinfoSubjectMismatch,
@@ -130,6 +135,55 @@ impl OidcClient {
         Ok(cache)
     }
 
+    /// Fetch metadata and keys again (background refresh). Keeps what we had
+    /// when the IdP fails. Returns how long the IdP allows caching them: the
+    /// smaller `Cache-Control: max-age` of the two responses, if any.
+    pub async fn reload(&self) -> Result<Option<Duration>, OidcError> {
+        let (meta, meta_age) = discovery::fetch(&self.http, &self.issuer).await?;
+        let meta = Arc::new(meta);
+        let current = self.jwks.read().await.clone();
+        let (cache, keys_age) = match current {
+            Some(cache) if cache.uri() == meta.jwks_uri => {
+                let age = cache.refresh_with_max_age().await?;
+                (cache, age)
+            }
+            _ => {
+                let cache = Arc::new(JwksCache::new(self.http.clone(), meta.jwks_uri.clone()));
+                let age = cache.refresh_with_max_age().await?;
+                (cache, age)
+            }
+        };
+        *self.metadata.write().await = Some(meta);
+        *self.jwks.write().await = Some(cache);
+        Ok(match (meta_age, keys_age) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// Keep metadata and keys fresh until the task is aborted: re-fetch after
+    /// the IdP's max-age (bounded to [`MIN_RELOAD`]..[`MAX_RELOAD`], default
+    /// [`DEFAULT_RELOAD`]); on failure retry with exponential backoff from
+    /// 1 s up to [`MAX_RETRY`], serving the last good copy meanwhile.
+    pub(crate) async fn reload_forever(&self) {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let wait = match self.reload().await {
+                Ok(age) => {
+                    backoff = Duration::from_secs(1);
+                    age.unwrap_or(DEFAULT_RELOAD).clamp(MIN_RELOAD, MAX_RELOAD)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "identity provider metadata refresh failed");
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(MAX_RETRY);
+                    wait
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
     fn now(&self) -> i64 {
         self.clock.now()
     }
@@ -138,6 +192,15 @@ impl OidcClient {
         &self.http
     }
 }
+
+/// Background re-fetch of metadata and keys when the IdP sends no max-age.
+pub const DEFAULT_RELOAD: Duration = Duration::from_secs(15 * 60);
+/// Shortest background re-fetch interval, whatever max-age says.
+pub const MIN_RELOAD: Duration = Duration::from_secs(60);
+/// Longest background re-fetch interval, whatever max-age says.
+pub const MAX_RELOAD: Duration = Duration::from_secs(24 * 3600);
+/// Longest wait between retries while the IdP is down.
+pub const MAX_RETRY: Duration = Duration::from_secs(60);
 
 /// Default timeout for the IdP client when none is configured.
 pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);

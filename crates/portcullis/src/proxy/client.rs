@@ -1,4 +1,4 @@
-//! The pooled upstream HTTP client (HTTP/1.1 and HTTP/2, http and https),
+//! A pooled upstream HTTP client (one per upstream) (HTTP/1.1 and HTTP/2, http and https),
 //! with connect and response-header timeouts mapped to 502/504.
 
 use std::time::Duration;
@@ -20,10 +20,12 @@ pub(super) struct UpstreamClient {
 }
 
 impl UpstreamClient {
-    pub(super) fn new() -> Self {
+    /// A client for one upstream; connecting may take at most `CONNECT_TIMEOUT`
+    /// or the route's `timeout`, whichever is shorter.
+    pub(super) fn new(timeout: Duration) -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT.min(timeout)));
         http.set_nodelay(true);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_webpki_roots()

@@ -59,12 +59,8 @@ pub(super) fn rewrite_request(parts: &mut Parts, fwd: Forwarding<'_>) {
     h.remove(header::HOST);
     h.remove(header::AUTHORIZATION);
     strip_owned_cookies(h, fwd.owned_cookies);
-    if let Some(token) = fwd.access_token
-        && let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}"))
-    {
-        let mut v = v;
-        v.set_sensitive(true);
-        h.insert(header::AUTHORIZATION, v);
+    if let Some(token) = fwd.access_token {
+        set_bearer(h, token);
     }
 
     // X-Forwarded-For: appended to only when the peer is a trusted proxy.
@@ -108,6 +104,23 @@ pub(super) fn rewrite_request(parts: &mut Parts, fwd: Forwarding<'_>) {
         }
     }
     h.insert("x-request-id", fwd.request_id.clone());
+}
+
+/// Set `Authorization: Bearer <token>`, marked sensitive (never logged by hyper).
+pub(super) fn set_bearer(h: &mut HeaderMap, token: &str) {
+    let mut value = String::with_capacity(7 + token.len());
+    value.push_str("Bearer ");
+    value.push_str(token);
+    match HeaderValue::try_from(value) {
+        Ok(mut v) => {
+            v.set_sensitive(true);
+            h.insert(header::AUTHORIZATION, v);
+        }
+        // A token that is no header value cannot be sent; the upstream will 401.
+        Err(_) => {
+            h.remove(header::AUTHORIZATION);
+        }
+    }
 }
 
 /// Drop cookies the gateway owns from `Cookie`; other cookies pass.

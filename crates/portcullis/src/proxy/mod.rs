@@ -1,12 +1,15 @@
 //! The reverse proxy for `[[routes]]`: longest-prefix match, session and
 //! role checks, CSRF on unsafe methods, token refresh, header hygiene, and a
-//! streaming forward to the one configured upstream.
+//! streaming forward to the one configured upstream (one pooled client per
+//! upstream), with one refresh-and-retry when the upstream answers 401.
+//! WebSocket upgrades are tunnelled by `websocket.rs`.
 
 mod client;
 mod headers;
 mod path;
+mod websocket;
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use axum::{
     body::Body,
@@ -14,7 +17,8 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use axum_extra::extract::CookieJar;
-use http::{HeaderValue, Uri};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version, request::Parts};
 
 use crate::{
     config::{Config, RouteConfig, TokenMode},
@@ -25,11 +29,16 @@ use crate::{
     session::random_token,
 };
 
+/// Request bodies up to this size are buffered so an upstream 401 can be
+/// retried after a token refresh; larger (or unsized) bodies stream, unretried.
+const RETRY_BUFFER_LIMIT: u64 = 1024 * 1024;
+
 /// The route table and the upstream HTTP client.
 pub struct Proxy {
     /// Sorted longest prefix first.
     routes: Vec<RouteConfig>,
-    client: client::UpstreamClient,
+    /// One pooled client per upstream base URL.
+    clients: HashMap<String, client::UpstreamClient>,
     owned_cookies: Vec<String>,
 }
 
@@ -37,11 +46,24 @@ impl Proxy {
     pub fn new(config: &Config) -> Self {
         let mut routes = config.routes.clone();
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        let mut clients = HashMap::new();
+        for r in &routes {
+            // Routes sharing an upstream share its pool.
+            clients
+                .entry(r.upstream.as_str().to_string())
+                .or_insert_with(|| client::UpstreamClient::new(r.timeout));
+        }
         Self {
             routes,
-            client: client::UpstreamClient::new(),
+            clients,
             owned_cookies: crate::http::owned_cookie_names(config).to_vec(),
         }
+    }
+
+    fn client_for(&self, route: &RouteConfig) -> Result<&client::UpstreamClient, ApiError> {
+        self.clients
+            .get(route.upstream.as_str())
+            .ok_or_else(|| ApiError::UpstreamUnavailable("no client for upstream".into()))
     }
 
     /// The route with the longest prefix matching `path`.
@@ -89,8 +111,9 @@ async fn forward(
     let (mut parts, body) = req.into_parts();
     let path =
         path::checked_path(parts.uri.path()).map_err(|m| ApiError::BadRequest(m.to_string()))?;
+    let websocket = websocket::is_upgrade(&parts);
 
-    let access_token = match route.token {
+    let session = match route.token {
         TokenMode::None => None,
         TokenMode::User => {
             let jar = CookieJar::from_headers(&parts.headers);
@@ -104,13 +127,19 @@ async fn forward(
             {
                 return Err(ApiError::Forbidden);
             }
-            if csrf::is_unsafe(&parts.method) {
+            if websocket {
+                // A GET, so no CSRF token; cross-site WebSocket hijacking is
+                // stopped by the Origin check.
+                shared.csrf.check_origin(&parts.headers)?;
+            } else if csrf::is_unsafe(&parts.method) {
                 shared.csrf.check(&parts.headers, &record.csrf_token)?;
             }
-            let record = refresh::ensure_fresh(shared, *record).await?;
-            Some(record.tokens.access_token)
+            Some(refresh::ensure_fresh(shared, *record).await?)
         }
     };
+    if websocket && route.token == TokenMode::None {
+        shared.csrf.check_origin(&parts.headers)?;
+    }
 
     let target = upstream_uri(route, &path, parts.uri.query())?;
     headers::rewrite_request(
@@ -118,20 +147,128 @@ async fn forward(
         headers::Forwarding {
             config: &shared.config,
             owned_cookies: &shared.proxy.owned_cookies,
-            access_token: access_token.as_deref(),
+            access_token: session.as_ref().map(|r| r.tokens.access_token.as_str()),
             request_id,
         },
     );
     parts.uri = target;
-    let upstream_req = Request::from_parts(parts, body);
-    let resp = shared
-        .proxy
-        .client
-        .send(upstream_req, route.timeout)
-        .await?;
+    // The browser's HTTP version is a property of its hop; the pool picks ours.
+    parts.version = Version::HTTP_11;
+    let client = shared.proxy.client_for(route)?;
+
+    if websocket {
+        return websocket::tunnel(shared, route, client, parts).await;
+    }
+
+    let Some(record) = session else {
+        let resp = timed_send(route, client, Request::from_parts(parts, body)).await?;
+        return Ok(finish(shared, resp));
+    };
+
+    // User token: keep what a retry needs when the body is small enough.
+    let (body, replay) = match buffer_small_body(body).await? {
+        RequestBody::Buffered(bytes) => (Body::from(bytes.clone()), Some(bytes)),
+        RequestBody::Streaming(body) => (body, None),
+    };
+    let head = replay.as_ref().map(|_| RequestHead::of(&parts));
+    let resp = timed_send(route, client, Request::from_parts(parts, body)).await?;
+    if resp.status() != StatusCode::UNAUTHORIZED {
+        return Ok(finish(shared, resp));
+    }
+    let (Some(head), Some(bytes)) = (head, replay) else {
+        return Ok(finish(shared, resp));
+    };
+    // The upstream refused the token: refresh once, retry once.
+    let refreshed = refresh::after_rejection(shared, &record).await?;
+    if refreshed.tokens.access_token == record.tokens.access_token {
+        return Ok(finish(shared, resp));
+    }
+    drop(resp);
+    tracing::debug!(
+        session = record.id.short(),
+        "upstream 401; retrying with refreshed token"
+    );
+    let retry = head.into_request(&refreshed.tokens.access_token, bytes);
+    let resp = timed_send(route, client, retry).await?;
+    Ok(finish(shared, resp))
+}
+
+/// Response head hygiene; the body streams as it arrives.
+fn finish(shared: &Shared, resp: http::Response<hyper::body::Incoming>) -> Response {
     let (mut parts, body) = resp.into_parts();
     headers::rewrite_response(&mut parts.headers, &shared.proxy.owned_cookies);
-    Ok(Response::from_parts(parts, Body::new(body)))
+    Response::from_parts(parts, Body::new(body))
+}
+
+async fn timed_send(
+    route: &RouteConfig,
+    client: &client::UpstreamClient,
+    req: Request,
+) -> Result<http::Response<hyper::body::Incoming>, ApiError> {
+    let started = Instant::now();
+    let result = client.send(req, route.timeout).await;
+    let kind = match &result {
+        Ok(_) => None,
+        Err(ApiError::UpstreamTimeout) => Some("timeout"),
+        Err(_) => Some("connect"),
+    };
+    if let Some(kind) = kind {
+        metrics::counter!(crate::metrics::UPSTREAM_ERRORS_TOTAL, "route" => route.prefix.clone(), "kind" => kind)
+            .increment(1);
+    } else {
+        metrics::histogram!(crate::metrics::UPSTREAM_DURATION, "route" => route.prefix.clone())
+            .record(started.elapsed().as_secs_f64());
+    }
+    result
+}
+
+enum RequestBody {
+    Buffered(Bytes),
+    Streaming(Body),
+}
+
+/// Buffer the body when it is known to be at most [`RETRY_BUFFER_LIMIT`]
+/// (its size hint's upper bound: `Content-Length`, or zero for no body);
+/// otherwise (larger, chunked, HTTP/2 without length) leave it streaming.
+async fn buffer_small_body(body: Body) -> Result<RequestBody, ApiError> {
+    use axum::body::HttpBody as _;
+    let small = body
+        .size_hint()
+        .upper()
+        .is_some_and(|n| n <= RETRY_BUFFER_LIMIT);
+    if !small {
+        return Ok(RequestBody::Streaming(body));
+    }
+    axum::body::to_bytes(body, RETRY_BUFFER_LIMIT as usize)
+        .await
+        .map(RequestBody::Buffered)
+        .map_err(|_| ApiError::BadRequest("request body could not be read".into()))
+}
+
+/// What a retry needs of a request already sent.
+struct RequestHead {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl RequestHead {
+    fn of(parts: &Parts) -> Self {
+        Self {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+        }
+    }
+
+    fn into_request(self, access_token: &str, body: Bytes) -> Request {
+        let mut req = Request::new(Body::from(body));
+        *req.method_mut() = self.method;
+        *req.uri_mut() = self.uri;
+        *req.headers_mut() = self.headers;
+        headers::set_bearer(req.headers_mut(), access_token);
+        req
+    }
 }
 
 fn upstream_uri(route: &RouteConfig, path: &str, query: Option<&str>) -> Result<Uri, ApiError> {

@@ -67,6 +67,13 @@ macro_rules! session_store_contract_tests {
             ping_ok,
             many_records,
             touch_updates_only_activity,
+            save_if_version_swaps_only_on_match,
+            concurrent_save_if_version_has_one_winner,
+            save_if_version_keeps_newer_activity,
+            refresh_lease_is_exclusive_until_released,
+            concurrent_refresh_lease_has_one_holder,
+            expired_refresh_lease_can_be_taken_over,
+            remember_jti_refuses_replay_until_expiry,
         );
     };
     (@tests $make:expr; $($check:ident),* $(,)?) => {
@@ -520,4 +527,265 @@ pub async fn touch_updates_only_activity(store: Arc<dyn SessionStore>) {
     assert_eq!(loaded.version, record.version);
     let unknown = SessionId::generate().hash();
     assert!(!store.touch(&unknown, t, t).await.expect("touch unknown"));
+}
+
+/// The version after a CAS save, read back.
+async fn stored_version(store: &dyn SessionStore, id: &SessionHash) -> u64 {
+    store
+        .load(id)
+        .await
+        .expect("load")
+        .expect("present")
+        .version
+}
+
+pub async fn save_if_version_swaps_only_on_match(store: Arc<dyn SessionStore>) {
+    let (_, mut record) = sample_record(&unique("alice"), None, now());
+    assert!(
+        !store
+            .save_if_version(&record, 1)
+            .await
+            .expect("cas missing"),
+        "CAS on a missing record must fail"
+    );
+    store.save(&record).await.expect("save");
+    record.version = 2;
+    record.tokens.access_token = format!("at-v2-{}", random_token(8));
+    assert!(store.save_if_version(&record, 1).await.expect("cas v1"));
+    let loaded = store
+        .load(&record.id)
+        .await
+        .expect("load")
+        .expect("present");
+    assert!(loaded.tokens == record.tokens);
+    assert_eq!(loaded.version, 2);
+
+    // A writer that read version 1 has lost: nothing changes.
+    let mut stale = record.clone();
+    stale.version = 2;
+    stale.tokens.access_token = "at-stale".into();
+    assert!(!store.save_if_version(&stale, 1).await.expect("cas stale"));
+    let loaded = store
+        .load(&record.id)
+        .await
+        .expect("load")
+        .expect("present");
+    assert_eq!(loaded.tokens.access_token, record.tokens.access_token);
+    assert_eq!(stored_version(&*store, &record.id).await, 2);
+}
+
+pub async fn concurrent_save_if_version_has_one_winner(store: Arc<dyn SessionStore>) {
+    let (_, record) = sample_record(&unique("alice"), None, now());
+    store.save(&record).await.expect("save");
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let mut r = record.clone();
+            r.version = 2;
+            r.tokens.access_token = format!("at-writer-{i}");
+            tokio::spawn(async move { (i, store.save_if_version(&r, 1).await.expect("cas")) })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for t in tasks {
+        let (i, won) = t.await.expect("join");
+        if won {
+            winners.push(i);
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one CAS must win: {winners:?}");
+    let loaded = store
+        .load(&record.id)
+        .await
+        .expect("load")
+        .expect("present");
+    assert_eq!(
+        loaded.tokens.access_token,
+        format!("at-writer-{}", winners[0])
+    );
+}
+
+pub async fn save_if_version_keeps_newer_activity(store: Arc<dyn SessionStore>) {
+    let t = now();
+    let (_, mut record) = sample_record(&unique("alice"), None, t);
+    store.save(&record).await.expect("save");
+    // A request touches the session while a refresh (holding the old copy) runs.
+    assert!(
+        store
+            .touch(&record.id, t + 30, t + 3600)
+            .await
+            .expect("touch")
+    );
+    record.version = 2;
+    assert!(store.save_if_version(&record, 1).await.expect("cas"));
+    let loaded = store
+        .load(&record.id)
+        .await
+        .expect("load")
+        .expect("present");
+    assert_eq!(loaded.last_seen_at, t + 30);
+    assert_eq!(loaded.idle_expires_at, t + 3600);
+    assert_eq!(loaded.version, 2);
+}
+
+pub async fn refresh_lease_is_exclusive_until_released(store: Arc<dyn SessionStore>) {
+    let id = SessionId::generate().hash();
+    let other = SessionId::generate().hash();
+    let ttl = std::time::Duration::from_secs(30);
+    let lease = store
+        .acquire_refresh_lease(&id, ttl)
+        .await
+        .expect("acquire")
+        .expect("free lease is granted");
+    assert!(
+        store
+            .acquire_refresh_lease(&id, ttl)
+            .await
+            .expect("again")
+            .is_none(),
+        "a held lease is not granted twice"
+    );
+    let other_lease = store
+        .acquire_refresh_lease(&other, ttl)
+        .await
+        .expect("other");
+    assert!(other_lease.is_some(), "leases are per session");
+    assert!(
+        store
+            .renew_refresh_lease(&id, &lease, ttl)
+            .await
+            .expect("renew")
+    );
+
+    // Releasing with a token that is not the holder's changes nothing.
+    let forged = super::RefreshLease("not-the-holder".into());
+    store
+        .release_refresh_lease(&id, &forged)
+        .await
+        .expect("release forged");
+    assert!(
+        !store
+            .renew_refresh_lease(&id, &forged, ttl)
+            .await
+            .expect("renew forged")
+    );
+    assert!(
+        store
+            .acquire_refresh_lease(&id, ttl)
+            .await
+            .expect("still held")
+            .is_none()
+    );
+
+    store
+        .release_refresh_lease(&id, &lease)
+        .await
+        .expect("release");
+    assert!(
+        store
+            .acquire_refresh_lease(&id, ttl)
+            .await
+            .expect("after release")
+            .is_some(),
+        "a released lease can be taken"
+    );
+}
+
+pub async fn concurrent_refresh_lease_has_one_holder(store: Arc<dyn SessionStore>) {
+    let id = SessionId::generate().hash();
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let id = id.clone();
+            tokio::spawn(async move {
+                store
+                    .acquire_refresh_lease(&id, std::time::Duration::from_secs(30))
+                    .await
+                    .expect("acquire")
+            })
+        })
+        .collect();
+    let mut granted = 0;
+    for t in tasks {
+        if t.await.expect("join").is_some() {
+            granted += 1;
+        }
+    }
+    assert_eq!(
+        granted, 1,
+        "exactly one concurrent acquirer holds the lease"
+    );
+}
+
+pub async fn expired_refresh_lease_can_be_taken_over(store: Arc<dyn SessionStore>) {
+    let id = SessionId::generate().hash();
+    let short = std::time::Duration::from_millis(300);
+    let first = store
+        .acquire_refresh_lease(&id, short)
+        .await
+        .expect("acquire")
+        .expect("granted");
+    // Poll until the TTL has run out (stores may round to their own clock).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let second = loop {
+        if let Some(l) = store
+            .acquire_refresh_lease(&id, std::time::Duration::from_secs(30))
+            .await
+            .expect("acquire after ttl")
+        {
+            break l;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "an expired lease must become available"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_ne!(first, second);
+    // The old holder lost it: it can neither renew nor release the new lease.
+    assert!(
+        !store
+            .renew_refresh_lease(&id, &first, short)
+            .await
+            .expect("renew lost")
+    );
+    store
+        .release_refresh_lease(&id, &first)
+        .await
+        .expect("release lost");
+    assert!(
+        store
+            .acquire_refresh_lease(&id, short)
+            .await
+            .expect("still held by second")
+            .is_none()
+    );
+}
+
+/// Back-channel logout replay protection: a `jti` is accepted once while
+/// live, again only after its lifetime; `gc` drops dead ones.
+pub async fn remember_jti_refuses_replay_until_expiry(store: Arc<dyn SessionStore>) {
+    let now = now();
+    let jti = unique("jti");
+    let other = unique("jti");
+    let remember = |jti: String, expires_at: UnixTime, at: UnixTime| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .remember_jti(&jti, expires_at, at)
+                .await
+                .expect("remember_jti")
+        }
+    };
+    assert!(remember(jti.clone(), now + 300, now).await, "first use");
+    assert!(!remember(jti.clone(), now + 300, now + 10).await, "replay");
+    assert!(remember(other.clone(), now + 300, now).await, "other jti");
+    // After its lifetime the token is refused for age, so the jti may be reused.
+    assert!(
+        remember(jti.clone(), now + 900, now + 301).await,
+        "after expiry"
+    );
+    assert!(!remember(jti, now + 900, now + 302).await, "live again");
+    store.gc(now + 1000).await.expect("gc");
+    assert!(remember(other, now + 1300, now + 1000).await, "after gc");
 }

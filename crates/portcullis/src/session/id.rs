@@ -80,9 +80,12 @@ impl SessionHash {
 /// Lowercase hex SHA-256.
 pub fn hex_sha256(data: &[u8]) -> String {
     let digest = Sha256::digest(data);
+    // Runs on every request (session lookup): no formatter, no per-byte allocation.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(64);
     for b in digest {
-        out.push_str(&format!("{b:02x}"));
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
     }
     out
 }
@@ -100,6 +103,18 @@ mod tests {
         assert_eq!(a.hash().as_str().len(), 64);
         assert_ne!(a.hash().as_str(), a.as_cookie_value());
         assert!(!format!("{a:?}").contains(a.as_cookie_value()));
+    }
+
+    #[test]
+    fn hex_sha256_matches_known_vectors() {
+        assert_eq!(
+            hex_sha256(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            hex_sha256(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
     }
 
     #[test]

@@ -8,7 +8,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockW
 
 use async_trait::async_trait;
 
-use super::{LoginState, SessionHash, SessionRecord, SessionStore, StoreError};
+use super::{
+    LoginState, RefreshLease, SessionHash, SessionRecord, SessionStore, StoreError, random_token,
+};
 use crate::time::UnixTime;
 
 /// Sessions keyed by hash, with `sub` and `sid` indexes so logout does not
@@ -70,6 +72,11 @@ pub struct MemoryStore {
     sessions: RwLock<Sessions>,
     // Logins are separate so the login flow never contends with session reads.
     logins: Mutex<HashMap<String, LoginState>>,
+    // Refresh leases: holder token and deadline per session. Monotonic time:
+    // a lease only has to be exclusive within this process.
+    leases: Mutex<HashMap<SessionHash, (String, std::time::Instant)>>,
+    // `jti`s of accepted back-channel logout tokens (replay protection).
+    jtis: super::jti::JtiCache,
 }
 
 impl MemoryStore {
@@ -92,6 +99,10 @@ impl MemoryStore {
 
     fn logins(&self) -> MutexGuard<'_, HashMap<String, LoginState>> {
         self.logins.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn leases(&self) -> MutexGuard<'_, HashMap<SessionHash, (String, std::time::Instant)>> {
+        self.leases.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -186,10 +197,91 @@ impl SessionStore for MemoryStore {
             sessions.remove_all(Some(expired))
         };
         self.logins().retain(|_, login| login.expires_at > now);
+        self.jtis.gc(now);
         Ok(removed)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn remember_jti(
+        &self,
+        jti: &str,
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        Ok(self.jtis.remember(jti, expires_at, now))
+    }
+
+    async fn count(&self) -> Result<Option<u64>, StoreError> {
+        Ok(Some(self.read().records.len() as u64))
+    }
+
+    async fn save_if_version(
+        &self,
+        record: &SessionRecord,
+        expected_version: u64,
+    ) -> Result<bool, StoreError> {
+        // Compare and insert under one write guard: atomic.
+        let mut sessions = self.write();
+        match sessions.records.get(&record.id) {
+            Some(current) if current.version == expected_version => {
+                // `touch` may have moved activity on since `record` was read.
+                let mut record = record.clone();
+                record.last_seen_at = record.last_seen_at.max(current.last_seen_at);
+                record.idle_expires_at = record.idle_expires_at.max(current.idle_expires_at);
+                sessions.insert(record);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn acquire_refresh_lease(
+        &self,
+        id: &SessionHash,
+        ttl: std::time::Duration,
+    ) -> Result<Option<RefreshLease>, StoreError> {
+        let now = std::time::Instant::now();
+        let mut leases = self.leases();
+        if leases.get(id).is_some_and(|(_, until)| *until > now) {
+            return Ok(None);
+        }
+        if leases.len() > 1024 {
+            leases.retain(|_, (_, until)| *until > now);
+        }
+        let token = random_token(16);
+        leases.insert(id.clone(), (token.clone(), now + ttl));
+        Ok(Some(RefreshLease(token)))
+    }
+
+    async fn renew_refresh_lease(
+        &self,
+        id: &SessionHash,
+        lease: &RefreshLease,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let now = std::time::Instant::now();
+        Ok(match self.leases().get_mut(id) {
+            // Expired but not taken by anyone else is still ours.
+            Some((token, until)) if *token == lease.0 => {
+                *until = now + ttl;
+                true
+            }
+            _ => false,
+        })
+    }
+
+    async fn release_refresh_lease(
+        &self,
+        id: &SessionHash,
+        lease: &RefreshLease,
+    ) -> Result<(), StoreError> {
+        let mut leases = self.leases();
+        if leases.get(id).is_some_and(|(token, _)| *token == lease.0) {
+            leases.remove(id);
+        }
         Ok(())
     }
 }

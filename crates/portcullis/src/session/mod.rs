@@ -2,12 +2,19 @@
 //! [`SessionStore`] trait every backend implements.
 //!
 //! The browser holds a 256-bit random [`SessionId`]; stores only ever see its
-//! SHA-256, the [`SessionHash`]. Backends: `memory.rs`, `sqlite.rs`.
+//! SHA-256, the [`SessionHash`]. Backends: `memory.rs`, `sqlite.rs`,
+//! `redis.rs`, `postgres.rs`; `seal.rs` encrypts payloads at rest and
+//! `cache.rs` puts a local cache in front of the remote ones.
 
+pub mod cache;
 #[cfg(any(test, feature = "test-support"))]
 pub mod contract;
 mod id;
+mod jti;
 mod memory;
+pub mod postgres;
+pub mod redis;
+pub mod seal;
 mod sqlite;
 
 use std::sync::Arc;
@@ -20,6 +27,9 @@ use crate::time::UnixTime;
 pub use id::{SessionHash, SessionId, hex_sha256, random_key_base64, random_token};
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
+pub use store_options::{StoreOptions, open_store_with};
+
+pub mod store_options;
 
 /// Errors a store reports. Every one maps to 503 `store_unavailable`.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +179,31 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Cheap reachability check for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Remember the `jti` of an accepted back-channel logout token until
+    /// `expires_at`. Returns `true` the first time, `false` when it was seen
+    /// before and is still live at `now` (a replay: refuse the token).
+    ///
+    /// The default remembers in this process only (shared by every store in
+    /// it); stores used by several replicas must override it with an atomic
+    /// insert-if-absent so a replay is refused everywhere.
+    async fn remember_jti(
+        &self,
+        jti: &str,
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        static PROCESS_JTIS: std::sync::LazyLock<jti::JtiCache> =
+            std::sync::LazyLock::new(Default::default);
+        Ok(PROCESS_JTIS.remember(jti, expires_at, now))
+    }
+
+    /// How many sessions are stored (expired but not yet collected included),
+    /// for the `portcullis_sessions_active` gauge; `None` when the backend
+    /// cannot count cheaply.
+    async fn count(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+
     /// Save `record` only if the stored record's version is still
     /// `expected_version` (compare-and-swap, the fencing check for token
     /// refresh). Returns `false` on a version conflict or a missing record.
@@ -231,16 +266,13 @@ pub trait SessionStore: Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshLease(pub String);
 
-/// Open the store a `session.store` URL names: `memory` or `sqlite://PATH`
-/// (`sqlite::memory:` for an in-memory SQLite). Runs migrations for SQL stores.
+/// Open the store a `session.store` URL names (`memory`, `sqlite://PATH`,
+/// `sqlite::memory:`, `redis://`, `rediss://`, `redis+sentinel://`,
+/// `postgres://`) with default [`StoreOptions`]: payloads NOT sealed, local
+/// cache on for remote stores. Runs migrations for SQL stores. The gateway
+/// uses [`open_store_with`] and [`StoreOptions::from_config`].
 pub async fn open_store(url: &str) -> Result<Arc<dyn SessionStore>, StoreError> {
-    if url == "memory" {
-        return Ok(Arc::new(MemoryStore::new()));
-    }
-    if url.starts_with("sqlite:") {
-        return Ok(Arc::new(SqliteStore::connect(url).await?));
-    }
-    Err(StoreError::BadUrl(redact_url(url)))
+    open_store_with(url, &StoreOptions::default()).await
 }
 
 /// Drop credentials from a store URL before it is shown anywhere.

@@ -13,7 +13,11 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
-use super::{LoginState, SessionHash, SessionRecord, SessionStore, StoreError, redact_url};
+use super::seal::{Keyring, PayloadCodec};
+use super::{
+    LoginState, RefreshLease, SessionHash, SessionRecord, SessionStore, StoreError, random_token,
+    redact_url,
+};
 use crate::time::UnixTime;
 
 /// How long a statement waits for another connection's write lock before failing.
@@ -30,6 +34,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Seals payloads when the store has a keyring (see [`SqliteStore::with_keyring`]).
+    codec: PayloadCodec,
 }
 
 impl SqliteStore {
@@ -77,7 +83,10 @@ impl SqliteStore {
             .map_err(|e| {
                 StoreError::Unavailable(format!("cannot open {}: {e}", redact_url(url)))
             })?;
-        let store = Self { pool };
+        let store = Self {
+            pool,
+            codec: PayloadCodec::plain(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -90,14 +99,25 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unavailable(format!("sqlite migration failed: {e}")))
     }
 
+    /// Seal every payload written from now on with `keyring`, and open
+    /// stored ones with it (encryption at rest).
+    pub fn with_keyring(mut self, keyring: std::sync::Arc<Keyring>) -> Self {
+        self.codec = PayloadCodec::sealed(keyring);
+        self
+    }
+
     /// The connection pool, for admin queries and tests.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
 }
 
-/// Decode a `payload` column into a record, checking it belongs to the row.
-fn record_from_row(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
+/// Decode a `payload` column into a record, checking it belongs to the row;
+/// `None` when a sealed payload does not open (treated as no session).
+fn record_from_row(
+    codec: &PayloadCodec,
+    row: &SqliteRow,
+) -> Result<Option<SessionRecord>, StoreError> {
     let id: String = row
         .try_get("id")
         .map_err(|e| StoreError::Corrupt(format!("session row id: {e}")))?;
@@ -105,8 +125,9 @@ fn record_from_row(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
     let payload: Vec<u8> = row
         .try_get("payload")
         .map_err(|e| StoreError::Corrupt(format!("session {label}: payload column: {e}")))?;
-    let mut record: SessionRecord = serde_json::from_slice(&payload)
-        .map_err(|e| StoreError::Corrupt(format!("session {label}: {}", json_error(&e))))?;
+    let Some(mut record) = codec.decode_session(&id, &payload)? else {
+        return Ok(None);
+    };
     // `touch` updates these columns alone; they are newer than the payload's copies.
     record.last_seen_at = row
         .try_get("last_seen_at")
@@ -114,40 +135,21 @@ fn record_from_row(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
     record.idle_expires_at = row
         .try_get("idle_expires_at")
         .map_err(|e| StoreError::Corrupt(format!("session {label}: idle_expires_at: {e}")))?;
-    // A payload copied onto another row must not let one cookie load someone
-    // else's session.
-    if record.id.as_str() != id {
-        return Err(StoreError::Corrupt(format!(
-            "session {label}: payload belongs to another session"
-        )));
-    }
-    Ok(record)
+    Ok(Some(record))
 }
 
-fn login_from_payload(key: &str, payload: &[u8]) -> Result<LoginState, StoreError> {
-    serde_json::from_slice(payload)
-        .map_err(|e| StoreError::Corrupt(format!("login {}: {}", short(key), json_error(&e))))
-}
-
-/// Describe a serde_json error by kind and position only: its message can quote
-/// the offending value, which may be a token.
-fn json_error(e: &serde_json::Error) -> String {
-    format!(
-        "undecodable payload ({:?} error at line {} column {})",
-        e.classify(),
-        e.line(),
-        e.column()
-    )
+fn login_from_payload(
+    codec: &PayloadCodec,
+    key: &str,
+    payload: &[u8],
+) -> Result<Option<LoginState>, StoreError> {
+    codec.decode_login(key, payload)
 }
 
 /// First 8 chars of a key for messages; keys read back from the database may
 /// be any length, so never slice blindly.
 fn short(key: &str) -> &str {
     key.get(..8).unwrap_or(key)
-}
-
-fn to_payload<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(format!("cannot serialize: {e}")))
 }
 
 #[async_trait]
@@ -159,11 +161,14 @@ impl SessionStore for SqliteStore {
         .bind(id.as_str())
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(record_from_row).transpose()
+        match row {
+            Some(row) => record_from_row(&self.codec, &row),
+            None => Ok(None),
+        }
     }
 
     async fn save(&self, record: &SessionRecord) -> Result<(), StoreError> {
-        let payload = to_payload(record)?;
+        let payload = self.codec.encode_session(record)?;
         // The column is for operators only; the payload keeps the exact u64.
         let version = i64::try_from(record.version).unwrap_or(i64::MAX);
         sqlx::query(
@@ -243,11 +248,15 @@ impl SessionStore for SqliteStore {
                 .bind(sub)
                 .fetch_all(&self.pool)
                 .await?;
-        rows.iter().map(record_from_row).collect()
+        let mut records = Vec::with_capacity(rows.len());
+        for row in &rows {
+            records.extend(record_from_row(&self.codec, row)?);
+        }
+        Ok(records)
     }
 
     async fn put_login(&self, key: &str, state: &LoginState) -> Result<(), StoreError> {
-        let payload = to_payload(state)?;
+        let payload = self.codec.encode_login(key, state)?;
         sqlx::query(
             "INSERT INTO login_states (key, payload, expires_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (key) DO UPDATE SET
@@ -276,7 +285,10 @@ impl SessionStore for SqliteStore {
                     }
                     other => other.into(),
                 })?;
-        payload.map(|p| login_from_payload(key, &p)).transpose()
+        match payload {
+            Some(p) => login_from_payload(&self.codec, key, &p),
+            None => Ok(None),
+        }
     }
 
     async fn gc(&self, now: UnixTime) -> Result<u64, StoreError> {
@@ -290,6 +302,10 @@ impl SessionStore for SqliteStore {
             .bind(now)
             .execute(&self.pool)
             .await?;
+        sqlx::query("DELETE FROM logout_jtis WHERE expires_at <= ?1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
         Ok(sessions.rows_affected())
     }
 
@@ -297,6 +313,134 @@ impl SessionStore for SqliteStore {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+
+    async fn remember_jti(
+        &self,
+        jti: &str,
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        // One statement: insert, or take over a row whose lifetime is over.
+        // Zero rows affected means a live row exists: a replay.
+        let done = sqlx::query(
+            "INSERT INTO logout_jtis (jti, expires_at) VALUES (?1, ?2)
+             ON CONFLICT (jti) DO UPDATE SET expires_at = excluded.expires_at
+             WHERE logout_jtis.expires_at <= ?3",
+        )
+        .bind(jti)
+        .bind(expires_at)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn count(&self) -> Result<Option<u64>, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Some(n.max(0) as u64))
+    }
+
+    async fn save_if_version(
+        &self,
+        record: &SessionRecord,
+        expected_version: u64,
+    ) -> Result<bool, StoreError> {
+        // Same payload encoding as `save`.
+        let payload = self.codec.encode_session(record)?;
+        let version = i64::try_from(record.version).unwrap_or(i64::MAX);
+        let expected = i64::try_from(expected_version).unwrap_or(i64::MAX);
+        // One conditional UPDATE: the version check and the write are atomic.
+        // Activity columns only move forward, so a concurrent `touch` survives.
+        let done = sqlx::query(
+            "UPDATE sessions SET
+                 sub = ?2, sid = ?3, payload = ?4, expires_at = ?5, version = ?6,
+                 idle_expires_at = max(idle_expires_at, ?7),
+                 last_seen_at = max(last_seen_at, ?8),
+                 updated_at = unixepoch()
+             WHERE id = ?1 AND version = ?9",
+        )
+        .bind(record.id.as_str())
+        .bind(&record.sub)
+        .bind(record.sid.as_deref())
+        .bind(payload)
+        .bind(record.expires_at)
+        .bind(version)
+        .bind(record.idle_expires_at)
+        .bind(record.last_seen_at)
+        .bind(expected)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn acquire_refresh_lease(
+        &self,
+        id: &SessionHash,
+        ttl: Duration,
+    ) -> Result<Option<RefreshLease>, StoreError> {
+        let now = unix_millis();
+        let token = random_token(16);
+        // Insert, or take over an expired lease; a live one leaves the row
+        // untouched and zero rows affected.
+        let done = sqlx::query(
+            "INSERT INTO refresh_leases (id, token, expires_at_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE SET
+                 token = excluded.token,
+                 expires_at_ms = excluded.expires_at_ms
+             WHERE refresh_leases.expires_at_ms <= ?4",
+        )
+        .bind(id.as_str())
+        .bind(&token)
+        .bind(now.saturating_add(millis(ttl)))
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok((done.rows_affected() > 0).then_some(RefreshLease(token)))
+    }
+
+    async fn renew_refresh_lease(
+        &self,
+        id: &SessionHash,
+        lease: &RefreshLease,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE refresh_leases SET expires_at_ms = ?3 WHERE id = ?1 AND token = ?2",
+        )
+        .bind(id.as_str())
+        .bind(&lease.0)
+        .bind(unix_millis().saturating_add(millis(ttl)))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn release_refresh_lease(
+        &self,
+        id: &SessionHash,
+        lease: &RefreshLease,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM refresh_leases WHERE id = ?1 AND token = ?2")
+            .bind(id.as_str())
+            .bind(&lease.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Wall-clock unix milliseconds: leases are shared by every process on the database.
+fn unix_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(millis)
+        .unwrap_or(0)
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

@@ -103,6 +103,13 @@ impl EcKey {
     pub fn sign(&self, kid: Option<&str>, claims: &Value) -> String {
         let mut header = Header::new(Algorithm::ES256);
         header.kid = kid.map(str::to_string);
+        self.sign_with_header(header, claims)
+    }
+
+    /// A compact ES256 JWS over `claims` with a header the test built
+    /// (e.g. another `typ`); `alg` is forced to ES256.
+    pub fn sign_with_header(&self, mut header: Header, claims: &Value) -> String {
+        header.alg = Algorithm::ES256;
         jsonwebtoken::encode(&header, claims, &EncodingKey::from_ec_der(&self.pkcs8))
             .expect("ES256 signing")
     }

@@ -83,6 +83,11 @@ impl Validator<'_> {
             false,
         );
         let userinfo = self.bool_or("oidc.userinfo", raw.userinfo, true);
+        let backchannel_all_sessions = self.bool_or(
+            "oidc.backchannel_all_sessions",
+            raw.backchannel_all_sessions,
+            false,
+        );
         Some(OidcConfig {
             issuer: issuer?,
             client_id: client_id?,
@@ -95,6 +100,7 @@ impl Validator<'_> {
             http_timeout: http_timeout?,
             clock_skew: clock_skew?,
             userinfo: userinfo?,
+            backchannel_all_sessions: backchannel_all_sessions?,
         })
     }
 

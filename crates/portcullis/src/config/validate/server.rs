@@ -6,9 +6,9 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use url::Url;
 
-use super::{Validator, session::is_cookie_name};
+use super::{Reported, Validator, session::is_cookie_name};
 use crate::config::{
-    AdminConfig, CorsConfig, CsrfConfig, Profile, ServerConfig,
+    AdminConfig, CorsConfig, CsrfConfig, Profile, Secret, ServerConfig,
     load::{RawAdmin, RawCors, RawCsrf, RawServer},
 };
 
@@ -51,12 +51,58 @@ impl Validator<'_> {
             .string_or("server.auth_prefix", raw.auth_prefix, "/auth")
             .and_then(|p| self.auth_prefix("server.auth_prefix", p));
         self.auth_prefix = auth_prefix.clone();
+        let csp = self
+            .string_or("server.csp", raw.csp, crate::http::DEFAULT_CSP)
+            .and_then(|csp| {
+                if csp.trim().is_empty() {
+                    self.reject("server.csp", "must not be empty")
+                } else if http::HeaderValue::from_str(&csp).is_err() {
+                    self.reject("server.csp", "must be a valid header value (one line)")
+                } else {
+                    Some(csp)
+                }
+            });
+        let drain_timeout = self.duration_or(
+            "server.drain_timeout",
+            raw.drain_timeout,
+            std::time::Duration::from_secs(30),
+            false,
+        );
+        let log_level = self
+            .string_or("server.log_level", raw.log_level, "info")
+            .and_then(|l| {
+                if l.trim().is_empty() {
+                    self.reject("server.log_level", "must not be empty (e.g. \"info\")")
+                } else {
+                    Some(l)
+                }
+            });
+        let default_format = match profile {
+            Some(Profile::Dev) => "text",
+            _ => "json",
+        };
+        let log_format = self
+            .string_or("server.log_format", raw.log_format, default_format)
+            .and_then(|f| match f.as_str() {
+                "json" => Some(crate::config::LogFormat::Json),
+                "text" => Some(crate::config::LogFormat::Text),
+                _ => self.reject(
+                    "server.log_format",
+                    format!("expected \"json\" or \"text\", found \"{f}\""),
+                ),
+            });
+        let log_user = self.bool_or("server.log_user", raw.log_user, false);
         Some(ServerConfig {
+            log_user: log_user?,
+            drain_timeout: drain_timeout?,
+            log_level: log_level?,
+            log_format: log_format?,
             listen: listen?,
             public_url: public_url?,
             profile: profile?,
             trusted_proxies: trusted_proxies?,
             auth_prefix: auth_prefix?,
+            csp: csp?,
         })
     }
 
@@ -99,7 +145,45 @@ impl Validator<'_> {
                 "" => Some(None),
                 _ => self.socket_addr("admin.listen", &s).map(Some),
             });
-        Some(AdminConfig { listen: listen? })
+        let token = self.admin_token(raw.token, raw.token_file);
+        Some(AdminConfig {
+            listen: listen?,
+            token: token?,
+        })
+    }
+
+    /// `admin.token` / `admin.token_file`: optional, but when set long enough
+    /// that guessing it is hopeless.
+    fn admin_token(
+        &mut self,
+        inline: Option<toml::Value>,
+        file: Option<toml::Value>,
+    ) -> Option<Option<Secret>> {
+        const KEY: &str = "admin.token";
+        const FILE_KEY: &str = "admin.token_file";
+        const MIN_LEN: usize = 16;
+        let (key, token) = match (self.string(KEY, inline), self.string(FILE_KEY, file)) {
+            (Err(Reported), _) | (_, Err(Reported)) => return None,
+            (Ok(Some(_)), Ok(Some(_))) => {
+                return self.reject(KEY, "set only one of token and token_file");
+            }
+            (Ok(None), Ok(None)) => return Some(None),
+            (Ok(Some(token)), Ok(None)) => (KEY, token),
+            (Ok(None), Ok(Some(path))) => (
+                FILE_KEY,
+                self.read_file(FILE_KEY, &path)?.trim().to_string(),
+            ),
+        };
+        if token.chars().count() < MIN_LEN {
+            return self.reject(
+                key,
+                format!("must be at least {MIN_LEN} characters (e.g. from `portcullis keygen`)"),
+            );
+        }
+        if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return self.reject(key, "must not contain whitespace or control characters");
+        }
+        Some(Some(Secret::new(token)))
     }
 
     pub(super) fn csrf(
@@ -142,8 +226,53 @@ impl Validator<'_> {
             .and_then(|list| {
                 self.each("cors.allowed_origins", list, |v, key, s| v.origin(key, &s))
             });
+        let allowed_methods = self
+            .strings_or(
+                "cors.allowed_methods",
+                raw.allowed_methods,
+                &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+            )
+            .and_then(|list| {
+                self.each(
+                    "cors.allowed_methods",
+                    list,
+                    |v, key, s| match http::Method::from_bytes(s.to_ascii_uppercase().as_bytes()) {
+                        Ok(m) => Some(m),
+                        Err(_) => v.reject(key, format!("\"{s}\" is not an HTTP method")),
+                    },
+                )
+            });
+        let allowed_headers = self
+            .strings_or(
+                "cors.allowed_headers",
+                raw.allowed_headers,
+                &["Content-Type"],
+            )
+            .and_then(|list| {
+                self.each("cors.allowed_headers", list, |v, key, s| {
+                    if s == "*" {
+                        v.reject(
+                            key,
+                            "wildcards are not allowed with credentials: list the headers",
+                        )
+                    } else if http::HeaderName::from_bytes(s.as_bytes()).is_err() {
+                        v.reject(key, format!("\"{s}\" is not a valid header name"))
+                    } else {
+                        Some(s)
+                    }
+                })
+            });
+        let max_age = self.duration_or(
+            "cors.max_age",
+            raw.max_age,
+            std::time::Duration::from_secs(600),
+            false,
+        );
         Some(CorsConfig {
             allowed_origins: allowed_origins?,
+            allowed_methods: allowed_methods?,
+            allowed_headers: allowed_headers?,
+            max_age: max_age?,
         })
     }
 
@@ -346,5 +475,63 @@ mod tests {
                 "cors.allowed_origins[0]",
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod admin_token_tests {
+    use std::io::Write;
+
+    use crate::config::load::tests::{expect_issue, prod, prod_with};
+
+    #[test]
+    fn admin_token_is_optional_and_read_inline_or_from_a_file() {
+        assert!(prod().admin.token.is_none());
+        let c = prod_with(&[("admin.token", "\"0123456789abcdef-admin\"")]).unwrap();
+        assert_eq!(
+            c.admin.token.as_ref().map(|t| t.expose()),
+            Some("0123456789abcdef-admin")
+        );
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "  from-a-file-0123456789  ").unwrap();
+        let path = format!("{:?}", file.path().display().to_string());
+        let c = prod_with(&[("admin.token_file", &path)]).unwrap();
+        assert_eq!(
+            c.admin.token.as_ref().map(|t| t.expose()),
+            Some("from-a-file-0123456789")
+        );
+        assert!(!format!("{:?}", c.admin).contains("from-a-file"));
+    }
+
+    #[test]
+    fn admin_token_must_be_long_and_single() {
+        let message = expect_issue(prod_with(&[("admin.token", "\"short\"")]), "admin.token");
+        assert!(message.contains("at least 16"), "{message}");
+        expect_issue(
+            prod_with(&[("admin.token", "\"has a space in it 0123\"")]),
+            "admin.token",
+        );
+        expect_issue(
+            prod_with(&[
+                ("admin.token", "\"0123456789abcdef-admin\""),
+                ("admin.token_file", "\"/etc/portcullis/admin-token\""),
+            ]),
+            "admin.token",
+        );
+        expect_issue(
+            prod_with(&[("admin.token_file", "\"/nonexistent/admin-token\"")]),
+            "admin.token_file",
+        );
+    }
+
+    #[test]
+    fn backchannel_all_sessions_defaults_to_false() {
+        assert!(!prod().oidc.backchannel_all_sessions);
+        let c = prod_with(&[("oidc.backchannel_all_sessions", "true")]).unwrap();
+        assert!(c.oidc.backchannel_all_sessions);
+        expect_issue(
+            prod_with(&[("oidc.backchannel_all_sessions", "\"yes\"")]),
+            "oidc.backchannel_all_sessions",
+        );
     }
 }

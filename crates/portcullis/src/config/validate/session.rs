@@ -56,6 +56,33 @@ impl Validator<'_> {
             }
         }
         let encryption_keys = self.encryption_keys(raw.encryption_keys, raw.encryption_keys_file);
+        if let (Some(store), Some(keys), Some(Profile::Prod)) =
+            (&store, &encryption_keys, self.profile)
+        {
+            if keys.is_empty() && crate::session::store_options::is_persistent(store) {
+                self.issue(
+                    "session.encryption_keys",
+                    "required with a persistent session store in the prod profile \
+                     (records are encrypted at rest; generate a key with `portcullis keygen`)",
+                );
+            }
+        }
+        let key_prefix = self.string_or("session.key_prefix", raw.key_prefix, "portcullis:");
+        let store_timeout = self.duration_or(
+            "session.store_timeout",
+            raw.store_timeout,
+            Duration::from_secs(2),
+            true,
+        );
+        let cache = self.bool_or("session.cache", raw.cache, true);
+        let cache_ttl = self.duration_or(
+            "session.cache_ttl",
+            raw.cache_ttl,
+            Duration::from_secs(2),
+            true,
+        );
+        let cache_size = self.count_or("session.cache_size", raw.cache_size, 10_000);
+        let migrate = self.bool_or("session.migrate", raw.migrate, true);
         Some(SessionConfig {
             store: store?,
             cookie_name: cookie_name?,
@@ -63,7 +90,22 @@ impl Validator<'_> {
             absolute_timeout: absolute_timeout?,
             refresh_before: refresh_before?,
             encryption_keys: encryption_keys?,
+            key_prefix: key_prefix?,
+            store_timeout: store_timeout?,
+            cache: cache?,
+            cache_ttl: cache_ttl?,
+            cache_size: cache_size?,
+            migrate: migrate?,
         })
+    }
+
+    /// A positive integer.
+    fn count_or(&mut self, key: &str, value: Option<Value>, default: usize) -> Option<usize> {
+        match value {
+            None => Some(default),
+            Some(Value::Integer(n)) if n > 0 => usize::try_from(n).ok(),
+            Some(_) => self.reject(key, "expected a positive integer"),
+        }
     }
 
     fn session_cookie_name(&mut self, key: &str, name: String) -> Option<String> {
@@ -280,10 +322,52 @@ mod tests {
         .unwrap();
         assert_eq!(c.session.encryption_keys[0].expose(), url_safe);
         assert_eq!(c.session.encryption_keys.len(), 2);
-        // No key at all is accepted until records are sealed at rest.
+        // No key: refused in prod for a persistent store, fine for memory and in dev.
         let text = PROD.replace(&format!("encryption_keys = [\"{KEY}\"]\n"), "");
-        let c = Config::from_toml_str(&text, Vec::new()).expect("keys are optional");
+        expect_issue(
+            Config::from_toml_str(&text, Vec::new()),
+            "session.encryption_keys",
+        );
+        let memory = text.replace("[session]\n", "[session]\nstore = \"memory\"\n");
+        let c = Config::from_toml_str(&memory, Vec::new()).expect("memory needs no key");
         assert!(c.session.encryption_keys.is_empty());
+        let dev = crate::config::load::tests::DEV
+            .replace(&format!("encryption_keys = [\"{KEY}\"]\n"), "");
+        let c = Config::from_toml_str(&dev, Vec::new()).expect("dev generates a key");
+        assert!(c.session.encryption_keys.is_empty());
+    }
+
+    #[test]
+    fn store_tuning_keys_have_defaults_and_are_checked() {
+        let c = prod_with(&[]).unwrap();
+        assert_eq!(c.session.key_prefix, "portcullis:");
+        assert_eq!(c.session.store_timeout, Duration::from_secs(2));
+        assert!(c.session.cache && c.session.migrate);
+        assert_eq!(c.session.cache_ttl, Duration::from_secs(2));
+        assert_eq!(c.session.cache_size, 10_000);
+        let c = prod_with(&[
+            ("session.key_prefix", "\"app1:\""),
+            ("session.store_timeout", "\"750ms\""),
+            ("session.cache", "false"),
+            ("session.cache_ttl", "\"5s\""),
+            ("session.cache_size", "42"),
+            ("session.migrate", "false"),
+        ])
+        .unwrap();
+        assert_eq!(c.session.key_prefix, "app1:");
+        assert_eq!(c.session.store_timeout, Duration::from_millis(750));
+        assert!(!c.session.cache && !c.session.migrate);
+        assert_eq!(c.session.cache_ttl, Duration::from_secs(5));
+        assert_eq!(c.session.cache_size, 42);
+        expect_issue(
+            prod_with(&[("session.cache_size", "0")]),
+            "session.cache_size",
+        );
+        expect_issue(prod_with(&[("session.cache", "\"yes\"")]), "session.cache");
+        expect_issue(
+            prod_with(&[("session.store_timeout", "\"0s\"")]),
+            "session.store_timeout",
+        );
     }
 
     #[test]

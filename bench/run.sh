@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# Throughput and latency of portcullis against a direct upstream and nginx.
+#
+#   bench/run.sh            # 10 s per row, 2 wrk threads, 32 connections
+#   DURATION=30s CONNECTIONS=64 bench/run.sh
+#
+# Builds the release examples `bench_upstream` (fixed 1 KiB JSON) and
+# `bench_gateway` (portcullis with one authenticated session put straight into
+# the store), installs wrk and nginx from Debian if missing, and prints one
+# row per target: requests/s, p50, p99 and throughput relative to nginx.
+# Not a test: numbers depend on the machine (and on anything else running).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10s}
+THREADS=${THREADS:-2}
+CONNECTIONS=${CONNECTIONS:-32}
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need wrk || ! need nginx; then
+    apt-get update -qq && apt-get install -y -qq wrk nginx >/dev/null
+fi
+
+cargo build --release -p portcullis --example bench_upstream --example bench_gateway
+BIN=target/release/examples
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+wait_port() {
+    for _ in $(seq 1 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "nothing listening on $1" >&2
+    return 1
+}
+
+UP=$(free_port)
+"$BIN/bench_upstream" "127.0.0.1:$UP" >"$WORK/upstream.log" 2>&1 &
+PIDS+=($!)
+wait_port "$UP"
+
+# nginx: plain proxy_pass with upstream keep-alive, the usual production setup.
+NGX=$(free_port)
+mkdir -p "$WORK/nginx"
+cat >"$WORK/nginx/nginx.conf" <<NGINX
+worker_processes 2;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+daemon off;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx;
+    proxy_temp_path $WORK/nginx;
+    fastcgi_temp_path $WORK/nginx;
+    uwsgi_temp_path $WORK/nginx;
+    scgi_temp_path $WORK/nginx;
+    upstream app { server 127.0.0.1:$UP; keepalive 64; }
+    server {
+        listen 127.0.0.1:$NGX;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$remote_addr;
+        }
+    }
+}
+NGINX
+nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
+PIDS+=($!)
+wait_port "$NGX"
+
+start_gateway() { # store -> sets GW_PORT and GW_COOKIE
+    GW_PORT=$(free_port)
+    "$BIN/bench_gateway" "127.0.0.1:$GW_PORT" "http://127.0.0.1:$UP" "$1" >"$WORK/gw-$GW_PORT.log" 2>&1 &
+    PIDS+=($!)
+    wait_port "$GW_PORT"
+    GW_COOKIE=$(sed -n 's/^COOKIE=//p' "$WORK/gw-$GW_PORT.log" | head -1)
+}
+
+# wrk output -> "req/s p50_ms p99_ms"
+measure() { # url [cookie]
+    local out
+    if [ -n "${2:-}" ]; then
+        out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -H "Cookie: $2" "$1")
+    else
+        out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$1")
+    fi
+    if echo "$out" | grep -q "Non-2xx"; then
+        echo "non-2xx answers from $1:" >&2
+        echo "$out" >&2
+        exit 1
+    fi
+    local rps p50 p99
+    rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+    p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+    p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+    echo "$rps $(to_ms "$p50") $(to_ms "$p99")"
+}
+to_ms() { # wrk latency like 412.00us / 1.20ms / 1.01s -> ms
+    awk -v v="$1" 'BEGIN {
+        if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+        else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+        else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
+        else print v }'
+}
+
+declare -A RESULT
+RESULT[direct]=$(measure "http://127.0.0.1:$UP/api/items")
+RESULT[nginx]=$(measure "http://127.0.0.1:$NGX/api/items")
+start_gateway memory
+RESULT[memory]=$(measure "http://127.0.0.1:$GW_PORT/api/items" "$GW_COOKIE")
+start_gateway "sqlite://$WORK/sessions.db"
+RESULT[sqlite]=$(measure "http://127.0.0.1:$GW_PORT/api/items" "$GW_COOKIE")
+
+# Remote stores (records sealed, as in production), with and without the local cache.
+REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
+DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
+PG_SCHEMA=pcbench_$$
+psql "$DATABASE_URL" -qc "CREATE SCHEMA IF NOT EXISTS $PG_SCHEMA" >/dev/null
+PG_STORE="$DATABASE_URL?options[search_path]=$PG_SCHEMA"
+ROWS=(direct nginx memory sqlite)
+if [ -z "${SKIP_REMOTE:-}" ]; then
+    start_gateway "$REDIS_URL"
+    RESULT[redis_cache]=$(measure "http://127.0.0.1:$GW_PORT/api/items" "$GW_COOKIE")
+    BENCH_CACHE=0 start_gateway "$REDIS_URL"
+    RESULT[redis]=$(measure "http://127.0.0.1:$GW_PORT/api/items" "$GW_COOKIE")
+    start_gateway "$PG_STORE"
+    RESULT[postgres_cache]=$(measure "http://127.0.0.1:$GW_PORT/api/items" "$GW_COOKIE")
+    BENCH_CACHE=0 start_gateway "$PG_STORE"
+    RESULT[postgres]=$(measure "http://127.0.0.1:$GW_PORT/api/items" "$GW_COOKIE")
+    # Two replicas sharing Redis (with cache), half the connections each, at once.
+    start_gateway "$REDIS_URL"; R1=$GW_PORT; C1=$GW_COOKIE
+    start_gateway "$REDIS_URL"; R2=$GW_PORT; C2=$GW_COOKIE
+    HALF=$((CONNECTIONS / 2))
+    CONNECTIONS=$HALF measure "http://127.0.0.1:$R1/api/items" "$C1" >"$WORK/r1" &
+    W1=$!
+    CONNECTIONS=$HALF measure "http://127.0.0.1:$R2/api/items" "$C2" >"$WORK/r2"
+    wait "$W1"
+    RESULT[replicas]=$(cat "$WORK/r1" "$WORK/r2" | awk '{rps += $1; if ($2 > p50) p50 = $2; if ($3 > p99) p99 = $3}
+        END {printf "%.2f %.3f %.3f", rps, p50, p99}')
+    ROWS+=(redis_cache redis postgres_cache postgres replicas)
+fi
+psql "$DATABASE_URL" -qc "DROP SCHEMA IF EXISTS $PG_SCHEMA CASCADE" >/dev/null
+
+NGINX_RPS=$(echo "${RESULT[nginx]}" | awk '{print $1}')
+echo
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, 1 KiB JSON upstream, $(nproc) cores"
+echo
+echo "| target | req/s | p50 ms | p99 ms | vs nginx |"
+echo "|---|---:|---:|---:|---:|"
+for row in "${ROWS[@]}"; do
+    read -r rps p50 p99 <<<"${RESULT[$row]}"
+    label=$row
+    case $row in
+        memory) label="portcullis (memory store)" ;;
+        sqlite) label="portcullis (SQLite store)" ;;
+        redis_cache) label="portcullis (Redis + local cache)" ;;
+        redis) label="portcullis (Redis, no cache)" ;;
+        postgres_cache) label="portcullis (PostgreSQL + local cache)" ;;
+        postgres) label="portcullis (PostgreSQL, no cache)" ;;
+        replicas) label="2 replicas sharing Redis + cache (sum)" ;;
+        nginx) label="nginx proxy_pass" ;;
+        direct) label="direct to upstream" ;;
+    esac
+    ratio=$(awk -v a="$rps" -v b="$NGINX_RPS" 'BEGIN { printf "%.2f×", a / b }')
+    echo "| $label | $rps | $p50 | $p99 | $ratio |"
+done

@@ -1,0 +1,558 @@
+//! The one table of every configuration key: its default, whether it is a
+//! secret, and what it does. `docs/config.md` is generated from it
+//! ([`markdown`]), `portcullis check --print` fills defaults and redacts
+//! secrets with it (`print.rs`), and tests keep it in step with the raw
+//! structs of `load.rs` and with the committed docs.
+
+/// A key's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyDefault {
+    /// Must be set.
+    Required,
+    /// Optional; unset means "off" or "not used".
+    Unset,
+    /// A TOML literal, e.g. `"30s"`, `true`, `[]`.
+    Value(&'static str),
+    /// Differs by `server.profile`: TOML literals for prod and dev.
+    ByProfile {
+        prod: &'static str,
+        dev: &'static str,
+    },
+}
+
+/// One configuration key.
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    /// Section (`server`, …; `routes` for each `[[routes]]` entry).
+    pub section: &'static str,
+    /// Key name inside the section.
+    pub name: &'static str,
+    pub default: KeyDefault,
+    /// Redacted by `check --print`.
+    pub secret: bool,
+    /// One line on what it does.
+    pub doc: &'static str,
+}
+
+impl Key {
+    /// Dotted path: `server.listen`, `routes[].prefix`.
+    pub fn path(&self) -> String {
+        if self.section == "routes" {
+            format!("routes[].{}", self.name)
+        } else {
+            format!("{}.{}", self.section, self.name)
+        }
+    }
+
+    /// The environment variable that overrides it (`PORTCULLIS__SERVER__LISTEN`;
+    /// `PORTCULLIS__ROUTES__0__PREFIX` for the first route).
+    pub fn env_var(&self) -> String {
+        let section = self.section.to_ascii_uppercase();
+        let name = self.name.to_ascii_uppercase();
+        if self.section == "routes" {
+            format!("PORTCULLIS__ROUTES__<N>__{name}")
+        } else {
+            format!("PORTCULLIS__{section}__{name}")
+        }
+    }
+}
+
+const fn key(
+    section: &'static str,
+    name: &'static str,
+    default: KeyDefault,
+    doc: &'static str,
+) -> Key {
+    Key {
+        section,
+        name,
+        default,
+        secret: false,
+        doc,
+    }
+}
+
+const fn secret(section: &'static str, name: &'static str, doc: &'static str) -> Key {
+    Key {
+        section,
+        name,
+        default: KeyDefault::Unset,
+        secret: true,
+        doc,
+    }
+}
+
+use KeyDefault::{ByProfile, Required, Unset, Value};
+
+/// Every key, in the order of the docs.
+pub const KEYS: &[Key] = &[
+    key(
+        "server",
+        "listen",
+        Value("\"127.0.0.1:8080\""),
+        "Public listener address.",
+    ),
+    key(
+        "server",
+        "public_url",
+        Required,
+        "Origin the browser sees (`https://app.example.com`); builds the redirect_uri. https in prod.",
+    ),
+    key(
+        "server",
+        "profile",
+        Value("\"prod\""),
+        "`prod` or `dev` (http on loopback, relaxed cookie names; never in production).",
+    ),
+    key(
+        "server",
+        "trusted_proxies",
+        Value("[]"),
+        "CIDRs whose `X-Forwarded-*` headers are believed.",
+    ),
+    key(
+        "server",
+        "auth_prefix",
+        Value("\"/auth\""),
+        "Where the auth endpoints live, e.g. `/bff/auth`.",
+    ),
+    key(
+        "server",
+        "csp",
+        Value("\"default-src 'self'; frame-ancestors 'none'; object-src 'none'; base-uri 'self'\""),
+        "Content-Security-Policy of gateway-generated and static responses.",
+    ),
+    key(
+        "server",
+        "drain_timeout",
+        Value("\"30s\""),
+        "On SIGTERM/SIGINT: how long in-flight requests and open streams may finish.",
+    ),
+    key(
+        "server",
+        "log_level",
+        Value("\"info\""),
+        "`tracing` filter, e.g. `info,portcullis=debug`; env `RUST_LOG` wins.",
+    ),
+    key(
+        "server",
+        "log_format",
+        ByProfile {
+            prod: "\"json\"",
+            dev: "\"text\"",
+        },
+        "`json` (one object per line) or `text`.",
+    ),
+    key(
+        "server",
+        "log_user",
+        Value("false"),
+        "Add the user's `sub` to every log line of a request (personal data: off by default).",
+    ),
+    key(
+        "admin",
+        "listen",
+        Value("\"127.0.0.1:9090\""),
+        "Admin listener (`/healthz`, `/readyz`, `/metrics`); `\"\"` turns it off. Never expose publicly.",
+    ),
+    secret(
+        "admin",
+        "token",
+        "Bearer token of the session admin API (`/admin/sessions`), at least 16 characters, no whitespace; unset: those endpoints are 404.",
+    ),
+    key(
+        "admin",
+        "token_file",
+        Unset,
+        "File holding `admin.token` (trimmed); set only one of the two.",
+    ),
+    key(
+        "oidc",
+        "issuer",
+        Required,
+        "Issuer URL exactly as the IdP spells it; discovery at `<issuer>/.well-known/openid-configuration`.",
+    ),
+    key(
+        "oidc",
+        "client_id",
+        Required,
+        "Client id registered at the IdP.",
+    ),
+    secret(
+        "oidc",
+        "client_secret",
+        "Client secret (or `client_secret_file`); one of the two is required.",
+    ),
+    key(
+        "oidc",
+        "client_secret_file",
+        Unset,
+        "File holding the client secret (trimmed).",
+    ),
+    key(
+        "oidc",
+        "token_endpoint_auth_method",
+        Value("\"client_secret_basic\""),
+        "`client_secret_basic` or `client_secret_post`.",
+    ),
+    key(
+        "oidc",
+        "scopes",
+        Value("[\"openid\", \"profile\", \"email\", \"offline_access\"]"),
+        "Requested scopes; `openid` is always included.",
+    ),
+    key(
+        "oidc",
+        "roles_claim",
+        Value("\"roles\""),
+        "Dotted path to the roles in ID-token/userinfo claims (`realm_access.roles`).",
+    ),
+    key(
+        "oidc",
+        "post_logout_redirect",
+        Value("\"/\""),
+        "Same-origin path the IdP returns to after logout.",
+    ),
+    key(
+        "oidc",
+        "allowed_algs",
+        Value("[\"RS256\", \"PS256\", \"ES256\", \"EdDSA\"]"),
+        "ID-token signature algorithms accepted; HMAC and `none` are refused.",
+    ),
+    key(
+        "oidc",
+        "http_timeout",
+        Value("\"10s\""),
+        "Timeout of every call to the IdP.",
+    ),
+    key(
+        "oidc",
+        "clock_skew",
+        Value("\"60s\""),
+        "Leeway for `exp`/`iat`/`nbf`.",
+    ),
+    key(
+        "oidc",
+        "userinfo",
+        Value("true"),
+        "Fetch userinfo at login when the IdP has the endpoint.",
+    ),
+    key(
+        "oidc",
+        "backchannel_all_sessions",
+        Value("false"),
+        "`true`: a back-channel logout token ends every session of its `sub`, even when it names a `sid`. A token with only `sub` always does.",
+    ),
+    key(
+        "session",
+        "store",
+        Value("\"sqlite://portcullis.db\""),
+        "`memory`, `sqlite://PATH`, `redis://…`, `postgres://…` (password redacted in output).",
+    ),
+    key(
+        "session",
+        "cookie_name",
+        ByProfile {
+            prod: "\"__Host-portcullis\"",
+            dev: "\"portcullis\"",
+        },
+        "Name of the session cookie.",
+    ),
+    key(
+        "session",
+        "idle_timeout",
+        Value("\"30m\""),
+        "Session ends after this long without a request.",
+    ),
+    key(
+        "session",
+        "absolute_timeout",
+        Value("\"12h\""),
+        "Session ends this long after login, whatever happens.",
+    ),
+    key(
+        "session",
+        "refresh_before",
+        Value("\"60s\""),
+        "Refresh the access token this long before it expires.",
+    ),
+    secret(
+        "session",
+        "encryption_keys",
+        "Base64 32-byte keys; the first encrypts, all decrypt (rotation). Or `encryption_keys_file`.",
+    ),
+    key(
+        "session",
+        "encryption_keys_file",
+        Unset,
+        "File with one base64 key per line.",
+    ),
+    key(
+        "session",
+        "key_prefix",
+        Value("\"portcullis:\""),
+        "Prefix of every Redis key.",
+    ),
+    key(
+        "session",
+        "store_timeout",
+        Value("\"2s\""),
+        "Longest wait for one store operation.",
+    ),
+    key(
+        "session",
+        "cache",
+        Value("true"),
+        "Local cache in front of Redis/PostgreSQL.",
+    ),
+    key(
+        "session",
+        "cache_ttl",
+        Value("\"2s\""),
+        "How long a cached session is served.",
+    ),
+    key(
+        "session",
+        "cache_size",
+        Value("10000"),
+        "Most sessions cached per replica.",
+    ),
+    key(
+        "session",
+        "migrate",
+        Value("true"),
+        "Apply SQL schema migrations on start.",
+    ),
+    key(
+        "csrf",
+        "cookie",
+        Value("\"XSRF-TOKEN\""),
+        "JS-readable cookie with the CSRF token.",
+    ),
+    key(
+        "csrf",
+        "header",
+        Value("\"X-XSRF-TOKEN\""),
+        "Header unsafe requests must echo the token in.",
+    ),
+    key(
+        "cors",
+        "allowed_origins",
+        Value("[]"),
+        "Exact origins allowed cross-origin with credentials; empty: same-origin only.",
+    ),
+    key(
+        "cors",
+        "allowed_methods",
+        Value("[\"GET\", \"HEAD\", \"POST\", \"PUT\", \"PATCH\", \"DELETE\"]"),
+        "Methods a preflight may allow.",
+    ),
+    key(
+        "cors",
+        "allowed_headers",
+        Value("[\"Content-Type\"]"),
+        "Request headers a preflight may allow; the CSRF header is always added.",
+    ),
+    key(
+        "cors",
+        "max_age",
+        Value("\"10m\""),
+        "How long a browser may cache a preflight answer.",
+    ),
+    key(
+        "routes",
+        "prefix",
+        Required,
+        "Path prefix, e.g. `/api/`; longest match wins.",
+    ),
+    key(
+        "routes",
+        "upstream",
+        Required,
+        "`http://` or `https://` base URL of the upstream.",
+    ),
+    key(
+        "routes",
+        "token",
+        Value("\"user\""),
+        "`user` (session required, access token attached) or `none` (public).",
+    ),
+    key(
+        "routes",
+        "require_roles",
+        Value("[]"),
+        "Any-of role list; empty: any signed-in user.",
+    ),
+    key(
+        "routes",
+        "strip_prefix",
+        Value("false"),
+        "Remove the prefix before forwarding.",
+    ),
+    key(
+        "routes",
+        "timeout",
+        Value("\"30s\""),
+        "Upstream response timeout.",
+    ),
+    key(
+        "static",
+        "dir",
+        Required,
+        "Directory of the built SPA (only when `[static]` is present).",
+    ),
+    key(
+        "static",
+        "spa_fallback",
+        Value("true"),
+        "Unknown non-API GETs get `index.html`.",
+    ),
+];
+
+/// Sections in doc order, with a line on each.
+const SECTIONS: &[(&str, &str)] = &[
+    (
+        "server",
+        "The public listener and the origin the browser sees.",
+    ),
+    ("admin", "The admin listener: health, readiness, metrics."),
+    (
+        "oidc",
+        "The identity provider and this client's registration.",
+    ),
+    ("session", "Session store, cookie and lifetimes."),
+    ("csrf", "Double-submit CSRF protection of unsafe requests."),
+    (
+        "cors",
+        "Cross-origin access (off unless origins are listed).",
+    ),
+    ("routes", "`[[routes]]`: one entry per proxied API prefix."),
+    ("static", "`[static]`: optional; serves the SPA."),
+];
+
+/// `docs/config.md`: every key with its default and environment variable.
+pub fn markdown() -> String {
+    let mut out = String::from(
+        "# Configuration reference\n\n\
+         <!-- Generated from crates/portcullis/src/config/reference.rs by\n     \
+         `UPDATE_DOCS=1 cargo test -p portcullis --lib config::reference`. Do not edit by hand. -->\n\n\
+         portcullis reads a TOML file (`portcullis serve --config FILE`, default `portcullis.toml`,\n\
+         or env `PORTCULLIS_CONFIG`). Every key can be overridden by an environment variable\n\
+         `PORTCULLIS__<SECTION>__<KEY>`; array elements by index (`PORTCULLIS__ROUTES__0__UPSTREAM`).\n\
+         A value that parses as a TOML array, boolean or integer is taken as such.\n\
+         Durations are strings like `\"30s\"`, `\"15m\"`, `\"1h30m\"`.\n\n\
+         `portcullis check --config FILE` validates; `portcullis check --print` prints the\n\
+         effective configuration (defaults filled in, secrets shown as `\"***\"`).\n",
+    );
+    for (section, about) in SECTIONS {
+        out.push_str(&format!("\n## `{section}`\n\n{about}\n\n"));
+        out.push_str("| key | default | env | meaning |\n|---|---|---|---|\n");
+        for k in KEYS.iter().filter(|k| k.section == *section) {
+            let default = match k.default {
+                Required => "required".to_string(),
+                Unset if k.secret => "unset (secret)".to_string(),
+                Unset => "unset".to_string(),
+                Value(v) => format!("`{}`", v.replace('|', "\\|")),
+                ByProfile { prod, dev } => format!("`{prod}` (prod), `{dev}` (dev)"),
+            };
+            out.push_str(&format!(
+                "| `{}` | {} | `{}` | {} |\n",
+                k.name,
+                default,
+                k.env_var(),
+                k.doc.replace('|', "\\|")
+            ));
+        }
+    }
+    out
+}
+
+/// The key `path` (`server.listen`, `routes[].prefix`), if it exists.
+pub fn find(section: &str, name: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.section == section && k.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `struct RawX { pub a: Raw, ... }` field names of `load.rs`, by struct.
+    fn raw_fields() -> Vec<(String, String)> {
+        let source = include_str!("load.rs");
+        let sections = [
+            ("RawServer", "server"),
+            ("RawAdmin", "admin"),
+            ("RawOidc", "oidc"),
+            ("RawSession", "session"),
+            ("RawCsrf", "csrf"),
+            ("RawCors", "cors"),
+            ("RawRoute", "routes"),
+            ("RawStatic", "static"),
+        ];
+        let mut fields = Vec::new();
+        for (strukt, section) in sections {
+            let start = source
+                .find(&format!("struct {strukt} {{"))
+                .unwrap_or_else(|| panic!("{strukt} not in load.rs"));
+            let body = &source[start..];
+            let body = &body[..body.find('}').expect("struct end")];
+            for line in body.lines().skip(1) {
+                let line = line.trim();
+                if let Some(rest) = line.strip_prefix("pub ")
+                    && let Some((name, _)) = rest.split_once(':')
+                {
+                    fields.push((section.to_string(), name.trim().to_string()));
+                }
+            }
+        }
+        fields
+    }
+
+    #[test]
+    fn every_raw_key_is_in_the_reference_and_back() {
+        let fields = raw_fields();
+        for (section, name) in &fields {
+            assert!(
+                find(section, name).is_some(),
+                "{section}.{name} is read by load.rs but missing from config/reference.rs KEYS"
+            );
+        }
+        for k in KEYS {
+            assert!(
+                fields.iter().any(|(s, n)| s == k.section && n == k.name),
+                "{} is in the reference but load.rs does not read it",
+                k.path()
+            );
+        }
+    }
+
+    #[test]
+    fn defaults_are_toml_literals() {
+        for k in KEYS {
+            let literals = match k.default {
+                Value(v) => vec![v],
+                ByProfile { prod, dev } => vec![prod, dev],
+                _ => vec![],
+            };
+            for v in literals {
+                toml::from_str::<toml::Table>(&format!("v = {v}"))
+                    .unwrap_or_else(|e| panic!("{}: default {v} is not TOML: {e}", k.path()));
+            }
+        }
+    }
+
+    /// Fails when `docs/config.md` is out of date; `UPDATE_DOCS=1` rewrites it.
+    #[test]
+    fn docs_config_md_is_up_to_date() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/config.md");
+        let expected = markdown();
+        if std::env::var_os("UPDATE_DOCS").is_some() {
+            std::fs::write(path, &expected).expect("write docs/config.md");
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == expected,
+            "docs/config.md is out of date: run `UPDATE_DOCS=1 cargo test -p portcullis --lib config::reference`"
+        );
+    }
+}

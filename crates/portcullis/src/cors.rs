@@ -1,0 +1,172 @@
+//! CORS for the few extra origins `cors.allowed_origins` names (e.g. a Vite
+//! dev server). Off by default: with an empty allow-list this layer adds no
+//! header at all, and the browser's same-origin policy does the work.
+//!
+//! With an allow-list: exact origin match only (never a wildcard, because
+//! credentials are allowed), preflights are answered here with the configured
+//! methods and headers (the CSRF header always among them), and every answer
+//! that depends on `Origin` says so with `Vary: Origin`. Allowing an origin
+//! here does not skip CSRF: unsafe requests still need the token.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{Request, State},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+
+use crate::{config::Config, csrf::CsrfError, gateway::Shared, http::ApiError};
+
+/// The preflight answer, computed once from the config.
+#[derive(Debug, Clone)]
+pub struct CorsPolicy {
+    allowed_origins: Vec<String>,
+    allow_methods: HeaderValue,
+    allow_headers: HeaderValue,
+    max_age: HeaderValue,
+}
+
+impl CorsPolicy {
+    /// `None` when CORS is off (no allowed origins).
+    pub fn from_config(config: &Config) -> Option<Self> {
+        let cors = &config.cors;
+        if cors.allowed_origins.is_empty() {
+            return None;
+        }
+        let methods: Vec<&str> = cors.allowed_methods.iter().map(Method::as_str).collect();
+        let mut headers: Vec<String> = cors
+            .allowed_headers
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        let csrf = config.csrf.header.to_ascii_lowercase();
+        if !headers.contains(&csrf) {
+            headers.push(csrf);
+        }
+        Some(CorsPolicy {
+            allowed_origins: cors.allowed_origins.clone(),
+            // Validated method and header names joined with ", " are valid values.
+            allow_methods: HeaderValue::from_str(&methods.join(", "))
+                .unwrap_or(HeaderValue::from_static("GET")),
+            allow_headers: HeaderValue::from_str(&headers.join(", "))
+                .unwrap_or(HeaderValue::from_static("content-type")),
+            max_age: HeaderValue::from(cors.max_age.as_secs()),
+        })
+    }
+
+    /// The request's `Origin` when it is on the allow-list (exact match).
+    fn allowed_origin(&self, headers: &HeaderMap) -> Option<HeaderValue> {
+        let origin = headers.get(header::ORIGIN)?;
+        let text = origin.to_str().ok()?;
+        self.allowed_origins
+            .iter()
+            .any(|o| o == text)
+            .then(|| origin.clone())
+    }
+}
+
+fn is_preflight(req: &Request) -> bool {
+    req.method() == Method::OPTIONS
+        && req.headers().contains_key(header::ORIGIN)
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+}
+
+/// The middleware: outermost on the public router, so that it also decorates
+/// error answers (an allowed SPA must be able to read a 401 or 403 body).
+pub(crate) async fn cors(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let Some(policy) = &shared.cors else {
+        return next.run(req).await;
+    };
+    let origin = policy.allowed_origin(req.headers());
+    if is_preflight(&req) {
+        let mut resp = match &origin {
+            Some(origin) => {
+                let mut resp = StatusCode::NO_CONTENT.into_response();
+                let h = resp.headers_mut();
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                    HeaderValue::from_static("true"),
+                );
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_METHODS,
+                    policy.allow_methods.clone(),
+                );
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_HEADERS,
+                    policy.allow_headers.clone(),
+                );
+                h.insert(header::ACCESS_CONTROL_MAX_AGE, policy.max_age.clone());
+                resp
+            }
+            // A preflight from anywhere else is refused here, never proxied.
+            None => ApiError::Csrf(CsrfError::CrossSite).into_response(),
+        };
+        add_vary(
+            resp.headers_mut(),
+            &[
+                header::ORIGIN,
+                header::ACCESS_CONTROL_REQUEST_METHOD,
+                header::ACCESS_CONTROL_REQUEST_HEADERS,
+            ],
+        );
+        return resp;
+    }
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    if let Some(origin) = origin {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+    }
+    add_vary(h, &[header::ORIGIN]);
+    resp
+}
+
+/// Appends to `Vary` without duplicating what an upstream already listed.
+fn add_vary(h: &mut HeaderMap, names: &[HeaderName]) {
+    let present: Vec<String> = h
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .collect();
+    if present.iter().any(|p| p == "*") {
+        return;
+    }
+    for name in names {
+        if !present.iter().any(|p| p == name.as_str()) {
+            h.append(header::VARY, HeaderValue::from(name.clone()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vary_is_appended_once() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::VARY,
+            HeaderValue::from_static("Accept-Encoding, origin"),
+        );
+        add_vary(
+            &mut h,
+            &[header::ORIGIN, header::ACCESS_CONTROL_REQUEST_METHOD],
+        );
+        let all: Vec<_> = h.get_all(header::VARY).iter().collect();
+        assert_eq!(
+            all,
+            ["Accept-Encoding, origin", "access-control-request-method"]
+        );
+    }
+}

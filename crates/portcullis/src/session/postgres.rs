@@ -1,0 +1,730 @@
+//! PostgreSQL session store (`postgres://`, `postgresql://`) for replicas,
+//! plus the LISTEN/NOTIFY [`InvalidationBus`] its caches share.
+//!
+//! Same row shape as SQLite (schema: `migrations/postgres/`): a sealed payload
+//! plus plaintext lookup columns. Compare-and-swap is `UPDATE … WHERE version`;
+//! refresh leases are rows taken with an upsert that only overwrites an
+//! expired lease, timed by the database clock.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use tokio::sync::broadcast;
+
+use super::cache::{Invalidation, InvalidationBus};
+use super::seal::PayloadCodec;
+use super::{
+    LoginState, RefreshLease, SessionHash, SessionRecord, SessionStore, StoreError, random_token,
+    redact_url,
+};
+use crate::time::UnixTime;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// How many expired rows one GC statement deletes.
+const GC_BATCH: i64 = 1000;
+
+/// Connection settings for [`PostgresStore::connect`].
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// Upper bound for one store operation, pool wait included (default 2 s).
+    pub timeout: Duration,
+    /// Pool size (default 16).
+    pub max_connections: u32,
+    /// Use this schema (created if missing) instead of the URL's search_path.
+    pub schema: Option<String>,
+    /// Apply pending migrations on connect (`session.migrate`, default true).
+    pub migrate: bool,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(2),
+            max_connections: 16,
+            schema: None,
+            migrate: true,
+        }
+    }
+}
+
+/// Session store in PostgreSQL.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    timeout: Duration,
+    codec: PayloadCodec,
+    channel: String,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connect to `url` (and migrate if asked).
+    pub async fn connect(
+        url: &str,
+        options: PostgresOptions,
+        codec: PayloadCodec,
+    ) -> Result<Self, StoreError> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(StoreError::BadUrl(redact_url(url)));
+        }
+        let mut connect = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::BadUrl(format!("{}: {e}", redact_url(url))))?;
+        let statement_timeout = format!("{}", options.timeout.as_millis());
+        connect = match &options.schema {
+            Some(schema) => connect.options([
+                ("search_path", schema.as_str()),
+                ("statement_timeout", statement_timeout.as_str()),
+            ]),
+            None => connect.options([("statement_timeout", statement_timeout.as_str())]),
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.timeout)
+            .connect_with(connect)
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot connect to {}: {e}", redact_url(url)))
+            })?;
+        if let Some(schema) = &options.schema {
+            sqlx::query(&format!(
+                "CREATE SCHEMA IF NOT EXISTS \"{}\"",
+                schema.replace('"', "")
+            ))
+            .execute(&pool)
+            .await?;
+        }
+        let channel = format!(
+            "portcullis_invalidate_{}",
+            options
+                .schema
+                .as_deref()
+                .unwrap_or("default")
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take(30)
+                .collect::<String>()
+        );
+        let store = Self {
+            pool,
+            timeout: options.timeout,
+            codec,
+            channel,
+        };
+        if options.migrate {
+            store.migrate().await?;
+        }
+        Ok(store)
+    }
+
+    /// Apply pending migrations. Idempotent; concurrent replicas serialize on
+    /// sqlx's advisory lock.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("postgres migration failed: {e}")))
+    }
+
+    /// The connection pool, for admin queries and tests.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The LISTEN/NOTIFY bus for caches over this store; spawns the listener task.
+    pub fn invalidation_bus(&self) -> Arc<PgBus> {
+        PgBus::start(self.pool.clone(), self.channel.clone())
+    }
+
+    async fn run<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, op).await {
+            Ok(result) => result.map_err(StoreError::from),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "postgres: no answer within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+
+    fn record_from_row(&self, row: &PgRow) -> Result<Option<SessionRecord>, StoreError> {
+        let corrupt = |e: sqlx::Error| StoreError::Corrupt(format!("session row: {e}"));
+        let id: String = row.try_get("id").map_err(corrupt)?;
+        let payload: Vec<u8> = row.try_get("payload").map_err(corrupt)?;
+        let Some(mut record) = self.codec.decode_session(&id, &payload)? else {
+            return Ok(None);
+        };
+        record.last_seen_at = row.try_get("last_seen_at").map_err(corrupt)?;
+        record.idle_expires_at = row.try_get("idle_expires_at").map_err(corrupt)?;
+        Ok(Some(record))
+    }
+
+    async fn write(
+        &self,
+        record: &SessionRecord,
+        expected: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let payload = self.codec.encode_session(record)?;
+        let version = i64::try_from(record.version).unwrap_or(i64::MAX);
+        let query = match expected {
+            None => sqlx::query(
+                "INSERT INTO sessions
+                     (id, sub, sid, payload, expires_at, idle_expires_at, last_seen_at, version, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())
+                 ON CONFLICT (id) DO UPDATE SET
+                     sub = excluded.sub, sid = excluded.sid, payload = excluded.payload,
+                     expires_at = excluded.expires_at, idle_expires_at = excluded.idle_expires_at,
+                     last_seen_at = excluded.last_seen_at, version = excluded.version,
+                     created_at = excluded.created_at, updated_at = now()",
+            ),
+            Some(_) => sqlx::query(
+                "UPDATE sessions SET
+                     sub = $2, sid = $3, payload = $4, expires_at = $5,
+                     idle_expires_at = GREATEST(idle_expires_at, $6),
+                     last_seen_at = GREATEST(last_seen_at, $7),
+                     version = $8, created_at = $9, updated_at = now()
+                 WHERE id = $1 AND version = $10",
+            ),
+        };
+        let expected = expected.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+        let query = query
+            .bind(record.id.as_str())
+            .bind(&record.sub)
+            .bind(record.sid.as_deref())
+            .bind(payload)
+            .bind(record.expires_at)
+            .bind(record.idle_expires_at)
+            .bind(record.last_seen_at)
+            .bind(version)
+            .bind(record.created_at);
+        let query = match expected {
+            Some(v) => query.bind(v),
+            None => query,
+        };
+        let done = self.run(query.execute(&self.pool)).await?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+#[async_trait]
+impl SessionStore for PostgresStore {
+    async fn load(&self, id: &SessionHash) -> Result<Option<SessionRecord>, StoreError> {
+        let row = self
+            .run(
+                sqlx::query(
+                    "SELECT id, payload, last_seen_at, idle_expires_at FROM sessions WHERE id = $1",
+                )
+                .bind(id.as_str())
+                .fetch_optional(&self.pool),
+            )
+            .await?;
+        match row {
+            Some(row) => self.record_from_row(&row),
+            None => Ok(None),
+        }
+    }
+
+    async fn save(&self, record: &SessionRecord) -> Result<(), StoreError> {
+        self.write(record, None).await.map(|_| ())
+    }
+
+    async fn save_if_version(
+        &self,
+        record: &SessionRecord,
+        expected_version: u64,
+    ) -> Result<bool, StoreError> {
+        self.write(record, Some(expected_version)).await
+    }
+
+    async fn touch(
+        &self,
+        id: &SessionHash,
+        last_seen_at: UnixTime,
+        idle_expires_at: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let done = self
+            .run(
+                sqlx::query(
+                    "UPDATE sessions SET last_seen_at = $2, idle_expires_at = $3, updated_at = now()
+                     WHERE id = $1",
+                )
+                .bind(id.as_str())
+                .bind(last_seen_at)
+                .bind(idle_expires_at)
+                .execute(&self.pool),
+            )
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete(&self, id: &SessionHash) -> Result<bool, StoreError> {
+        let done = self
+            .run(
+                sqlx::query("DELETE FROM sessions WHERE id = $1")
+                    .bind(id.as_str())
+                    .execute(&self.pool),
+            )
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_by_sub(&self, sub: &str) -> Result<u64, StoreError> {
+        let done = self
+            .run(
+                sqlx::query("DELETE FROM sessions WHERE sub = $1")
+                    .bind(sub)
+                    .execute(&self.pool),
+            )
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_by_sid(&self, sid: &str) -> Result<u64, StoreError> {
+        let done = self
+            .run(
+                sqlx::query("DELETE FROM sessions WHERE sid = $1")
+                    .bind(sid)
+                    .execute(&self.pool),
+            )
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn list_by_sub(&self, sub: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        let rows = self
+            .run(
+                sqlx::query(
+                    "SELECT id, payload, last_seen_at, idle_expires_at FROM sessions
+                     WHERE sub = $1 ORDER BY created_at, id",
+                )
+                .bind(sub)
+                .fetch_all(&self.pool),
+            )
+            .await?;
+        let mut records = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if let Some(r) = self.record_from_row(row)? {
+                records.push(r);
+            }
+        }
+        Ok(records)
+    }
+
+    async fn put_login(&self, key: &str, state: &LoginState) -> Result<(), StoreError> {
+        let payload = self.codec.encode_login(key, state)?;
+        self.run(
+            sqlx::query(
+                "INSERT INTO login_states (key, payload, expires_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (key) DO UPDATE SET payload = excluded.payload, expires_at = excluded.expires_at",
+            )
+            .bind(key)
+            .bind(payload)
+            .bind(state.expires_at)
+            .execute(&self.pool),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn take_login(&self, key: &str) -> Result<Option<LoginState>, StoreError> {
+        let payload: Option<Vec<u8>> = self
+            .run(
+                sqlx::query_scalar("DELETE FROM login_states WHERE key = $1 RETURNING payload")
+                    .bind(key)
+                    .fetch_optional(&self.pool),
+            )
+            .await?;
+        match payload {
+            Some(p) => self.codec.decode_login(key, &p),
+            None => Ok(None),
+        }
+    }
+
+    async fn gc(&self, now: UnixTime) -> Result<u64, StoreError> {
+        // Batches keep each transaction (and its row locks) short.
+        let mut total = 0;
+        loop {
+            let done = self
+                .run(
+                    sqlx::query(
+                        "DELETE FROM sessions WHERE id IN (
+                             SELECT id FROM sessions
+                             WHERE expires_at <= $1 OR idle_expires_at <= $1
+                             LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                    )
+                    .bind(now)
+                    .bind(GC_BATCH)
+                    .execute(&self.pool),
+                )
+                .await?;
+            total += done.rows_affected();
+            if done.rows_affected() < GC_BATCH as u64 {
+                break;
+            }
+        }
+        loop {
+            let done = self
+                .run(
+                    sqlx::query(
+                        "DELETE FROM login_states WHERE key IN (
+                             SELECT key FROM login_states WHERE expires_at <= $1
+                             LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                    )
+                    .bind(now)
+                    .bind(GC_BATCH)
+                    .execute(&self.pool),
+                )
+                .await?;
+            if done.rows_affected() < GC_BATCH as u64 {
+                break;
+            }
+        }
+        self.run(
+            sqlx::query("DELETE FROM logout_jtis WHERE expires_at <= $1")
+                .bind(now)
+                .execute(&self.pool),
+        )
+        .await?;
+        self.run(
+            sqlx::query("DELETE FROM refresh_leases WHERE expires_at < now() - interval '1 hour'")
+                .execute(&self.pool),
+        )
+        .await?;
+        Ok(total)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run(sqlx::query("SELECT 1").execute(&self.pool))
+            .await
+            .map(|_| ())
+    }
+
+    async fn remember_jti(
+        &self,
+        jti: &str,
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        // Insert, or take over a row whose lifetime is over; zero rows: a replay.
+        let done = self
+            .run(
+                sqlx::query(
+                    "INSERT INTO logout_jtis (jti, expires_at) VALUES ($1, $2)
+                     ON CONFLICT (jti) DO UPDATE SET expires_at = excluded.expires_at
+                     WHERE logout_jtis.expires_at <= $3",
+                )
+                .bind(jti)
+                .bind(expires_at)
+                .bind(now)
+                .execute(&self.pool),
+            )
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn count(&self) -> Result<Option<u64>, StoreError> {
+        let n: i64 = self
+            .run(sqlx::query_scalar("SELECT count(*) FROM sessions").fetch_one(&self.pool))
+            .await?;
+        Ok(Some(u64::try_from(n).unwrap_or(0)))
+    }
+
+    async fn acquire_refresh_lease(
+        &self,
+        id: &SessionHash,
+        ttl: Duration,
+    ) -> Result<Option<RefreshLease>, StoreError> {
+        let token = random_token(16);
+        // Insert, or take over only an expired lease; RETURNING tells us who won.
+        let won: Option<String> = self
+            .run(
+                sqlx::query_scalar(
+                    "INSERT INTO refresh_leases (id, token, expires_at)
+                     VALUES ($1, $2, now() + make_interval(secs => $3))
+                     ON CONFLICT (id) DO UPDATE
+                         SET token = excluded.token, expires_at = excluded.expires_at
+                         WHERE refresh_leases.expires_at <= now()
+                     RETURNING token",
+                )
+                .bind(id.as_str())
+                .bind(&token)
+                .bind(ttl.as_secs_f64())
+                .fetch_optional(&self.pool),
+            )
+            .await?;
+        Ok(won.filter(|t| *t == token).map(RefreshLease))
+    }
+
+    async fn renew_refresh_lease(
+        &self,
+        id: &SessionHash,
+        lease: &RefreshLease,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let done = self
+            .run(
+                sqlx::query(
+                    "UPDATE refresh_leases SET expires_at = now() + make_interval(secs => $3)
+                     WHERE id = $1 AND token = $2",
+                )
+                .bind(id.as_str())
+                .bind(&lease.0)
+                .bind(ttl.as_secs_f64())
+                .execute(&self.pool),
+            )
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn release_refresh_lease(
+        &self,
+        id: &SessionHash,
+        lease: &RefreshLease,
+    ) -> Result<(), StoreError> {
+        self.run(
+            sqlx::query("DELETE FROM refresh_leases WHERE id = $1 AND token = $2")
+                .bind(id.as_str())
+                .bind(&lease.0)
+                .execute(&self.pool),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Cache invalidation over PostgreSQL LISTEN/NOTIFY. After the listener
+/// reconnects, caches are told to drop everything (notifications sent while
+/// it was away are lost).
+pub struct PgBus {
+    pool: PgPool,
+    channel: String,
+    tx: broadcast::Sender<Invalidation>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PgBus {
+    fn start(pool: PgPool, channel: String) -> Arc<Self> {
+        let (tx, _) = broadcast::channel(4096);
+        let task = tokio::spawn(listen_loop(pool.clone(), channel.clone(), tx.clone()));
+        Arc::new(Self {
+            pool,
+            channel,
+            tx,
+            task,
+        })
+    }
+}
+
+impl Drop for PgBus {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn listen_loop(pool: PgPool, channel: String, tx: broadcast::Sender<Invalidation>) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match PgListener::connect_with(&pool).await {
+            Ok(mut listener) => match listener.listen(&channel).await {
+                Ok(()) => {
+                    backoff = Duration::from_millis(50);
+                    loop {
+                        match listener.try_recv().await {
+                            Ok(Some(n)) => {
+                                let _ = tx.send(Invalidation::decode(n.payload()));
+                            }
+                            // Connection lost; the listener reconnects on the
+                            // next call, but notifications in between are gone.
+                            Ok(None) => {
+                                let _ = tx.send(Invalidation::All);
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "session invalidation listener failed");
+                                let _ = tx.send(Invalidation::All);
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot LISTEN for invalidations"),
+            },
+            Err(e) => tracing::debug!(error = %e, "cannot connect invalidation listener"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+#[async_trait]
+impl InvalidationBus for PgBus {
+    async fn publish(&self, message: Invalidation) -> Result<(), StoreError> {
+        let op = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(&self.channel)
+            .bind(message.encode())
+            .execute(&self.pool);
+        match tokio::time::timeout(Duration::from_secs(2), op).await {
+            Ok(r) => r.map(|_| ()).map_err(StoreError::from),
+            Err(_) => Err(StoreError::Unavailable("postgres: notify timed out".into())),
+        }
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Invalidation> {
+        self.tx.subscribe()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::session::contract::sample_record;
+    use crate::session::seal::Keyring;
+
+    pub(crate) fn database_url() -> String {
+        std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    }
+
+    /// Drops the test's schema when dropped.
+    pub(crate) struct SchemaGuard(pub String);
+
+    impl Drop for SchemaGuard {
+        fn drop(&mut self) {
+            let schema = self.0.clone();
+            // Drop runs inside the test's runtime: use a runtime of our own on a thread.
+            let _ = std::thread::spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                rt.block_on(async {
+                    if let Ok(pool) = PgPoolOptions::new()
+                        .max_connections(1)
+                        .connect(&database_url())
+                        .await
+                    {
+                        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                            .execute(&pool)
+                            .await;
+                        pool.close().await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+
+    pub(crate) async fn store_with(codec: PayloadCodec) -> (PostgresStore, SchemaGuard) {
+        let schema = format!(
+            "pctest_{}",
+            random_token(9).to_lowercase().replace('-', "_")
+        );
+        let options = PostgresOptions {
+            schema: Some(schema.clone()),
+            max_connections: 4,
+            ..PostgresOptions::default()
+        };
+        let store = PostgresStore::connect(&database_url(), options, codec)
+            .await
+            .expect("postgres at DATABASE_URL");
+        (store, SchemaGuard(schema))
+    }
+
+    fn ring(byte: u8) -> Arc<Keyring> {
+        Arc::new(Keyring::from_bytes(&[[byte; 32]]).expect("ring"))
+    }
+
+    mod contract {
+        use super::*;
+
+        crate::session_store_contract_tests!(async {
+            let (store, guard) = store_with(PayloadCodec::sealed(ring(7))).await;
+            (Arc::new(store) as Arc<dyn SessionStore>, guard)
+        });
+    }
+
+    #[tokio::test]
+    async fn raw_row_holds_no_token_or_email_and_wrong_key_is_no_session() {
+        let (store, _guard) = store_with(PayloadCodec::sealed(ring(1))).await;
+        let now = crate::time::Clock::now(&crate::time::SystemClock);
+        let (_, record) = sample_record("alice", Some("sid-1"), now);
+        store.save(&record).await.expect("save");
+        let raw: String = sqlx::query_scalar("SELECT s::text FROM sessions s WHERE id = $1")
+            .bind(record.id.as_str())
+            .fetch_one(store.pool())
+            .await
+            .expect("raw row");
+        let payload: Vec<u8> = sqlx::query_scalar("SELECT payload FROM sessions WHERE id = $1")
+            .bind(record.id.as_str())
+            .fetch_one(store.pool())
+            .await
+            .expect("payload");
+        for secret in [
+            record.tokens.access_token.as_str(),
+            record.tokens.refresh_token.as_deref().unwrap_or("x"),
+            "alice@example.test",
+            record.csrf_token.as_str(),
+        ] {
+            assert!(!raw.contains(secret), "row text contains {secret}");
+            assert!(
+                !payload
+                    .windows(secret.len())
+                    .any(|w| w == secret.as_bytes())
+            );
+        }
+        let other = PostgresStore {
+            codec: PayloadCodec::sealed(ring(2)),
+            ..store.clone()
+        };
+        assert_eq!(other.load(&record.id).await.expect("load"), None);
+        assert_eq!(other.list_by_sub("alice").await.expect("list"), vec![]);
+    }
+
+    #[tokio::test]
+    async fn migrate_is_idempotent_and_gc_batches() {
+        let (store, _guard) = store_with(PayloadCodec::plain()).await;
+        store.migrate().await.expect("again");
+        let now = 1_000;
+        for i in 0..(GC_BATCH + 5) {
+            let (_, mut r) = sample_record(&format!("u{i}"), None, now);
+            r.idle_expires_at = now + 1;
+            store.save(&r).await.expect("save");
+        }
+        assert_eq!(store.gc(now + 10).await.expect("gc"), (GC_BATCH + 5) as u64);
+        assert_eq!(store.count().await.expect("count"), Some(0));
+    }
+
+    #[tokio::test]
+    async fn unreachable_server_fails_within_the_timeout() {
+        let started = std::time::Instant::now();
+        let options = PostgresOptions {
+            timeout: Duration::from_millis(300),
+            ..PostgresOptions::default()
+        };
+        let result = PostgresStore::connect(
+            "postgres://u:pw@127.0.0.1:1/x",
+            options,
+            PayloadCodec::plain(),
+        )
+        .await;
+        match result {
+            Err(StoreError::Unavailable(msg)) => assert!(!msg.contains("pw"), "{msg}"),
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+}
