@@ -29,7 +29,8 @@ if [ ! -d tests/e2e/node_modules ] || [ tests/e2e/package-lock.json -nt tests/e2
   (cd tests/e2e && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 fi
 # The binary the cargo tests above built (portcullis-cli's integration tests need it).
-[ -x target/debug/portcullis ] || cargo build -p portcullis-cli --bin portcullis
+export PORTCULLIS_BIN="${PORTCULLIS_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/portcullis}"
+[ -x "$PORTCULLIS_BIN" ] || cargo build -p portcullis-cli --bin portcullis
 echo "== e2e: browser security (tests/e2e)"
 node tests/e2e/run.mjs
 
