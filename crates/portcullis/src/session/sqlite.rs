@@ -152,6 +152,9 @@ fn short(key: &str) -> &str {
     key.get(..8).unwrap_or(key)
 }
 
+/// Rows deleted per GC statement.
+const GC_BATCH: i64 = 1000;
+
 #[async_trait]
 impl SessionStore for SqliteStore {
     async fn load(&self, id: &SessionHash) -> Result<Option<SessionRecord>, StoreError> {
@@ -293,20 +296,45 @@ impl SessionStore for SqliteStore {
 
     async fn gc(&self, now: UnixTime) -> Result<u64, StoreError> {
         // Same boundary as `SessionRecord::is_expired`: expired at `now >= expiry`.
-        let sessions =
-            sqlx::query("DELETE FROM sessions WHERE expires_at <= ?1 OR idle_expires_at <= ?1")
-                .bind(now)
-                .execute(&self.pool)
-                .await?;
-        sqlx::query("DELETE FROM login_states WHERE expires_at <= ?1")
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        sqlx::query("DELETE FROM logout_jtis WHERE expires_at <= ?1")
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        Ok(sessions.rows_affected())
+        // In batches, so a large backlog never holds SQLite's write lock for long.
+        let mut sessions = 0;
+        for (sql, counted) in [
+            (
+                "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions
+                     WHERE expires_at <= ?1 OR idle_expires_at <= ?1 LIMIT ?2)",
+                true,
+            ),
+            (
+                "DELETE FROM login_states WHERE key IN (SELECT key FROM login_states
+                     WHERE expires_at <= ?1 LIMIT ?2)",
+                false,
+            ),
+            (
+                "DELETE FROM logout_jtis WHERE jti IN (SELECT jti FROM logout_jtis
+                     WHERE expires_at <= ?1 LIMIT ?2)",
+                false,
+            ),
+            (
+                "DELETE FROM refresh_leases WHERE id IN (SELECT id FROM refresh_leases
+                     WHERE expires_at_ms <= ?1 * 1000 LIMIT ?2)",
+                false,
+            ),
+        ] {
+            loop {
+                let done = sqlx::query(sql)
+                    .bind(now)
+                    .bind(GC_BATCH)
+                    .execute(&self.pool)
+                    .await?;
+                if counted {
+                    sessions += done.rows_affected();
+                }
+                if done.rows_affected() < GC_BATCH as u64 {
+                    break;
+                }
+            }
+        }
+        Ok(sessions)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -477,6 +505,23 @@ mod tests {
                 .expect("open in-memory store");
             Arc::new(store) as Arc<dyn SessionStore>
         });
+    }
+
+    #[tokio::test]
+    async fn gc_deletes_a_backlog_larger_than_one_batch() {
+        let (store, _dir) = file_store().await;
+        let now = 1_000_000;
+        let expired = GC_BATCH as usize + 500;
+        for i in 0..expired {
+            let (_, mut r) = crate::session::contract::sample_record(&format!("u{i}"), None, now);
+            r.expires_at = now - 1;
+            store.save(&r).await.expect("save expired");
+        }
+        let (_, live) = crate::session::contract::sample_record("live", None, now);
+        store.save(&live).await.expect("save live");
+        assert_eq!(store.gc(now).await.expect("gc"), expired as u64);
+        assert!(store.load(&live.id).await.expect("load").is_some());
+        assert_eq!(store.gc(now).await.expect("gc again"), 0);
     }
 
     #[tokio::test]
