@@ -10,6 +10,8 @@
 
 use std::net::SocketAddr;
 
+use axum::serve::ListenerExt as _;
+
 use portcullis::{
     Gateway,
     config::Config,
@@ -84,7 +86,10 @@ upstream = "{upstream}"
     let app = gateway
         .router()
         .into_make_service_with_connect_info::<SocketAddr>();
-    let listener = tokio::net::TcpListener::bind(&listen).await?;
+    // As `portcullis::serve` does: TCP_NODELAY on every accepted connection.
+    let listener = tokio::net::TcpListener::bind(&listen).await?.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     println!("COOKIE={cookie_name}={}", id.as_cookie_value());
     axum::serve(listener, app).await?;
     Ok(())

@@ -8,11 +8,8 @@
 //! that depends on `Origin` says so with `Vary: Origin`. Allowing an origin
 //! here does not skip CSRF: unsafe requests still need the token.
 
-use std::sync::Arc;
-
 use axum::{
-    extract::{Request, State},
-    middleware::Next,
+    extract::Request,
     response::{IntoResponse, Response},
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
@@ -77,9 +74,13 @@ fn is_preflight(req: &Request) -> bool {
 
 /// The middleware: outermost on the public router, so that it also decorates
 /// error answers (an allowed SPA must be able to read a 401 or 403 body).
-pub(crate) async fn cors(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+pub(crate) async fn cors<F, Fut>(shared: &Shared, req: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let Some(policy) = &shared.cors else {
-        return next.run(req).await;
+        return next(req).await;
     };
     let origin = policy.allowed_origin(req.headers());
     if is_preflight(&req) {
@@ -116,7 +117,7 @@ pub(crate) async fn cors(State(shared): State<Arc<Shared>>, req: Request, next: 
         );
         return resp;
     }
-    let mut resp = next.run(req).await;
+    let mut resp = next(req).await;
     let h = resp.headers_mut();
     if let Some(origin) = origin {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);

@@ -4,6 +4,7 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
+use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 
 use crate::{
@@ -42,6 +43,7 @@ pub(crate) struct Shared {
     pub cors: Option<crate::cors::CorsPolicy>,
     pub embedded: Option<EmbeddedFiles>,
     pub refresh_locks: crate::refresh::RefreshLocks,
+    pub metrics: crate::metrics::RequestMetrics,
 }
 
 /// A built gateway. Cheap to clone.
@@ -104,6 +106,7 @@ impl GatewayBuilder {
                 cors,
                 embedded: self.embedded,
                 refresh_locks: Default::default(),
+                metrics: Default::default(),
             }),
         };
         // The IdP may be down at start; login then fails with 503 and readiness says so.
@@ -205,6 +208,14 @@ pub async fn serve(
     let app = gateway
         .router()
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // TCP_NODELAY on every accepted connection: without it, an answer written
+    // in more than one write (head, then a streamed body) can sit in Nagle's
+    // buffer until the client's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!(?drain_timeout, "shutdown: draining connections");

@@ -13,20 +13,24 @@
 //! `static`; never a raw path, never a user id.
 
 use std::{
-    sync::{Arc, OnceLock},
+    collections::HashMap,
+    sync::{
+        OnceLock, PoisonError, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Instant,
 };
 
 use axum::{
-    extract::{Request, State},
-    middleware::Next,
+    extract::Request,
     response::{IntoResponse, Response},
 };
 use http::{HeaderValue, StatusCode, header};
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing::Instrument as _;
 
-use crate::{gateway::Shared, session::SessionId};
+use crate::{gateway::Shared, session::SessionHash};
 
 /// Requests on the public listener, by `route` and `status`.
 pub const REQUESTS_TOTAL: &str = "portcullis_requests_total";
@@ -52,6 +56,9 @@ pub const STORE_ERRORS_TOTAL: &str = "portcullis_store_errors_total";
 pub const CSRF_REJECTIONS_TOTAL: &str = "portcullis_csrf_rejections_total";
 /// Always 1, with the `version` label.
 pub const BUILD_INFO: &str = "portcullis_build_info";
+
+/// `X-Request-ID`, as a constant name (a `&str` name allocates on every insert).
+pub(crate) const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// Histogram buckets (seconds) for request, upstream and refresh durations.
 const DURATION_BUCKETS: &[f64] = &[
@@ -116,21 +123,147 @@ pub(crate) async fn render() -> Response {
 }
 
 /// The bounded `route` label of a request path.
-pub(crate) fn route_label(shared: &Shared, path: &str) -> String {
+pub(crate) fn route_label(shared: &Shared, path: &str) -> metrics::SharedString {
     let prefix = &shared.config.server.auth_prefix;
     if let Some(rest) = path.strip_prefix(prefix.as_str())
         && (rest.is_empty() || rest.starts_with('/'))
     {
         return match rest {
             "/login" | "/callback" | "/me" | "/logout" | "/backchannel-logout" => {
-                format!("{prefix}{rest}")
+                metrics::SharedString::from_owned(format!("{prefix}{rest}"))
             }
-            _ => "auth".to_string(),
+            _ => metrics::SharedString::const_str("auth"),
         };
     }
-    match shared.proxy.match_route(path) {
-        Some(route) => route.prefix.clone(),
-        None => "static".to_string(),
+    // Route prefixes are shared strings, so the label costs no allocation per request.
+    match shared.proxy.match_route_label(path) {
+        Some(label) => label,
+        None => metrics::SharedString::const_str("static"),
+    }
+}
+
+/// `"100101102…999"`: every status code's three digits, so a `status` label
+/// is a `'static` slice rather than a fresh `String` per request.
+static STATUS_DIGITS: OnceLock<String> = OnceLock::new();
+
+/// The `status` label: the code's three digits.
+fn status_label(status: StatusCode) -> metrics::SharedString {
+    let digits = STATUS_DIGITS.get_or_init(|| (100..1000u16).map(|c| c.to_string()).collect());
+    let i = usize::from(status.as_u16() - 100) * 3;
+    match digits.get(i..i + 3) {
+        Some(s) => metrics::SharedString::const_str(s),
+        None => metrics::SharedString::from_owned(status.as_u16().to_string()),
+    }
+}
+
+/// A fresh request id: 22 base64url characters, like the 16 random bytes
+/// these used to be, but without a system call per request. Request ids are
+/// correlation handles, not secrets: a per-process random prefix (64 bits
+/// from the OS CSPRNG, drawn once) keeps replicas apart and a counter keeps
+/// this process's ids unique.
+pub(crate) fn new_request_id() -> HeaderValue {
+    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        let mut buf = [0u8; 8];
+        getrandom::fill(&mut buf).expect("OS random number generator failed");
+        u64::from_le_bytes(buf)
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut out = [0u8; 22];
+    for (i, value) in [prefix, n].into_iter().enumerate() {
+        // 11 characters of 6 bits hold all 64 bits.
+        for j in 0..11 {
+            let shift = 6 * (10 - j);
+            let digit = if shift >= 64 {
+                0
+            } else {
+                (value >> shift) & 0x3f
+            };
+            out[i * 11 + j] = B64[digit as usize];
+        }
+    }
+    HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("-"))
+}
+
+/// The hash of the request's session cookie, found once by [`track`] and
+/// kept in the request extensions for the session lookup (`None`: no
+/// well-formed session cookie).
+#[derive(Clone)]
+pub(crate) struct SessionCookie(pub Option<SessionHash>);
+
+/// Handles of the per-request metrics, registered once per label set: the
+/// `metrics::counter!` macros build (and allocate) a labelled key and look
+/// it up in the registry on every call. Label sets are bounded (route labels
+/// × status codes), so the map stays small.
+#[derive(Default)]
+pub(crate) struct RequestMetrics {
+    routes: RwLock<HashMap<String, RouteMetrics>>,
+}
+
+struct RouteMetrics {
+    duration: Histogram,
+    /// Only for proxied routes, registered on first use so that other routes
+    /// get no empty upstream series.
+    upstream: Option<Histogram>,
+    requests: HashMap<u16, Counter>,
+}
+
+impl RequestMetrics {
+    /// One finished public request: [`REQUESTS_TOTAL`] and [`REQUEST_DURATION`].
+    pub(crate) fn record_request(&self, route: &str, status: StatusCode, seconds: f64) {
+        let code = status.as_u16();
+        {
+            let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(m) = routes.get(route)
+                && let Some(counter) = m.requests.get(&code)
+            {
+                counter.increment(1);
+                m.duration.record(seconds);
+                return;
+            }
+        }
+        let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+        let m = Self::route_entry(&mut routes, route);
+        m.requests
+            .entry(code)
+            .or_insert_with(|| {
+                metrics::counter!(REQUESTS_TOTAL, "route" => route.to_owned(), "status" => status_label(status))
+            })
+            .increment(1);
+        m.duration.record(seconds);
+    }
+
+    /// Time to an upstream's response head: [`UPSTREAM_DURATION`].
+    pub(crate) fn record_upstream(&self, route: &str, seconds: f64) {
+        {
+            let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(h) = routes.get(route).and_then(|m| m.upstream.as_ref()) {
+                h.record(seconds);
+                return;
+            }
+        }
+        let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+        Self::route_entry(&mut routes, route)
+            .upstream
+            .get_or_insert_with(
+                || metrics::histogram!(UPSTREAM_DURATION, "route" => route.to_owned()),
+            )
+            .record(seconds);
+    }
+
+    fn route_entry<'a>(
+        routes: &'a mut HashMap<String, RouteMetrics>,
+        route: &str,
+    ) -> &'a mut RouteMetrics {
+        routes
+            .entry(route.to_owned())
+            .or_insert_with(|| RouteMetrics {
+                duration: metrics::histogram!(REQUEST_DURATION, "route" => route.to_owned()),
+                upstream: None,
+                requests: HashMap::new(),
+            })
     }
 }
 
@@ -139,47 +272,46 @@ pub(crate) fn route_label(shared: &Shared, path: &str) -> String {
 /// echoed in the response), opens the span that every log line of the
 /// request carries (request id and a short session-hash prefix, never the
 /// cookie itself), records the metrics, and logs one access line.
-pub(crate) async fn track(
-    State(shared): State<Arc<Shared>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+pub(crate) async fn track<F, Fut>(shared: &Shared, mut req: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let start = Instant::now();
     let request_id = match req
         .headers()
-        .get("x-request-id")
+        .get(&X_REQUEST_ID)
         .filter(|v| v.len() <= 128 && v.to_str().is_ok_and(|s| !s.is_empty()))
     {
         Some(v) => v.clone(),
         None => {
-            let v = HeaderValue::from_str(&crate::session::random_token(16))
-                .unwrap_or(HeaderValue::from_static("-"));
-            req.headers_mut().insert("x-request-id", v.clone());
+            let v = new_request_id();
+            req.headers_mut().insert(X_REQUEST_ID, v.clone());
             v
         }
     };
-    let route = route_label(&shared, req.uri().path());
+    let route = route_label(shared, req.uri().path());
     let method = req.method().clone();
-    let session = session_prefix(&shared, &req);
+    // Hashed once here; the session lookup reuses it from the extensions.
+    let session = crate::http::session_cookie_hash(shared, req.headers());
     let span = tracing::info_span!(
         "request",
         request_id = request_id.to_str().unwrap_or("-"),
-        session = session.as_deref().unwrap_or("-"),
+        session = session.as_ref().map_or("-", SessionHash::short),
         // Filled in by the session lookup when `server.log_user` is on.
         user = tracing::field::Empty,
         // The W3C trace id of an incoming `traceparent` (forwarded to upstreams
         // unchanged), to find the request in the caller's traces.
         trace_id = trace_id(&req).unwrap_or("-"),
     );
-    let mut resp = next.run(req).instrument(span.clone()).await;
+    req.extensions_mut().insert(SessionCookie(session));
+    let mut resp = next(req).instrument(span.clone()).await;
     let elapsed = start.elapsed();
     let status = resp.status();
-    metrics::counter!(REQUESTS_TOTAL, "route" => route.clone(), "status" => status.as_u16().to_string())
-        .increment(1);
-    metrics::histogram!(REQUEST_DURATION, "route" => route.clone()).record(elapsed.as_secs_f64());
-    resp.headers_mut()
-        .entry("x-request-id")
-        .or_insert(request_id);
+    shared
+        .metrics
+        .record_request(&route, status, elapsed.as_secs_f64());
+    resp.headers_mut().entry(X_REQUEST_ID).or_insert(request_id);
     span.in_scope(|| {
         tracing::info!(
             target: "portcullis::access",
@@ -203,20 +335,6 @@ fn trace_id(req: &Request) -> Option<&str> {
     (hex(trace, 32) && hex(parent, 16) && trace.bytes().any(|b| b != b'0')).then_some(trace)
 }
 
-/// First characters of the SHA-256 of the session cookie, for log correlation.
-fn session_prefix(shared: &Shared, req: &Request) -> Option<String> {
-    let name = &shared.config.session.cookie_name;
-    req.headers()
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| k == name)
-        .and_then(|(_, v)| SessionId::parse(v))
-        .map(|id| id.hash().short().to_string())
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
@@ -225,5 +343,30 @@ mod tests {
         let b = super::install().map(|h| h as *const _);
         assert_eq!(a, b);
         assert!(a.is_some());
+    }
+
+    #[test]
+    fn request_ids_are_unique_base64url() {
+        let a = super::new_request_id();
+        let b = super::new_request_id();
+        assert_ne!(a, b);
+        for v in [&a, &b] {
+            let s = v.to_str().unwrap();
+            assert_eq!(s.len(), 22);
+            assert!(
+                s.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+            );
+        }
+        assert_eq!(a.as_bytes()[..11], b.as_bytes()[..11]);
+    }
+
+    #[test]
+    fn status_labels_are_the_three_digits() {
+        use http::StatusCode;
+        for code in [100u16, 200, 404, 503, 999] {
+            let s = StatusCode::from_u16(code).unwrap();
+            assert_eq!(&*super::status_label(s), code.to_string());
+        }
     }
 }

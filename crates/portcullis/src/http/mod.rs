@@ -59,17 +59,12 @@ pub(crate) fn public_router(shared: Arc<Shared>) -> Router {
     Router::new()
         .nest(&prefix, auth)
         .fallback(dispatch)
-        .layer(middleware::from_fn(limit_uri))
-        // Outside everything else but metrics, so CORS headers also reach
-        // error answers such as a 414 (see cors.rs).
+        // One middleware running the three public layers in order, rather
+        // than three stacked `from_fn` layers: each of those boxes and clones
+        // the inner service and boxes its future on every request.
         .layer(middleware::from_fn_with_state(
             shared.clone(),
-            crate::cors::cors,
-        ))
-        // Outermost: request id, span, metrics and access log cover every answer, even a 414.
-        .layer(middleware::from_fn_with_state(
-            shared.clone(),
-            crate::metrics::track,
+            public_layers,
         ))
         .with_state(shared)
 }
@@ -104,6 +99,24 @@ fn admin_session_routes(shared: Arc<Shared>) -> Router<Arc<Shared>> {
         ))
 }
 
+/// The layers around every public request, outermost first:
+/// - `metrics::track`: request id, span, metrics and access log cover every
+///   answer, even a 414;
+/// - `cors::cors`: outside everything else but metrics, so CORS headers also
+///   reach error answers such as a 414 (see cors.rs);
+/// - [`limit_uri`].
+async fn public_layers(
+    State(shared): State<Arc<Shared>>,
+    req: Request,
+    next: middleware::Next,
+) -> Response {
+    let shared = &*shared;
+    crate::metrics::track(shared, req, move |req| {
+        crate::cors::cors(shared, req, move |req| limit_uri(req, next))
+    })
+    .await
+}
+
 /// Everything outside the auth prefix: a configured route, else static files.
 async fn dispatch(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     if let Some(route) = shared.proxy.match_route(req.uri().path()) {
@@ -133,4 +146,6 @@ async fn limit_uri(req: Request, next: middleware::Next) -> Response {
 }
 
 pub(crate) use cookies::owned_names as owned_cookie_names;
-pub(crate) use session::{SessionLookup, current_session};
+pub(crate) use session::{
+    SessionLookup, current_session, current_session_by_hash, session_cookie_hash,
+};

@@ -1,12 +1,13 @@
 //! Finding the request's session from its cookie and enforcing the idle and
 //! absolute timeouts on every request.
 
-use axum_extra::extract::CookieJar;
+use axum_extra::extract::{CookieJar, cookie::Cookie};
+use http::{HeaderMap, header};
 
 use super::ApiError;
 use crate::{
     gateway::Shared,
-    session::{SessionId, SessionRecord},
+    session::{SessionHash, SessionId, SessionRecord},
 };
 
 /// What the session cookie led to.
@@ -24,17 +25,52 @@ fn touch_interval(shared: &Shared) -> i64 {
     (shared.config.session.idle_timeout.as_secs() as i64 / 20).clamp(1, 60)
 }
 
+/// The hash of the session cookie in `headers`, chosen exactly as
+/// [`CookieJar`] would (the last cookie of that name, percent-decoded) but
+/// without parsing every other cookie into the jar.
+pub(crate) fn session_cookie_hash(shared: &Shared, headers: &HeaderMap) -> Option<SessionHash> {
+    session_cookie_id(&shared.config.session.cookie_name, headers).map(|id| id.hash())
+}
+
+fn session_cookie_id(name: &str, headers: &HeaderMap) -> Option<SessionId> {
+    let mut found = None;
+    for pair in headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        // A cookie of that name contains the name, or an escape that decodes
+        // to it; the others need no parsing.
+        .filter(|pair| pair.contains(name) || pair.contains('%'))
+    {
+        if let Ok(c) = Cookie::parse_encoded(pair)
+            && c.name() == name
+        {
+            found = Some(c);
+        }
+    }
+    found.and_then(|c| SessionId::parse(c.value()))
+}
+
 pub(crate) async fn current_session(
     shared: &Shared,
     jar: &CookieJar,
 ) -> Result<SessionLookup, ApiError> {
-    let Some(id) = jar
+    let hash = jar
         .get(&shared.config.session.cookie_name)
         .and_then(|c| SessionId::parse(c.value()))
-    else {
+        .map(|id| id.hash());
+    current_session_by_hash(shared, hash).await
+}
+
+/// [`current_session`] for a cookie already hashed (see [`session_cookie_hash`]).
+pub(crate) async fn current_session_by_hash(
+    shared: &Shared,
+    hash: Option<SessionHash>,
+) -> Result<SessionLookup, ApiError> {
+    let Some(hash) = hash else {
         return Ok(SessionLookup::None);
     };
-    let hash = id.hash();
     let Some(mut record) = shared.store.load(&hash).await? else {
         return Ok(SessionLookup::None);
     };
@@ -58,4 +94,42 @@ pub(crate) async fn current_session(
         tracing::Span::current().record("user", record.sub.as_str());
     }
     Ok(SessionLookup::Active(Box::new(record)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    /// The same cookie as `CookieJar` picks, for duplicates, escapes and noise.
+    #[test]
+    fn session_cookie_is_found_as_the_jar_finds_it() {
+        let a = "a".repeat(43);
+        let b = "b".repeat(43);
+        let cases: Vec<Vec<String>> = vec![
+            vec![format!("portcullis={a}")],
+            vec![format!("theme=dark; portcullis={a}; x=1")],
+            vec![format!("portcullis={a}; portcullis={b}")],
+            vec![format!("portcullis={a}"), format!("portcullis={b}")],
+            vec![format!("portc%75llis={b}; portcullis={a}")],
+            vec![format!("portcullis={a}; portc%75llis={b}")],
+            vec![format!(" portcullis = {a} ")],
+            vec![format!("xportcullis={a}; portcullisx={b}")],
+            vec!["portcullis=short".to_string()],
+            vec!["theme=dark".to_string()],
+            vec![],
+        ];
+        for values in cases {
+            let mut h = HeaderMap::new();
+            for v in &values {
+                h.append(header::COOKIE, HeaderValue::from_str(v).unwrap());
+            }
+            let jar = CookieJar::from_headers(&h)
+                .get("portcullis")
+                .and_then(|c| SessionId::parse(c.value()))
+                .map(|id| id.hash());
+            let ours = session_cookie_id("portcullis", &h).map(|id| id.hash());
+            assert_eq!(ours, jar, "{values:?}");
+        }
+    }
 }

@@ -20,9 +20,18 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
+// Named once: inserting under a `&str` name copies the name into a fresh
+// allocation on every call, a constant `HeaderName` does not.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 pub(super) struct Forwarding<'a> {
     pub config: &'a Config,
     pub owned_cookies: &'a [String],
+    /// Prebuilt from `server.public_url` (see `Proxy`).
+    pub forwarded_proto: Option<&'a HeaderValue>,
+    pub forwarded_host: Option<&'a HeaderValue>,
     pub access_token: Option<&'a str>,
     pub request_id: &'a HeaderValue,
 }
@@ -72,7 +81,7 @@ pub(super) fn rewrite_request(parts: &mut Parts, fwd: Forwarding<'_>) {
             .any(|net| net.contains(&ip))
     });
     let prior = if trusted {
-        h.get("x-forwarded-for")
+        h.get(&X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     } else {
@@ -83,27 +92,21 @@ pub(super) fn rewrite_request(parts: &mut Parts, fwd: Forwarding<'_>) {
         (None, Some(ip)) => Some(ip.to_string()),
         (p, None) => p,
     };
-    h.remove("x-forwarded-for");
+    h.remove(&X_FORWARDED_FOR);
     if let Some(v) = xff.and_then(|x| HeaderValue::from_str(&x).ok()) {
-        h.insert("x-forwarded-for", v);
+        h.insert(X_FORWARDED_FOR, v);
     }
-    let public = &fwd.config.server.public_url;
-    if !trusted || !h.contains_key("x-forwarded-proto") {
-        if let Ok(v) = HeaderValue::from_str(public.scheme()) {
-            h.insert("x-forwarded-proto", v);
-        }
+    if (!trusted || !h.contains_key(&X_FORWARDED_PROTO))
+        && let Some(v) = fwd.forwarded_proto
+    {
+        h.insert(X_FORWARDED_PROTO, v.clone());
     }
-    if !trusted || !h.contains_key("x-forwarded-host") {
-        let host = match (public.host_str(), public.port()) {
-            (Some(host), Some(port)) => format!("{host}:{port}"),
-            (Some(host), None) => host.to_string(),
-            _ => String::new(),
-        };
-        if let Ok(v) = HeaderValue::from_str(&host) {
-            h.insert("x-forwarded-host", v);
-        }
+    if (!trusted || !h.contains_key(&X_FORWARDED_HOST))
+        && let Some(v) = fwd.forwarded_host
+    {
+        h.insert(X_FORWARDED_HOST, v.clone());
     }
-    h.insert("x-request-id", fwd.request_id.clone());
+    h.insert(crate::metrics::X_REQUEST_ID, fwd.request_id.clone());
 }
 
 /// Set `Authorization: Bearer <token>`, marked sensitive (never logged by hyper).
@@ -125,21 +128,27 @@ pub(super) fn set_bearer(h: &mut HeaderMap, token: &str) {
 
 /// Drop cookies the gateway owns from `Cookie`; other cookies pass.
 fn strip_owned_cookies(h: &mut HeaderMap, owned: &[String]) {
-    let kept: Vec<String> = h
+    // The kept pairs joined with "; ", built in one string.
+    let mut kept = String::new();
+    for pair in h
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|pair| {
-            let name = pair.split('=').next().unwrap_or("").trim();
-            !pair.is_empty() && !owned.iter().any(|o| o == name)
-        })
-        .map(str::to_string)
-        .collect();
+    {
+        let name = pair.split('=').next().unwrap_or("").trim();
+        if pair.is_empty() || owned.iter().any(|o| o == name) {
+            continue;
+        }
+        if !kept.is_empty() {
+            kept.push_str("; ");
+        }
+        kept.push_str(pair);
+    }
     h.remove(header::COOKIE);
     if !kept.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+        && let Ok(v) = HeaderValue::from_str(&kept)
     {
         h.insert(header::COOKIE, v);
     }

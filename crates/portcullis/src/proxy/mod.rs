@@ -16,7 +16,6 @@ use axum::{
     extract::Request,
     response::{IntoResponse, Response},
 };
-use axum_extra::extract::CookieJar;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version, request::Parts};
 
@@ -24,9 +23,9 @@ use crate::{
     config::{Config, RouteConfig, TokenMode},
     csrf,
     gateway::Shared,
-    http::{ApiError, SessionLookup, current_session},
+    http::{ApiError, SessionLookup, current_session_by_hash, session_cookie_hash},
+    metrics::SessionCookie,
     refresh,
-    session::random_token,
 };
 
 /// Request bodies up to this size are buffered so an upstream 401 can be
@@ -37,9 +36,15 @@ const RETRY_BUFFER_LIMIT: u64 = 1024 * 1024;
 pub struct Proxy {
     /// Sorted longest prefix first.
     routes: Vec<RouteConfig>,
+    /// `routes[i].prefix` as a shared metric label (no allocation per request).
+    labels: Vec<metrics::SharedString>,
     /// One pooled client per upstream base URL.
     clients: HashMap<String, client::UpstreamClient>,
     owned_cookies: Vec<String>,
+    /// `X-Forwarded-Proto` and `X-Forwarded-Host` from `server.public_url`,
+    /// the same for every request, so built once.
+    forwarded_proto: Option<HeaderValue>,
+    forwarded_host: Option<HeaderValue>,
 }
 
 impl Proxy {
@@ -53,10 +58,23 @@ impl Proxy {
                 .entry(r.upstream.as_str().to_string())
                 .or_insert_with(|| client::UpstreamClient::new(r.timeout));
         }
+        let labels = routes
+            .iter()
+            .map(|r| metrics::SharedString::from_shared(Arc::from(r.prefix.as_str())))
+            .collect();
+        let public = &config.server.public_url;
+        let host = match (public.host_str(), public.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_string(),
+            _ => String::new(),
+        };
         Self {
             routes,
+            labels,
             clients,
             owned_cookies: crate::http::owned_cookie_names(config).to_vec(),
+            forwarded_proto: HeaderValue::from_str(public.scheme()).ok(),
+            forwarded_host: HeaderValue::from_str(&host).ok(),
         }
     }
 
@@ -69,6 +87,15 @@ impl Proxy {
     /// The route with the longest prefix matching `path`.
     pub fn match_route(&self, path: &str) -> Option<&RouteConfig> {
         self.routes.iter().find(|r| prefix_matches(&r.prefix, path))
+    }
+
+    /// The `route` metric label (the prefix) of the route matching `path`.
+    pub(crate) fn match_route_label(&self, path: &str) -> Option<metrics::SharedString> {
+        let i = self
+            .routes
+            .iter()
+            .position(|r| prefix_matches(&r.prefix, path))?;
+        self.labels.get(i).cloned()
     }
 }
 
@@ -88,17 +115,16 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 pub(crate) async fn handle(shared: Arc<Shared>, route: &RouteConfig, req: Request) -> Response {
     let request_id = req
         .headers()
-        .get("x-request-id")
+        .get(&crate::metrics::X_REQUEST_ID)
         .filter(|v| v.len() <= 128 && v.to_str().is_ok_and(|s| !s.is_empty()))
         .cloned()
-        .unwrap_or_else(|| {
-            HeaderValue::from_str(&random_token(16)).unwrap_or(HeaderValue::from_static("-"))
-        });
+        .unwrap_or_else(crate::metrics::new_request_id);
     let mut resp = match forward(&shared, route, req, &request_id).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
-    resp.headers_mut().insert("x-request-id", request_id);
+    resp.headers_mut()
+        .insert(crate::metrics::X_REQUEST_ID, request_id);
     resp
 }
 
@@ -116,8 +142,12 @@ async fn forward(
     let session = match route.token {
         TokenMode::None => None,
         TokenMode::User => {
-            let jar = CookieJar::from_headers(&parts.headers);
-            let record = match current_session(shared, &jar).await? {
+            // Hashed by `metrics::track` already when it runs in front.
+            let hash = match parts.extensions.get::<SessionCookie>() {
+                Some(SessionCookie(hash)) => hash.clone(),
+                None => session_cookie_hash(shared, &parts.headers),
+            };
+            let record = match current_session_by_hash(shared, hash).await? {
                 SessionLookup::Active(r) => r,
                 SessionLookup::Expired => return Err(ApiError::SessionExpired),
                 SessionLookup::None => return Err(ApiError::Unauthorized),
@@ -147,6 +177,8 @@ async fn forward(
         headers::Forwarding {
             config: &shared.config,
             owned_cookies: &shared.proxy.owned_cookies,
+            forwarded_proto: shared.proxy.forwarded_proto.as_ref(),
+            forwarded_host: shared.proxy.forwarded_host.as_ref(),
             access_token: session.as_ref().map(|r| r.tokens.access_token.as_str()),
             request_id,
         },
@@ -161,7 +193,7 @@ async fn forward(
     }
 
     let Some(record) = session else {
-        let resp = timed_send(route, client, Request::from_parts(parts, body)).await?;
+        let resp = timed_send(shared, route, client, Request::from_parts(parts, body)).await?;
         return Ok(finish(shared, resp));
     };
 
@@ -171,7 +203,7 @@ async fn forward(
         RequestBody::Streaming(body) => (body, None),
     };
     let head = replay.as_ref().map(|_| RequestHead::of(&parts));
-    let resp = timed_send(route, client, Request::from_parts(parts, body)).await?;
+    let resp = timed_send(shared, route, client, Request::from_parts(parts, body)).await?;
     if resp.status() != StatusCode::UNAUTHORIZED {
         return Ok(finish(shared, resp));
     }
@@ -189,7 +221,7 @@ async fn forward(
         "upstream 401; retrying with refreshed token"
     );
     let retry = head.into_request(&refreshed.tokens.access_token, bytes);
-    let resp = timed_send(route, client, retry).await?;
+    let resp = timed_send(shared, route, client, retry).await?;
     Ok(finish(shared, resp))
 }
 
@@ -201,6 +233,7 @@ fn finish(shared: &Shared, resp: http::Response<hyper::body::Incoming>) -> Respo
 }
 
 async fn timed_send(
+    shared: &Shared,
     route: &RouteConfig,
     client: &client::UpstreamClient,
     req: Request,
@@ -216,8 +249,9 @@ async fn timed_send(
         metrics::counter!(crate::metrics::UPSTREAM_ERRORS_TOTAL, "route" => route.prefix.clone(), "kind" => kind)
             .increment(1);
     } else {
-        metrics::histogram!(crate::metrics::UPSTREAM_DURATION, "route" => route.prefix.clone())
-            .record(started.elapsed().as_secs_f64());
+        shared
+            .metrics
+            .record_upstream(&route.prefix, started.elapsed().as_secs_f64());
     }
     result
 }
@@ -272,25 +306,29 @@ impl RequestHead {
 }
 
 fn upstream_uri(route: &RouteConfig, path: &str, query: Option<&str>) -> Result<Uri, ApiError> {
-    let forwarded_path = if route.strip_prefix {
+    let (slash, forwarded_path) = if route.strip_prefix {
         let rest = path
             .strip_prefix(route.prefix.trim_end_matches('/'))
             .unwrap_or(path);
-        if rest.starts_with('/') {
-            rest.to_string()
-        } else {
-            format!("/{rest}")
-        }
+        (!rest.starts_with('/'), rest)
     } else {
-        path.to_string()
+        (false, path)
     };
     let base = route.upstream.as_str().trim_end_matches('/');
-    let uri = match query {
-        Some(q) => format!("{base}{forwarded_path}?{q}"),
-        None => format!("{base}{forwarded_path}"),
-    };
-    uri.parse()
-        .map_err(|_| ApiError::BadRequest("cannot build upstream URI".into()))
+    // One allocation: base + path (+ "?" query).
+    let mut uri = String::with_capacity(
+        base.len() + 1 + forwarded_path.len() + query.map_or(0, |q| q.len() + 1),
+    );
+    uri.push_str(base);
+    if slash {
+        uri.push('/');
+    }
+    uri.push_str(forwarded_path);
+    if let Some(q) = query {
+        uri.push('?');
+        uri.push_str(q);
+    }
+    Uri::try_from(uri).map_err(|_| ApiError::BadRequest("cannot build upstream URI".into()))
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! Path checks before forwarding: no dot segments, encoded or not, so a
 //! request can never leave its route's prefix at the upstream.
 
+use std::borrow::Cow;
+
 /// The request path if it is safe to forward; a reason otherwise.
 pub(super) fn checked_path(path: &str) -> Result<String, &'static str> {
     let decoded = percent_decode(path).ok_or("malformed percent-encoding in path")?;
@@ -9,7 +11,7 @@ pub(super) fn checked_path(path: &str) -> Result<String, &'static str> {
     }
     // Decode twice: some upstreams decode again (`%252e%252e`).
     let twice = percent_decode(&decoded).ok_or("malformed percent-encoding in path")?;
-    for candidate in [&decoded, &twice] {
+    for candidate in [&*decoded, &*twice] {
         if candidate.split('/').any(|seg| seg == ".." || seg == ".") {
             return Err("dot segments are not allowed in paths");
         }
@@ -17,7 +19,11 @@ pub(super) fn checked_path(path: &str) -> Result<String, &'static str> {
     Ok(path.to_string())
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
+    // The usual path has no escapes: nothing to decode, nothing to allocate.
+    if !s.contains('%') {
+        return Some(Cow::Borrowed(s));
+    }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -32,7 +38,7 @@ fn percent_decode(s: &str) -> Option<String> {
             i += 1;
         }
     }
-    String::from_utf8(out).ok()
+    String::from_utf8(out).ok().map(Cow::Owned)
 }
 
 #[cfg(test)]

@@ -44,6 +44,7 @@ pub(super) async fn tunnel(
         .ok_or_else(|| ApiError::BadRequest("this connection cannot be upgraded".into()))?;
     restore_upgrade_headers(&mut parts.headers);
     let mut resp = timed_send(
+        shared,
         route,
         client,
         axum::extract::Request::from_parts(parts, Body::empty()),
