@@ -312,6 +312,11 @@ where
         .metrics
         .record_request(&route, status, elapsed.as_secs_f64());
     resp.headers_mut().entry(X_REQUEST_ID).or_insert(request_id);
+    // Set by the proxy on responses that came from an upstream.
+    let upstream_ms = resp
+        .extensions()
+        .get::<UpstreamDuration>()
+        .map(|d| d.0.as_secs_f64() * 1000.0);
     span.in_scope(|| {
         tracing::info!(
             target: "portcullis::access",
@@ -319,11 +324,17 @@ where
             route = %route,
             status = status.as_u16(),
             duration_ms = elapsed.as_secs_f64() * 1000.0,
+            upstream_ms,
             "request"
         );
     });
     resp
 }
+
+/// How long the upstream took to answer with its response head; put in the
+/// response extensions by the proxy so the access line can show it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UpstreamDuration(pub std::time::Duration);
 
 /// The trace id of a well-formed `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
 fn trace_id(req: &Request) -> Option<&str> {

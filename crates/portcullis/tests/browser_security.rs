@@ -451,6 +451,41 @@ async fn security_headers_on_gateway_answers_but_not_on_proxied_ones() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["content-security-policy"], "sandbox");
     assert_eq!(resp.headers()["cache-control"], "max-age=60");
+    assert!(resp.headers().get("x-content-type-options").is_none());
+}
+
+#[tokio::test]
+async fn routes_can_opt_in_to_security_headers_on_proxied_answers() {
+    // `extra` lands inside the fixture's `[[routes]]` table.
+    let gw = start(Opts {
+        extra: "security_headers = true",
+        ..Opts::default()
+    })
+    .await;
+    let alice = gw.login().await;
+    let resp = gw
+        .req(Method::GET, "/api/plain")
+        .header(header::COOKIE, &alice.cookie)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let h = resp.headers();
+    assert_eq!(
+        h["content-security-policy"],
+        "default-src 'self'; frame-ancestors 'none'; object-src 'none'; base-uri 'self'"
+    );
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["referrer-policy"], "no-referrer");
+    // An upstream's own CSP still wins.
+    let resp = gw
+        .req(Method::GET, "/api/own-headers")
+        .header(header::COOKIE, &alice.cookie)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.headers()["content-security-policy"], "sandbox");
+    assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
 }
 
 #[tokio::test]

@@ -156,6 +156,10 @@ async fn logs_of_a_full_flow_hold_no_token_code_or_cookie() {
         logs.contains("\"route\":\"/api/\""),
         "no route in the access log"
     );
+    assert!(
+        logs.contains("\"upstream_ms\":"),
+        "no upstream duration in the access log of the proxied call"
+    );
 
     // `server.log_user` is off by default; on, the request span names the user.
     assert!(

@@ -358,6 +358,7 @@ pub(super) struct RawRoute {
     pub require_roles: Raw,
     pub strip_prefix: Raw,
     pub timeout: Raw,
+    pub security_headers: Raw,
 }
 
 #[derive(Deserialize, Default)]

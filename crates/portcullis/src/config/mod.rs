@@ -196,6 +196,10 @@ pub struct RouteConfig {
     pub strip_prefix: bool,
     /// `routes[].timeout`, default `30s`.
     pub timeout: Duration,
+    /// `routes[].security_headers`, default `false`: add the gateway's security
+    /// headers (CSP, nosniff, Referrer-Policy, HSTS in prod) to proxied responses
+    /// that do not set their own. Off: API responses keep exactly their headers.
+    pub security_headers: bool,
 }
 
 #[derive(Debug, Clone)]

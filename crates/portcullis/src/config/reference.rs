@@ -396,6 +396,12 @@ pub const KEYS: &[Key] = &[
         "Upstream response timeout.",
     ),
     key(
+        "routes",
+        "security_headers",
+        Value("false"),
+        "Add the gateway's security headers (CSP, nosniff, Referrer-Policy, HSTS in prod) to proxied responses that lack them.",
+    ),
+    key(
         "static",
         "dir",
         Required,

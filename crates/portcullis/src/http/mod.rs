@@ -146,6 +146,7 @@ async fn limit_uri(req: Request, next: middleware::Next) -> Response {
 }
 
 pub(crate) use cookies::owned_names as owned_cookie_names;
+pub(crate) use headers::apply_security_headers;
 pub(crate) use session::{
     SessionLookup, current_session, current_session_by_hash, session_cookie_hash,
 };

@@ -194,7 +194,7 @@ async fn forward(
 
     let Some(record) = session else {
         let resp = timed_send(shared, route, client, Request::from_parts(parts, body)).await?;
-        return Ok(finish(shared, resp));
+        return Ok(finish(shared, route, resp));
     };
 
     // User token: keep what a retry needs when the body is small enough.
@@ -205,15 +205,15 @@ async fn forward(
     let head = replay.as_ref().map(|_| RequestHead::of(&parts));
     let resp = timed_send(shared, route, client, Request::from_parts(parts, body)).await?;
     if resp.status() != StatusCode::UNAUTHORIZED {
-        return Ok(finish(shared, resp));
+        return Ok(finish(shared, route, resp));
     }
     let (Some(head), Some(bytes)) = (head, replay) else {
-        return Ok(finish(shared, resp));
+        return Ok(finish(shared, route, resp));
     };
     // The upstream refused the token: refresh once, retry once.
     let refreshed = refresh::after_rejection(shared, &record).await?;
     if refreshed.tokens.access_token == record.tokens.access_token {
-        return Ok(finish(shared, resp));
+        return Ok(finish(shared, route, resp));
     }
     drop(resp);
     tracing::debug!(
@@ -222,13 +222,20 @@ async fn forward(
     );
     let retry = head.into_request(&refreshed.tokens.access_token, bytes);
     let resp = timed_send(shared, route, client, retry).await?;
-    Ok(finish(shared, resp))
+    Ok(finish(shared, route, resp))
 }
 
 /// Response head hygiene; the body streams as it arrives.
-fn finish(shared: &Shared, resp: http::Response<hyper::body::Incoming>) -> Response {
+fn finish(
+    shared: &Shared,
+    route: &RouteConfig,
+    resp: http::Response<hyper::body::Incoming>,
+) -> Response {
     let (mut parts, body) = resp.into_parts();
     headers::rewrite_response(&mut parts.headers, &shared.proxy.owned_cookies);
+    if route.security_headers {
+        crate::http::apply_security_headers(shared, &mut parts.headers);
+    }
     Response::from_parts(parts, Body::new(body))
 }
 
@@ -239,7 +246,7 @@ async fn timed_send(
     req: Request,
 ) -> Result<http::Response<hyper::body::Incoming>, ApiError> {
     let started = Instant::now();
-    let result = client.send(req, route.timeout).await;
+    let mut result = client.send(req, route.timeout).await;
     let kind = match &result {
         Ok(_) => None,
         Err(ApiError::UpstreamTimeout) => Some("timeout"),
@@ -249,9 +256,14 @@ async fn timed_send(
         metrics::counter!(crate::metrics::UPSTREAM_ERRORS_TOTAL, "route" => route.prefix.clone(), "kind" => kind)
             .increment(1);
     } else {
+        let took = started.elapsed();
         shared
             .metrics
-            .record_upstream(&route.prefix, started.elapsed().as_secs_f64());
+            .record_upstream(&route.prefix, took.as_secs_f64());
+        if let Ok(resp) = &mut result {
+            resp.extensions_mut()
+                .insert(crate::metrics::UpstreamDuration(took));
+        }
     }
     result
 }

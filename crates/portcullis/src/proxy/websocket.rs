@@ -52,7 +52,7 @@ pub(super) async fn tunnel(
     .await?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         // The upstream refused the upgrade: its answer is an ordinary response.
-        return Ok(finish(shared, resp));
+        return Ok(finish(shared, route, resp));
     }
     let upstream_side = hyper::upgrade::on(&mut resp);
     tokio::spawn(async move {

@@ -101,6 +101,7 @@ impl Validator<'_> {
         };
         let strip_prefix = self.bool_or(&key("strip_prefix"), raw.strip_prefix, false);
         let timeout = self.duration_or(&key("timeout"), raw.timeout, Duration::from_secs(30), true);
+        let security_headers = self.bool_or(&key("security_headers"), raw.security_headers, false);
         Some(RouteConfig {
             prefix: prefix?,
             upstream: upstream?,
@@ -108,6 +109,7 @@ impl Validator<'_> {
             require_roles: require_roles?,
             strip_prefix: strip_prefix?,
             timeout: timeout?,
+            security_headers: security_headers?,
         })
     }
 
