@@ -16,14 +16,10 @@ mod id_token;
 #[path = "login_security/session_and_input.rs"]
 mod session_and_input;
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
-use portcullis::{
-    Gateway,
-    config::Config,
-    session::{MemoryStore, SessionRecord, SessionStore, random_key_base64},
-};
+use portcullis::session::{MemoryStore, SessionRecord, SessionStore, random_key_base64};
 use reqwest::{Client, Response, StatusCode, header, redirect::Policy};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -79,20 +75,8 @@ encryption_keys = ["{key}"]
             issuer = idp.issuer,
             key = random_key_base64(),
         );
-        let config = Config::from_toml_str(&toml, std::iter::empty::<(String, String)>())
-            .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
         let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
-        let gateway = Gateway::builder(config)
-            .store(store.clone())
-            .build()
-            .await
-            .expect("build the gateway");
-        let app = gateway
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (_, server) = common::gateway::serve(listener, &toml, store.clone()).await;
         Self {
             idp,
             base,

@@ -6,15 +6,11 @@
 
 mod common;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, Header};
-use portcullis::{
-    Gateway,
-    config::Config,
-    session::{
-        MemoryStore, SessionId, SessionRecord, SessionStore, SqliteStore, TokenSet, random_token,
-    },
+use portcullis::session::{
+    MemoryStore, SessionId, SessionRecord, SessionStore, SqliteStore, TokenSet, random_token,
 };
 use reqwest::{Client, StatusCode, header};
 use serde_json::{Value, json};
@@ -66,19 +62,7 @@ store = "memory"
 "#,
             issuer = idp.issuer,
         );
-        let config = Config::from_toml_str(&toml, Vec::<(String, String)>::new())
-            .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
-        let gateway = Gateway::builder(config)
-            .store(store.clone())
-            .build()
-            .await
-            .expect("build the gateway");
-        let app = gateway
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (_, server) = common::gateway::serve(listener, &toml, store.clone()).await;
         Self {
             idp,
             signer: signer.expect("signer"),

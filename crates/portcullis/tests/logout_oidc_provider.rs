@@ -5,16 +5,12 @@
 
 mod common;
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use common::oidc_provider::{
     Browser, CLIENT_ID, CLIENT_SECRET, Landed, OidcProvider, OpOptions, SCOPES,
 };
-use portcullis::{
-    Gateway,
-    config::Config,
-    session::{MemoryStore, SessionStore},
-};
+use portcullis::session::{MemoryStore, SessionStore};
 use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -77,19 +73,8 @@ store = "memory"
 "#,
         issuer = op.issuer
     );
-    let config = Config::from_toml_str(&toml, Vec::new()).expect("config");
     let store = Arc::new(MemoryStore::new());
-    let gateway = Gateway::builder(config)
-        .store(store.clone())
-        .build()
-        .await
-        .expect("gateway");
-    let app = gateway
-        .router()
-        .into_make_service_with_connect_info::<SocketAddr>();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let (_, server) = common::gateway::serve(listener, &toml, store.clone()).await;
     Setup {
         base,
         op,

@@ -10,11 +10,7 @@ use axum::{Json, Router, http::HeaderMap, routing::get};
 use common::oidc_provider::{
     Browser, CLIENT_ID, CLIENT_SECRET, Landed, OidcProvider, OpOptions, SCOPES,
 };
-use portcullis::{
-    Gateway,
-    config::Config,
-    session::{MemoryStore, SessionStore},
-};
+use portcullis::session::{MemoryStore, SessionStore};
 use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -79,17 +75,8 @@ upstream = "http://{upstream}"
 "#,
         issuer = op.issuer
     );
-    let config = Config::from_toml_str(&toml, Vec::new()).expect("config");
     let store = Arc::new(MemoryStore::new());
-    let gateway = Gateway::builder(config)
-        .store(store.clone())
-        .build()
-        .await
-        .expect("gateway");
-    let app = gateway
-        .router()
-        .into_make_service_with_connect_info::<SocketAddr>();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    common::gateway::serve(listener, &toml, store.clone()).await;
     Setup { base, op, store }
 }
 

@@ -11,7 +11,7 @@ use std::{
 
 use axum::{Json, Router, body::Body, http::HeaderMap, routing::get};
 use http_body_util::BodyExt;
-use portcullis::{Gateway, config::Config, session::MemoryStore};
+use portcullis::{Gateway, session::MemoryStore};
 use reqwest::StatusCode;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -116,19 +116,8 @@ upstream = "http://{upstream}"
 "#,
         issuer = op.issuer
     );
-    let config = Config::from_toml_str(&toml, Vec::new()).expect("config");
     let store = Arc::new(MemoryStore::new());
-    let gateway = Gateway::builder(config)
-        .store(store.clone())
-        .build()
-        .await
-        .expect("gateway");
-    let app = gateway
-        .router()
-        .into_make_service_with_connect_info::<SocketAddr>();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let (gateway, server) = crate::common::gateway::serve(listener, &toml, store.clone()).await;
     Setup {
         base,
         op,
