@@ -47,6 +47,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
 
+    let shutdown = crate::shutdown_signal();
     let gateway_listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -158,13 +159,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  Ctrl-C stops it.");
     println!();
 
-    portcullis::serve(
-        gateway,
-        gateway_listener,
-        admin_listener,
-        crate::shutdown_signal(),
-    )
-    .await?;
+    portcullis::serve(gateway, gateway_listener, admin_listener, shutdown).await?;
     Ok(())
 }
 
