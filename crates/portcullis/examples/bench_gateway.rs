@@ -6,11 +6,9 @@
 //! with STORE `memory`, `sqlite://PATH`, `redis://…` or `postgres://…`.
 //! Persistent stores seal records with a random key (as in production);
 //! `BENCH_CACHE=0` turns the local cache of Redis/PostgreSQL off.
-//! Prints `COOKIE=<name>=<value>`.
-
-use std::net::SocketAddr;
-
-use axum::serve::ListenerExt as _;
+//! Prints `COOKIE=<name>=<value>`. Served by `portcullis::serve` with the
+//! binary's allocator, so it measures what `portcullis serve` runs;
+//! `BENCH_WORKERS=N` sets `server.workers` (default: one per CPU).
 
 use portcullis::{
     Gateway,
@@ -22,6 +20,9 @@ use portcullis::{
     time::{Clock, SystemClock},
 };
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -30,11 +31,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .next()
         .unwrap_or_else(|| "http://127.0.0.1:4111".into());
     let store_url = args.next().unwrap_or_else(|| "memory".into());
+    let workers = std::env::var("BENCH_WORKERS").unwrap_or_else(|_| "\"auto\"".into());
     let toml = format!(
         r#"
 [server]
 public_url = "http://{listen}"
 profile = "dev"
+workers = {workers}
 [oidc]
 issuer = "http://127.0.0.1:9"
 client_id = "bench"
@@ -83,14 +86,8 @@ upstream = "{upstream}"
     };
     store.save(&record).await?;
     let gateway = Gateway::builder(config).store(store).build().await?;
-    let app = gateway
-        .router()
-        .into_make_service_with_connect_info::<SocketAddr>();
-    // As `portcullis::serve` does: TCP_NODELAY on every accepted connection.
-    let listener = tokio::net::TcpListener::bind(&listen).await?.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("COOKIE={cookie_name}={}", id.as_cookie_value());
-    axum::serve(listener, app).await?;
+    portcullis::serve(gateway, listener, None, std::future::pending()).await?;
     Ok(())
 }

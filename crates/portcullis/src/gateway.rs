@@ -4,7 +4,6 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 
 use crate::{
@@ -179,8 +178,9 @@ impl Gateway {
     }
 }
 
-/// Serve the gateway on `listener` (and the admin router on `admin`, if any)
-/// until `shutdown` resolves. Then the listeners close at once (new
+/// Serve the gateway on `listener` with `server.workers` threads (and the
+/// admin router on `admin`, if any, on the caller's runtime) until
+/// `shutdown` resolves. Then the listeners close at once (new
 /// connections are refused) while in-flight requests and open streams (SSE)
 /// may finish for up to `server.drain_timeout`; whatever still runs after
 /// that is cut. Returns `Ok` after a drain, timed out or not.
@@ -208,32 +208,23 @@ pub async fn serve(
     let app = gateway
         .router()
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
-    // TCP_NODELAY on every accepted connection: without it, an answer written
-    // in more than one write (head, then a streamed body) can sit in Nagle's
-    // buffer until the client's delayed ACK.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let served = crate::workers::serve(
+        app,
+        listener,
+        gateway.config().server.workers,
+        rx.clone(),
+        drain_timeout,
+    );
+    let signal = async move {
         shutdown.await;
         tracing::info!(?drain_timeout, "shutdown: draining connections");
         let _ = tx.send(true);
-    });
-    let mut draining = rx.clone();
-    let deadline = async move {
-        let _ = draining.wait_for(|v| *v).await;
-        tokio::time::sleep(drain_timeout).await;
+        // Stay pending: `served` ends once the workers have drained.
+        std::future::pending::<()>().await;
     };
-    // On the deadline we stop waiting; connections still open are cut when
-    // the caller's runtime shuts down (the binary exits right after).
     let result = tokio::select! {
-        r = server => r,
-        () = deadline => {
-            tracing::warn!("shutdown: drain timeout reached, closing remaining connections");
-            Ok(())
-        }
+        r = served => r,
+        () = signal => Ok(()),
     };
     gc.abort();
     idp_refresh.abort();

@@ -19,5 +19,6 @@ pub mod proxy;
 pub mod refresh;
 pub mod session;
 pub mod time;
+mod workers;
 
 pub use gateway::{Gateway, GatewayError, serve};

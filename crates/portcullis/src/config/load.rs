@@ -293,6 +293,7 @@ pub(super) struct RawServer {
     pub log_level: Raw,
     pub log_format: Raw,
     pub log_user: Raw,
+    pub workers: Raw,
 }
 
 #[derive(Deserialize, Default)]

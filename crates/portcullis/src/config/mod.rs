@@ -63,6 +63,10 @@ pub struct ServerConfig {
     /// `server.log_user`, default `false`: add the user's `sub` to the
     /// request span (and so to every log line of the request).
     pub log_user: bool,
+    /// `server.workers`, default `"auto"` (one per CPU): how many threads
+    /// serve the public listener, each with its own event loop and upstream
+    /// connection pools.
+    pub workers: usize,
 }
 
 /// How `portcullis serve` writes its logs.

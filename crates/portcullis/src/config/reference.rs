@@ -150,6 +150,12 @@ pub const KEYS: &[Key] = &[
         "Add the user's `sub` to every log line of a request (personal data: off by default).",
     ),
     key(
+        "server",
+        "workers",
+        Value("\"auto\""),
+        "Threads serving the public listener, each with its own event loop and upstream pools; `\"auto\"` is one per CPU.",
+    ),
+    key(
         "admin",
         "listen",
         Value("\"127.0.0.1:9090\""),

@@ -1,5 +1,6 @@
-//! A pooled upstream HTTP client (one per upstream) (HTTP/1.1 and HTTP/2, http and https),
-//! with connect and response-header timeouts mapped to 502/504.
+//! A pooled upstream HTTP client (one per upstream and serving worker; HTTP/1.1
+//! and HTTP/2, http and https), with connect and response-header timeouts
+//! mapped to 502/504.
 
 use std::time::Duration;
 
@@ -16,27 +17,19 @@ use crate::http::ApiError;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(super) struct UpstreamClient {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    /// One pool per serving worker, so a worker's requests use connections
+    /// driven by its own runtime (see `workers.rs`).
+    clients: Vec<Client<HttpsConnector<HttpConnector>, Body>>,
 }
 
 impl UpstreamClient {
-    /// A client for one upstream; connecting may take at most `CONNECT_TIMEOUT`
-    /// or the route's `timeout`, whichever is shorter.
-    pub(super) fn new(timeout: Duration) -> Self {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT.min(timeout)));
-        http.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(https);
-        Self { client }
+    /// A client for one upstream with a pool for each of `workers`;
+    /// connecting may take at most `CONNECT_TIMEOUT` or the route's
+    /// `timeout`, whichever is shorter.
+    pub(super) fn new(timeout: Duration, workers: usize) -> Self {
+        Self {
+            clients: (0..workers.max(1)).map(|_| pool(timeout)).collect(),
+        }
     }
 
     /// Send and wait for the response head at most `timeout`; the body then streams.
@@ -45,7 +38,8 @@ impl UpstreamClient {
         req: Request,
         timeout: Duration,
     ) -> Result<http::Response<Incoming>, ApiError> {
-        match tokio::time::timeout(timeout, self.client.request(req)).await {
+        let client = &self.clients[crate::workers::current() % self.clients.len()];
+        match tokio::time::timeout(timeout, client.request(req)).await {
             Err(_) => Err(ApiError::UpstreamTimeout),
             Ok(Err(e)) => Err(ApiError::UpstreamUnavailable(if e.is_connect() {
                 "connection failed".into()
@@ -55,4 +49,20 @@ impl UpstreamClient {
             Ok(Ok(resp)) => Ok(resp),
         }
     }
+}
+
+fn pool(timeout: Duration) -> Client<HttpsConnector<HttpConnector>, Body> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT.min(timeout)));
+    http.set_nodelay(true);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(https)
 }

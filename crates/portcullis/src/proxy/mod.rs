@@ -56,7 +56,7 @@ impl Proxy {
             // Routes sharing an upstream share its pool.
             clients
                 .entry(r.upstream.as_str().to_string())
-                .or_insert_with(|| client::UpstreamClient::new(r.timeout));
+                .or_insert_with(|| client::UpstreamClient::new(r.timeout, config.server.workers));
         }
         let labels = routes
             .iter()

@@ -92,7 +92,9 @@ impl Validator<'_> {
                 ),
             });
         let log_user = self.bool_or("server.log_user", raw.log_user, false);
+        let workers = self.workers("server.workers", raw.workers);
         Some(ServerConfig {
+            workers: workers?,
             log_user: log_user?,
             drain_timeout: drain_timeout?,
             log_level: log_level?,
@@ -302,6 +304,23 @@ impl Validator<'_> {
         }
         Some(url.origin().ascii_serialization())
     }
+}
+
+impl Validator<'_> {
+    /// `"auto"` (one per CPU) or a positive integer up to 1024.
+    fn workers(&mut self, key: &str, value: Option<toml::Value>) -> Option<usize> {
+        match value {
+            None => Some(auto_workers()),
+            Some(toml::Value::String(s)) if s == "auto" => Some(auto_workers()),
+            Some(toml::Value::Integer(n)) if (1..=1024).contains(&n) => usize::try_from(n).ok(),
+            Some(_) => self.reject(key, "expected \"auto\" or an integer from 1 to 1024"),
+        }
+    }
+}
+
+/// One worker per CPU the process may use (cgroup quotas included).
+fn auto_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 #[cfg(test)]
