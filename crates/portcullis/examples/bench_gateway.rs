@@ -72,7 +72,9 @@ upstream = "{upstream}"
         roles: vec!["user".into()],
         tokens: TokenSet {
             access_token: random_token(600),
-            refresh_token: None,
+            // As a real session has: so the proxy keeps what a retry after
+            // an upstream 401 needs, as in production.
+            refresh_token: Some(random_token(40)),
             id_token: None,
             access_expires_at: Some(now + 86_400),
         },

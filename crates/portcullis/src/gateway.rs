@@ -141,7 +141,13 @@ impl Gateway {
 
     /// The public router: auth endpoints, proxied routes, static files.
     pub fn router(&self) -> axum::Router {
-        crate::http::public_router(self.shared.clone())
+        axum::Router::new().fallback_service(self.service())
+    }
+
+    /// The public service itself, as [`serve`] runs it (without the
+    /// `Router` that [`Gateway::router`] wraps it in).
+    pub(crate) fn service(&self) -> crate::http::PublicService {
+        crate::http::PublicService::new(self.shared.clone())
     }
 
     /// The admin router: `/healthz`, `/readyz`.
@@ -193,6 +199,7 @@ pub async fn serve(
     let drain_timeout = gateway.config().server.drain_timeout;
     let idp_refresh = gateway.spawn_idp_refresh();
     let gc = gateway.spawn_gc(Duration::from_secs(60));
+    let upkeep = crate::metrics::spawn_upkeep();
     let (tx, rx) = tokio::sync::watch::channel(false);
     let admin_task = admin.map(|l| {
         let router = gateway.admin_router();
@@ -205,9 +212,9 @@ pub async fn serve(
                 .await;
         })
     });
-    let app = gateway
-        .router()
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+        std::net::SocketAddr,
+    >(gateway.service());
     let served = crate::workers::serve(
         app,
         listener,
@@ -228,6 +235,9 @@ pub async fn serve(
     };
     gc.abort();
     idp_refresh.abort();
+    if let Some(upkeep) = upkeep {
+        upkeep.abort();
+    }
     if let Some(mut t) = admin_task
         && tokio::time::timeout(drain_timeout, &mut t).await.is_err()
     {

@@ -104,6 +104,20 @@ fn describe() {
     describe_gauge!(BUILD_INFO, "Build information");
 }
 
+/// Fold recorded histogram samples into their buckets every 5 s until the
+/// returned task is aborted. The recorder keeps every sample until then, so
+/// without a scraper its memory would grow with each request.
+pub(crate) fn spawn_upkeep() -> Option<tokio::task::JoinHandle<()>> {
+    let handle = install()?;
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            handle.run_upkeep();
+        }
+    }))
+}
+
 /// `GET /metrics` on the admin router: Prometheus text format.
 pub(crate) async fn render() -> Response {
     match install() {

@@ -74,9 +74,11 @@ pub(crate) async fn ensure_fresh(
     if !needs_refresh(&record, shared.clock.now(), before) {
         return Ok(record);
     }
-    single_flight(shared, &record.id, move |r, now| {
+    // Boxed: the refresh future is large and rare, and inlined it would be
+    // moved with every proxied request's future.
+    Box::pin(single_flight(shared, &record.id, move |r, now| {
         needs_refresh(r, now, before)
-    })
+    }))
     .await
 }
 
@@ -89,7 +91,10 @@ pub(crate) async fn ensure_valid(
     if still_valid(&record, shared.clock.now()) {
         return Ok(record);
     }
-    single_flight(shared, &record.id, |r, now| !still_valid(r, now)).await
+    Box::pin(single_flight(shared, &record.id, |r, now| {
+        !still_valid(r, now)
+    }))
+    .await
 }
 
 /// Refresh after the upstream refused `rejected` (a 401): unless someone has
@@ -99,9 +104,9 @@ pub(crate) async fn after_rejection(
     rejected: &SessionRecord,
 ) -> Result<SessionRecord, ApiError> {
     let rejected_token = rejected.tokens.access_token.clone();
-    single_flight(shared, &rejected.id, move |r, _| {
+    Box::pin(single_flight(shared, &rejected.id, move |r, _| {
         r.tokens.access_token == rejected_token
-    })
+    }))
     .await
 }
 

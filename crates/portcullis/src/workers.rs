@@ -11,9 +11,7 @@
 
 use std::{cell::Cell, net::SocketAddr, time::Duration};
 
-use axum::{
-    Router, extract::connect_info::IntoMakeServiceWithConnectInfo, serve::ListenerExt as _,
-};
+use axum::{extract::connect_info::IntoMakeServiceWithConnectInfo, serve::ListenerExt as _};
 use tokio::{net::TcpListener, sync::watch};
 
 thread_local! {
@@ -26,7 +24,7 @@ pub(crate) fn current() -> usize {
     WORKER.with(Cell::get)
 }
 
-pub(crate) type App = IntoMakeServiceWithConnectInfo<Router, SocketAddr>;
+pub(crate) type App = IntoMakeServiceWithConnectInfo<crate::http::PublicService, SocketAddr>;
 
 /// Serve `app` on `listener` with `workers` threads until `drain` turns true,
 /// then let in-flight requests finish for up to `drain_timeout` and cut the

@@ -30,7 +30,85 @@ pub use headers::DEFAULT_CSP;
 /// Longest request URI (path + query) we accept; longer → 414.
 const MAX_URI_LEN: usize = 8 * 1024;
 
-pub(crate) fn public_router(shared: Arc<Shared>) -> Router {
+/// The public listener's service: the layers of [`public`] around either a
+/// configured route (proxied straight away: the hot path) or the router of
+/// the auth endpoints and static files.
+#[derive(Clone)]
+pub(crate) struct PublicService {
+    shared: Arc<Shared>,
+    /// `auth_prefix` endpoints, then static files.
+    inner: Router,
+}
+
+impl PublicService {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            inner: inner_router(shared.clone()),
+            shared,
+        }
+    }
+}
+
+impl tower::Service<Request> for PublicService {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response, Self::Error>> + Send + 'static>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let this = self.clone();
+        // One box per request; a `Router` with `from_fn` layers boxed (and
+        // moved) the request's future at every layer.
+        Box::pin(async move { Ok(public(&this.shared, &this.inner, req).await) })
+    }
+}
+
+/// The layers around every public request, outermost first:
+/// - `metrics::track`: request id, span, metrics and access log cover every
+///   answer, even a 414;
+/// - `cors::cors`: outside everything else but metrics, so CORS headers also
+///   reach error answers such as a 414 (see cors.rs);
+/// - the URI length limit (414);
+///
+/// then the request goes to its route's proxy or to the inner router. Paths
+/// under `auth_prefix` always reach the auth endpoints, even when a route
+/// prefix (e.g. `/`) also matches them.
+async fn public(shared: &Arc<Shared>, inner: &Router, req: Request) -> Response {
+    crate::metrics::track(shared, req, move |req| {
+        crate::cors::cors(shared, req, move |req| async move {
+            if let Some(too_long) = uri_too_long(&req) {
+                return too_long;
+            }
+            let path = req.uri().path();
+            if !is_auth_path(shared, path)
+                && let Some(route) = shared.proxy.match_route(path)
+            {
+                return crate::proxy::handle(shared.clone(), route, req).await;
+            }
+            match tower::ServiceExt::oneshot(inner.clone(), req).await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            }
+        })
+    })
+    .await
+}
+
+/// `auth_prefix` itself or anything below it.
+fn is_auth_path(shared: &Shared, path: &str) -> bool {
+    path.strip_prefix(shared.config.server.auth_prefix.as_str())
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+fn inner_router(shared: Arc<Shared>) -> Router {
     let prefix = shared.config.server.auth_prefix.clone();
     let auth = Router::new()
         .route("/login", get(auth::login))
@@ -58,14 +136,7 @@ pub(crate) fn public_router(shared: Arc<Shared>) -> Router {
         ));
     Router::new()
         .nest(&prefix, auth)
-        .fallback(dispatch)
-        // One middleware running the three public layers in order, rather
-        // than three stacked `from_fn` layers: each of those boxes and clones
-        // the inner service and boxes its future on every request.
-        .layer(middleware::from_fn_with_state(
-            shared.clone(),
-            public_layers,
-        ))
+        .fallback(static_fallback)
         .with_state(shared)
 }
 
@@ -99,50 +170,29 @@ fn admin_session_routes(shared: Arc<Shared>) -> Router<Arc<Shared>> {
         ))
 }
 
-/// The layers around every public request, outermost first:
-/// - `metrics::track`: request id, span, metrics and access log cover every
-///   answer, even a 414;
-/// - `cors::cors`: outside everything else but metrics, so CORS headers also
-///   reach error answers such as a 414 (see cors.rs);
-/// - [`limit_uri`].
-async fn public_layers(
-    State(shared): State<Arc<Shared>>,
-    req: Request,
-    next: middleware::Next,
-) -> Response {
-    let shared = &*shared;
-    crate::metrics::track(shared, req, move |req| {
-        crate::cors::cors(shared, req, move |req| limit_uri(req, next))
-    })
-    .await
-}
-
-/// Everything outside the auth prefix: a configured route, else static files.
-async fn dispatch(State(shared): State<Arc<Shared>>, req: Request) -> Response {
-    if let Some(route) = shared.proxy.match_route(req.uri().path()) {
-        return crate::proxy::handle(shared.clone(), route, req).await;
-    }
+/// Everything outside the auth prefix and the routes: static files.
+async fn static_fallback(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let mut resp = static_files::serve(&shared, req).await;
     headers::apply_security_headers(&shared, resp.headers_mut());
     resp
 }
 
-async fn limit_uri(req: Request, next: middleware::Next) -> Response {
+/// A 414 when the request URI (path + query) is longer than [`MAX_URI_LEN`].
+fn uri_too_long(req: &Request) -> Option<Response> {
     let len = req
         .uri()
         .path_and_query()
         .map(|p| p.as_str().len())
         .unwrap_or(0);
-    if len > MAX_URI_LEN {
-        return (
+    (len > MAX_URI_LEN).then(|| {
+        (
             http::StatusCode::URI_TOO_LONG,
             axum::Json(
                 serde_json::json!({"error": "bad_request", "message": "request URI too long"}),
             ),
         )
-            .into_response();
-    }
-    next.run(req).await
+            .into_response()
+    })
 }
 
 pub(crate) use cookies::owned_names as owned_cookie_names;

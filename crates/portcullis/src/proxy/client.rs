@@ -17,6 +17,9 @@ use crate::http::ApiError;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(super) struct UpstreamClient {
+    /// `Host` for requests to this upstream (its authority, port only when
+    /// not the scheme's default: what the client would build per request).
+    pub(super) host: Option<http::HeaderValue>,
     /// One pool per serving worker, so a worker's requests use connections
     /// driven by its own runtime (see `workers.rs`).
     clients: Vec<Client<HttpsConnector<HttpConnector>, Body>>,
@@ -26,8 +29,16 @@ impl UpstreamClient {
     /// A client for one upstream with a pool for each of `workers`;
     /// connecting may take at most `CONNECT_TIMEOUT` or the route's
     /// `timeout`, whichever is shorter.
-    pub(super) fn new(timeout: Duration, workers: usize) -> Self {
+    pub(super) fn new(upstream: &url::Url, timeout: Duration, workers: usize) -> Self {
+        let host = upstream.host_str().and_then(|host| {
+            let authority = match upstream.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_string(),
+            };
+            http::HeaderValue::from_str(&authority).ok()
+        });
         Self {
+            host,
             clients: (0..workers.max(1)).map(|_| pool(timeout)).collect(),
         }
     }

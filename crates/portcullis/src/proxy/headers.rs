@@ -34,9 +34,20 @@ pub(super) struct Forwarding<'a> {
     pub forwarded_host: Option<&'a HeaderValue>,
     pub access_token: Option<&'a str>,
     pub request_id: &'a HeaderValue,
+    /// The upstream's `Host` (authority), built once per upstream; the
+    /// HTTP client would otherwise format it from the URI on every request.
+    pub upstream_host: Option<&'a HeaderValue>,
 }
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // One pass over the names first: most requests carry none of these, and
+    // then nothing is hashed, allocated or removed.
+    let found = h
+        .keys()
+        .any(|k| HOP_BY_HOP.contains(k) || k.as_str().starts_with("proxy-"));
+    if !found {
+        return;
+    }
     // Headers named in Connection are hop-by-hop too (RFC 9110 7.6.1).
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
@@ -65,7 +76,14 @@ pub(super) fn rewrite_request(parts: &mut Parts, fwd: Forwarding<'_>) {
         .map(|c| c.0.ip());
     let h = &mut parts.headers;
     strip_hop_by_hop(h);
-    h.remove(header::HOST);
+    match fwd.upstream_host {
+        Some(host) => {
+            h.insert(header::HOST, host.clone());
+        }
+        None => {
+            h.remove(header::HOST);
+        }
+    }
     h.remove(header::AUTHORIZATION);
     strip_owned_cookies(h, fwd.owned_cookies);
     if let Some(token) = fwd.access_token {
@@ -88,13 +106,18 @@ pub(super) fn rewrite_request(parts: &mut Parts, fwd: Forwarding<'_>) {
         None
     };
     let xff = match (prior, peer) {
-        (Some(p), Some(ip)) => Some(format!("{p}, {ip}")),
-        (None, Some(ip)) => Some(ip.to_string()),
-        (p, None) => p,
+        (Some(p), Some(ip)) => HeaderValue::from_str(&format!("{p}, {ip}")).ok(),
+        (None, Some(ip)) => Some(ip_value(ip)),
+        (Some(p), None) => HeaderValue::from_str(&p).ok(),
+        (None, None) => None,
     };
-    h.remove(&X_FORWARDED_FOR);
-    if let Some(v) = xff.and_then(|x| HeaderValue::from_str(&x).ok()) {
-        h.insert(X_FORWARDED_FOR, v);
+    match xff {
+        Some(v) => {
+            h.insert(X_FORWARDED_FOR, v);
+        }
+        None => {
+            h.remove(&X_FORWARDED_FOR);
+        }
     }
     if (!trusted || !h.contains_key(&X_FORWARDED_PROTO))
         && let Some(v) = fwd.forwarded_proto
@@ -107,6 +130,29 @@ pub(super) fn rewrite_request(parts: &mut Parts, fwd: Forwarding<'_>) {
         h.insert(X_FORWARDED_HOST, v.clone());
     }
     h.insert(crate::metrics::X_REQUEST_ID, fwd.request_id.clone());
+}
+
+/// The peer address as a header value. IPv4 (the common case) is written
+/// digit by digit: `Display` through `fmt` cost more than the rest of the
+/// header rewrite.
+fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
+    let std::net::IpAddr::V4(v4) = ip else {
+        return HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static(""));
+    };
+    let mut out = bytes::BytesMut::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b".");
+        }
+        if octet >= 100 {
+            out.extend_from_slice(&[b'0' + octet / 100]);
+        }
+        if octet >= 10 {
+            out.extend_from_slice(&[b'0' + octet / 10 % 10]);
+        }
+        out.extend_from_slice(&[b'0' + octet % 10]);
+    }
+    HeaderValue::from_maybe_shared(out.freeze()).unwrap_or(HeaderValue::from_static(""))
 }
 
 /// Set `Authorization: Bearer <token>`, marked sensitive (never logged by hyper).
@@ -156,6 +202,9 @@ fn strip_owned_cookies(h: &mut HeaderMap, owned: &[String]) {
 
 pub(super) fn rewrite_response(h: &mut HeaderMap, owned: &[String]) {
     strip_hop_by_hop(h);
+    if !h.contains_key(header::SET_COOKIE) {
+        return;
+    }
     // An upstream must not be able to set or clear the gateway's cookies.
     let kept: Vec<HeaderValue> = h
         .get_all(header::SET_COOKIE)
@@ -190,6 +239,23 @@ mod tests {
         );
         strip_owned_cookies(&mut h, &["portcullis".into(), "XSRF-TOKEN".into()]);
         assert_eq!(h.get(header::COOKIE).unwrap(), "theme=dark");
+    }
+
+    #[test]
+    fn peer_addresses_format_as_display_does() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "192.168.100.9",
+            "255.255.255.255",
+            "1.2.3.4",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+        ] {
+            let parsed: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_value(parsed), parsed.to_string().as_str(), "{ip}");
+        }
     }
 
     #[test]

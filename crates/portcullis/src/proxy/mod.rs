@@ -56,7 +56,9 @@ impl Proxy {
             // Routes sharing an upstream share its pool.
             clients
                 .entry(r.upstream.as_str().to_string())
-                .or_insert_with(|| client::UpstreamClient::new(r.timeout, config.server.workers));
+                .or_insert_with(|| {
+                    client::UpstreamClient::new(&r.upstream, r.timeout, config.server.workers)
+                });
         }
         let labels = routes
             .iter()
@@ -172,6 +174,7 @@ async fn forward(
     }
 
     let target = upstream_uri(route, &path, parts.uri.query())?;
+    let client = shared.proxy.client_for(route)?;
     headers::rewrite_request(
         &mut parts,
         headers::Forwarding {
@@ -181,15 +184,15 @@ async fn forward(
             forwarded_host: shared.proxy.forwarded_host.as_ref(),
             access_token: session.as_ref().map(|r| r.tokens.access_token.as_str()),
             request_id,
+            upstream_host: client.host.as_ref(),
         },
     );
     parts.uri = target;
     // The browser's HTTP version is a property of its hop; the pool picks ours.
     parts.version = Version::HTTP_11;
-    let client = shared.proxy.client_for(route)?;
 
     if websocket {
-        return websocket::tunnel(shared, route, client, parts).await;
+        return Box::pin(websocket::tunnel(shared, route, client, parts)).await;
     }
 
     let Some(record) = session else {
