@@ -177,3 +177,47 @@ for row in "${ROWS[@]}"; do
     ratio=$(awk -v a="$rps" -v b="$NGINX_RPS" 'BEGIN { printf "%.2f×", a / b }')
     echo "| $label | $rps | $p50 | $p99 | $ratio |"
 done
+
+# ---------------------------------------------------------------------------
+# Added latency at half load: a fixed request rate (half of the memory row's
+# maximum) against the upstream directly and through portcullis. wrk cannot
+# hold a rate, oha (-q, with latency correction) can; `cargo install oha`
+# when it is missing. SKIP_HALF_LOAD=1 leaves this part out.
+if [ -z "${SKIP_HALF_LOAD:-}" ]; then
+    if ! need oha; then
+        cargo install oha --locked >/dev/null 2>&1 || true
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+    if need oha; then
+        RATE=$(echo "${RESULT[memory]}" | awk '{printf "%d", $1 / 2}')
+        fixed_rate() { # url [cookie] -> "req/s p50_ms p99_ms"
+            local args=(-z "$DURATION" -c "$CONNECTIONS" -q "$RATE" --latency-correction
+                --no-tui --output-format json)
+            [ -n "${2:-}" ] && args+=(-H "Cookie: $2")
+            oha "${args[@]}" "$1" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+codes = r.get("statusCodeDistribution", {})
+if set(codes) - {"200"}:
+    sys.exit("non-200 answers: %s" % codes)
+p = r["latencyPercentiles"]
+print("%.0f %.3f %.3f" % (r["summary"]["requestsPerSec"], p["p50"] * 1000, p["p99"] * 1000))'
+        }
+        start_gateway memory
+        HALF_DIRECT=$(fixed_rate "http://127.0.0.1:$UP/api/items")
+        HALF_GW=$(fixed_rate "http://127.0.0.1:$GW_PORT/api/items" "$GW_COOKIE")
+        echo
+        echo "Half load: oha -q $RATE (half the memory row), -c$CONNECTIONS -z$DURATION, latency-corrected"
+        echo
+        echo "| target | req/s | p50 ms | p99 ms |"
+        echo "|---|---:|---:|---:|"
+        read -r rps p50 p99 <<<"$HALF_DIRECT"
+        echo "| direct to upstream | $rps | $p50 | $p99 |"
+        read -r rps2 p50b p99b <<<"$HALF_GW"
+        echo "| portcullis (memory store) | $rps2 | $p50b | $p99b |"
+        awk -v a="$p99b" -v b="$p99" -v c="$p50b" -v d="$p50" \
+            'BEGIN { printf "\nadded by portcullis at half load: p50 %+.3f ms, p99 %+.3f ms\n", c - d, a - b }'
+    else
+        echo "oha not available: half-load latency skipped" >&2
+    fi
+fi

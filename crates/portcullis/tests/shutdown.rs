@@ -1,6 +1,8 @@
 //! Graceful shutdown through [`portcullis::serve`]: once the shutdown future
 //! resolves, new connections are refused while an open SSE stream finishes
-//! its events; a stream that outlives `server.drain_timeout` is cut.
+//! its events; a stream that outlives `server.drain_timeout` is cut. With
+//! several serving workers (`server.workers`) every connection is answered
+//! and shutdown stops them all.
 
 use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
@@ -13,7 +15,8 @@ use futures_util::{Stream, StreamExt};
 use portcullis::{Gateway, config::Config};
 use tokio::{net::TcpListener, sync::oneshot};
 
-/// `/sse/five`: five events 100 ms apart, then the end. `/sse/forever`: never ends.
+/// `/sse/five`: five events 100 ms apart, then the end. `/sse/forever`: never
+/// ends. Any other path: `upstream <path>`.
 async fn start_upstream() -> SocketAddr {
     fn ticks(n: Option<usize>) -> impl Stream<Item = Result<Event, Infallible>> {
         let stream = futures_util::stream::unfold(0usize, |i| async move {
@@ -24,7 +27,10 @@ async fn start_upstream() -> SocketAddr {
     }
     let app = Router::new()
         .route("/sse/five", get(|| async { Sse::new(ticks(Some(5))) }))
-        .route("/sse/forever", get(|| async { Sse::new(ticks(None)) }));
+        .route("/sse/forever", get(|| async { Sse::new(ticks(None)) }))
+        .fallback(
+            |req: axum::extract::Request| async move { format!("upstream {}", req.uri().path()) },
+        );
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -37,7 +43,10 @@ struct Running {
     served: tokio::task::JoinHandle<Result<(), portcullis::GatewayError>>,
 }
 
-async fn start_gateway(drain_timeout: &str) -> Running {
+/// A gateway proxying `/sse/` (or, with `catch_all`, every path) to the
+/// upstream, with `workers` serving workers.
+async fn start_gateway(drain_timeout: &str, workers: usize, catch_all: bool) -> Running {
+    let prefix = if catch_all { "/" } else { "/sse/" };
     let upstream = start_upstream().await;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -48,6 +57,7 @@ async fn start_gateway(drain_timeout: &str) -> Running {
 public_url = "http://{addr}"
 profile = "dev"
 drain_timeout = "{drain_timeout}"
+workers = {workers}
 [admin]
 listen = ""
 [oidc]
@@ -58,7 +68,7 @@ http_timeout = "1s"
 [session]
 store = "memory"
 [[routes]]
-prefix = "/sse/"
+prefix = "{prefix}"
 upstream = "http://{upstream}"
 token = "none"
 "#
@@ -78,7 +88,7 @@ async fn refused(addr: SocketAddr) -> bool {
 
 #[tokio::test]
 async fn open_stream_finishes_during_drain_and_new_connections_are_refused() {
-    let g = start_gateway("10s").await;
+    let g = start_gateway("10s", 2, false).await;
     let client = reqwest::Client::new();
     let resp = client
         .get(format!("http://{}/sse/five", g.addr))
@@ -120,7 +130,7 @@ async fn open_stream_finishes_during_drain_and_new_connections_are_refused() {
 
 #[tokio::test]
 async fn drain_timeout_bounds_the_wait_for_endless_streams() {
-    let g = start_gateway("300ms").await;
+    let g = start_gateway("300ms", 2, false).await;
     let resp = reqwest::Client::new()
         .get(format!("http://{}/sse/forever", g.addr))
         .send()
@@ -135,4 +145,51 @@ async fn drain_timeout_bounds_the_wait_for_endless_streams() {
         .expect("serve returns once the drain timeout passes");
     assert!(result.expect("task").is_ok());
     assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_answer_every_connection_and_stop_on_shutdown() {
+    let g = start_gateway("5s", 3, true).await;
+    let addr = g.addr;
+    // 30 clients, each on its own connection, several requests each.
+    let tasks: Vec<_> = (0..30)
+        .map(|i| {
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                for j in 0..5 {
+                    let resp = client
+                        .get(format!("http://{addr}/items/{i}/{j}"))
+                        .send()
+                        .await
+                        .expect("answered");
+                    assert_eq!(resp.status(), 200);
+                    assert_eq!(
+                        resp.text().await.unwrap(),
+                        format!("upstream /items/{i}/{j}")
+                    );
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("client task");
+    }
+
+    // `/` matches every path, but the auth endpoints stay the gateway's.
+    let me = reqwest::get(format!("http://{addr}/auth/me"))
+        .await
+        .expect("answered");
+    assert_eq!(me.status(), 401);
+    let body: serde_json::Value = me.json().await.expect("json");
+    assert_eq!(body, serde_json::json!({"authenticated": false}));
+
+    g.stop.send(()).expect("serve is running");
+    let result = tokio::time::timeout(Duration::from_secs(10), g.served)
+        .await
+        .expect("serve returns after the drain");
+    assert!(result.expect("task").is_ok());
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no worker accepts after shutdown"
+    );
 }

@@ -77,3 +77,26 @@ fn pool(timeout: Duration) -> Client<HttpsConnector<HttpConnector>, Body> {
         .pool_idle_timeout(Duration::from_secs(90))
         .build(https)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the HTTP client itself would send: the port only when it is not
+    /// the scheme's default.
+    #[test]
+    fn host_is_the_upstream_authority() {
+        for (upstream, host) in [
+            ("http://127.0.0.1:4111", "127.0.0.1:4111"),
+            ("http://api.internal/", "api.internal"),
+            ("https://api.example.com:443/base", "api.example.com"),
+            ("https://api.example.com:8443", "api.example.com:8443"),
+            ("http://[::1]:8080", "[::1]:8080"),
+        ] {
+            let url = url::Url::parse(upstream).unwrap();
+            let client = UpstreamClient::new(&url, Duration::from_secs(1), 2);
+            assert_eq!(client.host.unwrap(), host, "{upstream}");
+            assert_eq!(client.clients.len(), 2);
+        }
+    }
+}

@@ -339,6 +339,33 @@ mod tests {
     }
 
     #[test]
+    fn workers_are_auto_or_a_positive_count() {
+        let auto = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(prod_with(&[]).unwrap().server.workers, auto);
+        assert_eq!(
+            prod_with(&[("server.workers", "\"auto\"")])
+                .unwrap()
+                .server
+                .workers,
+            auto
+        );
+        assert_eq!(
+            prod_with(&[("server.workers", "3")])
+                .unwrap()
+                .server
+                .workers,
+            3
+        );
+        for bad in ["0", "-1", "2000", "\"two\"", "1.5"] {
+            let message = expect_issue(prod_with(&[("server.workers", bad)]), "server.workers");
+            assert!(
+                message.contains("\"auto\" or an integer"),
+                "{bad}: {message}"
+            );
+        }
+    }
+
+    #[test]
     fn public_url_is_required() {
         let text = PROD.replace("public_url = \"https://app.example.com\"\n", "");
         let message = expect_issue(
