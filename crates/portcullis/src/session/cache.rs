@@ -90,6 +90,10 @@ pub struct CachedStore {
     options: CacheOptions,
     entries: Arc<Mutex<HashMap<String, Entry>>>,
     listener: Option<tokio::task::JoinHandle<()>>,
+    /// `portcullis_session_cache_total` hit and miss handles, registered on
+    /// first use (the recorder is installed by then): the `counter!` macro
+    /// builds and looks up its labelled key on every call.
+    counters: std::sync::OnceLock<(metrics::Counter, metrics::Counter)>,
 }
 
 impl CachedStore {
@@ -123,7 +127,18 @@ impl CachedStore {
             options,
             entries,
             listener,
+            counters: std::sync::OnceLock::new(),
         }
+    }
+
+    fn count(&self, hit: bool) {
+        let (hits, misses) = self.counters.get_or_init(|| {
+            (
+                metrics::counter!("portcullis_session_cache_total", "result" => "hit"),
+                metrics::counter!("portcullis_session_cache_total", "result" => "miss"),
+            )
+        });
+        if hit { hits } else { misses }.increment(1);
     }
 
     fn entries(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
@@ -207,11 +222,11 @@ impl SessionStore for CachedStore {
             // recorded activity since): ask the store before anyone acts on it.
             let expired = e.record.is_expired(SystemClock.now());
             if e.loaded.elapsed() < self.options.ttl && !expired {
-                metrics::counter!("portcullis_session_cache_total", "result" => "hit").increment(1);
+                self.count(true);
                 return Ok(Some(e.record.clone()));
             }
         }
-        metrics::counter!("portcullis_session_cache_total", "result" => "miss").increment(1);
+        self.count(false);
         let loaded = self.inner.load(id).await?;
         match &loaded {
             Some(record) => self.remember(record),
@@ -398,6 +413,31 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         false
+    }
+
+    /// The value of `portcullis_session_cache_total{result}` in the
+    /// process-global registry (other tests count too, so compare deltas).
+    fn cache_count(handle: &metrics_exporter_prometheus::PrometheusHandle, result: &str) -> u64 {
+        let wanted = format!("portcullis_session_cache_total{{result=\"{result}\"}} ");
+        handle
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix(&wanted)?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn hits_and_misses_are_counted() {
+        let handle = crate::metrics::install().expect("recorder");
+        let inner: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+        let cache = CachedStore::new(inner, None, CacheOptions::default());
+        let (_, record) = sample_record("counted", None, SystemClock.now());
+        cache.save(&record).await.unwrap();
+        let (hits, misses) = (cache_count(handle, "hit"), cache_count(handle, "miss"));
+        assert!(cache.load(&record.id).await.unwrap().is_some()); // miss, then cached
+        assert!(cache.load(&record.id).await.unwrap().is_some()); // hit
+        assert!(cache_count(handle, "miss") > misses);
+        assert!(cache_count(handle, "hit") > hits);
     }
 
     #[tokio::test]
