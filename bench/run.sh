@@ -180,7 +180,7 @@ done
 
 # ---------------------------------------------------------------------------
 # Added latency at half load: a fixed request rate (half of the memory row's
-# maximum) against the upstream directly and through portcullis. wrk cannot
+# maximum) against the upstream directly, through nginx and through portcullis. wrk cannot
 # hold a rate, oha (-q, with latency correction) can; `cargo install oha`
 # when it is missing. SKIP_HALF_LOAD=1 leaves this part out.
 if [ -z "${SKIP_HALF_LOAD:-}" ]; then
@@ -205,6 +205,7 @@ print("%.0f %.3f %.3f" % (r["summary"]["requestsPerSec"], p["p50"] * 1000, p["p9
         }
         start_gateway memory
         HALF_DIRECT=$(fixed_rate "http://127.0.0.1:$UP/api/items")
+        HALF_NGINX=$(fixed_rate "http://127.0.0.1:$NGX/api/items")
         HALF_GW=$(fixed_rate "http://127.0.0.1:$GW_PORT/api/items" "$GW_COOKIE")
         echo
         echo "Half load: oha -q $RATE (half the memory row), -c$CONNECTIONS -z$DURATION, latency-corrected"
@@ -213,10 +214,12 @@ print("%.0f %.3f %.3f" % (r["summary"]["requestsPerSec"], p["p50"] * 1000, p["p9
         echo "|---|---:|---:|---:|"
         read -r rps p50 p99 <<<"$HALF_DIRECT"
         echo "| direct to upstream | $rps | $p50 | $p99 |"
+        read -r rps1 p50a p99a <<<"$HALF_NGINX"
+        echo "| nginx proxy_pass | $rps1 | $p50a | $p99a |"
         read -r rps2 p50b p99b <<<"$HALF_GW"
         echo "| portcullis (memory store) | $rps2 | $p50b | $p99b |"
-        awk -v a="$p99b" -v b="$p99" -v c="$p50b" -v d="$p50" \
-            'BEGIN { printf "\nadded by portcullis at half load: p50 %+.3f ms, p99 %+.3f ms\n", c - d, a - b }'
+        awk -v a="$p99b" -v b="$p99" -v c="$p50b" -v d="$p50" -v e="$p50a" -v f="$p99a" \
+            'BEGIN { printf "\nadded over direct at half load: portcullis p50 %+.3f ms, p99 %+.3f ms; nginx p50 %+.3f ms, p99 %+.3f ms\n", c - d, a - b, e - d, f - b }'
     else
         echo "oha not available: half-load latency skipped" >&2
     fi

@@ -1,6 +1,8 @@
 //! Serving workers: `server.workers` threads, each running its own
-//! single-threaded tokio runtime that accepts from the shared public
-//! listener and runs its connections to the end (the nginx worker model).
+//! single-threaded tokio runtime that serves the connections handed to it
+//! to their end (the nginx worker model). One acceptor on the caller's
+//! runtime takes connections from the public listener and gives each to the
+//! worker with the fewest open connections.
 //!
 //! A connection, its requests and the upstream connections they use stay on
 //! one thread, so a proxied request never waits for a wake-up on another
@@ -9,10 +11,28 @@
 //! ([`current`] picks them). Background tasks (GC, IdP refresh, the admin
 //! listener, store drivers) stay on the caller's runtime.
 
-use std::{cell::Cell, net::SocketAddr, time::Duration};
+use std::{
+    cell::Cell,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
 
-use axum::{extract::connect_info::IntoMakeServiceWithConnectInfo, serve::ListenerExt as _};
-use tokio::{net::TcpListener, sync::watch};
+use axum::{
+    extract::connect_info::IntoMakeServiceWithConnectInfo,
+    serve::{Listener, ListenerExt as _},
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::{mpsc, watch},
+};
 
 thread_local! {
     static WORKER: Cell<usize> = const { Cell::new(0) };
@@ -26,35 +46,81 @@ pub(crate) fn current() -> usize {
 
 pub(crate) type App = IntoMakeServiceWithConnectInfo<crate::http::PublicService, SocketAddr>;
 
-/// Serve `app` on `listener` with `workers` threads until `drain` turns true,
-/// then let in-flight requests finish for up to `drain_timeout` and cut the
-/// rest. Returns the first error a worker met starting up.
+/// Open connections per worker, to hand each new one to the least busy.
+type Load = Arc<[AtomicUsize]>;
+
+/// Serve `app` on `listener` with `workers` threads until `drain` turns true:
+/// then the listener closes, in-flight requests may finish for up to
+/// `drain_timeout`, and the rest is cut. Returns the first error a worker
+/// met starting up.
 pub(crate) async fn serve(
     app: App,
-    listener: TcpListener,
+    mut listener: TcpListener,
     workers: usize,
     drain: watch::Receiver<bool>,
     drain_timeout: Duration,
-) -> std::io::Result<()> {
-    let listener = listener.into_std()?;
+) -> io::Result<()> {
+    let local_addr = listener.local_addr()?;
+    let count = workers.max(1);
+    let load: Load = (0..count).map(|_| AtomicUsize::new(0)).collect();
     let (cut_tx, cut_rx) = watch::channel(false);
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
-    for index in 0..workers.max(1) {
-        let listener = listener.try_clone()?;
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let mut handoff = Vec::with_capacity(count);
+    for index in 0..count {
+        let (tx, rx) = mpsc::unbounded_channel();
+        handoff.push(tx);
+        let worker_listener = Handed {
+            rx,
+            local_addr,
+            load: load.clone(),
+            index,
+        };
         let (app, drain, cut, done) = (app.clone(), drain.clone(), cut_rx.clone(), done_tx.clone());
         std::thread::Builder::new()
             .name(format!("portcullis-worker-{index}"))
             .spawn(move || {
-                let result = run_worker(index, listener, app, drain, cut);
+                let result = run_worker(index, worker_listener, app, drain, cut);
                 // Sent after the runtime is gone: its connections are closed.
                 let _ = done.send(result);
             })?;
     }
     drop(done_tx);
-    drop(listener);
 
     let mut first_error = None;
     let mut finished = 0;
+    // Accept until the drain starts (or a worker fails to start).
+    {
+        let mut draining = drain.clone();
+        let accepting = async {
+            loop {
+                // Logs and backs off on errors such as EMFILE, as axum::serve does.
+                let (stream, _) = Listener::accept(&mut listener).await;
+                let index = least_loaded(&load);
+                load[index].fetch_add(1, Ordering::Relaxed);
+                let handed = stream.into_std().map(|s| handoff[index].send(s).is_ok());
+                if !matches!(handed, Ok(true)) {
+                    load[index].fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        };
+        tokio::select! {
+            () = accepting => {}
+            _ = draining.wait_for(|v| *v) => {}
+            result = done_rx.recv() => {
+                finished += 1;
+                if let Some(Err(e)) = result {
+                    tracing::error!(error = %e, "serving worker failed");
+                    first_error = Some(e);
+                }
+                // One worker down: stop the others rather than limp on.
+                let _ = cut_tx.send(true);
+            }
+        }
+    }
+    // New connections are refused from here on.
+    drop(listener);
+    drop(handoff);
+
     let mut drain_started = drain.clone();
     let mut deadline = std::pin::pin!(async move {
         let _ = drain_started.wait_for(|v| *v).await;
@@ -68,7 +134,6 @@ pub(crate) async fn serve(
                     if let Err(e) = result {
                         tracing::error!(error = %e, "serving worker failed");
                         first_error.get_or_insert(e);
-                        // One worker down: stop the others rather than limp on.
                         let _ = cut_tx.send(true);
                     }
                 }
@@ -84,23 +149,134 @@ pub(crate) async fn serve(
     first_error.map_or(Ok(()), Err)
 }
 
-/// One worker thread: a current-thread runtime serving `listener` until
-/// `drain` (graceful) or `cut` (immediate); dropping the runtime closes
-/// whatever is still open.
+/// The worker with the fewest open connections (the first on a tie).
+fn least_loaded(load: &[AtomicUsize]) -> usize {
+    load.iter()
+        .enumerate()
+        .min_by_key(|(_, open)| open.load(Ordering::Relaxed))
+        .map_or(0, |(i, _)| i)
+}
+
+/// A worker's side of the hand-off: the connections the acceptor gives it.
+struct Handed {
+    rx: mpsc::UnboundedReceiver<std::net::TcpStream>,
+    local_addr: SocketAddr,
+    load: Load,
+    index: usize,
+}
+
+impl Listener for Handed {
+    type Io = Counted;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Counted, SocketAddr) {
+        loop {
+            let Some(stream) = self.rx.recv().await else {
+                // The acceptor has stopped (shutdown): nothing more comes.
+                return std::future::pending().await;
+            };
+            let counted = Counted {
+                _open: OpenGuard {
+                    load: self.load.clone(),
+                    index: self.index,
+                },
+                // Registers the socket with this worker's runtime.
+                stream: match TcpStream::from_std(stream) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot adopt an accepted connection");
+                        continue;
+                    }
+                },
+            };
+            match counted.stream.peer_addr() {
+                Ok(peer) => return (counted, peer),
+                // Already closed by the peer.
+                Err(_) => continue,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local_addr)
+    }
+}
+
+/// Counts a connection as open on its worker until dropped.
+struct OpenGuard {
+    load: Load,
+    index: usize,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.load[self.index].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A connection served by a worker, counted in its load while open.
+struct Counted {
+    stream: TcpStream,
+    _open: OpenGuard,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// One worker thread: a current-thread runtime serving the connections it
+/// is handed until `drain` (graceful) or `cut` (immediate); dropping the
+/// runtime closes whatever is still open.
 fn run_worker(
     index: usize,
-    listener: std::net::TcpListener,
+    listener: Handed,
     app: App,
     mut drain: watch::Receiver<bool>,
     mut cut: watch::Receiver<bool>,
-) -> std::io::Result<()> {
+) -> io::Result<()> {
     WORKER.with(|w| w.set(index));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let listener = TcpListener::from_std(listener)?.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
+        let listener = listener.tap_io(|io| {
+            if let Err(e) = io.stream.set_nodelay(true) {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");
             }
         });
@@ -112,4 +288,19 @@ fn run_worker(
             _ = cut.wait_for(|v| *v) => Ok(()),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_connections_go_to_the_least_busy_worker() {
+        let load: Vec<AtomicUsize> = [3, 1, 2].into_iter().map(AtomicUsize::new).collect();
+        assert_eq!(least_loaded(&load), 1);
+        load[1].store(5, Ordering::Relaxed);
+        assert_eq!(least_loaded(&load), 2);
+        load[2].store(3, Ordering::Relaxed);
+        assert_eq!(least_loaded(&load), 0, "first of a tie");
+    }
 }
