@@ -17,8 +17,10 @@ use crate::http::ApiError;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(super) struct UpstreamClient {
-    /// `Host` for requests to this upstream (its authority, port only when
-    /// not the scheme's default: what the client would build per request).
+    /// `Host` for requests to a plain-http upstream (its authority, port only
+    /// when not the scheme's default: what the client would build per
+    /// request). `None` for https: ALPN may pick HTTP/2, where the client
+    /// sends `:authority` and no `Host`, so it is left to the client.
     pub(super) host: Option<http::HeaderValue>,
     /// One pool per serving worker, so a worker's requests use connections
     /// driven by its own runtime (see `workers.rs`).
@@ -30,7 +32,8 @@ impl UpstreamClient {
     /// connecting may take at most `CONNECT_TIMEOUT` or the route's
     /// `timeout`, whichever is shorter.
     pub(super) fn new(upstream: &url::Url, timeout: Duration, workers: usize) -> Self {
-        let host = upstream.host_str().and_then(|host| {
+        let plain = upstream.scheme() == "http";
+        let host = upstream.host_str().filter(|_| plain).and_then(|host| {
             let authority = match upstream.port() {
                 Some(port) => format!("{host}:{port}"),
                 None => host.to_string(),
@@ -89,8 +92,7 @@ mod tests {
         for (upstream, host) in [
             ("http://127.0.0.1:4111", "127.0.0.1:4111"),
             ("http://api.internal/", "api.internal"),
-            ("https://api.example.com:443/base", "api.example.com"),
-            ("https://api.example.com:8443", "api.example.com:8443"),
+            ("http://api.internal:80/base", "api.internal"),
             ("http://[::1]:8080", "[::1]:8080"),
         ] {
             let url = url::Url::parse(upstream).unwrap();
@@ -98,5 +100,12 @@ mod tests {
             assert_eq!(client.host.unwrap(), host, "{upstream}");
             assert_eq!(client.clients.len(), 2);
         }
+        // https: HTTP/1 or HTTP/2 is only known per connection; the client decides.
+        let url = url::Url::parse("https://api.example.com:8443").unwrap();
+        assert!(
+            UpstreamClient::new(&url, Duration::from_secs(1), 1)
+                .host
+                .is_none()
+        );
     }
 }
