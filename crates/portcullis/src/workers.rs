@@ -104,7 +104,7 @@ pub(crate) async fn serve(
             }
         };
         tokio::select! {
-            () = accepting => {}
+            biased;
             _ = draining.wait_for(|v| *v) => {}
             result = done_rx.recv() => {
                 finished += 1;
@@ -112,9 +112,14 @@ pub(crate) async fn serve(
                     tracing::error!(error = %e, "serving worker failed");
                     first_error = Some(e);
                 }
-                // One worker down: stop the others rather than limp on.
-                let _ = cut_tx.send(true);
+                // A worker with nothing to drain can finish before this task
+                // sees the drain begin; that is no failure. Otherwise one
+                // worker is down: stop the others rather than limp on.
+                if first_error.is_some() || !*drain.borrow() {
+                    let _ = cut_tx.send(true);
+                }
             }
+            () = accepting => {}
         }
     }
     // New connections are refused from here on.
