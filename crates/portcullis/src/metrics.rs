@@ -139,9 +139,7 @@ pub(crate) async fn render() -> Response {
 /// The bounded `route` label of a request path.
 pub(crate) fn route_label(shared: &Shared, path: &str) -> metrics::SharedString {
     let prefix = &shared.config.server.auth_prefix;
-    if let Some(rest) = path.strip_prefix(prefix.as_str())
-        && (rest.is_empty() || rest.starts_with('/'))
-    {
+    if let Some(rest) = crate::http::auth_subpath(shared, path) {
         return match rest {
             "/login" | "/callback" | "/me" | "/logout" | "/backchannel-logout" => {
                 metrics::SharedString::from_owned(format!("{prefix}{rest}"))

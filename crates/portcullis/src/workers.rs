@@ -55,7 +55,7 @@ type Load = Arc<[AtomicUsize]>;
 /// met starting up.
 pub(crate) async fn serve(
     app: App,
-    mut listener: TcpListener,
+    listener: TcpListener,
     workers: usize,
     drain: watch::Receiver<bool>,
     drain_timeout: Duration,
@@ -87,45 +87,14 @@ pub(crate) async fn serve(
     drop(done_tx);
 
     let mut first_error = None;
-    let mut finished = 0;
-    // Accept until the drain starts (or a worker fails to start).
-    {
-        let mut draining = drain.clone();
-        let accepting = async {
-            loop {
-                // Logs and backs off on errors such as EMFILE, as axum::serve does.
-                let (stream, _) = Listener::accept(&mut listener).await;
-                let index = least_loaded(&load);
-                load[index].fetch_add(1, Ordering::Relaxed);
-                let handed = stream.into_std().map(|s| handoff[index].send(s).is_ok());
-                if !matches!(handed, Ok(true)) {
-                    load[index].fetch_sub(1, Ordering::Relaxed);
-                }
-            }
-        };
-        tokio::select! {
-            biased;
-            _ = draining.wait_for(|v| *v) => {}
-            result = done_rx.recv() => {
-                finished += 1;
-                if let Some(Err(e)) = result {
-                    tracing::error!(error = %e, "serving worker failed");
-                    first_error = Some(e);
-                }
-                // A worker with nothing to drain can finish before this task
-                // sees the drain begin; that is no failure. Otherwise one
-                // worker is down: stop the others rather than limp on.
-                if first_error.is_some() || !*drain.borrow() {
-                    let _ = cut_tx.send(true);
-                }
-            }
-            () = accepting => {}
-        }
-    }
-    // New connections are refused from here on.
-    drop(listener);
-    drop(handoff);
-
+    let mut accepting = std::pin::pin!(accept(
+        listener,
+        handoff,
+        load,
+        drain.clone(),
+        cut_tx.subscribe()
+    ));
+    let mut accepted_all = false;
     let mut drain_started = drain.clone();
     let mut deadline = std::pin::pin!(async move {
         let _ = drain_started.wait_for(|v| *v).await;
@@ -133,25 +102,55 @@ pub(crate) async fn serve(
     });
     loop {
         tokio::select! {
-            result = done_rx.recv() => match result {
-                Some(result) => {
-                    finished += 1;
-                    if let Err(e) = result {
-                        tracing::error!(error = %e, "serving worker failed");
-                        first_error.get_or_insert(e);
-                        let _ = cut_tx.send(true);
-                    }
+            result = done_rx.recv() => {
+                let Some(result) = result else { break };
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "serving worker failed");
+                    first_error.get_or_insert(e);
                 }
-                None => break,
-            },
+                // A worker with nothing to drain can finish before the drain
+                // is seen here; that is no failure. Otherwise one worker is
+                // down: stop the others rather than limp on.
+                if first_error.is_some() || !*drain.borrow() {
+                    let _ = cut_tx.send(true);
+                }
+            }
+            () = &mut accepting, if !accepted_all => accepted_all = true,
             () = &mut deadline, if !*cut_tx.borrow() => {
                 tracing::warn!("shutdown: drain timeout reached, closing remaining connections");
                 let _ = cut_tx.send(true);
             }
         }
     }
-    tracing::debug!(finished, "serving workers stopped");
+    tracing::debug!("serving workers stopped");
     first_error.map_or(Ok(()), Err)
+}
+
+/// Take connections from `listener` and hand each to the worker with the
+/// fewest open ones, until the drain starts or the workers are cut; the
+/// listener closes on return, so new connections are refused from then on.
+async fn accept(
+    mut listener: TcpListener,
+    handoff: Vec<mpsc::UnboundedSender<std::net::TcpStream>>,
+    load: Load,
+    mut drain: watch::Receiver<bool>,
+    mut cut: watch::Receiver<bool>,
+) {
+    loop {
+        let stream = tokio::select! {
+            biased;
+            _ = drain.wait_for(|v| *v) => return,
+            _ = cut.wait_for(|v| *v) => return,
+            // Logs and backs off on errors such as EMFILE, as axum::serve does.
+            (stream, _) = Listener::accept(&mut listener) => stream,
+        };
+        let index = least_loaded(&load);
+        load[index].fetch_add(1, Ordering::Relaxed);
+        let handed = stream.into_std().map(|s| handoff[index].send(s).is_ok());
+        if !matches!(handed, Ok(true)) {
+            load[index].fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// The worker with the fewest open connections (the first on a tie).

@@ -88,7 +88,7 @@ async fn public(shared: &Arc<Shared>, inner: &Router, req: Request) -> Response 
                 return too_long;
             }
             let path = req.uri().path();
-            if !is_auth_path(shared, path)
+            if auth_subpath(shared, path).is_none()
                 && let Some(route) = shared.proxy.match_route(path)
             {
                 return crate::proxy::handle(shared.clone(), route, req).await;
@@ -102,10 +102,11 @@ async fn public(shared: &Arc<Shared>, inner: &Router, req: Request) -> Response 
     .await
 }
 
-/// `auth_prefix` itself or anything below it.
-fn is_auth_path(shared: &Shared, path: &str) -> bool {
+/// For `auth_prefix` itself or a path below it, the rest after the prefix
+/// (`""` or `/…`); `None` for every other path.
+pub(crate) fn auth_subpath<'a>(shared: &Shared, path: &'a str) -> Option<&'a str> {
     path.strip_prefix(shared.config.server.auth_prefix.as_str())
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        .filter(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 fn inner_router(shared: Arc<Shared>) -> Router {

@@ -34,8 +34,10 @@ pub(super) struct Forwarding<'a> {
     pub forwarded_host: Option<&'a HeaderValue>,
     pub access_token: Option<&'a str>,
     pub request_id: &'a HeaderValue,
-    /// The upstream's `Host` (authority), built once per upstream; the
-    /// HTTP client would otherwise format it from the URI on every request.
+    /// The upstream's `Host` (authority), built once per plain-http
+    /// upstream; the HTTP client would otherwise format it from the URI on
+    /// every request. `None`: the incoming `Host` is removed and the client
+    /// sets what the connection needs.
     pub upstream_host: Option<&'a HeaderValue>,
 }
 
