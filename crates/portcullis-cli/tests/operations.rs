@@ -64,9 +64,11 @@ fn check_print_shows_the_effective_config_with_secrets_redacted() {
     assert!(stdout.contains("cookie_name = \"portcullis\""), "{stdout}");
 }
 
+/// Start `portcullis serve` on a free port with extra `env` and wait until it
+/// listens. Returns the child, its address and the directory holding its
+/// config (removed when dropped).
 #[cfg(unix)]
-#[test]
-fn serve_exits_0_after_sigterm() {
+fn spawn_serve(env: &[(&str, &str)]) -> (std::process::Child, String, tempfile::TempDir) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
@@ -79,6 +81,7 @@ fn serve_exits_0_after_sigterm() {
         .args(["serve", "--config"])
         .arg(&path)
         .env_remove("PORTCULLIS_CONFIG")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -92,6 +95,13 @@ fn serve_exits_0_after_sigterm() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    (child, addr, dir)
+}
+
+#[cfg(unix)]
+#[test]
+fn serve_exits_0_after_sigterm() {
+    let (mut child, _addr, _dir) = spawn_serve(&[]);
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -162,34 +172,9 @@ fn serve_exports_spans_over_otlp() {
         }
     });
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("portcullis.toml");
-    std::fs::write(&path, config(&addr)).expect("write");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env_remove("PORTCULLIS_CONFIG")
-        .env(
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            format!("http://{collector_addr}"),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut conn = loop {
-        if let Ok(c) = std::net::TcpStream::connect(&addr) {
-            break c;
-        }
-        assert!(Instant::now() < deadline, "serve did not start listening");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let endpoint = format!("http://{collector_addr}");
+    let (mut child, addr, _dir) = spawn_serve(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]);
+    let mut conn = std::net::TcpStream::connect(&addr).expect("connect");
     conn.write_all(b"GET /auth/me HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
         .expect("request");
     let mut answer = String::new();
