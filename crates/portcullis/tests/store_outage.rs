@@ -287,25 +287,22 @@ store_timeout = "500ms"
     server.abort();
 }
 
-#[tokio::test]
-async fn sentinel_url_reaches_the_master() {
-    let redis = OwnRedis::start();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let conf = redis.dir.path().join("sentinel.conf");
+/// A Redis Sentinel on a free port watching `master` under `name`, with
+/// `extra` config lines; returns it once it listens, and its port.
+fn start_sentinel(master: &OwnRedis, name: &str, extra: &str) -> (std::process::Child, u16) {
+    let port = free_port();
+    let conf = master.dir.path().join("sentinel.conf");
     std::fs::write(
         &conf,
         format!(
             "bind 127.0.0.1\nport {port}\ndir {}\n\
-             sentinel monitor pcmaster 127.0.0.1 {} 1\n",
-            redis.dir.path().display(),
-            redis.port
+             sentinel monitor {name} 127.0.0.1 {} 1\n{extra}",
+            master.dir.path().display(),
+            master.port
         ),
     )
     .expect("sentinel.conf");
-    let mut sentinel = Command::new("redis-server")
+    let sentinel = Command::new("redis-server")
         .arg(&conf)
         .arg("--sentinel")
         .stdout(Stdio::null())
@@ -313,6 +310,13 @@ async fn sentinel_url_reaches_the_master() {
         .spawn()
         .expect("redis-server --sentinel");
     wait_for_port(port, true);
+    (sentinel, port)
+}
+
+#[tokio::test]
+async fn sentinel_url_reaches_the_master() {
+    let redis = OwnRedis::start();
+    let (mut sentinel, port) = start_sentinel(&redis, "pcmaster", "");
 
     let options = portcullis::session::StoreOptions {
         cache: None,
@@ -350,28 +354,12 @@ async fn sentinel_url_reaches_the_master() {
 async fn sentinel_failover_moves_the_store_to_the_new_master() {
     let master = OwnRedis::start();
     let replica = OwnRedis::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
-    let port = free_port();
-    let conf = master.dir.path().join("sentinel.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "bind 127.0.0.1\nport {port}\ndir {}\n\
-             sentinel monitor pcfail 127.0.0.1 {} 1\n\
-             sentinel down-after-milliseconds pcfail 1000\n\
-             sentinel failover-timeout pcfail 5000\n",
-            master.dir.path().display(),
-            master.port
-        ),
-    )
-    .expect("sentinel.conf");
-    let mut sentinel = Command::new("redis-server")
-        .arg(&conf)
-        .arg("--sentinel")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server --sentinel");
-    wait_for_port(port, true);
+    let (mut sentinel, port) = start_sentinel(
+        &master,
+        "pcfail",
+        "sentinel down-after-milliseconds pcfail 1000\n\
+         sentinel failover-timeout pcfail 5000\n",
+    );
     eventually("the sentinel to see the replica", async || {
         query::<Vec<redis::Value>>(port, redis::cmd("SENTINEL").arg("REPLICAS").arg("pcfail"))
             .await
