@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Throughput and latency of portcullis against a direct upstream and nginx.
 #
-#   bench/run.sh            # 10 s per row, 2 wrk threads, 32 connections
-#   DURATION=30s CONNECTIONS=64 bench/run.sh
+#   bench/run.sh            # 3 rounds, 10 s per row, 2 wrk threads, 32 connections
+#   ROUNDS=5 DURATION=30s CONNECTIONS=64 bench/run.sh
 #
 # Builds the release examples `bench_upstream` (fixed 1 KiB JSON) and
 # `bench_gateway` (portcullis with one authenticated session put straight into
@@ -116,49 +116,80 @@ to_ms() { # wrk latency like 412.00us / 1.20ms / 1.01s -> ms
         else print v }'
 }
 
-declare -A RESULT
-RESULT[direct]=$(measure "http://127.0.0.1:$UP/api/items")
-RESULT[nginx]=$(measure "http://127.0.0.1:$NGX/api/items")
-start_gateway memory
-RESULT[memory]=$(measure "http://127.0.0.1:$GW_PORT/api/items" "$GW_COOKIE")
-start_gateway "sqlite://$WORK/sessions.db"
-RESULT[sqlite]=$(measure "http://127.0.0.1:$GW_PORT/api/items" "$GW_COOKIE")
+# Every target is started first; then ROUNDS rounds each measure every row
+# back to back, nginx included, and the table shows per row the median
+# req/s and the median (and range) of its ratio to nginx in the same round.
+# Rounds make the ratio robust against a shared machine's drift.
+declare -A URL COOKIE SAMPLES RATIOS
+URL[direct]="http://127.0.0.1:$UP/api/items"
+URL[nginx]="http://127.0.0.1:$NGX/api/items"
+add_gateway() { # row store
+    start_gateway "$2"
+    URL[$1]="http://127.0.0.1:$GW_PORT/api/items"
+    COOKIE[$1]=$GW_COOKIE
+}
+add_gateway memory memory
+add_gateway sqlite "sqlite://$WORK/sessions.db"
+ROWS=(direct nginx memory sqlite)
 
 # Remote stores (records sealed, as in production), with and without the local cache.
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
 PG_SCHEMA=pcbench_$$
-psql "$DATABASE_URL" -qc "CREATE SCHEMA IF NOT EXISTS $PG_SCHEMA" >/dev/null
-PG_STORE="$DATABASE_URL?options[search_path]=$PG_SCHEMA"
-ROWS=(direct nginx memory sqlite)
 if [ -z "${SKIP_REMOTE:-}" ]; then
-    start_gateway "$REDIS_URL"
-    RESULT[redis_cache]=$(measure "http://127.0.0.1:$GW_PORT/api/items" "$GW_COOKIE")
-    BENCH_CACHE=0 start_gateway "$REDIS_URL"
-    RESULT[redis]=$(measure "http://127.0.0.1:$GW_PORT/api/items" "$GW_COOKIE")
-    start_gateway "$PG_STORE"
-    RESULT[postgres_cache]=$(measure "http://127.0.0.1:$GW_PORT/api/items" "$GW_COOKIE")
-    BENCH_CACHE=0 start_gateway "$PG_STORE"
-    RESULT[postgres]=$(measure "http://127.0.0.1:$GW_PORT/api/items" "$GW_COOKIE")
+    psql "$DATABASE_URL" -qc "CREATE SCHEMA IF NOT EXISTS $PG_SCHEMA" >/dev/null
+    PG_STORE="$DATABASE_URL?options[search_path]=$PG_SCHEMA"
+    add_gateway redis_cache "$REDIS_URL"
+    BENCH_CACHE=0 add_gateway redis "$REDIS_URL"
+    add_gateway postgres_cache "$PG_STORE"
+    BENCH_CACHE=0 add_gateway postgres "$PG_STORE"
     # Two replicas sharing Redis (with cache), half the connections each, at once.
-    start_gateway "$REDIS_URL"; R1=$GW_PORT; C1=$GW_COOKIE
-    start_gateway "$REDIS_URL"; R2=$GW_PORT; C2=$GW_COOKIE
-    HALF=$((CONNECTIONS / 2))
-    CONNECTIONS=$HALF measure "http://127.0.0.1:$R1/api/items" "$C1" >"$WORK/r1" &
-    W1=$!
-    CONNECTIONS=$HALF measure "http://127.0.0.1:$R2/api/items" "$C2" >"$WORK/r2"
-    wait "$W1"
-    RESULT[replicas]=$(cat "$WORK/r1" "$WORK/r2" | awk '{rps += $1; if ($2 > p50) p50 = $2; if ($3 > p99) p99 = $3}
-        END {printf "%.2f %.3f %.3f", rps, p50, p99}')
+    add_gateway replica1 "$REDIS_URL"
+    add_gateway replica2 "$REDIS_URL"
     ROWS+=(redis_cache redis postgres_cache postgres replicas)
 fi
-psql "$DATABASE_URL" -qc "DROP SCHEMA IF EXISTS $PG_SCHEMA CASCADE" >/dev/null
 
-NGINX_RPS=$(echo "${RESULT[nginx]}" | awk '{print $1}')
+measure_row() { # row -> "req/s p50_ms p99_ms"
+    if [ "$1" = replicas ]; then
+        local half=$((CONNECTIONS / 2))
+        CONNECTIONS=$half measure "${URL[replica1]}" "${COOKIE[replica1]}" >"$WORK/r1" &
+        local w1=$!
+        CONNECTIONS=$half measure "${URL[replica2]}" "${COOKIE[replica2]}" >"$WORK/r2"
+        wait "$w1"
+        cat "$WORK/r1" "$WORK/r2" | awk '{rps += $1; if ($2 > p50) p50 = $2; if ($3 > p99) p99 = $3}
+            END {printf "%.2f %.3f %.3f", rps, p50, p99}'
+    else
+        measure "${URL[$1]}" "${COOKIE[$1]:-}"
+    fi
+}
+median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+
+ROUNDS=${ROUNDS:-3}
+for round in $(seq 1 "$ROUNDS"); do
+    echo "round $round of $ROUNDS" >&2
+    declare -A NOW=()
+    for row in "${ROWS[@]}"; do
+        NOW[$row]=$(measure_row "$row")
+        SAMPLES[$row]="${SAMPLES[$row]:-}|${NOW[$row]}"
+    done
+    nginx_rps=$(echo "${NOW[nginx]}" | awk '{print $1}')
+    for row in "${ROWS[@]}"; do
+        RATIOS[$row]="${RATIOS[$row]:-} $(echo "${NOW[$row]}" | awk -v n="$nginx_rps" '{printf "%.3f", $1 / n}')"
+    done
+done
+[ -n "${SKIP_REMOTE:-}" ] || psql "$DATABASE_URL" -qc "DROP SCHEMA IF EXISTS $PG_SCHEMA CASCADE" >/dev/null
+
+# row -> "req/s p50 p99" medians over the rounds
+declare -A RESULT
+for row in "${ROWS[@]}"; do
+    samples=$(echo "${SAMPLES[$row]}" | tr '|' '\n' | grep .)
+    RESULT[$row]="$(echo "$samples" | awk '{print $1}' | median) $(echo "$samples" | awk '{print $2}' | median) $(echo "$samples" | awk '{print $3}' | median)"
+done
+
 echo
-echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, 1 KiB JSON upstream, $(nproc) cores"
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, 1 KiB JSON upstream, $(nproc) cores, median of $ROUNDS rounds"
 echo
-echo "| target | req/s | p50 ms | p99 ms | vs nginx |"
+echo "| target | req/s | p50 ms | p99 ms | vs nginx (median, range) |"
 echo "|---|---:|---:|---:|---:|"
 for row in "${ROWS[@]}"; do
     read -r rps p50 p99 <<<"${RESULT[$row]}"
@@ -174,7 +205,8 @@ for row in "${ROWS[@]}"; do
         nginx) label="nginx proxy_pass" ;;
         direct) label="direct to upstream" ;;
     esac
-    ratio=$(awk -v a="$rps" -v b="$NGINX_RPS" 'BEGIN { printf "%.2f×", a / b }')
+    ratios=$(echo "${RATIOS[$row]}" | tr ' ' '\n' | grep . | sort -g)
+    ratio=$(printf '%.2f× (%.2f–%.2f)' "$(echo "$ratios" | median)" "$(echo "$ratios" | head -1)" "$(echo "$ratios" | tail -1)")
     echo "| $label | $rps | $p50 | $p99 | $ratio |"
 done
 
@@ -203,10 +235,9 @@ if set(codes) - {"200"}:
 p = r["latencyPercentiles"]
 print("%.0f %.3f %.3f" % (r["summary"]["requestsPerSec"], p["p50"] * 1000, p["p99"] * 1000))'
         }
-        start_gateway memory
-        HALF_DIRECT=$(fixed_rate "http://127.0.0.1:$UP/api/items")
-        HALF_NGINX=$(fixed_rate "http://127.0.0.1:$NGX/api/items")
-        HALF_GW=$(fixed_rate "http://127.0.0.1:$GW_PORT/api/items" "$GW_COOKIE")
+        HALF_DIRECT=$(fixed_rate "${URL[direct]}")
+        HALF_NGINX=$(fixed_rate "${URL[nginx]}")
+        HALF_GW=$(fixed_rate "${URL[memory]}" "${COOKIE[memory]}")
         echo
         echo "Half load: oha -q $RATE (half the memory row), -c$CONNECTIONS -z$DURATION, latency-corrected"
         echo

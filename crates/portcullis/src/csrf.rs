@@ -74,7 +74,8 @@ impl CsrfPolicy {
                 Err(CsrfError::CrossSite)
             };
         }
-        match headers.get("sec-fetch-site").map(|v| v.as_bytes()) {
+        const SEC_FETCH_SITE: http::HeaderName = http::HeaderName::from_static("sec-fetch-site");
+        match headers.get(SEC_FETCH_SITE).map(|v| v.as_bytes()) {
             None | Some(b"same-origin") | Some(b"none") => Ok(()),
             Some(_) => Err(CsrfError::CrossSite),
         }

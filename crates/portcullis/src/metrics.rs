@@ -350,7 +350,9 @@ pub(crate) struct UpstreamDuration(pub std::time::Duration);
 
 /// The trace id of a well-formed `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
 fn trace_id(req: &Request) -> Option<&str> {
-    let value = req.headers().get("traceparent")?.to_str().ok()?;
+    // A constant name: looking up a `&str` would parse and hash it each time.
+    const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+    let value = req.headers().get(TRACEPARENT)?.to_str().ok()?;
     let mut parts = value.split('-');
     let (_version, trace, parent, _flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);

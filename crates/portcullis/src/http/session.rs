@@ -1,6 +1,8 @@
 //! Finding the request's session from its cookie and enforcing the idle and
 //! absolute timeouts on every request.
 
+use std::borrow::Cow;
+
 use axum_extra::extract::{CookieJar, cookie::Cookie};
 use http::{HeaderMap, header};
 
@@ -33,7 +35,7 @@ pub(crate) fn session_cookie_hash(shared: &Shared, headers: &HeaderMap) -> Optio
 }
 
 fn session_cookie_id(name: &str, headers: &HeaderMap) -> Option<SessionId> {
-    let mut found = None;
+    let mut found: Option<Cow<'_, str>> = None;
     for pair in headers
         .get_all(header::COOKIE)
         .iter()
@@ -43,13 +45,20 @@ fn session_cookie_id(name: &str, headers: &HeaderMap) -> Option<SessionId> {
         // to it; the others need no parsing.
         .filter(|pair| pair.contains(name) || pair.contains('%'))
     {
-        if let Ok(c) = Cookie::parse_encoded(pair)
-            && c.name() == name
+        if pair.contains('%') {
+            if let Ok(c) = Cookie::parse_encoded(pair)
+                && c.name() == name
+            {
+                found = Some(Cow::Owned(c.value().to_string()));
+            }
+        } else if let Some((n, v)) = pair.split_once('=')
+            // What `Cookie::parse` does with a pair that has nothing to decode.
+            && n.trim() == name
         {
-            found = Some(c);
+            found = Some(Cow::Borrowed(v.trim()));
         }
     }
-    found.and_then(|c| SessionId::parse(c.value()))
+    found.and_then(|v| SessionId::parse(&v))
 }
 
 pub(crate) async fn current_session(
@@ -116,6 +125,10 @@ mod tests {
             vec![format!(" portcullis = {a} ")],
             vec![format!("xportcullis={a}; portcullisx={b}")],
             vec!["portcullis=short".to_string()],
+            vec![format!("portcullis; =x; portcullis={a}")],
+            vec![format!("portcullis=\"{a}\"")],
+            vec![format!("portcullis={a}; portcullis")],
+            vec![format!("portcullis={a}=")],
             vec!["theme=dark".to_string()],
             vec![],
         ];

@@ -1,17 +1,18 @@
-//! A pooled upstream HTTP client (one per upstream and serving worker; HTTP/1.1
-//! and HTTP/2, http and https), with connect and response-header timeouts
-//! mapped to 502/504.
+//! The upstream HTTP client (one per upstream, pooled per serving worker),
+//! with connect and response-header timeouts mapped to 502/504. Plain-http
+//! upstreams use the HTTP/1.1 pool of `pool.rs`; https ones hyper-util's
+//! client (HTTP/1.1 or HTTP/2, as ALPN decides).
 
 use std::time::Duration;
 
 use axum::{body::Body, extract::Request};
-use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
 
+use super::pool::Pool;
 use crate::http::ApiError;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -22,8 +23,10 @@ pub(super) struct UpstreamClient {
     /// request). `None` for https: ALPN may pick HTTP/2, where the client
     /// sends `:authority` and no `Host`, so it is left to the client.
     pub(super) host: Option<http::HeaderValue>,
-    /// One pool per serving worker, so a worker's requests use connections
-    /// driven by its own runtime (see `workers.rs`).
+    /// Plain http: per-worker HTTP/1.1 connection stacks.
+    h1: Option<Pool>,
+    /// https: one pool per serving worker, so a worker's requests use
+    /// connections driven by its own runtime (see `workers.rs`).
     clients: Vec<Client<HttpsConnector<HttpConnector>, Body>>,
 }
 
@@ -40,10 +43,15 @@ impl UpstreamClient {
             };
             http::HeaderValue::from_str(&authority).ok()
         });
-        Self {
-            host,
-            clients: (0..workers.max(1)).map(|_| pool(timeout)).collect(),
-        }
+        let connect_timeout = CONNECT_TIMEOUT.min(timeout);
+        let h1 = host
+            .as_ref()
+            .and_then(|_| Pool::new(upstream, connect_timeout, workers));
+        let clients = match h1 {
+            Some(_) => Vec::new(),
+            None => (0..workers.max(1)).map(|_| pool(connect_timeout)).collect(),
+        };
+        Self { host, h1, clients }
     }
 
     /// Send and wait for the response head at most `timeout`; the body then streams.
@@ -51,7 +59,14 @@ impl UpstreamClient {
         &self,
         req: Request,
         timeout: Duration,
-    ) -> Result<http::Response<Incoming>, ApiError> {
+    ) -> Result<http::Response<Body>, ApiError> {
+        if let Some(h1) = &self.h1 {
+            return match tokio::time::timeout(timeout, h1.send(origin_form(req))).await {
+                Err(_) => Err(ApiError::UpstreamTimeout),
+                Ok(Err(e)) => Err(ApiError::UpstreamUnavailable(e.to_string())),
+                Ok(Ok(resp)) => Ok(resp),
+            };
+        }
         let client = &self.clients[crate::workers::current() % self.clients.len()];
         match tokio::time::timeout(timeout, client.request(req)).await {
             Err(_) => Err(ApiError::UpstreamTimeout),
@@ -60,15 +75,24 @@ impl UpstreamClient {
             } else {
                 "request failed".into()
             })),
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(Ok(resp)) => Ok(resp.map(Body::new)),
         }
     }
 }
 
-fn pool(timeout: Duration) -> Client<HttpsConnector<HttpConnector>, Body> {
+/// A connection to the upstream itself takes the path and query only; the
+/// authority is in `Host`.
+fn origin_form(mut req: Request) -> Request {
+    if let Some(pq) = req.uri().path_and_query().cloned() {
+        *req.uri_mut() = http::Uri::from(pq);
+    }
+    req
+}
+
+fn pool(connect_timeout: Duration) -> Client<HttpsConnector<HttpConnector>, Body> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
-    http.set_connect_timeout(Some(CONNECT_TIMEOUT.min(timeout)));
+    http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_webpki_roots()
@@ -98,14 +122,12 @@ mod tests {
             let url = url::Url::parse(upstream).unwrap();
             let client = UpstreamClient::new(&url, Duration::from_secs(1), 2);
             assert_eq!(client.host.unwrap(), host, "{upstream}");
-            assert_eq!(client.clients.len(), 2);
+            assert!(client.h1.is_some(), "{upstream}");
         }
         // https: HTTP/1 or HTTP/2 is only known per connection; the client decides.
         let url = url::Url::parse("https://api.example.com:8443").unwrap();
-        assert!(
-            UpstreamClient::new(&url, Duration::from_secs(1), 1)
-                .host
-                .is_none()
-        );
+        let client = UpstreamClient::new(&url, Duration::from_secs(1), 2);
+        assert!(client.host.is_none() && client.h1.is_none());
+        assert_eq!(client.clients.len(), 2);
     }
 }

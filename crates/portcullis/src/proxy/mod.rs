@@ -7,9 +7,10 @@
 mod client;
 mod headers;
 mod path;
+mod pool;
 mod websocket;
 
-use std::{collections::HashMap, sync::Arc, time::Instant};
+use std::{sync::Arc, time::Instant};
 
 use axum::{
     body::Body,
@@ -26,20 +27,20 @@ use crate::{
     http::{ApiError, SessionLookup, current_session_by_hash, session_cookie_hash},
     metrics::SessionCookie,
     refresh,
+    session::SessionRecord,
 };
 
 /// Request bodies up to this size are buffered so an upstream 401 can be
 /// retried after a token refresh; larger (or unsized) bodies stream, unretried.
 const RETRY_BUFFER_LIMIT: u64 = 1024 * 1024;
 
-/// The route table and the upstream HTTP client.
+/// The route table and the upstream HTTP clients.
 pub struct Proxy {
     /// Sorted longest prefix first.
-    routes: Vec<RouteConfig>,
-    /// `routes[i].prefix` as a shared metric label (no allocation per request).
-    labels: Vec<metrics::SharedString>,
-    /// One pooled client per upstream base URL.
-    clients: HashMap<String, client::UpstreamClient>,
+    routes: Vec<Route>,
+    /// One pooled client per upstream base URL; routes sharing an upstream
+    /// share its pool.
+    clients: Vec<client::UpstreamClient>,
     owned_cookies: Vec<String>,
     /// `X-Forwarded-Proto` and `X-Forwarded-Host` from `server.public_url`,
     /// the same for every request, so built once.
@@ -47,23 +48,49 @@ pub struct Proxy {
     forwarded_host: Option<HeaderValue>,
 }
 
+/// A configured route with what the hot path needs of it prebuilt.
+pub struct Route {
+    config: RouteConfig,
+    /// The prefix as a shared metric label (no allocation per request).
+    label: metrics::SharedString,
+    /// Index of the upstream's client in `Proxy::clients`.
+    client: usize,
+}
+
+impl std::ops::Deref for Route {
+    type Target = RouteConfig;
+
+    fn deref(&self) -> &RouteConfig {
+        &self.config
+    }
+}
+
 impl Proxy {
     pub fn new(config: &Config) -> Self {
-        let mut routes = config.routes.clone();
-        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-        let mut clients = HashMap::new();
-        for r in &routes {
-            // Routes sharing an upstream share its pool.
-            clients
-                .entry(r.upstream.as_str().to_string())
-                .or_insert_with(|| {
-                    client::UpstreamClient::new(&r.upstream, r.timeout, config.server.workers)
-                });
+        let mut configs = config.routes.clone();
+        configs.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        let mut upstreams: Vec<&str> = Vec::new();
+        let mut clients = Vec::new();
+        let mut routes = Vec::with_capacity(configs.len());
+        for r in &configs {
+            let client = match upstreams.iter().position(|u| *u == r.upstream.as_str()) {
+                Some(i) => i,
+                None => {
+                    upstreams.push(r.upstream.as_str());
+                    clients.push(client::UpstreamClient::new(
+                        &r.upstream,
+                        r.timeout,
+                        config.server.workers,
+                    ));
+                    clients.len() - 1
+                }
+            };
+            routes.push(Route {
+                config: r.clone(),
+                label: metrics::SharedString::from_shared(Arc::from(r.prefix.as_str())),
+                client,
+            });
         }
-        let labels = routes
-            .iter()
-            .map(|r| metrics::SharedString::from_shared(Arc::from(r.prefix.as_str())))
-            .collect();
         let public = &config.server.public_url;
         let host = match (public.host_str(), public.port()) {
             (Some(host), Some(port)) => format!("{host}:{port}"),
@@ -72,7 +99,6 @@ impl Proxy {
         };
         Self {
             routes,
-            labels,
             clients,
             owned_cookies: crate::http::owned_cookie_names(config).to_vec(),
             forwarded_proto: HeaderValue::from_str(public.scheme()).ok(),
@@ -80,24 +106,18 @@ impl Proxy {
         }
     }
 
-    fn client_for(&self, route: &RouteConfig) -> Result<&client::UpstreamClient, ApiError> {
-        self.clients
-            .get(route.upstream.as_str())
-            .ok_or_else(|| ApiError::UpstreamUnavailable("no client for upstream".into()))
+    fn client_for(&self, route: &Route) -> &client::UpstreamClient {
+        &self.clients[route.client]
     }
 
     /// The route with the longest prefix matching `path`.
-    pub fn match_route(&self, path: &str) -> Option<&RouteConfig> {
+    pub fn match_route(&self, path: &str) -> Option<&Route> {
         self.routes.iter().find(|r| prefix_matches(&r.prefix, path))
     }
 
     /// The `route` metric label (the prefix) of the route matching `path`.
     pub(crate) fn match_route_label(&self, path: &str) -> Option<metrics::SharedString> {
-        let i = self
-            .routes
-            .iter()
-            .position(|r| prefix_matches(&r.prefix, path))?;
-        self.labels.get(i).cloned()
+        self.match_route(path).map(|r| r.label.clone())
     }
 }
 
@@ -114,7 +134,7 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 }
 
 /// Proxy one request; always answers (errors become contract JSON).
-pub(crate) async fn handle(shared: Arc<Shared>, route: &RouteConfig, req: Request) -> Response {
+pub(crate) async fn handle(shared: Arc<Shared>, route: &Route, req: Request) -> Response {
     let request_id = req
         .headers()
         .get(&crate::metrics::X_REQUEST_ID)
@@ -132,13 +152,12 @@ pub(crate) async fn handle(shared: Arc<Shared>, route: &RouteConfig, req: Reques
 
 async fn forward(
     shared: &Shared,
-    route: &RouteConfig,
+    route: &Route,
     req: Request,
     request_id: &HeaderValue,
 ) -> Result<Response, ApiError> {
     let (mut parts, body) = req.into_parts();
-    let path =
-        path::checked_path(parts.uri.path()).map_err(|m| ApiError::BadRequest(m.to_string()))?;
+    path::checked_path(parts.uri.path()).map_err(|m| ApiError::BadRequest(m.to_string()))?;
     let websocket = websocket::is_upgrade(&parts);
 
     let session = match route.token {
@@ -173,8 +192,8 @@ async fn forward(
         shared.csrf.check_origin(&parts.headers)?;
     }
 
-    let target = upstream_uri(route, &path, parts.uri.query())?;
-    let client = shared.proxy.client_for(route)?;
+    let target = upstream_uri(route, parts.uri.path(), parts.uri.query())?;
+    let client = shared.proxy.client_for(route);
     headers::rewrite_request(
         &mut parts,
         headers::Forwarding {
@@ -213,33 +232,45 @@ async fn forward(
     let (Some(head), Some(bytes)) = (head, replay) else {
         return Ok(finish(shared, route, resp));
     };
-    // The upstream refused the token: refresh once, retry once.
-    let refreshed = refresh::after_rejection(shared, &record).await?;
+    // Boxed: rare, and its futures would otherwise enlarge every request's.
+    Box::pin(retry_with_refreshed_token(
+        shared, route, client, &record, resp, head, bytes,
+    ))
+    .await
+}
+
+/// The upstream refused the token: refresh once, retry once.
+async fn retry_with_refreshed_token(
+    shared: &Shared,
+    route: &RouteConfig,
+    client: &client::UpstreamClient,
+    record: &SessionRecord,
+    rejected: http::Response<Body>,
+    head: RequestHead,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let refreshed = refresh::after_rejection(shared, record).await?;
     if refreshed.tokens.access_token == record.tokens.access_token {
-        return Ok(finish(shared, route, resp));
+        return Ok(finish(shared, route, rejected));
     }
-    drop(resp);
+    drop(rejected);
     tracing::debug!(
         session = record.id.short(),
         "upstream 401; retrying with refreshed token"
     );
-    let retry = head.into_request(&refreshed.tokens.access_token, bytes);
+    let retry = head.into_request(&refreshed.tokens.access_token, body);
     let resp = timed_send(shared, route, client, retry).await?;
     Ok(finish(shared, route, resp))
 }
 
 /// Response head hygiene; the body streams as it arrives.
-fn finish(
-    shared: &Shared,
-    route: &RouteConfig,
-    resp: http::Response<hyper::body::Incoming>,
-) -> Response {
+fn finish(shared: &Shared, route: &RouteConfig, resp: http::Response<Body>) -> Response {
     let (mut parts, body) = resp.into_parts();
     headers::rewrite_response(&mut parts.headers, &shared.proxy.owned_cookies);
     if route.security_headers {
         crate::http::apply_security_headers(shared, &mut parts.headers);
     }
-    Response::from_parts(parts, Body::new(body))
+    Response::from_parts(parts, body)
 }
 
 async fn timed_send(
@@ -247,7 +278,7 @@ async fn timed_send(
     route: &RouteConfig,
     client: &client::UpstreamClient,
     req: Request,
-) -> Result<http::Response<hyper::body::Incoming>, ApiError> {
+) -> Result<http::Response<Body>, ApiError> {
     let started = Instant::now();
     let mut result = client.send(req, route.timeout).await;
     let kind = match &result {
