@@ -17,17 +17,19 @@ use crate::http::ApiError;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub(super) struct UpstreamClient {
-    /// `Host` for requests to a plain-http upstream (its authority, port only
-    /// when not the scheme's default: what the client would build per
-    /// request). `None` for https: ALPN may pick HTTP/2, where the client
-    /// sends `:authority` and no `Host`, so it is left to the client.
-    pub(super) host: Option<http::HeaderValue>,
-    /// Plain http: per-worker HTTP/1.1 connection stacks.
-    h1: Option<Pool>,
-    /// https: one pool per serving worker, so a worker's requests use
-    /// connections driven by its own runtime (see `workers.rs`).
-    clients: Vec<Client<HttpsConnector<HttpConnector>, Body>>,
+pub(super) enum UpstreamClient {
+    /// A plain-http upstream: per-worker HTTP/1.1 connection stacks.
+    Http1 {
+        /// `Host` for its requests: the authority, port only when not the
+        /// scheme's default (what a client would build per request).
+        host: http::HeaderValue,
+        pool: Pool,
+    },
+    /// https: hyper-util's client, one per serving worker so a worker's
+    /// requests use connections driven by its own runtime (see
+    /// `workers.rs`). ALPN may pick HTTP/2, where the client sends
+    /// `:authority` and no `Host`, so `Host` is left to the client.
+    Pooled(Vec<Client<HttpsConnector<HttpConnector>, Body>>),
 }
 
 impl UpstreamClient {
@@ -35,23 +37,31 @@ impl UpstreamClient {
     /// connecting may take at most `CONNECT_TIMEOUT` or the route's
     /// `timeout`, whichever is shorter.
     pub(super) fn new(upstream: &url::Url, timeout: Duration, workers: usize) -> Self {
-        let plain = upstream.scheme() == "http";
-        let host = upstream.host_str().filter(|_| plain).and_then(|host| {
-            let authority = match upstream.port() {
-                Some(port) => format!("{host}:{port}"),
-                None => host.to_string(),
-            };
-            http::HeaderValue::from_str(&authority).ok()
-        });
         let connect_timeout = CONNECT_TIMEOUT.min(timeout);
-        let h1 = host
-            .as_ref()
-            .and_then(|_| Pool::new(upstream, connect_timeout, workers));
-        let clients = match h1 {
-            Some(_) => Vec::new(),
-            None => (0..workers.max(1)).map(|_| pool(connect_timeout)).collect(),
-        };
-        Self { host, h1, clients }
+        let host = upstream
+            .host_str()
+            .filter(|_| upstream.scheme() == "http")
+            .and_then(|host| {
+                let authority = match upstream.port() {
+                    Some(port) => format!("{host}:{port}"),
+                    None => host.to_string(),
+                };
+                http::HeaderValue::from_str(&authority).ok()
+            });
+        if let Some(host) = host
+            && let Some(pool) = Pool::new(upstream, connect_timeout, workers)
+        {
+            return Self::Http1 { host, pool };
+        }
+        Self::Pooled((0..workers.max(1)).map(|_| pool(connect_timeout)).collect())
+    }
+
+    /// The `Host` to send, when the client does not set it itself.
+    pub(super) fn host(&self) -> Option<&http::HeaderValue> {
+        match self {
+            Self::Http1 { host, .. } => Some(host),
+            Self::Pooled(_) => None,
+        }
     }
 
     /// Send and wait for the response head at most `timeout`; the body then streams.
@@ -60,14 +70,17 @@ impl UpstreamClient {
         req: Request,
         timeout: Duration,
     ) -> Result<http::Response<Body>, ApiError> {
-        if let Some(h1) = &self.h1 {
-            return match tokio::time::timeout(timeout, h1.send(origin_form(req))).await {
-                Err(_) => Err(ApiError::UpstreamTimeout),
-                Ok(Err(e)) => Err(ApiError::UpstreamUnavailable(e.to_string())),
-                Ok(Ok(resp)) => Ok(resp),
-            };
-        }
-        let client = &self.clients[crate::workers::current() % self.clients.len()];
+        let clients = match self {
+            Self::Http1 { pool, .. } => {
+                return match tokio::time::timeout(timeout, pool.send(origin_form(req))).await {
+                    Err(_) => Err(ApiError::UpstreamTimeout),
+                    Ok(Err(e)) => Err(ApiError::UpstreamUnavailable(e.to_string())),
+                    Ok(Ok(resp)) => Ok(resp),
+                };
+            }
+            Self::Pooled(clients) => clients,
+        };
+        let client = &clients[crate::workers::current() % clients.len()];
         match tokio::time::timeout(timeout, client.request(req)).await {
             Err(_) => Err(ApiError::UpstreamTimeout),
             Ok(Err(e)) => Err(ApiError::UpstreamUnavailable(if e.is_connect() {
@@ -121,13 +134,13 @@ mod tests {
         ] {
             let url = url::Url::parse(upstream).unwrap();
             let client = UpstreamClient::new(&url, Duration::from_secs(1), 2);
-            assert_eq!(client.host.unwrap(), host, "{upstream}");
-            assert!(client.h1.is_some(), "{upstream}");
+            assert_eq!(client.host().unwrap(), host, "{upstream}");
+            assert!(matches!(client, UpstreamClient::Http1 { .. }), "{upstream}");
         }
         // https: HTTP/1 or HTTP/2 is only known per connection; the client decides.
         let url = url::Url::parse("https://api.example.com:8443").unwrap();
         let client = UpstreamClient::new(&url, Duration::from_secs(1), 2);
-        assert!(client.host.is_none() && client.h1.is_none());
-        assert_eq!(client.clients.len(), 2);
+        assert!(client.host().is_none());
+        assert!(matches!(client, UpstreamClient::Pooled(c) if c.len() == 2));
     }
 }

@@ -203,7 +203,7 @@ async fn forward(
             forwarded_host: shared.proxy.forwarded_host.as_ref(),
             access_token: session.as_ref().map(|r| r.tokens.access_token.as_str()),
             request_id,
-            upstream_host: client.host.as_ref(),
+            upstream_host: client.host(),
         },
     );
     parts.uri = target;
@@ -325,7 +325,8 @@ async fn buffer_small_body(body: Body) -> Result<RequestBody, ApiError> {
         .map_err(|_| ApiError::BadRequest("request body could not be read".into()))
 }
 
-/// What a retry needs of a request already sent.
+/// What a retry needs of a request already sent (its body is kept apart).
+/// The version is not kept: upstream requests are all HTTP/1.1 here.
 struct RequestHead {
     method: Method,
     uri: Uri,
@@ -341,11 +342,18 @@ impl RequestHead {
         }
     }
 
-    fn into_request(self, access_token: &str, body: Bytes) -> Request {
-        let mut req = Request::new(Body::from(body));
+    /// The same request again, with `body`.
+    fn with_body(self, body: Body) -> Request {
+        let mut req = Request::new(body);
         *req.method_mut() = self.method;
         *req.uri_mut() = self.uri;
         *req.headers_mut() = self.headers;
+        req
+    }
+
+    /// The same request again, with `body` and a new access token.
+    fn into_request(self, access_token: &str, body: Bytes) -> Request {
+        let mut req = self.with_body(Body::from(body));
         headers::set_bearer(req.headers_mut(), access_token);
         req
     }

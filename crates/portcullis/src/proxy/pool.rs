@@ -28,6 +28,8 @@ use hyper::{
 };
 use hyper_util::rt::TokioIo;
 
+use super::RequestHead;
+
 /// Idle connections older than this are closed rather than reused, like
 /// hyper-util's default `pool_idle_timeout`.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -127,7 +129,9 @@ impl Pool {
                     // Not sent: the idle connection was closed under us.
                     (Some(unsent), _) if idle_for.is_some() => req = unsent,
                     // Sent, but the connection closed before any answer.
-                    (None, Some(copy)) if e.error().is_incomplete_message() => req = copy,
+                    (None, Some(copy)) if e.error().is_incomplete_message() => {
+                        req = copy.with_body(Body::empty());
+                    }
                     _ => {
                         tracing::debug!(error = %e.error(), "upstream request failed");
                         return Err(PoolError::Request);
@@ -202,9 +206,9 @@ impl Slot {
     }
 }
 
-/// A copy of a request that may be sent twice: an idempotent method
-/// (RFC 9110 9.2.2) and no body.
-fn replayable(req: &http::Request<Body>) -> Option<http::Request<Body>> {
+/// What is needed to send `req` again, if it may be sent twice: an
+/// idempotent method (RFC 9110 9.2.2) and no body.
+fn replayable(req: &http::Request<Body>) -> Option<RequestHead> {
     use http::Method;
     let idempotent = matches!(
         *req.method(),
@@ -213,17 +217,16 @@ fn replayable(req: &http::Request<Body>) -> Option<http::Request<Body>> {
     if !idempotent || hyper::body::Body::size_hint(req.body()).exact() != Some(0) {
         return None;
     }
-    let mut copy = http::Request::new(Body::empty());
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    Some(copy)
+    Some(RequestHead {
+        method: req.method().clone(),
+        uri: req.uri().clone(),
+        headers: req.headers().clone(),
+    })
 }
 
 /// Put a connection whose response has ended back into its slot: at once
 /// when hyper is already waiting for the next request, else once it is.
-fn release(mut sender: SendRequest<Body>, slot: Arc<Slot>) {
+fn give_back(mut sender: SendRequest<Body>, slot: Arc<Slot>) {
     if sender.is_ready() {
         slot.checkin(sender);
     } else if !sender.is_closed()
@@ -256,10 +259,14 @@ impl PooledBody {
     }
 
     fn release_if_ended(&mut self) {
-        if self.inner.is_end_stream()
-            && let Some((sender, slot)) = self.conn.take()
-        {
-            release(sender, slot);
+        if self.inner.is_end_stream() {
+            self.release();
+        }
+    }
+
+    fn release(&mut self) {
+        if let Some((sender, slot)) = self.conn.take() {
+            give_back(sender, slot);
         }
     }
 }
@@ -275,11 +282,7 @@ impl hyper::body::Body for PooledBody {
         let this = self.get_mut();
         let frame = Pin::new(&mut this.inner).poll_frame(cx);
         match &frame {
-            Poll::Ready(None) => {
-                if let Some((sender, slot)) = this.conn.take() {
-                    release(sender, slot);
-                }
-            }
+            Poll::Ready(None) => this.release(),
             Poll::Ready(Some(Ok(_))) => this.release_if_ended(),
             // A broken body leaves the connection unusable.
             Poll::Ready(Some(Err(_))) => this.conn = None,
@@ -378,11 +381,11 @@ mod tests {
         }
     }
 
-    fn request(up: &Upstream, method: http::Method) -> http::Request<Body> {
+    fn request(url: &url::Url, method: http::Method) -> http::Request<Body> {
         http::Request::builder()
             .method(method)
             .uri("/x")
-            .header(http::header::HOST, up.url.authority())
+            .header(http::header::HOST, url.authority())
             .body(Body::empty())
             .unwrap()
     }
@@ -402,7 +405,7 @@ mod tests {
         let up = upstream(200, "hello", false).await;
         let pool = pool(&up);
         for _ in 0..5 {
-            let (status, body) = send(&pool, request(&up, http::Method::GET)).await;
+            let (status, body) = send(&pool, request(&up.url, http::Method::GET)).await;
             assert_eq!((status.as_u16(), &body[..]), (200, &b"hello"[..]));
         }
         assert_eq!(up.connections.load(Ordering::SeqCst), 1);
@@ -415,7 +418,7 @@ mod tests {
             let up = upstream(status, "hello", false).await;
             let pool = pool(&up);
             for _ in 0..3 {
-                let resp = pool.send(request(&up, method.clone())).await.unwrap();
+                let resp = pool.send(request(&up.url, method.clone())).await.unwrap();
                 assert_eq!(resp.status().as_u16(), status);
                 drop(resp);
             }
@@ -434,7 +437,7 @@ mod tests {
         let mut up = upstream(200, "hello", true).await;
         let pool = pool(&up);
         for i in 1..=4 {
-            let (status, body) = send(&pool, request(&up, http::Method::GET)).await;
+            let (status, body) = send(&pool, request(&up.url, http::Method::GET)).await;
             assert_eq!((status.as_u16(), &body[..]), (200, &b"hello"[..]));
             up.closed.recv().await.unwrap();
             assert_eq!(up.connections.load(Ordering::SeqCst), i);
@@ -480,20 +483,12 @@ mod tests {
         let mut pool = Pool::new(&url, Duration::from_secs(5), 1).unwrap();
         // Any idle time counts as long enough here.
         pool.racy_idle = Duration::ZERO;
-        let req = |method: http::Method| {
-            http::Request::builder()
-                .method(method)
-                .uri("/x")
-                .header(http::header::HOST, url.authority())
-                .body(Body::empty())
-                .unwrap()
-        };
-        let (status, body) = send(&pool, req(http::Method::GET)).await;
+        let (status, body) = send(&pool, request(&url, http::Method::GET)).await;
         assert_eq!((status.as_u16(), &body[..]), (200, &b"ok"[..]));
         // Blocking on purpose: the runtime must not see the close first.
         close_tx.send(()).unwrap();
         closed_rx.recv().unwrap();
-        pool.send(req(method)).await.map(|r| r.status())
+        pool.send(request(&url, method)).await.map(|r| r.status())
     }
 
     #[tokio::test]
@@ -517,9 +512,12 @@ mod tests {
     async fn body_dropped_early_is_not_pooled() {
         let up = upstream(200, "hello", false).await;
         let pool = pool(&up);
-        let resp = pool.send(request(&up, http::Method::GET)).await.unwrap();
+        let resp = pool
+            .send(request(&up.url, http::Method::GET))
+            .await
+            .unwrap();
         drop(resp);
-        let (status, body) = send(&pool, request(&up, http::Method::GET)).await;
+        let (status, body) = send(&pool, request(&up.url, http::Method::GET)).await;
         assert_eq!((status.as_u16(), &body[..]), (200, &b"hello"[..]));
         assert_eq!(up.connections.load(Ordering::SeqCst), 2);
     }
@@ -530,11 +528,7 @@ mod tests {
         let url = url::Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
         drop(listener);
         let pool = Pool::new(&url, Duration::from_secs(5), 1).unwrap();
-        let req = http::Request::builder()
-            .uri("/x")
-            .header(http::header::HOST, url.authority())
-            .body(Body::empty())
-            .unwrap();
+        let req = request(&url, http::Method::GET);
         assert!(matches!(pool.send(req).await, Err(PoolError::Connect)));
     }
 }
