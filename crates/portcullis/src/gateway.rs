@@ -212,11 +212,8 @@ pub async fn serve(
                 .await;
         })
     });
-    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
-        std::net::SocketAddr,
-    >(gateway.service());
     let served = crate::workers::serve(
-        app,
+        gateway.service(),
         listener,
         gateway.config().server.workers,
         rx.clone(),

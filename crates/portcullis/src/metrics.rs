@@ -199,12 +199,6 @@ pub(crate) fn new_request_id() -> HeaderValue {
     HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("-"))
 }
 
-/// The hash of the request's session cookie, found once by [`track`] and
-/// kept in the request extensions for the session lookup (`None`: no
-/// well-formed session cookie).
-#[derive(Clone)]
-pub(crate) struct SessionCookie(pub Option<SessionHash>);
-
 /// Handles of the per-request metrics, registered once per label set: the
 /// `metrics::counter!` macros build (and allocate) a labelled key and look
 /// it up in the registry on every call. Label sets are bounded (route labels
@@ -283,10 +277,12 @@ impl RequestMetrics {
 /// from `X-Request-ID` when sane, else generated; passed on to upstreams and
 /// echoed in the response), opens the span that every log line of the
 /// request carries (request id and a short session-hash prefix, never the
-/// cookie itself), records the metrics, and logs one access line.
+/// cookie itself), records the metrics, and logs one access line. `next`
+/// gets the hash of the session cookie, found once here for the span
+/// (`None`: no well-formed session cookie).
 pub(crate) async fn track<F, Fut>(shared: &Shared, mut req: Request, next: F) -> Response
 where
-    F: FnOnce(Request) -> Fut,
+    F: FnOnce(Request, Option<SessionHash>) -> Fut,
     Fut: Future<Output = Response>,
 {
     let start = Instant::now();
@@ -304,7 +300,7 @@ where
     };
     let route = route_label(shared, req.uri().path());
     let method = req.method().clone();
-    // Hashed once here; the session lookup reuses it from the extensions.
+    // Hashed once here; the session lookup gets it from `next`'s argument.
     let session = crate::http::session_cookie_hash(shared, req.headers());
     let span = tracing::info_span!(
         "request",
@@ -316,8 +312,7 @@ where
         // unchanged), to find the request in the caller's traces.
         trace_id = trace_id(&req).unwrap_or("-"),
     );
-    req.extensions_mut().insert(SessionCookie(session));
-    let mut resp = next(req).instrument(span.clone()).await;
+    let mut resp = next(req, session).instrument(span.clone()).await;
     let elapsed = start.elapsed();
     let status = resp.status();
     shared

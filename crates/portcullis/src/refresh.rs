@@ -68,8 +68,8 @@ fn still_valid(r: &SessionRecord, now: UnixTime) -> bool {
 /// refreshing it first if needed. Used before proxying.
 pub(crate) async fn ensure_fresh(
     shared: &Shared,
-    record: SessionRecord,
-) -> Result<SessionRecord, ApiError> {
+    record: Arc<SessionRecord>,
+) -> Result<Arc<SessionRecord>, ApiError> {
     let before = shared.config.session.refresh_before.as_secs() as i64;
     if !needs_refresh(&record, shared.clock.now(), before) {
         return Ok(record);
@@ -80,14 +80,15 @@ pub(crate) async fn ensure_fresh(
         needs_refresh(r, now, before)
     }))
     .await
+    .map(Arc::new)
 }
 
 /// The record with an access token that has not expired yet, refreshing only
 /// if it has. Used by `/auth/me`, which must not refresh early.
 pub(crate) async fn ensure_valid(
     shared: &Shared,
-    record: SessionRecord,
-) -> Result<SessionRecord, ApiError> {
+    record: Arc<SessionRecord>,
+) -> Result<Arc<SessionRecord>, ApiError> {
     if still_valid(&record, shared.clock.now()) {
         return Ok(record);
     }
@@ -95,6 +96,7 @@ pub(crate) async fn ensure_valid(
         !still_valid(r, now)
     }))
     .await
+    .map(Arc::new)
 }
 
 /// Refresh after the upstream refused `rejected` (a 401): unless someone has

@@ -24,9 +24,10 @@ use std::{
     time::Duration,
 };
 
-use axum::{
-    extract::connect_info::IntoMakeServiceWithConnectInfo,
-    serve::{Listener, ListenerExt as _},
+use axum::serve::{Listener, ListenerExt as _};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -44,7 +45,7 @@ pub(crate) fn current() -> usize {
     WORKER.with(Cell::get)
 }
 
-pub(crate) type App = IntoMakeServiceWithConnectInfo<crate::http::PublicService, SocketAddr>;
+pub(crate) type App = crate::http::PublicService;
 
 /// Open connections per worker, to hand each new one to the least busy.
 type Load = Arc<[AtomicUsize]>;
@@ -271,7 +272,7 @@ fn run_worker(
     index: usize,
     listener: Handed,
     app: App,
-    mut drain: watch::Receiver<bool>,
+    drain: watch::Receiver<bool>,
     mut cut: watch::Receiver<bool>,
 ) -> io::Result<()> {
     WORKER.with(|w| w.set(index));
@@ -284,14 +285,87 @@ fn run_worker(
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");
             }
         });
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = drain.wait_for(|v| *v).await;
-        });
         tokio::select! {
-            result = server => result,
+            () = serve_connections(listener, app, drain) => Ok(()),
             _ = cut.wait_for(|v| *v) => Ok(()),
         }
     })
+}
+
+/// Accept and serve connections until `drain` turns true, then let the open
+/// ones finish their requests (each is told to close once idle) and return
+/// when the last has closed.
+///
+/// hyper's connection builder (HTTP/1.1, and HTTP/2 with prior knowledge, as
+/// `axum::serve` offers) is driven here directly: axum's wrapper adds a tower
+/// adapter, a request-body mapping, a `ConnectInfo` extension and a clone of
+/// the service on every request.
+async fn serve_connections(
+    mut listener: impl Listener<Io = Counted, Addr = SocketAddr>,
+    app: App,
+    drain: watch::Receiver<bool>,
+) {
+    // Held by every connection task; `closed()` resolves when all are done.
+    let (open_tx, open_rx) = watch::channel(());
+    // One per worker, so cloning it per request touches no cache line the
+    // other workers write.
+    let app = Arc::new(app);
+    let mut stop = drain.clone();
+    loop {
+        let (io, peer) = tokio::select! {
+            biased;
+            _ = stop.wait_for(|v| *v) => break,
+            accepted = listener.accept() => accepted,
+        };
+        let service = Connection {
+            app: app.clone(),
+            peer,
+        };
+        let mut drain = drain.clone();
+        let open = open_rx.clone();
+        tokio::spawn(async move {
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                biased;
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::trace!(error = %e, "connection ended with an error");
+                    }
+                }
+                () = async { drop(drain.wait_for(|v| *v).await) } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            drop(open);
+        });
+    }
+    drop(open_rx);
+    open_tx.closed().await;
+}
+
+/// The service of one accepted connection: the public service with the
+/// peer's address (for `X-Forwarded-For`).
+#[derive(Clone)]
+struct Connection {
+    app: Arc<App>,
+    peer: SocketAddr,
+}
+
+impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Connection {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = crate::http::PublicFuture;
+
+    fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        crate::http::PublicService::serve(
+            &self.app,
+            req.map(axum::body::Body::new),
+            Some(self.peer),
+        )
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! resolves, new connections are refused while an open SSE stream finishes
 //! its events; a stream that outlives `server.drain_timeout` is cut. With
 //! several serving workers (`server.workers`) every connection is answered
-//! and shutdown stops them all.
+//! (and its peer address forwarded) and shutdown stops them all.
 
 use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
@@ -16,7 +16,7 @@ use portcullis::{Gateway, config::Config};
 use tokio::{net::TcpListener, sync::oneshot};
 
 /// `/sse/five`: five events 100 ms apart, then the end. `/sse/forever`: never
-/// ends. Any other path: `upstream <path>`.
+/// ends. `/peer`: the `X-Forwarded-For` it got. Any other path: `upstream <path>`.
 async fn start_upstream() -> SocketAddr {
     fn ticks(n: Option<usize>) -> impl Stream<Item = Result<Event, Infallible>> {
         let stream = futures_util::stream::unfold(0usize, |i| async move {
@@ -28,6 +28,16 @@ async fn start_upstream() -> SocketAddr {
     let app = Router::new()
         .route("/sse/five", get(|| async { Sse::new(ticks(Some(5))) }))
         .route("/sse/forever", get(|| async { Sse::new(ticks(None)) }))
+        .route(
+            "/peer",
+            get(|headers: axum::http::HeaderMap| async move {
+                headers
+                    .get("x-forwarded-for")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("none")
+                    .to_string()
+            }),
+        )
         .fallback(
             |req: axum::extract::Request| async move { format!("upstream {}", req.uri().path()) },
         );
@@ -174,6 +184,12 @@ async fn three_workers_answer_every_connection_and_stop_on_shutdown() {
     for task in tasks {
         task.await.expect("client task");
     }
+
+    // The workers pass each connection's peer on to the proxy.
+    let peer = reqwest::get(format!("http://{addr}/peer"))
+        .await
+        .expect("answered");
+    assert_eq!(peer.text().await.expect("body"), "127.0.0.1");
 
     // `/` matches every path, but the auth endpoints stay the gateway's.
     let me = reqwest::get(format!("http://{addr}/auth/me"))

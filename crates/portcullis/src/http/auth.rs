@@ -280,7 +280,7 @@ pub(crate) async fn me(
     match current_session(&shared, &jar).await? {
         SessionLookup::Active(r) => {
             // Shows refreshed state, but refreshes only an already expired token.
-            let r = match crate::refresh::ensure_valid(&shared, *r).await {
+            let r = match crate::refresh::ensure_valid(&shared, r).await {
                 Ok(r) => r,
                 Err(ApiError::SessionExpired) => {
                     return Ok((

@@ -12,11 +12,11 @@ mod logout_channels;
 mod session;
 mod static_files;
 
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
     Router,
-    extract::{Request, State},
+    extract::{ConnectInfo, Request, State},
     middleware,
     response::{IntoResponse, Response},
     routing::get,
@@ -49,12 +49,27 @@ impl PublicService {
     }
 }
 
+/// The future of one public request.
+pub(crate) type PublicFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send>,
+>;
+
+impl PublicService {
+    /// Answer `req` from a connection with peer address `peer` (used for
+    /// `X-Forwarded-For`). One box per request; a `Router` with `from_fn`
+    /// layers boxed (and moved) the request's future at every layer.
+    pub(crate) fn serve(this: &Arc<Self>, req: Request, peer: Option<SocketAddr>) -> PublicFuture {
+        let this = this.clone();
+        Box::pin(async move { Ok(public(&this.shared, &this.inner, req, peer).await) })
+    }
+}
+
+/// As a tower service (inside [`crate::Gateway::router`]), the peer address
+/// comes from axum's `ConnectInfo`, when the router is served with it.
 impl tower::Service<Request> for PublicService {
     type Response = Response;
     type Error = std::convert::Infallible;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Response, Self::Error>> + Send + 'static>,
-    >;
+    type Future = PublicFuture;
 
     fn poll_ready(
         &mut self,
@@ -65,9 +80,11 @@ impl tower::Service<Request> for PublicService {
 
     fn call(&mut self, req: Request) -> Self::Future {
         let this = self.clone();
-        // One box per request; a `Router` with `from_fn` layers boxed (and
-        // moved) the request's future at every layer.
-        Box::pin(async move { Ok(public(&this.shared, &this.inner, req).await) })
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        Box::pin(async move { Ok(public(&this.shared, &this.inner, req, peer).await) })
     }
 }
 
@@ -81,8 +98,13 @@ impl tower::Service<Request> for PublicService {
 /// then the request goes to its route's proxy or to the inner router. Paths
 /// under `auth_prefix` always reach the auth endpoints, even when a route
 /// prefix (e.g. `/`) also matches them.
-async fn public(shared: &Arc<Shared>, inner: &Router, req: Request) -> Response {
-    crate::metrics::track(shared, req, move |req| {
+async fn public(
+    shared: &Arc<Shared>,
+    inner: &Router,
+    req: Request,
+    peer: Option<SocketAddr>,
+) -> Response {
+    crate::metrics::track(shared, req, move |req, session| {
         crate::cors::cors(shared, req, move |req| async move {
             if let Some(too_long) = uri_too_long(&req) {
                 return too_long;
@@ -91,9 +113,20 @@ async fn public(shared: &Arc<Shared>, inner: &Router, req: Request) -> Response 
             if auth_subpath(shared, path).is_none()
                 && let Some(route) = shared.proxy.match_route(path)
             {
-                return crate::proxy::handle(shared.clone(), route, req).await;
+                let caller = crate::proxy::Caller { peer, session };
+                return Box::pin(crate::proxy::handle(shared, route, req, caller)).await;
             }
-            match tower::ServiceExt::oneshot(inner.clone(), req).await {
+            // Handlers may extract `ConnectInfo`, as under `axum::serve`.
+            let mut req = req;
+            if let Some(peer) = peer
+                && req.extensions().get::<ConnectInfo<SocketAddr>>().is_none()
+            {
+                req.extensions_mut().insert(ConnectInfo(peer));
+            }
+            // Both boxed: each path's future is kilobytes, and inline they
+            // would make every request's future (copied as it is built) the
+            // size of the larger.
+            match Box::pin(tower::ServiceExt::oneshot(inner.clone(), req)).await {
                 Ok(resp) => resp,
                 Err(never) => match never {},
             }

@@ -1,7 +1,7 @@
 //! Finding the request's session from its cookie and enforcing the idle and
 //! absolute timeouts on every request.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, sync::Arc};
 
 use axum_extra::extract::{CookieJar, cookie::Cookie};
 use http::{HeaderMap, header};
@@ -18,7 +18,9 @@ pub(crate) enum SessionLookup {
     None,
     /// The record existed but timed out; it has been deleted.
     Expired,
-    Active(Box<SessionRecord>),
+    /// Shared with the store's copy, if it keeps one (see
+    /// `SessionStore::load_shared`).
+    Active(Arc<SessionRecord>),
 }
 
 /// How often `last_seen_at` is written back: a write per request would make
@@ -31,10 +33,10 @@ fn touch_interval(shared: &Shared) -> i64 {
 /// [`CookieJar`] would (the last cookie of that name, percent-decoded) but
 /// without parsing every other cookie into the jar.
 pub(crate) fn session_cookie_hash(shared: &Shared, headers: &HeaderMap) -> Option<SessionHash> {
-    session_cookie_id(&shared.config.session.cookie_name, headers).map(|id| id.hash())
+    session_cookie(&shared.config.session.cookie_name, headers)
 }
 
-fn session_cookie_id(name: &str, headers: &HeaderMap) -> Option<SessionId> {
+fn session_cookie(name: &str, headers: &HeaderMap) -> Option<SessionHash> {
     let mut found: Option<Cow<'_, str>> = None;
     for pair in headers
         .get_all(header::COOKIE)
@@ -58,7 +60,7 @@ fn session_cookie_id(name: &str, headers: &HeaderMap) -> Option<SessionId> {
             found = Some(Cow::Borrowed(v.trim()));
         }
     }
-    found.and_then(|v| SessionId::parse(&v))
+    found.and_then(|v| SessionId::hash_of(&v))
 }
 
 pub(crate) async fn current_session(
@@ -80,7 +82,7 @@ pub(crate) async fn current_session_by_hash(
     let Some(hash) = hash else {
         return Ok(SessionLookup::None);
     };
-    let Some(mut record) = shared.store.load(&hash).await? else {
+    let Some(mut record) = shared.store.load_shared(&hash).await? else {
         return Ok(SessionLookup::None);
     };
     let now = shared.clock.now();
@@ -91,6 +93,7 @@ pub(crate) async fn current_session_by_hash(
     }
     if now - record.last_seen_at >= touch_interval(shared) {
         let idle = shared.config.session.idle_timeout.as_secs() as i64;
+        let record = Arc::make_mut(&mut record);
         record.last_seen_at = now;
         record.idle_expires_at = (now + idle).min(record.expires_at);
         shared
@@ -102,7 +105,7 @@ pub(crate) async fn current_session_by_hash(
         // The request span of `metrics::track`; every later line of the request carries it.
         tracing::Span::current().record("user", record.sub.as_str());
     }
-    Ok(SessionLookup::Active(Box::new(record)))
+    Ok(SessionLookup::Active(record))
 }
 
 #[cfg(test)]
@@ -141,7 +144,7 @@ mod tests {
                 .get("portcullis")
                 .and_then(|c| SessionId::parse(c.value()))
                 .map(|id| id.hash());
-            let ours = session_cookie_id("portcullis", &h).map(|id| id.hash());
+            let ours = session_cookie("portcullis", &h);
             assert_eq!(ours, jar, "{values:?}");
         }
     }

@@ -64,6 +64,12 @@ impl UpstreamClient {
         }
     }
 
+    /// Whether requests are sent with an origin-form URI (path and query;
+    /// the authority in `Host`) rather than an absolute one.
+    pub(super) fn takes_origin_form(&self) -> bool {
+        matches!(self, Self::Http1 { .. })
+    }
+
     /// Send and wait for the response head at most `timeout`; the body then streams.
     pub(super) async fn send(
         &self,
@@ -94,9 +100,12 @@ impl UpstreamClient {
 }
 
 /// A connection to the upstream itself takes the path and query only; the
-/// authority is in `Host`.
+/// authority is in `Host`. (The proxy builds origin-form URIs for this
+/// client already; the WebSocket handshake may not.)
 fn origin_form(mut req: Request) -> Request {
-    if let Some(pq) = req.uri().path_and_query().cloned() {
+    if req.uri().scheme().is_some()
+        && let Some(pq) = req.uri().path_and_query().cloned()
+    {
         *req.uri_mut() = http::Uri::from(pq);
     }
     req

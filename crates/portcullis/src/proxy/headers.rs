@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::ConnectInfo;
 use http::{HeaderMap, HeaderName, HeaderValue, header, request::Parts};
 
 use crate::config::Config;
@@ -32,6 +31,8 @@ pub(super) struct Forwarding<'a> {
     /// Prebuilt from `server.public_url` (see `Proxy`).
     pub forwarded_proto: Option<&'a HeaderValue>,
     pub forwarded_host: Option<&'a HeaderValue>,
+    /// The connection's peer (`None` when the server did not say).
+    pub peer: Option<SocketAddr>,
     pub access_token: Option<&'a str>,
     pub request_id: &'a HeaderValue,
     /// The upstream's `Host` (authority), built once per plain-http
@@ -72,10 +73,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 }
 
 pub(super) fn rewrite_request(parts: &mut Parts, fwd: Forwarding<'_>) {
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+    let peer = fwd.peer.map(|p| p.ip());
     let h = &mut parts.headers;
     strip_hop_by_hop(h);
     match fwd.upstream_host {

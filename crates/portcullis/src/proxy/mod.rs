@@ -10,7 +10,7 @@ mod path;
 mod pool;
 mod websocket;
 
-use std::{sync::Arc, time::Instant};
+use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use axum::{
     body::Body,
@@ -24,10 +24,9 @@ use crate::{
     config::{Config, RouteConfig, TokenMode},
     csrf,
     gateway::Shared,
-    http::{ApiError, SessionLookup, current_session_by_hash, session_cookie_hash},
-    metrics::SessionCookie,
+    http::{ApiError, SessionLookup, current_session_by_hash},
     refresh,
-    session::SessionRecord,
+    session::{SessionHash, SessionRecord},
 };
 
 /// Request bodies up to this size are buffered so an upstream 401 can be
@@ -133,15 +132,28 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
     }
 }
 
+/// What is known of the request's sender besides the request itself.
+pub(crate) struct Caller {
+    /// The connection's peer, for `X-Forwarded-For`.
+    pub peer: Option<SocketAddr>,
+    /// The hash of the session cookie, found by `metrics::track`.
+    pub session: Option<SessionHash>,
+}
+
 /// Proxy one request; always answers (errors become contract JSON).
-pub(crate) async fn handle(shared: Arc<Shared>, route: &Route, req: Request) -> Response {
+pub(crate) async fn handle(
+    shared: &Shared,
+    route: &Route,
+    req: Request,
+    caller: Caller,
+) -> Response {
     let request_id = req
         .headers()
         .get(&crate::metrics::X_REQUEST_ID)
         .filter(|v| v.len() <= 128 && v.to_str().is_ok_and(|s| !s.is_empty()))
         .cloned()
         .unwrap_or_else(crate::metrics::new_request_id);
-    let mut resp = match forward(&shared, route, req, &request_id).await {
+    let mut resp = match forward(shared, route, req, caller, &request_id).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
@@ -154,6 +166,7 @@ async fn forward(
     shared: &Shared,
     route: &Route,
     req: Request,
+    caller: Caller,
     request_id: &HeaderValue,
 ) -> Result<Response, ApiError> {
     let (mut parts, body) = req.into_parts();
@@ -163,12 +176,7 @@ async fn forward(
     let session = match route.token {
         TokenMode::None => None,
         TokenMode::User => {
-            // Hashed by `metrics::track` already when it runs in front.
-            let hash = match parts.extensions.get::<SessionCookie>() {
-                Some(SessionCookie(hash)) => hash.clone(),
-                None => session_cookie_hash(shared, &parts.headers),
-            };
-            let record = match current_session_by_hash(shared, hash).await? {
+            let record = match current_session_by_hash(shared, caller.session).await? {
                 SessionLookup::Active(r) => r,
                 SessionLookup::Expired => return Err(ApiError::SessionExpired),
                 SessionLookup::None => return Err(ApiError::Unauthorized),
@@ -185,15 +193,15 @@ async fn forward(
             } else if csrf::is_unsafe(&parts.method) {
                 shared.csrf.check(&parts.headers, &record.csrf_token)?;
             }
-            Some(refresh::ensure_fresh(shared, *record).await?)
+            Some(refresh::ensure_fresh(shared, record).await?)
         }
     };
     if websocket && route.token == TokenMode::None {
         shared.csrf.check_origin(&parts.headers)?;
     }
 
-    let target = upstream_uri(route, parts.uri.path(), parts.uri.query())?;
     let client = shared.proxy.client_for(route);
+    let target = upstream_uri(route, &parts.uri, client.takes_origin_form())?;
     headers::rewrite_request(
         &mut parts,
         headers::Forwarding {
@@ -201,12 +209,15 @@ async fn forward(
             owned_cookies: &shared.proxy.owned_cookies,
             forwarded_proto: shared.proxy.forwarded_proto.as_ref(),
             forwarded_host: shared.proxy.forwarded_host.as_ref(),
+            peer: caller.peer,
             access_token: session.as_ref().map(|r| r.tokens.access_token.as_str()),
             request_id,
             upstream_host: client.host(),
         },
     );
-    parts.uri = target;
+    if let Some(target) = target {
+        parts.uri = target;
+    }
     // The browser's HTTP version is a property of its hop; the pool picks ours.
     parts.version = Version::HTTP_11;
 
@@ -294,7 +305,10 @@ async fn timed_send(
         shared
             .metrics
             .record_upstream(&route.prefix, took.as_secs_f64());
-        if let Ok(resp) = &mut result {
+        // Only the access line reads it: skip the extension map otherwise.
+        if tracing::enabled!(target: "portcullis::access", tracing::Level::INFO)
+            && let Ok(resp) = &mut result
+        {
             resp.extensions_mut()
                 .insert(crate::metrics::UpstreamDuration(took));
         }
@@ -359,7 +373,15 @@ impl RequestHead {
     }
 }
 
-fn upstream_uri(route: &RouteConfig, path: &str, query: Option<&str>) -> Result<Uri, ApiError> {
+/// The URI of the upstream request: origin-form (path and query) for a
+/// client that takes it, absolute otherwise; `None` when that is `incoming`
+/// itself (origin-form, nothing stripped, no base path).
+fn upstream_uri(
+    route: &RouteConfig,
+    incoming: &Uri,
+    origin_form: bool,
+) -> Result<Option<Uri>, ApiError> {
+    let path = incoming.path();
     let (slash, forwarded_path) = if route.strip_prefix {
         let rest = path
             .strip_prefix(route.prefix.trim_end_matches('/'))
@@ -368,7 +390,16 @@ fn upstream_uri(route: &RouteConfig, path: &str, query: Option<&str>) -> Result<
     } else {
         (false, path)
     };
-    let base = route.upstream.as_str().trim_end_matches('/');
+    let base = if origin_form {
+        route.upstream.path()
+    } else {
+        route.upstream.as_str()
+    }
+    .trim_end_matches('/');
+    if base.is_empty() && !slash && !route.strip_prefix && incoming.scheme().is_none() {
+        return Ok(None);
+    }
+    let query = incoming.query();
     // One allocation: base + path (+ "?" query).
     let mut uri = String::with_capacity(
         base.len() + 1 + forwarded_path.len() + query.map_or(0, |q| q.len() + 1),
@@ -382,12 +413,104 @@ fn upstream_uri(route: &RouteConfig, path: &str, query: Option<&str>) -> Result<
         uri.push('?');
         uri.push_str(q);
     }
-    Uri::try_from(uri).map_err(|_| ApiError::BadRequest("cannot build upstream URI".into()))
+    Uri::try_from(uri)
+        .map(Some)
+        .map_err(|_| ApiError::BadRequest("cannot build upstream URI".into()))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::prefix_matches;
+    use super::{prefix_matches, upstream_uri};
+    use crate::config::{RouteConfig, TokenMode};
+
+    fn route(prefix: &str, upstream: &str, strip_prefix: bool) -> RouteConfig {
+        RouteConfig {
+            prefix: prefix.into(),
+            upstream: url::Url::parse(upstream).unwrap(),
+            token: TokenMode::User,
+            require_roles: Vec::new(),
+            strip_prefix,
+            timeout: std::time::Duration::from_secs(1),
+            security_headers: false,
+        }
+    }
+
+    /// Origin-form for the HTTP/1 pool (the incoming URI itself when
+    /// nothing changes), absolute for hyper-util's client.
+    #[test]
+    fn upstream_uris_keep_base_path_prefix_and_query() {
+        let cases = [
+            // (prefix, upstream, strip, incoming, origin-form, absolute)
+            (
+                "/api/",
+                "http://u:1",
+                false,
+                "/api/x?a=1",
+                None,
+                "http://u:1/api/x?a=1",
+            ),
+            (
+                "/api/",
+                "http://u:1/",
+                false,
+                "/api/x",
+                None,
+                "http://u:1/api/x",
+            ),
+            (
+                "/api/",
+                "http://u:1/base/",
+                false,
+                "/api/x",
+                Some("/base/api/x"),
+                "http://u:1/base/api/x",
+            ),
+            (
+                "/api/",
+                "http://u:1",
+                true,
+                "/api/x?q",
+                Some("/x?q"),
+                "http://u:1/x?q",
+            ),
+            (
+                "/api/",
+                "http://u:1",
+                true,
+                "/api",
+                Some("/"),
+                "http://u:1/",
+            ),
+            (
+                "/api",
+                "http://u:1/v2",
+                true,
+                "/api/x",
+                Some("/v2/x"),
+                "http://u:1/v2/x",
+            ),
+            (
+                "/api/",
+                "http://u:1",
+                false,
+                "http://gw/api/x",
+                Some("/api/x"),
+                "http://u:1/api/x",
+            ),
+        ];
+        for (prefix, upstream, strip, incoming, origin, absolute) in cases {
+            let r = route(prefix, upstream, strip);
+            let incoming: http::Uri = incoming.parse().unwrap();
+            let got = upstream_uri(&r, &incoming, true).unwrap();
+            assert_eq!(
+                got.map(|u| u.to_string()).as_deref(),
+                origin,
+                "{prefix} {upstream} {incoming}"
+            );
+            let got = upstream_uri(&r, &incoming, false).unwrap().unwrap();
+            assert_eq!(got.to_string(), absolute, "{prefix} {upstream} {incoming}");
+        }
+    }
 
     #[test]
     fn prefixes_match_on_segment_boundaries() {

@@ -79,7 +79,8 @@ impl Default for CacheOptions {
 }
 
 struct Entry {
-    record: SessionRecord,
+    // Shared with the requests that loaded it (see `load_shared`).
+    record: Arc<SessionRecord>,
     loaded: Instant,
 }
 
@@ -145,7 +146,7 @@ impl CachedStore {
         lock(&self.entries)
     }
 
-    fn remember(&self, record: &SessionRecord) {
+    fn remember(&self, record: &Arc<SessionRecord>) {
         let mut entries = self.entries();
         if entries.len() >= self.options.capacity && !entries.contains_key(record.id.as_str()) {
             let ttl = self.options.ttl;
@@ -164,7 +165,7 @@ impl CachedStore {
         entries.insert(
             record.id.as_str().to_owned(),
             Entry {
-                record: record.clone(),
+                record: Arc::clone(record),
                 loaded: Instant::now(),
             },
         );
@@ -217,17 +218,25 @@ fn apply(entries: &mut HashMap<String, Entry>, message: &Invalidation) {
 #[async_trait]
 impl SessionStore for CachedStore {
     async fn load(&self, id: &SessionHash) -> Result<Option<SessionRecord>, StoreError> {
-        if let Some(e) = self.entries().get(id.as_str()) {
+        Ok(self.load_shared(id).await?.map(Arc::unwrap_or_clone))
+    }
+
+    async fn load_shared(
+        &self,
+        id: &SessionHash,
+    ) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        let cached = self.entries().get(id.as_str()).and_then(|e| {
             // A copy that looks expired may only be stale (another replica
             // recorded activity since): ask the store before anyone acts on it.
             let expired = e.record.is_expired(SystemClock.now());
-            if e.loaded.elapsed() < self.options.ttl && !expired {
-                self.count(true);
-                return Ok(Some(e.record.clone()));
-            }
+            (e.loaded.elapsed() < self.options.ttl && !expired).then(|| Arc::clone(&e.record))
+        });
+        if let Some(record) = cached {
+            self.count(true);
+            return Ok(Some(record));
         }
         self.count(false);
-        let loaded = self.inner.load(id).await?;
+        let loaded = self.inner.load_shared(id).await?;
         match &loaded {
             Some(record) => self.remember(record),
             None => self.forget(&Invalidation::Session(id.as_str().to_owned())),
@@ -253,8 +262,10 @@ impl SessionStore for CachedStore {
         let mut entries = self.entries();
         match (existed, entries.get_mut(id.as_str())) {
             (true, Some(e)) => {
-                e.record.last_seen_at = last_seen_at;
-                e.record.idle_expires_at = idle_expires_at;
+                // Copies only if a request still holds the old one.
+                let record = Arc::make_mut(&mut e.record);
+                record.last_seen_at = last_seen_at;
+                record.idle_expires_at = idle_expires_at;
             }
             (false, Some(_)) => {
                 entries.remove(id.as_str());
@@ -539,7 +550,7 @@ mod tests {
             entries.insert(
                 r.id.as_str().to_owned(),
                 Entry {
-                    record: r.clone(),
+                    record: Arc::new(r.clone()),
                     loaded: Instant::now(),
                 },
             );

@@ -34,11 +34,21 @@ impl SessionId {
     /// Accept a cookie value only if it has the exact shape we issue
     /// (43 base64url chars); anything else is treated as no session.
     pub fn parse(value: &str) -> Option<Self> {
-        let ok = value.len() == 43
+        Self::well_formed(value).then(|| Self(value.to_string()))
+    }
+
+    /// The hash of a cookie value that [`parse`](Self::parse) accepts,
+    /// without keeping a copy of the secret (the request path needs only
+    /// the hash).
+    pub fn hash_of(value: &str) -> Option<SessionHash> {
+        Self::well_formed(value).then(|| SessionHash(hex_sha256(value.as_bytes())))
+    }
+
+    fn well_formed(value: &str) -> bool {
+        value.len() == 43
             && value
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        ok.then(|| Self(value.to_string()))
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     }
 
     pub fn as_cookie_value(&self) -> &str {
@@ -123,5 +133,10 @@ mod tests {
         assert!(SessionId::parse(&"a".repeat(44)).is_none());
         assert!(SessionId::parse(&format!("{}!", "a".repeat(42))).is_none());
         assert!(SessionId::parse(&"a".repeat(43)).is_some());
+        for value in ["short", &"a".repeat(44), &format!("{}!", "a".repeat(42))] {
+            assert!(SessionId::hash_of(value).is_none(), "{value}");
+        }
+        let id = SessionId::generate();
+        assert_eq!(SessionId::hash_of(id.as_cookie_value()), Some(id.hash()));
     }
 }

@@ -4,7 +4,7 @@
 //! single durable node, Redis or PostgreSQL for several.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
 
@@ -17,7 +17,8 @@ use crate::time::UnixTime;
 /// scan every session.
 #[derive(Default)]
 struct Sessions {
-    records: HashMap<SessionHash, SessionRecord>,
+    // Shared with the requests that loaded them (see `load_shared`).
+    records: HashMap<SessionHash, Arc<SessionRecord>>,
     by_sub: HashMap<String, HashSet<SessionHash>>,
     by_sid: HashMap<String, HashSet<SessionHash>>,
 }
@@ -30,10 +31,10 @@ impl Sessions {
         if let Some(sid) = &record.sid {
             index_add(&mut self.by_sid, sid, &record.id);
         }
-        self.records.insert(record.id.clone(), record);
+        self.records.insert(record.id.clone(), Arc::new(record));
     }
 
-    fn remove(&mut self, id: &SessionHash) -> Option<SessionRecord> {
+    fn remove(&mut self, id: &SessionHash) -> Option<Arc<SessionRecord>> {
         let record = self.records.remove(id)?;
         index_remove(&mut self.by_sub, &record.sub, id);
         if let Some(sid) = &record.sid {
@@ -121,6 +122,13 @@ impl std::fmt::Debug for MemoryStore {
 #[async_trait]
 impl SessionStore for MemoryStore {
     async fn load(&self, id: &SessionHash) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self.read().records.get(id).map(|r| SessionRecord::clone(r)))
+    }
+
+    async fn load_shared(
+        &self,
+        id: &SessionHash,
+    ) -> Result<Option<Arc<SessionRecord>>, StoreError> {
         Ok(self.read().records.get(id).cloned())
     }
 
@@ -137,6 +145,8 @@ impl SessionStore for MemoryStore {
     ) -> Result<bool, StoreError> {
         Ok(match self.write().records.get_mut(id) {
             Some(r) => {
+                // Copies only if a request still holds the old one.
+                let r = Arc::make_mut(r);
                 r.last_seen_at = last_seen_at;
                 r.idle_expires_at = idle_expires_at;
                 true
@@ -168,7 +178,7 @@ impl SessionStore for MemoryStore {
             .get(sub)
             .into_iter()
             .flatten()
-            .filter_map(|id| sessions.records.get(id).cloned())
+            .filter_map(|id| sessions.records.get(id).map(|r| SessionRecord::clone(r)))
             .collect();
         // Same order as the SQL stores, so callers see a stable listing.
         out.sort_by(|a, b| (a.created_at, a.id.as_str()).cmp(&(b.created_at, b.id.as_str())));

@@ -130,6 +130,16 @@ pub trait SessionStore: Send + Sync + 'static {
     /// callers check [`SessionRecord::is_expired`].
     async fn load(&self, id: &SessionHash) -> Result<Option<SessionRecord>, StoreError>;
 
+    /// [`load`](Self::load) for the request path, which only reads the
+    /// record: stores that keep records in memory override it to hand out a
+    /// shared copy instead of cloning the record (tokens, claims) per request.
+    async fn load_shared(
+        &self,
+        id: &SessionHash,
+    ) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        Ok(self.load(id).await?.map(Arc::new))
+    }
+
     /// Insert or replace the record under `record.id`.
     async fn save(&self, record: &SessionRecord) -> Result<(), StoreError>;
 
