@@ -40,6 +40,11 @@ pub(crate) struct PublicService {
     inner: Router,
 }
 
+/// The future of one public request.
+pub(crate) type PublicFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send>,
+>;
+
 impl PublicService {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         Self {
@@ -47,14 +52,7 @@ impl PublicService {
             shared,
         }
     }
-}
 
-/// The future of one public request.
-pub(crate) type PublicFuture = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send>,
->;
-
-impl PublicService {
     /// Answer `req` from a connection with peer address `peer` (used for
     /// `X-Forwarded-For`). One box per request; a `Router` with `from_fn`
     /// layers boxed (and moved) the request's future at every layer.

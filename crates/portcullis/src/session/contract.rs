@@ -67,6 +67,7 @@ macro_rules! session_store_contract_tests {
             ping_ok,
             many_records,
             touch_updates_only_activity,
+            shared_load_sees_every_write,
             save_if_version_swaps_only_on_match,
             concurrent_save_if_version_has_one_winner,
             save_if_version_keeps_newer_activity,
@@ -527,6 +528,64 @@ pub async fn touch_updates_only_activity(store: Arc<dyn SessionStore>) {
     assert_eq!(loaded.version, record.version);
     let unknown = SessionId::generate().hash();
     assert!(!store.touch(&unknown, t, t).await.expect("touch unknown"));
+}
+
+/// `load_shared` (the request path) returns what `load` does, and a copy
+/// a request still holds never changes under it: later loads see a touch,
+/// an overwrite and a delete, the held copy keeps what it had.
+pub async fn shared_load_sees_every_write(store: Arc<dyn SessionStore>) {
+    let t = now();
+    let (_, mut record) = sample_record(&unique("alice"), Some(&unique("sid")), t);
+    store.save(&record).await.expect("save");
+    let held = store
+        .load_shared(&record.id)
+        .await
+        .expect("load_shared")
+        .expect("present");
+    assert_eq!(*held, record);
+    assert!(held.tokens == record.tokens, "tokens differ from load's");
+
+    assert!(
+        store
+            .touch(&record.id, t + 5, t + 600)
+            .await
+            .expect("touch")
+    );
+    let touched = store
+        .load_shared(&record.id)
+        .await
+        .expect("load_shared")
+        .expect("present");
+    assert_eq!(
+        (touched.last_seen_at, touched.idle_expires_at),
+        (t + 5, t + 600)
+    );
+
+    record.tokens.access_token = format!("at-new-{}", random_token(8));
+    record.version += 1;
+    record.last_seen_at = t + 5;
+    record.idle_expires_at = t + 600;
+    store.save(&record).await.expect("overwrite");
+    let saved = store
+        .load_shared(&record.id)
+        .await
+        .expect("load_shared")
+        .expect("present");
+    assert!(saved.tokens == record.tokens, "the overwrite is not seen");
+    assert_eq!(
+        (held.last_seen_at, held.version),
+        (t, 1),
+        "a held copy changed under its holder"
+    );
+
+    store.delete(&record.id).await.expect("delete");
+    assert!(
+        store
+            .load_shared(&record.id)
+            .await
+            .expect("load_shared")
+            .is_none()
+    );
 }
 
 /// The version after a CAS save, read back.
