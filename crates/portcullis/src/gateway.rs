@@ -93,6 +93,8 @@ impl GatewayBuilder {
             allowed_origins: config.cors.allowed_origins.clone(),
         };
         let proxy = Proxy::new(&config);
+        let metrics =
+            crate::metrics::RequestMetrics::new(&config.server.auth_prefix, proxy.prefixes());
         let cors = crate::cors::CorsPolicy::from_config(&config);
         let gateway = Gateway {
             shared: Arc::new(Shared {
@@ -105,7 +107,7 @@ impl GatewayBuilder {
                 cors,
                 embedded: self.embedded,
                 refresh_locks: Default::default(),
-                metrics: Default::default(),
+                metrics,
             }),
         };
         // The IdP may be down at start; login then fails with 503 and readiness says so.

@@ -13,9 +13,8 @@
 //! `static`; never a raw path, never a user id.
 
 use std::{
-    collections::HashMap,
     sync::{
-        OnceLock, PoisonError, RwLock,
+        OnceLock,
         atomic::{AtomicU64, Ordering},
     },
     time::Instant,
@@ -136,21 +135,40 @@ pub(crate) async fn render() -> Response {
     }
 }
 
-/// The bounded `route` label of a request path.
-pub(crate) fn route_label(shared: &Shared, path: &str) -> metrics::SharedString {
-    let prefix = &shared.config.server.auth_prefix;
-    if let Some(rest) = crate::http::auth_subpath(shared, path) {
-        return match rest {
-            "/login" | "/callback" | "/me" | "/logout" | "/backchannel-logout" => {
-                metrics::SharedString::from_owned(format!("{prefix}{rest}"))
-            }
-            _ => metrics::SharedString::const_str("auth"),
-        };
+/// The `route` label of a public request, as an index into the labels that
+/// [`RequestMetrics::new`] fixes at startup: `static`, `auth`, the auth
+/// endpoints, then the proxied routes in `Proxy` order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RouteKey(usize);
+
+/// Auth endpoints with a label of their own (`<auth_prefix>/login`, …).
+const AUTH_ENDPOINTS: [&str; 5] = [
+    "/login",
+    "/callback",
+    "/me",
+    "/logout",
+    "/backchannel-logout",
+];
+
+impl RouteKey {
+    const STATIC: Self = Self(0);
+    const AUTH: Self = Self(1);
+
+    /// The key of proxied route number `index` (in `Proxy` order).
+    pub(crate) fn route(index: usize) -> Self {
+        Self(2 + AUTH_ENDPOINTS.len() + index)
     }
-    // Route prefixes are shared strings, so the label costs no allocation per request.
-    match shared.proxy.match_route_label(path) {
-        Some(label) => label,
-        None => metrics::SharedString::const_str("static"),
+
+    /// The key of a request that no route proxies: an auth endpoint, `auth`
+    /// for other paths under the auth prefix, else `static`.
+    pub(crate) fn unrouted(shared: &Shared, path: &str) -> Self {
+        match crate::http::auth_subpath(shared, path) {
+            Some(rest) => AUTH_ENDPOINTS
+                .iter()
+                .position(|e| *e == rest)
+                .map_or(Self::AUTH, |i| Self(2 + i)),
+            None => Self::STATIC,
+        }
     }
 }
 
@@ -199,77 +217,84 @@ pub(crate) fn new_request_id() -> HeaderValue {
     HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("-"))
 }
 
-/// Handles of the per-request metrics, registered once per label set: the
+/// Handles of the per-request metrics, registered on first use (the
+/// recorder is installed by then) and then found by index: the
 /// `metrics::counter!` macros build (and allocate) a labelled key and look
-/// it up in the registry on every call. Label sets are bounded (route labels
-/// × status codes), so the map stays small.
-#[derive(Default)]
+/// it up in the registry on every call. The label set is fixed at startup
+/// (see [`RouteKey`]), so requests take no lock and hash nothing here.
 pub(crate) struct RequestMetrics {
-    routes: RwLock<HashMap<String, RouteMetrics>>,
+    labels: Box<[metrics::SharedString]>,
+    routes: Box<[RouteMetrics]>,
 }
 
 struct RouteMetrics {
-    duration: Histogram,
+    duration: OnceLock<Histogram>,
     /// Only for proxied routes, registered on first use so that other routes
     /// get no empty upstream series.
-    upstream: Option<Histogram>,
-    requests: HashMap<u16, Counter>,
+    upstream: OnceLock<Histogram>,
+    /// One per status code 100..=999, the range `StatusCode` allows.
+    requests: Box<[OnceLock<Counter>]>,
 }
 
 impl RequestMetrics {
-    /// One finished public request: [`REQUESTS_TOTAL`] and [`REQUEST_DURATION`].
-    pub(crate) fn record_request(&self, route: &str, status: StatusCode, seconds: f64) {
-        let code = status.as_u16();
-        {
-            let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(m) = routes.get(route)
-                && let Some(counter) = m.requests.get(&code)
-            {
-                counter.increment(1);
-                m.duration.record(seconds);
-                return;
-            }
-        }
-        let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
-        let m = Self::route_entry(&mut routes, route);
-        m.requests
-            .entry(code)
-            .or_insert_with(|| {
-                metrics::counter!(REQUESTS_TOTAL, "route" => route.to_owned(), "status" => status_label(status))
+    /// The labels of `auth_prefix`'s endpoints and of the proxied routes'
+    /// `prefixes`, in `Proxy` order.
+    pub(crate) fn new<'a>(auth_prefix: &str, prefixes: impl IntoIterator<Item = &'a str>) -> Self {
+        let labels: Box<[metrics::SharedString]> = ["static", "auth"]
+            .into_iter()
+            .map(metrics::SharedString::const_str)
+            .chain(
+                AUTH_ENDPOINTS
+                    .iter()
+                    .map(|e| metrics::SharedString::from_owned(format!("{auth_prefix}{e}"))),
+            )
+            .chain(
+                prefixes
+                    .into_iter()
+                    .map(|p| metrics::SharedString::from_owned(p.to_owned())),
+            )
+            .collect();
+        let routes = labels
+            .iter()
+            .map(|_| RouteMetrics {
+                duration: OnceLock::new(),
+                upstream: OnceLock::new(),
+                requests: (100..1000).map(|_| OnceLock::new()).collect(),
             })
-            .increment(1);
-        m.duration.record(seconds);
+            .collect();
+        Self { labels, routes }
     }
 
-    /// Time to an upstream's response head: [`UPSTREAM_DURATION`].
-    pub(crate) fn record_upstream(&self, route: &str, seconds: f64) {
-        {
-            let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(h) = routes.get(route).and_then(|m| m.upstream.as_ref()) {
-                h.record(seconds);
-                return;
-            }
+    /// The `route` label of `key`.
+    pub(crate) fn label(&self, key: RouteKey) -> &str {
+        self.labels.get(key.0).map_or("static", |l| l)
+    }
+
+    /// One finished public request: [`REQUESTS_TOTAL`] and [`REQUEST_DURATION`].
+    pub(crate) fn record_request(&self, key: RouteKey, status: StatusCode, seconds: f64) {
+        let (Some(m), Some(label)) = (self.routes.get(key.0), self.labels.get(key.0)) else {
+            return;
+        };
+        if let Some(counter) = m.requests.get(usize::from(status.as_u16() - 100)) {
+            counter
+                .get_or_init(|| {
+                    metrics::counter!(REQUESTS_TOTAL, "route" => label.clone(), "status" => status_label(status))
+                })
+                .increment(1);
         }
-        let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
-        Self::route_entry(&mut routes, route)
-            .upstream
-            .get_or_insert_with(
-                || metrics::histogram!(UPSTREAM_DURATION, "route" => route.to_owned()),
-            )
+        m.duration
+            .get_or_init(|| metrics::histogram!(REQUEST_DURATION, "route" => label.clone()))
             .record(seconds);
     }
 
-    fn route_entry<'a>(
-        routes: &'a mut HashMap<String, RouteMetrics>,
-        route: &str,
-    ) -> &'a mut RouteMetrics {
-        routes
-            .entry(route.to_owned())
-            .or_insert_with(|| RouteMetrics {
-                duration: metrics::histogram!(REQUEST_DURATION, "route" => route.to_owned()),
-                upstream: None,
-                requests: HashMap::new(),
-            })
+    /// Time to an upstream's response head: [`UPSTREAM_DURATION`].
+    pub(crate) fn record_upstream(&self, key: RouteKey, seconds: f64) {
+        let (Some(m), Some(label)) = (self.routes.get(key.0), self.labels.get(key.0)) else {
+            return;
+        };
+        m.upstream
+            .get_or_init(|| metrics::histogram!(UPSTREAM_DURATION, "route" => label.clone()))
+            .record(seconds);
     }
 }
 
@@ -279,8 +304,13 @@ impl RequestMetrics {
 /// request carries (request id and a short session-hash prefix, never the
 /// cookie itself), records the metrics, and logs one access line. `next`
 /// gets the hash of the session cookie, found once here for the span
-/// (`None`: no well-formed session cookie).
-pub(crate) async fn track<F, Fut>(shared: &Shared, mut req: Request, next: F) -> Response
+/// (`None`: no well-formed session cookie). `route` is where the request goes.
+pub(crate) async fn track<F, Fut>(
+    shared: &Shared,
+    route: RouteKey,
+    mut req: Request,
+    next: F,
+) -> Response
 where
     F: FnOnce(Request, Option<SessionHash>) -> Fut,
     Fut: Future<Output = Response>,
@@ -298,7 +328,6 @@ where
             v
         }
     };
-    let route = route_label(shared, req.uri().path());
     let method = req.method().clone();
     // Hashed once here; the session lookup gets it from `next`'s argument.
     let session = crate::http::session_cookie_hash(shared, req.headers());
@@ -317,7 +346,7 @@ where
     let status = resp.status();
     shared
         .metrics
-        .record_request(&route, status, elapsed.as_secs_f64());
+        .record_request(route, status, elapsed.as_secs_f64());
     resp.headers_mut().entry(X_REQUEST_ID).or_insert(request_id);
     // Set by the proxy on responses that came from an upstream.
     let upstream_ms = resp
@@ -328,7 +357,7 @@ where
         tracing::info!(
             target: "portcullis::access",
             method = %method,
-            route = %route,
+            route = shared.metrics.label(route),
             status = status.as_u16(),
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             upstream_ms,

@@ -29,6 +29,10 @@ async fn login_proxy_csrf_and_refresh_move_their_series() {
         .request(Method::POST, &format!("{}/api/token", s.base), None)
         .await;
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let unknown = browser
+        .request(Method::GET, &format!("{}/auth/nothing", s.base), None)
+        .await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
 
     let after = scrape(&s.gateway).await;
     let delta = |name: &str, labels: &[(&str, &str)]| {
@@ -67,10 +71,25 @@ async fn login_proxy_csrf_and_refresh_move_their_series() {
         ) >= 2.0,
         "{after}"
     );
+    assert!(
+        delta(
+            "portcullis_upstream_duration_seconds_count",
+            &[("route", "/api/")]
+        ) >= 1.0,
+        "{after}"
+    );
+    // Other paths under the auth prefix share one label.
+    assert!(
+        delta(
+            "portcullis_requests_total",
+            &[("route", "auth"), ("status", "404")]
+        ) >= 1.0,
+        "{after}"
+    );
     assert!(after.contains("portcullis_build_info{version="), "{after}");
     // Bounded labels: no raw path, no user.
     assert!(
-        !after.contains("/api/token") && !after.contains("alice"),
+        !after.contains("/api/token") && !after.contains("alice") && !after.contains("nothing"),
         "{after}"
     );
     assert!(s.op.refresh_count().await >= 1);

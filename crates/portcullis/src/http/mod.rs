@@ -22,7 +22,7 @@ use axum::{
     routing::get,
 };
 
-use crate::gateway::Shared;
+use crate::{gateway::Shared, metrics::RouteKey};
 
 pub use error::ApiError;
 pub use headers::DEFAULT_CSP;
@@ -102,15 +102,18 @@ async fn public(
     req: Request,
     peer: Option<SocketAddr>,
 ) -> Response {
-    crate::metrics::track(shared, req, move |req, session| {
+    let path = req.uri().path();
+    let route = match auth_subpath(shared, path) {
+        Some(_) => None,
+        None => shared.proxy.match_route(path),
+    };
+    let key = route.map_or_else(|| RouteKey::unrouted(shared, path), |r| r.key());
+    crate::metrics::track(shared, key, req, move |req, session| {
         crate::cors::cors(shared, req, move |req| async move {
             if let Some(too_long) = uri_too_long(&req) {
                 return too_long;
             }
-            let path = req.uri().path();
-            if auth_subpath(shared, path).is_none()
-                && let Some(route) = shared.proxy.match_route(path)
-            {
+            if let Some(route) = route {
                 let caller = crate::proxy::Caller { peer, session };
                 return Box::pin(crate::proxy::handle(shared, route, req, caller)).await;
             }

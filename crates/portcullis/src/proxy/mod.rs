@@ -10,7 +10,7 @@ mod path;
 mod pool;
 mod websocket;
 
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{net::SocketAddr, time::Instant};
 
 use axum::{
     body::Body,
@@ -25,6 +25,7 @@ use crate::{
     csrf,
     gateway::Shared,
     http::{ApiError, SessionLookup, current_session_by_hash},
+    metrics::RouteKey,
     refresh,
     session::{SessionHash, SessionRecord},
 };
@@ -50,8 +51,8 @@ pub struct Proxy {
 /// A configured route with what the hot path needs of it prebuilt.
 pub struct Route {
     config: RouteConfig,
-    /// The prefix as a shared metric label (no allocation per request).
-    label: metrics::SharedString,
+    /// Its `route` metric label (the prefix).
+    key: RouteKey,
     /// Index of the upstream's client in `Proxy::clients`.
     client: usize,
 }
@@ -86,7 +87,7 @@ impl Proxy {
             };
             routes.push(Route {
                 config: r.clone(),
-                label: metrics::SharedString::from_shared(Arc::from(r.prefix.as_str())),
+                key: RouteKey::route(routes.len()),
                 client,
             });
         }
@@ -114,9 +115,16 @@ impl Proxy {
         self.routes.iter().find(|r| prefix_matches(&r.prefix, path))
     }
 
-    /// The `route` metric label (the prefix) of the route matching `path`.
-    pub(crate) fn match_route_label(&self, path: &str) -> Option<metrics::SharedString> {
-        self.match_route(path).map(|r| r.label.clone())
+    /// The route prefixes, in the order of their [`RouteKey`]s.
+    pub(crate) fn prefixes(&self) -> impl Iterator<Item = &str> {
+        self.routes.iter().map(|r| r.prefix.as_str())
+    }
+}
+
+impl Route {
+    /// Its `route` metric label.
+    pub(crate) fn key(&self) -> RouteKey {
+        self.key
     }
 }
 
@@ -253,7 +261,7 @@ async fn forward(
 /// The upstream refused the token: refresh once, retry once.
 async fn retry_with_refreshed_token(
     shared: &Shared,
-    route: &RouteConfig,
+    route: &Route,
     client: &client::UpstreamClient,
     record: &SessionRecord,
     rejected: http::Response<Body>,
@@ -286,7 +294,7 @@ fn finish(shared: &Shared, route: &RouteConfig, resp: http::Response<Body>) -> R
 
 async fn timed_send(
     shared: &Shared,
-    route: &RouteConfig,
+    route: &Route,
     client: &client::UpstreamClient,
     req: Request,
 ) -> Result<http::Response<Body>, ApiError> {
@@ -304,7 +312,7 @@ async fn timed_send(
         let took = started.elapsed();
         shared
             .metrics
-            .record_upstream(&route.prefix, took.as_secs_f64());
+            .record_upstream(route.key, took.as_secs_f64());
         // Only the access line reads it: skip the extension map otherwise.
         if tracing::enabled!(target: "portcullis::access", tracing::Level::INFO)
             && let Ok(resp) = &mut result

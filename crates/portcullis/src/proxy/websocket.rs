@@ -10,8 +10,9 @@ use http::{HeaderValue, Method, StatusCode, header, request::Parts};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
+use super::Route;
 use super::{client::UpstreamClient, finish, headers, timed_send};
-use crate::{config::RouteConfig, gateway::Shared, http::ApiError};
+use crate::{gateway::Shared, http::ApiError};
 
 /// A `GET` with `Upgrade: websocket` and `Connection: upgrade`.
 pub(super) fn is_upgrade(parts: &Parts) -> bool {
@@ -34,7 +35,7 @@ fn header_has_token(parts: &Parts, name: header::HeaderName, token: &str) -> boo
 /// and, on `101`, splice the browser's connection to the upstream's.
 pub(super) async fn tunnel(
     shared: &Shared,
-    route: &RouteConfig,
+    route: &Route,
     client: &UpstreamClient,
     mut parts: Parts,
 ) -> Result<Response, ApiError> {
