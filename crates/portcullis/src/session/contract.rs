@@ -530,6 +530,14 @@ pub async fn touch_updates_only_activity(store: Arc<dyn SessionStore>) {
     assert!(!store.touch(&unknown, t, t).await.expect("touch unknown"));
 }
 
+async fn present_shared(store: &dyn SessionStore, id: &SessionHash) -> Arc<SessionRecord> {
+    store
+        .load_shared(id)
+        .await
+        .expect("load_shared")
+        .expect("present")
+}
+
 /// `load_shared` (the request path) returns what `load` does, and a copy
 /// a request still holds never changes under it: later loads see a touch,
 /// an overwrite and a delete, the held copy keeps what it had.
@@ -537,11 +545,7 @@ pub async fn shared_load_sees_every_write(store: Arc<dyn SessionStore>) {
     let t = now();
     let (_, mut record) = sample_record(&unique("alice"), Some(&unique("sid")), t);
     store.save(&record).await.expect("save");
-    let held = store
-        .load_shared(&record.id)
-        .await
-        .expect("load_shared")
-        .expect("present");
+    let held = present_shared(&*store, &record.id).await;
     assert_eq!(*held, record);
     assert!(held.tokens == record.tokens, "tokens differ from load's");
 
@@ -551,11 +555,7 @@ pub async fn shared_load_sees_every_write(store: Arc<dyn SessionStore>) {
             .await
             .expect("touch")
     );
-    let touched = store
-        .load_shared(&record.id)
-        .await
-        .expect("load_shared")
-        .expect("present");
+    let touched = present_shared(&*store, &record.id).await;
     assert_eq!(
         (touched.last_seen_at, touched.idle_expires_at),
         (t + 5, t + 600)
@@ -566,11 +566,7 @@ pub async fn shared_load_sees_every_write(store: Arc<dyn SessionStore>) {
     record.last_seen_at = t + 5;
     record.idle_expires_at = t + 600;
     store.save(&record).await.expect("overwrite");
-    let saved = store
-        .load_shared(&record.id)
-        .await
-        .expect("load_shared")
-        .expect("present");
+    let saved = present_shared(&*store, &record.id).await;
     assert!(saved.tokens == record.tokens, "the overwrite is not seen");
     assert_eq!(
         (held.last_seen_at, held.version),
