@@ -159,10 +159,11 @@ impl RouteKey {
         Self(2 + AUTH_ENDPOINTS.len() + index)
     }
 
-    /// The key of a request that no route proxies: an auth endpoint, `auth`
-    /// for other paths under the auth prefix, else `static`.
-    pub(crate) fn unrouted(shared: &Shared, path: &str) -> Self {
-        match crate::http::auth_subpath(shared, path) {
+    /// The key of a request that no route proxies, from the rest of its
+    /// path after the auth prefix (`crate::http::auth_subpath`): an auth
+    /// endpoint, `auth` for other paths under the prefix, else `static`.
+    pub(crate) fn unrouted(auth_subpath: Option<&str>) -> Self {
+        match auth_subpath {
             Some(rest) => AUTH_ENDPOINTS
                 .iter()
                 .position(|e| *e == rest)
@@ -223,11 +224,12 @@ pub(crate) fn new_request_id() -> HeaderValue {
 /// it up in the registry on every call. The label set is fixed at startup
 /// (see [`RouteKey`]), so requests take no lock and hash nothing here.
 pub(crate) struct RequestMetrics {
-    labels: Box<[metrics::SharedString]>,
+    /// Indexed by [`RouteKey`].
     routes: Box<[RouteMetrics]>,
 }
 
 struct RouteMetrics {
+    label: metrics::SharedString,
     duration: OnceLock<Histogram>,
     /// Only for proxied routes, registered on first use so that other routes
     /// get no empty upstream series.
@@ -240,7 +242,7 @@ impl RequestMetrics {
     /// The labels of `auth_prefix`'s endpoints and of the proxied routes'
     /// `prefixes`, in `Proxy` order.
     pub(crate) fn new<'a>(auth_prefix: &str, prefixes: impl IntoIterator<Item = &'a str>) -> Self {
-        let labels: Box<[metrics::SharedString]> = ["static", "auth"]
+        let routes = ["static", "auth"]
             .into_iter()
             .map(metrics::SharedString::const_str)
             .chain(
@@ -253,48 +255,45 @@ impl RequestMetrics {
                     .into_iter()
                     .map(|p| metrics::SharedString::from_owned(p.to_owned())),
             )
-            .collect();
-        let routes = labels
-            .iter()
-            .map(|_| RouteMetrics {
+            .map(|label| RouteMetrics {
+                label,
                 duration: OnceLock::new(),
                 upstream: OnceLock::new(),
                 requests: (100..1000).map(|_| OnceLock::new()).collect(),
             })
             .collect();
-        Self { labels, routes }
+        Self { routes }
     }
 
     /// The `route` label of `key`.
     pub(crate) fn label(&self, key: RouteKey) -> &str {
-        self.labels.get(key.0).map_or("static", |l| l)
+        self.routes.get(key.0).map_or("static", |m| &m.label)
     }
 
     /// One finished public request: [`REQUESTS_TOTAL`] and [`REQUEST_DURATION`].
     pub(crate) fn record_request(&self, key: RouteKey, status: StatusCode, seconds: f64) {
-        let (Some(m), Some(label)) = (self.routes.get(key.0), self.labels.get(key.0)) else {
+        let Some(m) = self.routes.get(key.0) else {
             return;
         };
         if let Some(counter) = m.requests.get(usize::from(status.as_u16() - 100)) {
             counter
                 .get_or_init(|| {
-                    metrics::counter!(REQUESTS_TOTAL, "route" => label.clone(), "status" => status_label(status))
+                    metrics::counter!(REQUESTS_TOTAL, "route" => m.label.clone(), "status" => status_label(status))
                 })
                 .increment(1);
         }
         m.duration
-            .get_or_init(|| metrics::histogram!(REQUEST_DURATION, "route" => label.clone()))
+            .get_or_init(|| metrics::histogram!(REQUEST_DURATION, "route" => m.label.clone()))
             .record(seconds);
     }
 
     /// Time to an upstream's response head: [`UPSTREAM_DURATION`].
     pub(crate) fn record_upstream(&self, key: RouteKey, seconds: f64) {
-        let (Some(m), Some(label)) = (self.routes.get(key.0), self.labels.get(key.0)) else {
-            return;
-        };
-        m.upstream
-            .get_or_init(|| metrics::histogram!(UPSTREAM_DURATION, "route" => label.clone()))
-            .record(seconds);
+        if let Some(m) = self.routes.get(key.0) {
+            m.upstream
+                .get_or_init(|| metrics::histogram!(UPSTREAM_DURATION, "route" => m.label.clone()))
+                .record(seconds);
+        }
     }
 }
 

@@ -103,11 +103,12 @@ async fn public(
     peer: Option<SocketAddr>,
 ) -> Response {
     let path = req.uri().path();
-    let route = match auth_subpath(shared, path) {
+    let auth = auth_subpath(shared, path);
+    let route = match auth {
         Some(_) => None,
         None => shared.proxy.match_route(path),
     };
-    let key = route.map_or_else(|| RouteKey::unrouted(shared, path), |r| r.key());
+    let key = route.map_or_else(|| RouteKey::unrouted(auth), |r| r.key());
     crate::metrics::track(shared, key, req, move |req, session| {
         crate::cors::cors(shared, req, move |req| async move {
             if let Some(too_long) = uri_too_long(&req) {

@@ -78,7 +78,9 @@ impl UpstreamClient {
     ) -> Result<http::Response<Body>, ApiError> {
         let clients = match self {
             Self::Http1 { pool, .. } => {
-                return match tokio::time::timeout(timeout, pool.send(origin_form(req))).await {
+                // The proxy builds origin-form URIs for this client (see
+                // `takes_origin_form`).
+                return match tokio::time::timeout(timeout, pool.send(req)).await {
                     Err(_) => Err(ApiError::UpstreamTimeout),
                     Ok(Err(e)) => Err(ApiError::UpstreamUnavailable(e.to_string())),
                     Ok(Ok(resp)) => Ok(resp),
@@ -97,18 +99,6 @@ impl UpstreamClient {
             Ok(Ok(resp)) => Ok(resp.map(Body::new)),
         }
     }
-}
-
-/// A connection to the upstream itself takes the path and query only; the
-/// authority is in `Host`. (The proxy builds origin-form URIs for this
-/// client already; the WebSocket handshake may not.)
-fn origin_form(mut req: Request) -> Request {
-    if req.uri().scheme().is_some()
-        && let Some(pq) = req.uri().path_and_query().cloned()
-    {
-        *req.uri_mut() = http::Uri::from(pq);
-    }
-    req
 }
 
 fn pool(connect_timeout: Duration) -> Client<HttpsConnector<HttpConnector>, Body> {
