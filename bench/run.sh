@@ -3,6 +3,7 @@
 #
 #   bench/run.sh            # 3 rounds, 10 s per row, 2 wrk threads, 32 connections
 #   ROUNDS=5 DURATION=30s CONNECTIONS=64 bench/run.sh
+#   ONLY="memory redis_cache" bench/run.sh   # just these rows (and nginx)
 #
 # Builds the release examples `bench_upstream` (fixed 1 KiB JSON) and
 # `bench_gateway` (portcullis with one authenticated session put straight into
@@ -29,7 +30,7 @@ if ! need wrk || ! need nginx; then
 fi
 
 cargo build --release -p portcullis --example bench_upstream --example bench_gateway
-BIN=target/release/examples
+BIN=${CARGO_TARGET_DIR:-target}/release/examples
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -147,6 +148,14 @@ if [ -z "${SKIP_REMOTE:-}" ]; then
     add_gateway replica1 "$REDIS_URL"
     add_gateway replica2 "$REDIS_URL"
     ROWS+=(redis_cache redis postgres_cache postgres replicas)
+fi
+if [ -n "${ONLY:-}" ]; then
+    # nginx stays: every ratio is taken against it in the same round.
+    KEEP=(nginx)
+    for row in "${ROWS[@]}"; do
+        [[ " $ONLY " == *" $row "* ]] && [ "$row" != nginx ] && KEEP+=("$row")
+    done
+    ROWS=("${KEEP[@]}")
 fi
 
 measure_row() { # row -> "req/s p50_ms p99_ms"

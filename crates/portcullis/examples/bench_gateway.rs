@@ -77,6 +77,7 @@ upstream = "{upstream}"
             refresh_token: Some(random_token(40)),
             id_token: None,
             access_expires_at: Some(now + 86_400),
+            bearer: Default::default(),
         },
         csrf_token: random_token(32),
         user_agent: None,

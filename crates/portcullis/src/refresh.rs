@@ -299,6 +299,8 @@ async fn apply(
         record.tokens.id_token = tokens.id_token;
     }
     record.tokens.access_token = tokens.access_token;
+    // The header built for the old token would be rebuilt on every use.
+    record.tokens.bearer = Default::default();
     record.tokens.access_expires_at = tokens.expires_in.map(|s| now + s);
     // IdPs that do not rotate send no new refresh token: keep the old one.
     if let Some(rt) = tokens.refresh_token {

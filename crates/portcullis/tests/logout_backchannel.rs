@@ -135,6 +135,7 @@ store = "memory"
                 refresh_token: None,
                 id_token: None,
                 access_expires_at: Some(now + 300),
+                bearer: Default::default(),
             },
             csrf_token: random_token(32),
             user_agent: Some("test".into()),

@@ -255,6 +255,7 @@ fn new_record(
         roles: oidc::roles_from_claims(claims, &shared.config.oidc.roles_claim),
         tokens: TokenSet {
             access_expires_at: tokens.expires_in.map(|s| now + s),
+            bearer: Default::default(),
             access_token: tokens.access_token,
             refresh_token: tokens.refresh_token,
             id_token: tokens.id_token,

@@ -43,10 +43,9 @@ fn session_cookie(name: &str, headers: &HeaderMap) -> Option<SessionHash> {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        // A cookie of that name contains the name, or an escape that decodes
-        // to it; the others need no parsing.
-        .filter(|pair| pair.contains(name) || pair.contains('%'))
     {
+        // Only a pair with an escape needs decoding (its name may decode to
+        // ours); the others are split and compared as they are.
         if pair.contains('%') {
             if let Ok(c) = Cookie::parse_encoded(pair)
                 && c.name() == name

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use http::{HeaderMap, HeaderName, HeaderValue, header, request::Parts};
 
-use crate::config::Config;
+use crate::{config::Config, session::TokenSet};
 
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -33,7 +33,8 @@ pub(super) struct Forwarding<'a> {
     pub forwarded_host: Option<&'a HeaderValue>,
     /// The connection's peer (`None` when the server did not say).
     pub peer: Option<SocketAddr>,
-    pub access_token: Option<&'a str>,
+    /// The session's tokens, for `Authorization`.
+    pub tokens: Option<&'a TokenSet>,
     pub request_id: &'a HeaderValue,
     /// The upstream's `Host` (authority), built once per plain-http
     /// upstream; the HTTP client would otherwise format it from the URI on
@@ -84,10 +85,13 @@ pub(super) fn rewrite_request(parts: &mut Parts, fwd: Forwarding<'_>) {
             h.remove(header::HOST);
         }
     }
-    h.remove(header::AUTHORIZATION);
     strip_owned_cookies(h, fwd.owned_cookies);
-    if let Some(token) = fwd.access_token {
-        set_bearer(h, token);
+    // The browser's credentials never pass; the session's token replaces them.
+    match fwd.tokens {
+        Some(tokens) => set_bearer(h, tokens),
+        None => {
+            h.remove(header::AUTHORIZATION);
+        }
     }
 
     // X-Forwarded-For: appended to only when the peer is a trusted proxy.
@@ -155,18 +159,15 @@ fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
     HeaderValue::from_maybe_shared(out.freeze()).unwrap_or(HeaderValue::from_static(""))
 }
 
-/// Set `Authorization: Bearer <token>`, marked sensitive (never logged by hyper).
-pub(super) fn set_bearer(h: &mut HeaderMap, token: &str) {
-    let mut value = String::with_capacity(7 + token.len());
-    value.push_str("Bearer ");
-    value.push_str(token);
-    match HeaderValue::try_from(value) {
-        Ok(mut v) => {
-            v.set_sensitive(true);
+/// Set `Authorization: Bearer <access token>`, marked sensitive (never
+/// logged by hyper); the value is built once per token set.
+pub(super) fn set_bearer(h: &mut HeaderMap, tokens: &TokenSet) {
+    match tokens.bearer.value(&tokens.access_token) {
+        Some(v) => {
             h.insert(header::AUTHORIZATION, v);
         }
         // A token that is no header value cannot be sent; the upstream will 401.
-        Err(_) => {
+        None => {
             h.remove(header::AUTHORIZATION);
         }
     }

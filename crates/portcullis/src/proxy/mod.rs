@@ -27,7 +27,7 @@ use crate::{
     http::{ApiError, SessionLookup, current_session_by_hash},
     metrics::RouteKey,
     refresh,
-    session::{SessionHash, SessionRecord},
+    session::{SessionHash, SessionRecord, TokenSet},
 };
 
 /// Request bodies up to this size are buffered so an upstream 401 can be
@@ -218,7 +218,7 @@ async fn forward(
             forwarded_proto: shared.proxy.forwarded_proto.as_ref(),
             forwarded_host: shared.proxy.forwarded_host.as_ref(),
             peer: caller.peer,
-            access_token: session.as_ref().map(|r| r.tokens.access_token.as_str()),
+            tokens: session.as_ref().map(|r| &r.tokens),
             request_id,
             upstream_host: client.host(),
         },
@@ -277,7 +277,7 @@ async fn retry_with_refreshed_token(
         session = record.id.short(),
         "upstream 401; retrying with refreshed token"
     );
-    let retry = head.into_request(&refreshed.tokens.access_token, body);
+    let retry = head.into_request(&refreshed.tokens, body);
     let resp = timed_send(shared, route, client, retry).await?;
     Ok(finish(shared, route, resp))
 }
@@ -373,10 +373,10 @@ impl RequestHead {
         req
     }
 
-    /// The same request again, with `body` and a new access token.
-    fn into_request(self, access_token: &str, body: Bytes) -> Request {
+    /// The same request again, with `body` and new tokens.
+    fn into_request(self, tokens: &TokenSet, body: Bytes) -> Request {
         let mut req = self.with_body(Body::from(body));
-        headers::set_bearer(req.headers_mut(), access_token);
+        headers::set_bearer(req.headers_mut(), tokens);
         req
     }
 }

@@ -45,10 +45,7 @@ impl SessionId {
     }
 
     fn well_formed(value: &str) -> bool {
-        value.len() == 43
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        value.len() == 43 && value.bytes().all(|b| BASE64URL[usize::from(b)])
     }
 
     pub fn as_cookie_value(&self) -> &str {
@@ -87,17 +84,34 @@ impl SessionHash {
     }
 }
 
+/// The bytes of the base64url alphabet (a table: this runs on every
+/// request's cookie).
+const BASE64URL: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+        b += 1;
+    }
+    table
+};
+
 /// Lowercase hex SHA-256.
 pub fn hex_sha256(data: &[u8]) -> String {
     let digest = Sha256::digest(data);
-    // Runs on every request (session lookup): no formatter, no per-byte allocation.
+    // Runs on every request (session lookup): no formatter, and the digits
+    // go into a buffer on the stack rather than a char at a time into a String.
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(64);
-    for b in digest {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0x0f)]));
+    let mut out = [0u8; 64];
+    for (pair, b) in out.chunks_exact_mut(2).zip(digest) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0x0f)];
     }
-    out
+    // Hex digits are ASCII: this never fails.
+    std::str::from_utf8(&out)
+        .map(str::to_owned)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! `redis.rs`, `postgres.rs`; `seal.rs` encrypts payloads at rest and
 //! `cache.rs` puts a local cache in front of the remote ones.
 
+mod bearer;
 pub mod cache;
 #[cfg(any(test, feature = "test-support"))]
 pub mod contract;
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::time::UnixTime;
 
+pub use bearer::BearerHeader;
 pub use id::{SessionHash, SessionId, hex_sha256, random_key_base64, random_token};
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
@@ -56,6 +58,10 @@ pub struct TokenSet {
     pub id_token: Option<String>,
     /// When the access token expires (unix seconds), if the IdP said.
     pub access_expires_at: Option<UnixTime>,
+    /// The `Authorization` value for `access_token`, built on first use
+    /// (`BearerHeader::default()` when building a set).
+    #[serde(skip)]
+    pub bearer: BearerHeader,
 }
 
 impl std::fmt::Debug for TokenSet {
