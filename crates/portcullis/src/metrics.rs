@@ -297,13 +297,22 @@ impl RequestMetrics {
     }
 }
 
+/// What [`track`] found out about a request, handed on so nothing looks again.
+pub(crate) struct RequestIdentity {
+    /// The request's id, also in its `X-Request-ID` header.
+    pub request_id: HeaderValue,
+    /// The hash of a well-formed session cookie.
+    pub session: Option<SessionHash>,
+}
+
 /// Outermost layer of the public router: gives every request an id (kept
 /// from `X-Request-ID` when sane, else generated; passed on to upstreams and
 /// echoed in the response), opens the span that every log line of the
 /// request carries (request id and a short session-hash prefix, never the
 /// cookie itself), records the metrics, and logs one access line. `next`
-/// gets the hash of the session cookie, found once here for the span
-/// (`None`: no well-formed session cookie). `route` is where the request goes.
+/// gets the request id and the hash of the session cookie, both found once
+/// here (`None`: no well-formed session cookie). `route` is where the
+/// request goes.
 pub(crate) async fn track<F, Fut>(
     shared: &Shared,
     route: RouteKey,
@@ -311,7 +320,7 @@ pub(crate) async fn track<F, Fut>(
     next: F,
 ) -> Response
 where
-    F: FnOnce(Request, Option<SessionHash>) -> Fut,
+    F: FnOnce(Request, RequestIdentity) -> Fut,
     Fut: Future<Output = Response>,
 {
     let start = Instant::now();
@@ -340,7 +349,11 @@ where
         // unchanged), to find the request in the caller's traces.
         trace_id = trace_id(&req).unwrap_or("-"),
     );
-    let mut resp = next(req, session).instrument(span.clone()).await;
+    let identity = RequestIdentity {
+        request_id: request_id.clone(),
+        session,
+    };
+    let mut resp = next(req, identity).instrument(span.clone()).await;
     let elapsed = start.elapsed();
     let status = resp.status();
     shared

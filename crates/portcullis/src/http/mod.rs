@@ -113,13 +113,17 @@ async fn public(
         None => shared.proxy.match_route(path),
     };
     let key = route.map_or_else(|| RouteKey::unrouted(auth), |r| r.key());
-    crate::metrics::track(shared, key, req, move |req, session| {
+    crate::metrics::track(shared, key, req, move |req, identity| {
         crate::cors::cors(shared, req, move |req| async move {
             if let Some(too_long) = uri_too_long(&req) {
                 return too_long;
             }
             if let Some(route) = route {
-                let caller = crate::proxy::Caller { peer, session };
+                let caller = crate::proxy::Caller {
+                    peer,
+                    request_id: identity.request_id,
+                    session: identity.session,
+                };
                 return Box::pin(crate::proxy::handle(shared, route, req, caller)).await;
             }
             // Handlers may extract `ConnectInfo`, as under `axum::serve`.

@@ -144,6 +144,8 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 pub(crate) struct Caller {
     /// The connection's peer, for `X-Forwarded-For`.
     pub peer: Option<SocketAddr>,
+    /// The request id `metrics::track` settled on (from `X-Request-ID`, or new).
+    pub request_id: HeaderValue,
     /// The hash of the session cookie, found by `metrics::track`.
     pub session: Option<SessionHash>,
 }
@@ -155,13 +157,8 @@ pub(crate) async fn handle(
     req: Request,
     caller: Caller,
 ) -> Response {
-    let request_id = req
-        .headers()
-        .get(&crate::metrics::X_REQUEST_ID)
-        .filter(|v| v.len() <= 128 && v.to_str().is_ok_and(|s| !s.is_empty()))
-        .cloned()
-        .unwrap_or_else(crate::metrics::new_request_id);
-    let mut resp = match forward(shared, route, req, caller, &request_id).await {
+    let request_id = caller.request_id.clone();
+    let mut resp = match forward(shared, route, req, caller).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
@@ -175,7 +172,6 @@ async fn forward(
     route: &Route,
     req: Request,
     caller: Caller,
-    request_id: &HeaderValue,
 ) -> Result<Response, ApiError> {
     let (mut parts, body) = req.into_parts();
     path::checked_path(parts.uri.path()).map_err(|m| ApiError::BadRequest(m.to_string()))?;
@@ -219,7 +215,7 @@ async fn forward(
             forwarded_host: shared.proxy.forwarded_host.as_ref(),
             peer: caller.peer,
             tokens: session.as_ref().map(|r| &r.tokens),
-            request_id,
+            request_id: &caller.request_id,
             upstream_host: client.host(),
         },
     );
