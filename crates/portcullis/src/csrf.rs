@@ -16,12 +16,10 @@ pub enum CsrfError {
     CrossSite,
 }
 
-/// POST, PUT, PATCH, DELETE and any method we do not know change state.
+/// POST, PUT, PATCH, DELETE and any method we do not know change state
+/// (TRACE too: it is refused before it gets here, see `http::screen`).
 pub fn is_unsafe(method: &Method) -> bool {
-    !matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
-    )
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
 /// The policy: where requests may come from and which header carries the token.

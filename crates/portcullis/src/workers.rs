@@ -409,6 +409,8 @@ mod tests {
             strip_prefix: false,
             timeout: Duration::from_secs_f64(secs),
             security_headers: false,
+            case_insensitive: false,
+            check_origin: true,
         };
         assert_eq!(
             anchor_period(&[route(30.0), route(5.0)]),

@@ -360,6 +360,8 @@ pub(super) struct RawRoute {
     pub strip_prefix: Raw,
     pub timeout: Raw,
     pub security_headers: Raw,
+    pub case_insensitive: Raw,
+    pub check_origin: Raw,
 }
 
 #[derive(Deserialize, Default)]

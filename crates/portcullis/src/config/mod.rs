@@ -204,6 +204,12 @@ pub struct RouteConfig {
     /// headers (CSP, nosniff, Referrer-Policy, HSTS in prod) to proxied responses
     /// that do not set their own. Off: API responses keep exactly their headers.
     pub security_headers: bool,
+    /// `routes[].case_insensitive`, default `false`: match the prefix with
+    /// ASCII case ignored (for upstreams that route that way, e.g. ASP.NET).
+    pub case_insensitive: bool,
+    /// `routes[].check_origin`, default `true`: on a `token = "none"` route,
+    /// refuse unsafe methods whose `Origin` / `Sec-Fetch-Site` is cross-site.
+    pub check_origin: bool,
 }
 
 #[derive(Debug, Clone)]

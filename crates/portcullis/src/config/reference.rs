@@ -408,6 +408,18 @@ pub const KEYS: &[Key] = &[
         "Add the gateway's security headers (CSP, nosniff, Referrer-Policy, HSTS in prod) to proxied responses that lack them.",
     ),
     key(
+        "routes",
+        "case_insensitive",
+        Value("false"),
+        "Match the prefix with ASCII case ignored (for upstreams that route case-insensitively, e.g. ASP.NET, Express). Off: a path that differs from a more specific prefix only by case is refused (400).",
+    ),
+    key(
+        "routes",
+        "check_origin",
+        Value("true"),
+        "On a `token = \"none\"` route, refuse unsafe methods (POST, PUT, PATCH, DELETE, …) whose `Origin` / `Sec-Fetch-Site` is cross-site (403 `csrf`).",
+    ),
+    key(
         "static",
         "dir",
         Required,

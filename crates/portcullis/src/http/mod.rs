@@ -97,26 +97,39 @@ impl tower::Service<Request> for PublicService {
 ///   reach error answers such as a 414 (see cors.rs);
 /// - the URI length limit (414);
 ///
-/// then the request goes to its route's proxy or to the inner router. Paths
-/// under `auth_prefix` always reach the auth endpoints, even when a route
-/// prefix (e.g. `/`) also matches them.
+/// then the request goes to its route's proxy or to the inner router. Before
+/// all that, [`screen`] refuses what no handler may see and makes the path
+/// canonical, so the auth prefix test, the route match, role rules, CSRF,
+/// static files and the upstream all read the same path. Paths under
+/// `auth_prefix` always reach the auth endpoints, even when a route prefix
+/// (e.g. `/`) also matches them.
 async fn public(
     shared: &Arc<Shared>,
     inner: &Router,
-    req: Request,
+    mut req: Request,
     peer: Option<SocketAddr>,
 ) -> Response {
+    let mut refused = screen(&mut req).err();
     let path = req.uri().path();
-    let auth = auth_subpath(shared, path);
-    let route = match auth {
+    let auth = match refused {
         Some(_) => None,
-        None => shared.proxy.match_route(path),
+        None => auth_subpath(shared, path),
+    };
+    let route = match (&refused, auth) {
+        (None, None) => shared.proxy.route_for(path).unwrap_or_else(|e| {
+            refused = Some(e);
+            None
+        }),
+        _ => None,
     };
     let key = route.map_or_else(|| RouteKey::unrouted(auth), |r| r.key());
     crate::metrics::track(shared, key, req, move |req, identity| {
         crate::cors::cors(shared, req, move |req| async move {
             if let Some(too_long) = uri_too_long(&req) {
                 return too_long;
+            }
+            if let Some(refused) = refused {
+                return refused.into_response();
             }
             if let Some(route) = route {
                 let caller = crate::proxy::Caller {
@@ -143,6 +156,40 @@ async fn public(
         })
     })
     .await
+}
+
+/// What no public handler may see, refused, and the path made canonical
+/// (`proxy::path`; rewritten in the URI only when it changes, query kept):
+/// - TRACE, TRACK, CONNECT: 405, never forwarded (TRACE would echo the
+///   bearer token the gateway adds back to the page);
+/// - an HTTP/1.1 request without `Host` (RFC 9112 section 3.2); HTTP/2
+///   carries `:authority` instead;
+/// - a path with no single reading (400).
+fn screen(req: &mut Request) -> Result<(), ApiError> {
+    if matches!(req.method().as_str(), "TRACE" | "TRACK" | "CONNECT") {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    if req.version() == http::Version::HTTP_11 && !req.headers().contains_key(http::header::HOST) {
+        return Err(ApiError::BadRequest("missing Host header".into()));
+    }
+    let canonical = match crate::proxy::path::canonical(req.uri().path()) {
+        Ok(std::borrow::Cow::Borrowed(_)) => return Ok(()),
+        Ok(std::borrow::Cow::Owned(path)) => path,
+        Err(reason) => return Err(ApiError::BadRequest(reason.into())),
+    };
+    let uri = std::mem::take(req.uri_mut());
+    let mut parts = uri.into_parts();
+    let path_and_query = match parts.path_and_query.as_ref().and_then(|pq| pq.query()) {
+        Some(query) => format!("{canonical}?{query}"),
+        None => canonical,
+    };
+    parts.path_and_query = Some(
+        http::uri::PathAndQuery::try_from(path_and_query)
+            .map_err(|_| ApiError::BadRequest("invalid path".into()))?,
+    );
+    *req.uri_mut() =
+        http::Uri::from_parts(parts).map_err(|_| ApiError::BadRequest("invalid path".into()))?;
+    Ok(())
 }
 
 /// For `auth_prefix` itself or a path below it, the rest after the prefix

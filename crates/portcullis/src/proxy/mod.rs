@@ -6,7 +6,7 @@
 
 mod client;
 mod headers;
-mod path;
+pub(crate) mod path;
 mod pool;
 mod websocket;
 
@@ -46,6 +46,9 @@ pub struct Proxy {
     /// the same for every request, so built once.
     forwarded_proto: Option<HeaderValue>,
     forwarded_host: Option<HeaderValue>,
+    /// Indexes of the case-sensitive routes: a path no route matches must
+    /// not case-fold onto any of them.
+    unrouted_shadows: Vec<usize>,
 }
 
 /// A configured route with what the hot path needs of it prebuilt.
@@ -55,6 +58,9 @@ pub struct Route {
     key: RouteKey,
     /// Index of the upstream's client in `Proxy::clients`.
     client: usize,
+    /// Indexes of the longer, case-sensitive routes a path of this route
+    /// could case-fold onto (`/api/admin/` for `/api/`); usually none.
+    shadows: Vec<usize>,
 }
 
 impl std::ops::Deref for Route {
@@ -89,8 +95,29 @@ impl Proxy {
                 config: r.clone(),
                 key: RouteKey::route(routes.len()),
                 client,
+                shadows: Vec::new(),
             });
         }
+        // Known at startup, so the per-request fold check compares only
+        // against prefixes that can actually differ from the match by case.
+        for i in 0..routes.len() {
+            let mine = routes[i].prefix.trim_end_matches('/');
+            let shadows = (0..routes.len())
+                .filter(|&j| {
+                    let other = &routes[j];
+                    !other.case_insensitive
+                        && other.prefix.len() > routes[i].prefix.len()
+                        && other
+                            .prefix
+                            .get(..mine.len())
+                            .is_some_and(|p| p.eq_ignore_ascii_case(mine))
+                })
+                .collect();
+            routes[i].shadows = shadows;
+        }
+        let unrouted_shadows = (0..routes.len())
+            .filter(|&j| !routes[j].case_insensitive)
+            .collect();
         let public = &config.server.public_url;
         let host = match (public.host_str(), public.port()) {
             (Some(host), Some(port)) => format!("{host}:{port}"),
@@ -103,6 +130,7 @@ impl Proxy {
             owned_cookies: crate::http::owned_cookie_names(config).to_vec(),
             forwarded_proto: HeaderValue::from_str(public.scheme()).ok(),
             forwarded_host: HeaderValue::from_str(&host).ok(),
+            unrouted_shadows,
         }
     }
 
@@ -110,9 +138,33 @@ impl Proxy {
         &self.clients[route.client]
     }
 
-    /// The route with the longest prefix matching `path`.
+    /// The route with the longest prefix matching `path` (exactly, or
+    /// folded for a `case_insensitive` route).
     pub fn match_route(&self, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| prefix_matches(&r.prefix, path))
+        self.routes.iter().find(|r| {
+            if r.case_insensitive {
+                path::fold_matches(&r.prefix, path)
+            } else {
+                prefix_matches(&r.prefix, path)
+            }
+        })
+    }
+
+    /// [`Self::match_route`] for a canonical path, refused when the path
+    /// case-folds onto a more specific route than the one it matches:
+    /// `/api/ADMIN/x` is `/api/admin/x` to ASP.NET or Express.
+    pub(crate) fn route_for(&self, path: &str) -> Result<Option<&Route>, ApiError> {
+        let route = self.match_route(path);
+        let shadows = route.map_or(&self.unrouted_shadows, |r| &r.shadows);
+        if shadows
+            .iter()
+            .any(|&j| path::fold_matches(&self.routes[j].prefix, path))
+        {
+            return Err(ApiError::BadRequest(
+                "path differs from a more specific route only by case".into(),
+            ));
+        }
+        Ok(route)
     }
 
     /// The route prefixes, in the order of their [`RouteKey`]s.
@@ -173,8 +225,8 @@ async fn forward(
     req: Request,
     caller: Caller,
 ) -> Result<Response, ApiError> {
+    // The path is canonical already (`http::public`).
     let (mut parts, body) = req.into_parts();
-    path::checked_path(parts.uri.path()).map_err(|m| ApiError::BadRequest(m.to_string()))?;
     let websocket = websocket::is_upgrade(&parts);
 
     let session = match route.token {
@@ -200,7 +252,12 @@ async fn forward(
             Some(refresh::ensure_fresh(shared, record).await?)
         }
     };
-    if websocket && route.token == TokenMode::None {
+    // No session, so no CSRF token: a cross-site form must still not post
+    // to a public route with the browser's other cookies (or its network
+    // position); `check_origin = false` opts out for unsafe methods.
+    if route.token == TokenMode::None
+        && (websocket || (route.check_origin && csrf::is_unsafe(&parts.method)))
+    {
         shared.csrf.check_origin(&parts.headers)?;
     }
 
@@ -436,6 +493,8 @@ mod tests {
             strip_prefix,
             timeout: std::time::Duration::from_secs(1),
             security_headers: false,
+            case_insensitive: false,
+            check_origin: true,
         }
     }
 

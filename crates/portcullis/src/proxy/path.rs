@@ -1,83 +1,236 @@
-//! Path checks before forwarding: no dot segments, encoded or not, so a
-//! request can never leave its route's prefix at the upstream.
+//! The one canonical form of a request path, computed once per request
+//! before anything reads the path (auth endpoints, route match, role rules,
+//! CSRF, static files) and forwarded upstream as is, so the gateway and every
+//! upstream framework agree on which route a request belongs to.
+//!
+//! The rule (docs/security.md section 11):
+//! - escapes of unreserved characters (`A-Z a-z 0-9 - . _ ~`) are decoded,
+//!   every other escape is kept with its hex in upper case;
+//! - refused: a path not starting with `/`; malformed escapes; escapes that
+//!   do not decode to UTF-8; encoded `/`, `\`, `;`, control characters; raw
+//!   `\`, `;`, control or non-ASCII bytes; `%25` followed by two hex digits
+//!   (a second decoding would make it another character); empty segments
+//!   (`//`); `.` and `..` segments, whatever their spelling.
+//!
+//! Anything an upstream could read as another path is thus refused rather
+//! than guessed at: only case and non-ASCII letters are left, which
+//! [`fold_matches`] covers.
 
 use std::borrow::Cow;
 
-/// `Ok` when `path` is safe to forward; a reason otherwise.
-pub(super) fn checked_path(path: &str) -> Result<(), &'static str> {
-    // The usual path has no escape and no backslash or NUL: one scan for
-    // those, one for dot segments, no decoding.
-    if !path.bytes().any(|b| matches!(b, b'%' | b'\\' | b'\0')) {
-        return if has_dot_segment(path) {
-            Err("dot segments are not allowed in paths")
+/// The canonical form of `path`, borrowed when it is already canonical (the
+/// usual case: one byte scan, no allocation); the reason it is refused otherwise.
+pub(crate) fn canonical(path: &str) -> Result<Cow<'_, str>, &'static str> {
+    if is_plain(path.as_bytes()) {
+        return Ok(Cow::Borrowed(path));
+    }
+    let out = decode_unreserved(path)?;
+    check_canonical(&out)?;
+    Ok(Cow::Owned(out))
+}
+
+/// Characters that never need the slow path: unreserved, sub-delimiters but
+/// `;`, `:`, `@` and `/`.
+fn is_plain_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b'='
+                | b':'
+                | b'@'
+                | b'/'
+        )
+}
+
+/// One scan: starts with `/`, only plain bytes, no empty and no dot segment.
+fn is_plain(path: &[u8]) -> bool {
+    if path.first() != Some(&b'/') {
+        return false;
+    }
+    // Length of the current segment, and whether it is dots only so far.
+    let mut len = 0usize;
+    let mut dots = true;
+    for &b in &path[1..] {
+        if b == b'/' {
+            if len == 0 || (dots && len <= 2) {
+                return false;
+            }
+            len = 0;
+            dots = true;
+        } else if is_plain_byte(b) {
+            len += 1;
+            dots &= b == b'.';
         } else {
-            Ok(())
-        };
+            return false;
+        }
     }
-    let decoded = percent_decode(path).ok_or("malformed percent-encoding in path")?;
-    if decoded.contains('\\') || decoded.contains('\0') {
-        return Err("invalid character in path");
+    // The last segment may be empty (`/api/`), not `.` or `..`.
+    !(dots && (1..=2).contains(&len))
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
     }
-    // Decode twice: some upstreams decode again (`%252e%252e`).
-    let twice = percent_decode(&decoded).ok_or("malformed percent-encoding in path")?;
-    if has_dot_segment(&decoded) || has_dot_segment(&twice) {
-        return Err("dot segments are not allowed in paths");
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Decode escapes of unreserved characters, upper-case the rest; refuse the
+/// characters no path may carry, raw or encoded.
+fn decode_unreserved(path: &str) -> Result<String, &'static str> {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(bytes.len());
+    // The decoded bytes of a run of non-ASCII escapes, checked for UTF-8.
+    let mut utf8 = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let v = match (bytes.get(i + 1), bytes.get(i + 2)) {
+                (Some(&h), Some(&l)) => match (hex_value(h), hex_value(l)) {
+                    (Some(h), Some(l)) => h << 4 | l,
+                    _ => return Err("malformed percent-encoding in path"),
+                },
+                _ => return Err("malformed percent-encoding in path"),
+            };
+            i += 3;
+            if v >= 0x80 {
+                utf8.push(v);
+            } else {
+                check_utf8(&mut utf8)?;
+            }
+            match v {
+                b'/' | b'\\' => return Err("encoded / or \\ in path"),
+                b';' => return Err("encoded ; in path"),
+                0..0x20 | 0x7f => return Err("control character in path"),
+                v if is_unreserved(v) => out.push(char::from(v)),
+                v => {
+                    out.push('%');
+                    out.push(char::from(HEX[usize::from(v >> 4)]));
+                    out.push(char::from(HEX[usize::from(v & 0xf)]));
+                }
+            }
+            continue;
+        }
+        check_utf8(&mut utf8)?;
+        match b {
+            b';' => return Err("path parameters (;) are not allowed"),
+            b'\\' => return Err("backslash in path"),
+            0..0x20 | 0x7f.. => return Err("invalid character in path"),
+            _ => out.push(char::from(b)),
+        }
+        i += 1;
+    }
+    check_utf8(&mut utf8)?;
+    Ok(out)
+}
+
+/// A finished run of encoded non-ASCII bytes must be UTF-8.
+fn check_utf8(run: &mut Vec<u8>) -> Result<(), &'static str> {
+    if run.is_empty() {
+        return Ok(());
+    }
+    let ok = std::str::from_utf8(run).is_ok();
+    run.clear();
+    if ok {
+        Ok(())
+    } else {
+        Err("percent-encoding in path is not UTF-8")
+    }
+}
+
+/// What the decoded form may still hide: empty and dot segments, `%25`
+/// before two hex digits (also when the digits were themselves encoded).
+fn check_canonical(path: &str) -> Result<(), &'static str> {
+    if !path.starts_with('/') {
+        return Err("path must start with /");
+    }
+    let mut segments = path[1..].split('/').peekable();
+    while let Some(seg) = segments.next() {
+        if seg == "." || seg == ".." {
+            return Err("dot segments are not allowed in paths");
+        }
+        if seg.is_empty() && segments.peek().is_some() {
+            return Err("empty path segments (//) are not allowed");
+        }
+    }
+    let b = path.as_bytes();
+    let double = b
+        .windows(5)
+        .any(|w| w[..3] == *b"%25" && hex_value(w[3]).is_some() && hex_value(w[4]).is_some());
+    if double {
+        return Err("double percent-encoding in path");
     }
     Ok(())
 }
 
-fn has_dot_segment(path: &str) -> bool {
-    // Most paths have no dot at all; `contains` finds that without splitting.
-    path.contains('.') && path.split('/').any(|seg| seg == ".." || seg == ".")
+/// Does `path` (canonical) match `prefix` (ASCII, as in config) when ASCII
+/// case is ignored and every encoded non-ASCII character may stand for any
+/// letter? The latter because some upstreams fold it onto one: .NET's
+/// `OrdinalIgnoreCase` takes `ı` for `I` and `ſ` for `S`, Python's `lower()`
+/// takes the Kelvin sign for `k`. No allocation.
+pub(crate) fn fold_matches(prefix: &str, path: &str) -> bool {
+    let (p, s) = (prefix.as_bytes(), path.as_bytes());
+    let mut i = 0;
+    for (n, &want) in p.iter().enumerate() {
+        let Some(&got) = s.get(i) else {
+            // Path ended: `/api` matches prefix `/api/`.
+            return n + 1 == p.len() && want == b'/';
+        };
+        if got == b'%' && want.is_ascii_alphabetic() {
+            if let Some(len) = encoded_non_ascii_len(&s[i..]) {
+                i += len;
+                continue;
+            }
+        }
+        if !got.eq_ignore_ascii_case(&want) {
+            return false;
+        }
+        i += 1;
+    }
+    // The same segment-boundary rule as an exact match.
+    p.last() == Some(&b'/') || i == s.len() || s[i] == b'/'
 }
 
-fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
-    // The usual path has no escapes: nothing to decode, nothing to allocate.
-    if !s.contains('%') {
-        return Some(Cow::Borrowed(s));
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+/// Length in bytes of the escaped UTF-8 character `%XX%XX…` at the start of
+/// `s` when it is non-ASCII.
+fn encoded_non_ascii_len(s: &[u8]) -> Option<usize> {
+    let byte = |k: usize| -> Option<u8> {
+        match s.get(3 * k..3 * k + 3)? {
+            [b'%', h, l] => Some(hex_value(*h)? << 4 | hex_value(*l)?),
+            _ => None,
         }
-    }
-    String::from_utf8(out).ok().map(Cow::Owned)
+    };
+    let lead = byte(0)?;
+    let n = match lead {
+        0xc0..=0xdf => 2,
+        0xe0..=0xef => 3,
+        0xf0..=0xf7 => 4,
+        _ => return None,
+    };
+    (1..n)
+        .all(|k| byte(k).is_some_and(|b| b & 0xc0 == 0x80))
+        .then_some(3 * n)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::checked_path;
-
-    #[test]
-    fn traversal_is_refused_in_every_spelling() {
-        for bad in [
-            "/api/../admin",
-            "/api/%2e%2e/admin",
-            "/api/%2E%2E%2Fadmin",
-            "/api/..%2fadmin",
-            "/api/%252e%252e/admin",
-            "/api/./x",
-            "/api/..\\admin",
-            "/api/%5c..",
-            "/api/%zz",
-            "/api/..",
-            "/api/.",
-            "/../x",
-            "/api/x\0",
-        ] {
-            assert!(checked_path(bad).is_err(), "{bad}");
-        }
-        for ok in ["/api/x", "/api/a.b/c..d", "/api/%20x", "/api/"] {
-            assert_eq!(checked_path(ok), Ok(()), "{ok}");
-        }
-    }
-}
+mod tests;

@@ -39,15 +39,21 @@ impl Validator<'_> {
         if !prefix.starts_with('/') {
             return self.reject(&key, "must start with /");
         }
-        if prefix.contains(|c: char| {
-            c.is_whitespace() || c.is_control() || matches!(c, '?' | '#' | '\\')
-        }) || prefix
-            .split('/')
-            .any(|segment| segment == "." || segment == "..")
+        // Request paths are matched in canonical form (proxy/path.rs):
+        // only unreserved characters are decoded there, and `//`, `.` and
+        // `..` segments are refused, so a prefix with anything else could
+        // never match, or match what an upstream reads differently.
+        if !prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/'))
+            || prefix[1..]
+                .split('/')
+                .any(|segment| segment == "." || segment == "..")
+            || prefix.contains("//")
         {
             return self.reject(
                 &key,
-                "must be a plain path (no whitespace, ?, #, \\, . or .. segments)",
+                "must be a plain path (only A-Z a-z 0-9 - . _ ~ and /; no //, . or .. segments)",
             );
         }
         if let Some((_, other)) = seen.iter().find(|(p, _)| *p == prefix) {
@@ -102,6 +108,8 @@ impl Validator<'_> {
         let strip_prefix = self.bool_or(&key("strip_prefix"), raw.strip_prefix, false);
         let timeout = self.duration_or(&key("timeout"), raw.timeout, Duration::from_secs(30), true);
         let security_headers = self.bool_or(&key("security_headers"), raw.security_headers, false);
+        let case_insensitive = self.bool_or(&key("case_insensitive"), raw.case_insensitive, false);
+        let check_origin = self.bool_or(&key("check_origin"), raw.check_origin, true);
         Some(RouteConfig {
             prefix: prefix?,
             upstream: upstream?,
@@ -110,6 +118,8 @@ impl Validator<'_> {
             strip_prefix: strip_prefix?,
             timeout: timeout?,
             security_headers: security_headers?,
+            case_insensitive: case_insensitive?,
+            check_origin: check_origin?,
         })
     }
 
