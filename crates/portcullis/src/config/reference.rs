@@ -369,7 +369,7 @@ pub const KEYS: &[Key] = &[
         "routes",
         "prefix",
         Required,
-        "Path prefix, e.g. `/api/`; longest match wins.",
+        "Path prefix, e.g. `/api/`; longest match wins. Only `A-Z a-z 0-9 - . _ ~ /`; no `//`, `.` or `..` segments (paths are matched in canonical form, see docs/security.md section 11).",
     ),
     key(
         "routes",

@@ -26,6 +26,10 @@ pub(crate) fn canonical(path: &str) -> Result<Cow<'_, str>, &'static str> {
     }
     let out = decode_unreserved(path)?;
     check_canonical(&out)?;
+    // Unchanged (e.g. only an escaped space): the caller need not rebuild the URI.
+    if out == path {
+        return Ok(Cow::Borrowed(path));
+    }
     Ok(Cow::Owned(out))
 }
 

@@ -166,6 +166,17 @@ mod tests {
             prod_with(&[("routes.0.prefix", "\"/api/../x\"")]),
             "routes[0].prefix",
         );
+        // Only what a canonical path can spell: no escapes, `;`, `//`, case tricks.
+        for bad in [
+            "\"/api;x/\"",
+            "\"/api//x/\"",
+            "\"/api/%61/\"",
+            "\"/api/./\"",
+            "\"/a b\"",
+        ] {
+            expect_issue(prod_with(&[("routes.0.prefix", bad)]), "routes[0].prefix");
+        }
+        prod_with(&[("routes.0.prefix", "\"/v1.2/a-b_c~/\"")]).unwrap();
         let text = PROD.replace("prefix = \"/api/\"\n", "");
         expect_issue(Config::from_toml_str(&text, Vec::new()), "routes[0].prefix");
     }
@@ -238,6 +249,17 @@ upstream = "http://c"
                 ("routes.0.require_roles", r#"["admin"]"#),
             ]),
             "routes[0].require_roles",
+        );
+        assert!(!route.case_insensitive && route.check_origin);
+        let c = prod_with(&[
+            ("routes.0.case_insensitive", "true"),
+            ("routes.0.check_origin", "false"),
+        ])
+        .unwrap();
+        assert!(c.routes[0].case_insensitive && !c.routes[0].check_origin);
+        expect_issue(
+            prod_with(&[("routes.0.check_origin", "\"no\"")]),
+            "routes[0].check_origin",
         );
         let c = prod_with(&[("routes.0.require_roles", r#"["admin", "ops"]"#)]).unwrap();
         assert_eq!(c.routes[0].require_roles, ["admin", "ops"]);
