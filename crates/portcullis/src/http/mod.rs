@@ -291,3 +291,57 @@ pub(crate) use headers::apply_security_headers;
 pub(crate) use session::{
     SessionLookup, current_session, current_session_by_hash, session_cookie_hash,
 };
+
+#[cfg(test)]
+mod tests {
+    use super::screen;
+    use axum::{body::Body, extract::Request};
+    use http::{Version, header::HOST};
+
+    fn req(method: &str, uri: &str, version: Version, host: bool) -> Request {
+        let mut b = Request::builder().method(method).uri(uri).version(version);
+        if host {
+            b = b.header(HOST, "gw");
+        }
+        b.body(Body::empty()).expect("request")
+    }
+
+    #[test]
+    fn screen_rewrites_the_path_only_and_keeps_scheme_authority_and_query() {
+        let mut r = req("GET", "/api/%61b?x=%61&y", Version::HTTP_11, true);
+        screen(&mut r).expect("accepted");
+        assert_eq!(r.uri(), "/api/ab?x=%61&y");
+        // HTTP/2: no Host header, `:authority` in the URI.
+        let mut r = req("GET", "https://gw/api/%7e", Version::HTTP_2, false);
+        screen(&mut r).expect("accepted");
+        assert_eq!(r.uri(), "https://gw/api/~");
+        let mut r = req("GET", "/api/x", Version::HTTP_10, false);
+        assert!(screen(&mut r).is_ok());
+    }
+
+    #[test]
+    fn screen_refuses_trace_track_connect_missing_host_and_ambiguous_paths() {
+        for m in ["TRACE", "TRACK"] {
+            let mut r = req(m, "/api/x", Version::HTTP_11, true);
+            assert!(matches!(
+                screen(&mut r),
+                Err(super::ApiError::MethodNotAllowed)
+            ));
+        }
+        let mut r = req("CONNECT", "gw:443", Version::HTTP_11, true);
+        assert!(matches!(
+            screen(&mut r),
+            Err(super::ApiError::MethodNotAllowed)
+        ));
+        let mut r = req("GET", "/api/x", Version::HTTP_11, false);
+        assert!(matches!(
+            screen(&mut r),
+            Err(super::ApiError::BadRequest(_))
+        ));
+        let mut r = req("GET", "/api/x/..;/admin", Version::HTTP_2, false);
+        assert!(matches!(
+            screen(&mut r),
+            Err(super::ApiError::BadRequest(_))
+        ));
+    }
+}

@@ -444,9 +444,14 @@ fn upstream_uri(
 ) -> Result<Option<Uri>, ApiError> {
     let path = incoming.path();
     let (slash, forwarded_path) = if route.strip_prefix {
-        let rest = path
-            .strip_prefix(route.prefix.trim_end_matches('/'))
-            .unwrap_or(path);
+        let bare = route.prefix.trim_end_matches('/');
+        // A case-insensitive route matched `/API/x` for `/api/`: strip that.
+        let rest = if route.case_insensitive {
+            path::fold_strip(bare, path)
+        } else {
+            path.strip_prefix(bare)
+        }
+        .unwrap_or(path);
         (!rest.starts_with('/'), rest)
     } else {
         (false, path)
@@ -572,6 +577,17 @@ mod tests {
             );
             let got = upstream_uri(&r, &incoming, false).unwrap().unwrap();
             assert_eq!(got.to_string(), absolute, "{prefix} {upstream} {incoming}");
+        }
+    }
+
+    #[test]
+    fn case_insensitive_route_strips_the_prefix_as_spelled() {
+        let mut r = route("/api/", "http://u:1", true);
+        r.case_insensitive = true;
+        for (incoming, want) in [("/API/x?q", "/x?q"), ("/Api", "/"), ("/api/X", "/X")] {
+            let incoming: http::Uri = incoming.parse().unwrap();
+            let got = upstream_uri(&r, &incoming, true).unwrap().unwrap();
+            assert_eq!(got.to_string(), want, "{incoming}");
         }
     }
 

@@ -198,28 +198,38 @@ fn check_canonical(path: &str) -> Result<(), &'static str> {
 /// case is ignored and every encoded non-ASCII character may stand for any
 /// letter? The latter because some upstreams fold it onto one: .NET's
 /// `OrdinalIgnoreCase` takes `ı` for `I` and `ſ` for `S`, Python's `lower()`
-/// takes the Kelvin sign for `k`. No allocation.
+/// takes the Kelvin sign for `k`. The same segment-boundary rule as an exact
+/// match; no allocation.
 pub(crate) fn fold_matches(prefix: &str, path: &str) -> bool {
-    let (p, s) = (prefix.as_bytes(), path.as_bytes());
+    match prefix.strip_suffix('/') {
+        Some(bare) => fold_strip(prefix, path).is_some() || fold_strip(bare, path) == Some(""),
+        None => {
+            fold_strip(prefix, path).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        }
+    }
+}
+
+/// The rest of `path` after a part that folds onto `prefix` (see
+/// [`fold_matches`]); `None` when it does not start with one.
+pub(crate) fn fold_strip<'a>(prefix: &str, path: &'a str) -> Option<&'a str> {
+    let s = path.as_bytes();
     let mut i = 0;
-    for (n, &want) in p.iter().enumerate() {
-        let Some(&got) = s.get(i) else {
-            // Path ended: `/api` matches prefix `/api/`.
-            return n + 1 == p.len() && want == b'/';
-        };
-        if got == b'%' && want.is_ascii_alphabetic() {
-            if let Some(len) = encoded_non_ascii_len(&s[i..]) {
-                i += len;
-                continue;
-            }
+    for &want in prefix.as_bytes() {
+        let got = *s.get(i)?;
+        if got == b'%'
+            && want.is_ascii_alphabetic()
+            && let Some(len) = encoded_non_ascii_len(&s[i..])
+        {
+            i += len;
+            continue;
         }
         if !got.eq_ignore_ascii_case(&want) {
-            return false;
+            return None;
         }
         i += 1;
     }
-    // The same segment-boundary rule as an exact match.
-    p.last() == Some(&b'/') || i == s.len() || s[i] == b'/'
+    // `i` follows an ASCII byte, so it is a char boundary.
+    path.get(i..)
 }
 
 /// Length in bytes of the escaped UTF-8 character `%XX%XX…` at the start of
