@@ -59,7 +59,7 @@ pub struct Route {
     /// Index of the upstream's client in `Proxy::clients`.
     client: usize,
     /// Indexes of the longer, case-sensitive routes a path of this route
-    /// could case-fold onto (`/api/admin/` for `/api/`); usually none.
+    /// could be read as (`/api/admin/` for `/api/`); usually none.
     shadows: Vec<usize>,
 }
 
@@ -150,15 +150,16 @@ impl Proxy {
         })
     }
 
-    /// [`Self::match_route`] for a canonical path, refused when the path
-    /// case-folds onto a more specific route than the one it matches:
-    /// `/api/ADMIN/x` is `/api/admin/x` to ASP.NET or Express.
+    /// [`Self::match_route`] for a canonical path, refused when an upstream
+    /// could read it as a more specific route than the one it matches:
+    /// `/api/ADMIN/x` is `/api/admin/x` to ASP.NET or Express,
+    /// `/api/admin.json` is `/api/admin` to older Spring MVC.
     pub(crate) fn route_for(&self, path: &str) -> Result<Option<&Route>, ApiError> {
         let route = self.match_route(path);
         let shadows = route.map_or(&self.unrouted_shadows, |r| &r.shadows);
         if shadows
             .iter()
-            .any(|&j| path::fold_matches(&self.routes[j].prefix, path))
+            .any(|&j| path::shadow_matches(&self.routes[j].prefix, path))
         {
             return Err(ApiError::BadRequest(
                 "path differs from a more specific route only by case".into(),

@@ -209,6 +209,16 @@ pub(crate) fn fold_matches(prefix: &str, path: &str) -> bool {
     }
 }
 
+/// Could an upstream take `path` (canonical) for the route `prefix`? As
+/// [`fold_matches`], and also `<prefix>.<ext>` in the last segment: Spring
+/// MVC before 5.3 matches `/api/admin` for `/api/admin.json` (suffix
+/// pattern matching). For the refusal check only, never to pick a route.
+pub(crate) fn shadow_matches(prefix: &str, path: &str) -> bool {
+    fold_matches(prefix, path)
+        || fold_strip(prefix.trim_end_matches('/'), path)
+            .is_some_and(|rest| rest.starts_with('.') && !rest.contains('/'))
+}
+
 /// The rest of `path` after a part that folds onto `prefix` (see
 /// [`fold_matches`]); `None` when it does not start with one.
 pub(crate) fn fold_strip<'a>(prefix: &str, path: &'a str) -> Option<&'a str> {

@@ -154,6 +154,11 @@ fn uppercase_admin_prefix_is_refused_unless_route_is_case_insensitive() {
         Ok(Some("/api/admin/".into()))
     );
     assert_eq!(gateway(&p, "/Static/x"), Ok(Some("/".into())));
+    // Older Spring MVC reads `/api/admin.json` as `/api/admin`.
+    assert_eq!(gateway(&p, "/api/admin.json"), Err(()));
+    assert_eq!(gateway(&p, "/api/ADMIN.json"), Err(()));
+    assert_eq!(gateway(&p, "/api/admin.json/x"), Ok(Some("/api/".into())));
+    assert_eq!(gateway(&p, "/api/administrators"), Ok(Some("/api/".into())));
 
     let p = proxy(&[("/api/", false), ("/api/admin/", true)]);
     assert_eq!(gateway(&p, "/api/ADMIN/x"), Ok(Some("/api/admin/".into())));
@@ -232,6 +237,15 @@ fn backslash_as_slash(s: &str) -> String {
     s.replace('\\', "/")
 }
 
+/// Spring MVC before 5.3: `/x.json` matches the handler of `/x`.
+fn strip_suffix_pattern(s: &str) -> String {
+    let (dir, last) = s.rsplit_once('/').unwrap_or(("", s));
+    match last.split_once('.') {
+        Some((stem, _)) if !stem.is_empty() => format!("{dir}/{stem}"),
+        _ => s.to_string(),
+    }
+}
+
 /// .NET `OrdinalIgnoreCase`: simple upper-case mapping per character.
 fn dotnet_upper(s: &str) -> String {
     s.chars()
@@ -273,6 +287,11 @@ fn readings(path: &str) -> Vec<(&'static str, Option<String>, bool)> {
         (
             "decoded, then params stripped (Spring)",
             decoded.as_deref().map(strip_params),
+            false,
+        ),
+        (
+            "decoded, suffix pattern (Spring MVC < 5.3)",
+            decoded.as_deref().map(strip_suffix_pattern),
             false,
         ),
         (
