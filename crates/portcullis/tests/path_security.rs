@@ -289,6 +289,17 @@ async fn uppercase_admin_prefix_is_refused_unless_route_is_case_insensitive() {
 }
 
 #[tokio::test]
+async fn suffix_extension_cannot_reach_admin_prefix() {
+    let h = Harness::start().await;
+    for target in ["/api/admin.json", "/api/Admin.html", "/api/admin.x.y"] {
+        h.assert_never_reaches_admin(target).await;
+    }
+    // Other dotted names under the open prefix are not the admin route.
+    let (status, text) = h.as_user("GET", "/api/administrators.json").await;
+    assert_eq!(status, 200, "{text}");
+}
+
+#[tokio::test]
 async fn trace_is_never_forwarded() {
     let h = Harness::start().await;
     for method in ["TRACE", "TRACK"] {
