@@ -358,6 +358,13 @@ async fn http11_request_without_host_is_refused() {
     assert_eq!(status, 400, "{text}");
     assert!(text.contains(r#""error":"bad_request""#), "{text}");
     assert!(h.seen().is_empty(), "{:?}", h.seen());
+    let two = format!(
+        "GET /public/x HTTP/1.1\r\nHost: {}\r\nHost: evil.example",
+        h.addr
+    );
+    let (status, text) = h.raw(&two).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(h.seen().is_empty(), "{:?}", h.seen());
     // HTTP/1.0 has no Host requirement; with Host, 1.1 passes.
     let (status, text) = h.raw("GET /public/x HTTP/1.0").await;
     assert_eq!(status, 200, "{text}");

@@ -162,15 +162,21 @@ async fn public(
 /// (`proxy::path`; rewritten in the URI only when it changes, query kept):
 /// - TRACE, TRACK, CONNECT: 405, never forwarded (TRACE would echo the
 ///   bearer token the gateway adds back to the page);
-/// - an HTTP/1.1 request without `Host` (RFC 9112 section 3.2); HTTP/2
-///   carries `:authority` instead;
+/// - an HTTP/1.1 request without `Host`, any request with two (RFC 9112
+///   section 3.2); HTTP/2 carries `:authority` instead;
 /// - a path with no single reading (400).
 fn screen(req: &mut Request) -> Result<(), ApiError> {
     if matches!(req.method().as_str(), "TRACE" | "TRACK" | "CONNECT") {
         return Err(ApiError::MethodNotAllowed);
     }
-    if req.version() == http::Version::HTTP_11 && !req.headers().contains_key(http::header::HOST) {
-        return Err(ApiError::BadRequest("missing Host header".into()));
+    // One lookup for both Host rules.
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => return Err(ApiError::BadRequest("more than one Host header".into())),
+        (None, None) if req.version() == http::Version::HTTP_11 => {
+            return Err(ApiError::BadRequest("missing Host header".into()));
+        }
+        _ => {}
     }
     let canonical = match crate::proxy::path::canonical(req.uri().path()) {
         Ok(std::borrow::Cow::Borrowed(_)) => return Ok(()),
