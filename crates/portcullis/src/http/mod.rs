@@ -166,7 +166,13 @@ async fn public(
 ///   section 3.2); HTTP/2 carries `:authority` instead;
 /// - a path with no single reading (400).
 fn screen(req: &mut Request) -> Result<(), ApiError> {
-    if matches!(req.method().as_str(), "TRACE" | "TRACK" | "CONNECT") {
+    // Any case: methods are case-sensitive, but some upstream stacks
+    // upper-case them before dispatch (`trace` would become TRACE there).
+    let method = req.method().as_str();
+    if ["TRACE", "TRACK", "CONNECT"]
+        .iter()
+        .any(|m| m.eq_ignore_ascii_case(method))
+    {
         return Err(ApiError::MethodNotAllowed);
     }
     // One lookup for both Host rules.
@@ -327,7 +333,7 @@ mod tests {
 
     #[test]
     fn screen_refuses_trace_track_connect_missing_host_and_ambiguous_paths() {
-        for m in ["TRACE", "TRACK"] {
+        for m in ["TRACE", "TRACK", "trace", "Track"] {
             let mut r = req(m, "/api/x", Version::HTTP_11, true);
             assert!(matches!(
                 screen(&mut r),
