@@ -1,9 +1,152 @@
 //! The cookies the gateway owns: session, login-in-flight and CSRF, with the
-//! attributes of the active profile (`__Host-`, Secure, HttpOnly, SameSite).
+//! attributes of the active profile (`__Host-`, Secure, HttpOnly, SameSite),
+//! and how they are read back.
+//!
+//! Reading is exact: an owned cookie's name matches byte for byte (after the
+//! optional whitespace around a pair), never after percent-decoding or case
+//! folding. A browser enforces the `__Host-` prefix on the literal name only,
+//! so a sibling subdomain can plant `__Host%2Dportcullis`; a reader that
+//! decoded names would take it for ours. [`is_lookalike`] is the opposite,
+//! wide rule for what must never cross the gateway in either direction.
+
+use std::borrow::Cow;
 
 use axum_extra::extract::cookie::{Cookie, SameSite};
+use http::{HeaderMap, header};
 
 use crate::config::Config;
+
+/// Two different values for one owned cookie in a request: refused, never
+/// guessed (a sibling subdomain can toss a second cookie of the same name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the request carries two different {0} cookies")]
+pub(crate) struct AmbiguousCookie(pub &'static str);
+
+/// The value of the cookie named exactly `name` in the request's `Cookie`
+/// headers; `what` names it in the error. The value is read as before
+/// (trimmed, percent-decoded when it has an escape; a pair whose value does
+/// not decode is ignored). The same value twice is fine; two different ones
+/// are an [`AmbiguousCookie`]. No allocation unless a matching value has an
+/// escape.
+pub(crate) fn find_exact<'h>(
+    headers: &'h HeaderMap,
+    name: &str,
+    what: &'static str,
+) -> Result<Option<Cow<'h, str>>, AmbiguousCookie> {
+    let mut found: Option<Cow<'h, str>> = None;
+    for value in headers.get_all(header::COOKIE) {
+        for pair in value.as_bytes().split(|&b| b == b';') {
+            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+                continue;
+            };
+            if trim_ows(&pair[..eq]) != name.as_bytes() {
+                continue;
+            }
+            let Ok(raw) = std::str::from_utf8(trim_ows(&pair[eq + 1..])) else {
+                continue;
+            };
+            let value = if raw.contains('%') {
+                match String::from_utf8(percent_decode(raw.as_bytes())) {
+                    Ok(v) => Cow::Owned(v),
+                    Err(_) => continue,
+                }
+            } else {
+                Cow::Borrowed(raw)
+            };
+            match &found {
+                Some(prev) if *prev != value => return Err(AmbiguousCookie(what)),
+                Some(_) => {}
+                None => found = Some(value),
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Optional whitespace around a name or value (RFC 6265 `OWS`).
+fn trim_ows(b: &[u8]) -> &[u8] {
+    let start = b.iter().position(|&c| c != b' ' && c != b'\t');
+    let Some(start) = start else {
+        return &[];
+    };
+    let end = b
+        .iter()
+        .rposition(|&c| c != b' ' && c != b'\t')
+        .unwrap_or(start);
+    &b[start..=end]
+}
+
+/// Whether a cookie name (as sent or as an upstream sets it) is, or could be
+/// read as, one of `owned`: equal after trimming, percent-decoding (repeated,
+/// so double encoding does not hide it), ASCII case folding and dropping a
+/// `__Host-`/`__Secure-` prefix on either side. An empty name counts too: a
+/// nameless cookie is sent as a bare value, which some readers take for a
+/// name. Allocates only for a name with an escape.
+pub(crate) fn is_lookalike(name: &[u8], owned: &[String]) -> bool {
+    let name = trim_ows(name);
+    if name.is_empty() {
+        return true;
+    }
+    if matches_family(name, owned) {
+        return true;
+    }
+    if !name.contains(&b'%') {
+        return false;
+    }
+    let mut decoded: Vec<u8> = name.to_vec();
+    // Bounded: each round that changes anything shortens the name.
+    for _ in 0..4 {
+        let next: Vec<u8> = percent_decode(&decoded);
+        if next == decoded {
+            break;
+        }
+        decoded = next;
+        let trimmed = trim_ows(&decoded);
+        if trimmed.is_empty() || matches_family(trimmed, owned) {
+            return true;
+        }
+    }
+    false
+}
+
+fn matches_family(name: &[u8], owned: &[String]) -> bool {
+    let name = strip_prefix(name);
+    owned
+        .iter()
+        .any(|o| strip_prefix(o.as_bytes()).eq_ignore_ascii_case(name))
+}
+
+/// `name` without a leading `__Host-` or `__Secure-` (any case).
+fn strip_prefix(name: &[u8]) -> &[u8] {
+    for p in [b"__host-".as_slice(), b"__secure-".as_slice()] {
+        if name.len() >= p.len() && name[..p.len()].eq_ignore_ascii_case(p) {
+            return &name[p.len()..];
+        }
+    }
+    name
+}
+
+/// `%XX` escapes decoded; a `%` not followed by two hex digits stays.
+fn percent_decode(b: &[u8]) -> Vec<u8> {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push(hi << 4 | lo);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
 
 /// Name of the short-lived cookie that binds a login to this browser.
 pub(crate) fn login_cookie_name(config: &Config) -> String {

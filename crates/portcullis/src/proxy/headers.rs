@@ -43,15 +43,65 @@ pub(super) struct Forwarding<'a> {
     pub upstream_host: Option<&'a HeaderValue>,
 }
 
-fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // One pass over the names first: most requests carry none of these, and
-    // then nothing is hashed, allocated or removed.
-    let found = h
-        .keys()
-        .any(|k| HOP_BY_HOP.contains(k) || k.as_str().starts_with("proxy-"));
-    if !found {
-        return;
+fn is_hop_by_hop(k: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(k) || k.as_str().starts_with("proxy-")
+}
+
+/// Request headers that tell an upstream who the client is, how it
+/// connected or which URL it asked for. From a peer outside
+/// `server.trusted_proxies` they are the client's own claims (a spoofed
+/// client IP for rate limits and allow-lists, a rewritten URL that some
+/// frameworks route on, a host for absolute links), so all of them go and
+/// the gateway sets its own `X-Forwarded-For/Proto/Host`.
+fn is_forwarding(k: &HeaderName) -> bool {
+    let n = k.as_str();
+    n.starts_with("x-forwarded-")
+        || matches!(
+            n,
+            "forwarded"
+                | "x-real-ip"
+                | "x-original-url"
+                | "x-original-uri"
+                | "x-rewrite-url"
+                | "x-original-host"
+                | "x-host"
+                | "x-client-ip"
+                | "true-client-ip"
+                | "x-cluster-client-ip"
+                | "cf-connecting-ip"
+                | "fastly-client-ip"
+        )
+}
+
+/// What [`scan`] found in one pass over the names.
+#[derive(Default)]
+struct Found {
+    hop_by_hop: bool,
+    forwarding: bool,
+    access_control: bool,
+}
+
+/// One pass over the header names: most messages carry none of the headers
+/// to remove, and then nothing is hashed, allocated or removed.
+fn scan(h: &HeaderMap, forwarding: bool, access_control: bool) -> Found {
+    let mut found = Found::default();
+    for k in h.keys() {
+        found.hop_by_hop |= is_hop_by_hop(k);
+        found.forwarding |= forwarding && is_forwarding(k);
+        found.access_control |= access_control && k.as_str().starts_with("access-control-");
     }
+    found
+}
+
+/// Remove every header whose name satisfies `pred`.
+fn remove_all(h: &mut HeaderMap, pred: fn(&HeaderName) -> bool) {
+    let names: Vec<HeaderName> = h.keys().filter(|k| pred(k)).cloned().collect();
+    for n in names {
+        h.remove(n);
+    }
+}
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
     // Headers named in Connection are hop-by-hop too (RFC 9110 7.6.1).
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
@@ -63,20 +113,31 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     for n in named.iter().chain(HOP_BY_HOP.iter()) {
         h.remove(n);
     }
-    let proxy_headers: Vec<HeaderName> = h
-        .keys()
-        .filter(|k| k.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect();
-    for n in proxy_headers {
-        h.remove(n);
-    }
+    remove_all(h, |k| k.as_str().starts_with("proxy-"));
+}
+
+/// Whether `peer` is one of `server.trusted_proxies`.
+fn is_trusted(config: &Config, peer: Option<std::net::IpAddr>) -> bool {
+    peer.is_some_and(|ip| {
+        config
+            .server
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(&ip))
+    })
 }
 
 pub(super) fn rewrite_request(parts: &mut Parts, fwd: Forwarding<'_>) {
     let peer = fwd.peer.map(|p| p.ip());
+    let trusted = is_trusted(fwd.config, peer);
     let h = &mut parts.headers;
-    strip_hop_by_hop(h);
+    let found = scan(h, !trusted, false);
+    if found.hop_by_hop {
+        strip_hop_by_hop(h);
+    }
+    if found.forwarding {
+        remove_all(h, is_forwarding);
+    }
     match fwd.upstream_host {
         Some(host) => {
             h.insert(header::HOST, host.clone());
@@ -94,14 +155,9 @@ pub(super) fn rewrite_request(parts: &mut Parts, fwd: Forwarding<'_>) {
         }
     }
 
-    // X-Forwarded-For: appended to only when the peer is a trusted proxy.
-    let trusted = peer.is_some_and(|ip| {
-        fwd.config
-            .server
-            .trusted_proxies
-            .iter()
-            .any(|net| net.contains(&ip))
-    });
+    // X-Forwarded-For: appended to only when the peer is a trusted proxy
+    // (from anyone else it was removed above). A trusted proxy's
+    // X-Forwarded-Proto/Host and other forwarding headers are kept as sent.
     let prior = if trusted {
         h.get(&X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
@@ -173,57 +229,94 @@ pub(super) fn set_bearer(h: &mut HeaderMap, tokens: &TokenSet) {
     }
 }
 
-/// Drop cookies the gateway owns from `Cookie`; other cookies pass.
+/// Drop the gateway's cookies from `Cookie`, and every pair whose name
+/// could be read as one of them (decoded, case-folded, prefix changed: see
+/// `http::is_owned_cookie_lookalike`), so an upstream never receives a
+/// planted look-alike and takes it for ours. Other cookies pass, joined
+/// into one header.
 fn strip_owned_cookies(h: &mut HeaderMap, owned: &[String]) {
-    // The kept pairs joined with "; ", built in one string.
-    let mut kept = String::new();
-    for pair in h
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-    {
-        let name = pair.split('=').next().unwrap_or("").trim();
-        if pair.is_empty() || owned.iter().any(|o| o == name) {
-            continue;
+    if !h.contains_key(header::COOKIE) {
+        return;
+    }
+    // The kept pairs joined with "; ", built in one buffer.
+    let mut kept = bytes::BytesMut::new();
+    for value in h.get_all(header::COOKIE) {
+        for pair in value.as_bytes().split(|&b| b == b';') {
+            let pair = pair.trim_ascii();
+            if pair.is_empty() {
+                continue;
+            }
+            // A pair without `=` is a nameless cookie's value; some readers
+            // take it for a name, so it is checked as one.
+            let name = pair.split(|&b| b == b'=').next().unwrap_or(pair);
+            if crate::http::is_owned_cookie_lookalike(name, owned) {
+                continue;
+            }
+            if !kept.is_empty() {
+                kept.extend_from_slice(b"; ");
+            }
+            kept.extend_from_slice(pair);
         }
-        if !kept.is_empty() {
-            kept.push_str("; ");
-        }
-        kept.push_str(pair);
     }
     h.remove(header::COOKIE);
     if !kept.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&kept)
+        && let Ok(v) = HeaderValue::from_maybe_shared(kept.freeze())
     {
         h.insert(header::COOKIE, v);
     }
 }
 
+/// Response hygiene: hop-by-hop headers go; `Access-Control-*` go (the
+/// gateway's CORS layer, when configured, is the only one that answers
+/// them: an upstream must not open the browser's same-origin policy); and a
+/// `Set-Cookie` that could set or clear one of the gateway's cookies goes.
 pub(super) fn rewrite_response(h: &mut HeaderMap, owned: &[String]) {
-    strip_hop_by_hop(h);
+    let found = scan(h, false, true);
+    if found.hop_by_hop {
+        strip_hop_by_hop(h);
+    }
+    if found.access_control {
+        remove_all(h, |k| k.as_str().starts_with("access-control-"));
+    }
     if !h.contains_key(header::SET_COOKIE) {
         return;
     }
-    // An upstream must not be able to set or clear the gateway's cookies.
+    let mut dropped = false;
     let kept: Vec<HeaderValue> = h
         .get_all(header::SET_COOKIE)
         .iter()
         .filter(|v| {
-            let name = v
-                .to_str()
-                .ok()
-                .and_then(|s| s.split('=').next())
-                .unwrap_or("")
-                .trim();
-            !owned.iter().any(|o| o.eq_ignore_ascii_case(name))
+            let name = set_cookie_name(v);
+            let ours = crate::http::is_owned_cookie_lookalike(name, owned);
+            if ours {
+                // The name only (cut short): the value may be a credential.
+                tracing::warn!(
+                    name = %String::from_utf8_lossy(&name[..name.len().min(64)]),
+                    "upstream Set-Cookie dropped: empty name or one of the gateway's cookie names"
+                );
+            }
+            dropped |= ours;
+            !ours
         })
         .cloned()
         .collect();
+    if !dropped {
+        return;
+    }
     h.remove(header::SET_COOKIE);
     for v in kept {
         h.append(header::SET_COOKIE, v);
+    }
+}
+
+/// The cookie name a browser takes from a `Set-Cookie` value: what precedes
+/// `=` in the part before the first `;`; without `=` the name is empty (RFC
+/// 6265bis 5.6: the whole pair is then the value of a nameless cookie).
+fn set_cookie_name(v: &HeaderValue) -> &[u8] {
+    let pair = v.as_bytes().split(|&b| b == b';').next().unwrap_or(&[]);
+    match pair.iter().position(|&b| b == b'=') {
+        Some(eq) => &pair[..eq],
+        None => &[],
     }
 }
 
