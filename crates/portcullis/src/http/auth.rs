@@ -402,4 +402,48 @@ mod tests {
             assert!(!is_safe_return_path(bad), "{bad:?}");
         }
     }
+
+    mod props {
+        use super::is_safe_return_path;
+        use proptest::prelude::*;
+
+        /// Characters that matter to a URL parser resolving a redirect:
+        /// slashes both ways, scheme and port colons, dots, escapes, digits,
+        /// letters of `javascript`/`https`, controls, tabs, spaces.
+        fn tricky() -> impl Strategy<Value = String> {
+            let alphabet: Vec<char> = "/\\:.%09atpsj"
+                .chars()
+                .chain([
+                    '\t', '\n', '\r', '\0', '\x0b', '\x0c', '\x7f', ' ', '\u{a0}', '\u{3000}', '@',
+                    '?', '#',
+                ])
+                .collect();
+            proptest::collection::vec(proptest::sample::select(alphabet), 0..12)
+                .prop_map(|cs| cs.into_iter().collect())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+            /// Whatever is accepted resolves to the gateway's own origin, as
+            /// a browser following the `Location` would resolve it.
+            #[test]
+            fn accepted_return_to_stays_on_origin(path in tricky()) {
+                if is_safe_return_path(&path) {
+                    let base = url::Url::parse("https://app.example.com/some/page").unwrap();
+                    let joined = base.join(&path);
+                    prop_assert!(joined.is_ok(), "{path:?}");
+                    let joined = joined.unwrap();
+                    prop_assert_eq!(joined.origin(), base.origin(), "{:?}", path);
+                    prop_assert!(joined.username().is_empty() && joined.password().is_none());
+                }
+            }
+
+            /// Any string at all: no panic.
+            #[test]
+            fn return_to_check_never_panics(path in ".{0,64}") {
+                let _ = is_safe_return_path(&path);
+            }
+        }
+    }
 }

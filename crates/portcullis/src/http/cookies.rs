@@ -256,4 +256,133 @@ store = "memory"
         let login = login(&cfg, "b").to_string();
         assert!(login.starts_with("__Host-portcullis-login=b") && login.contains("Max-Age=600"));
     }
+
+    fn cookie_headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::COOKIE, v.parse().expect("header value"));
+        }
+        h
+    }
+
+    #[test]
+    fn owned_names_match_byte_for_byte_only() {
+        let h = cookie_headers(&["__Host%2Dportcullis=planted; __host-portcullis=x2"]);
+        assert_eq!(find_exact(&h, "__Host-portcullis", "session"), Ok(None));
+        let h = cookie_headers(&["__Host%2Dportcullis=planted; __Host-portcullis=ours"]);
+        assert_eq!(
+            find_exact(&h, "__Host-portcullis", "session"),
+            Ok(Some(Cow::Borrowed("ours")))
+        );
+        let h = cookie_headers(&["a=1; __Host-portcullis=ours", "__Host-portcullis=other"]);
+        assert_eq!(
+            find_exact(&h, "__Host-portcullis", "session"),
+            Err(AmbiguousCookie("session"))
+        );
+    }
+
+    #[test]
+    fn lookalikes_cover_case_encoding_prefix_and_empty_names() {
+        let owned = ["__Host-portcullis".to_string(), "XSRF-TOKEN".to_string()];
+        for name in [
+            "__Host-portcullis",
+            "__host-portcullis",
+            "__Host%2Dportcullis",
+            "__Host%252Dportcullis",
+            "%5F%5FHost-portcullis",
+            " portcullis",
+            "portcullis",
+            "PORTCULLIS",
+            "__Secure-portcullis",
+            "__secure-Portc%75llis",
+            "xsrf-token",
+            "__Host-XSRF-TOKEN",
+            "",
+            " \t",
+            "%20",
+        ] {
+            assert!(is_lookalike(name.as_bytes(), &owned), "{name:?}");
+        }
+        for name in ["portcullis2", "theme", "__Host-app", "%", "%zz", "xsrf"] {
+            assert!(!is_lookalike(name.as_bytes(), &owned), "{name:?}");
+        }
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        const OWNED: &str = "__Host-portcullis";
+
+        /// A spelling of [`OWNED`] that some reader could take for it: each
+        /// character kept, case-flipped or percent-encoded (either hex case),
+        /// the prefix possibly swapped, whitespace around.
+        fn variant() -> impl Strategy<Value = String> {
+            let chars: Vec<BoxedStrategy<String>> = OWNED
+                .chars()
+                .map(|c| {
+                    prop_oneof![
+                        Just(c.to_string()),
+                        Just(c.to_ascii_uppercase().to_string()),
+                        Just(c.to_ascii_lowercase().to_string()),
+                        Just(format!("%{:02X}", c as u32)),
+                        Just(format!("%{:02x}", c as u32)),
+                    ]
+                    .boxed()
+                })
+                .collect();
+            (chars, 0..3usize, "[ \t]{0,2}", "[ \t]{0,2}").prop_map(|(cs, prefix, l, r)| {
+                let name: String = cs.concat();
+                let name = match prefix {
+                    0 => name,
+                    1 => name.replacen("__Host-", "__Secure-", 1),
+                    _ => name.replacen("__Host-", "", 1),
+                };
+                format!("{l}{name}{r}")
+            })
+        }
+
+        fn value() -> impl Strategy<Value = String> {
+            "[A-Za-z0-9_-]{0,12}"
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            /// Any bytes a header value may hold: no panic.
+            #[test]
+            fn parsing_never_panics(raw in proptest::collection::vec(any::<u8>(), 0..200)) {
+                if let Ok(v) = http::HeaderValue::from_bytes(&raw) {
+                    let mut h = HeaderMap::new();
+                    h.insert(header::COOKIE, v);
+                    let _ = find_exact(&h, OWNED, "session");
+                    let _ = is_lookalike(&raw, &[OWNED.to_string()]);
+                }
+            }
+
+            /// A variant is never read as ours, always stripped as a
+            /// look-alike; only the exact name counts.
+            #[test]
+            fn only_the_exact_name_is_ours(
+                pairs in proptest::collection::vec((variant(), value()), 0..5),
+                exact in proptest::option::of(value()),
+                at in 0..6usize,
+            ) {
+                let mut parts: Vec<String> = pairs
+                    .iter()
+                    .filter(|(n, _)| n.trim_matches([' ', '\t']) != OWNED)
+                    .map(|(n, v)| format!("{n}={v}"))
+                    .collect();
+                for (n, _) in &pairs {
+                    prop_assert!(is_lookalike(n.as_bytes(), &[OWNED.to_string()]), "{n:?}");
+                }
+                if let Some(v) = &exact {
+                    parts.insert(at.min(parts.len()), format!("{OWNED}={v}"));
+                }
+                let h = cookie_headers(&[parts.join("; ").as_str()]);
+                let found = find_exact(&h, OWNED, "session");
+                prop_assert_eq!(found, Ok(exact.as_deref().map(Cow::Borrowed)));
+            }
+        }
+    }
 }

@@ -383,4 +383,80 @@ mod tests {
         let all: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
         assert_eq!(all, vec![HeaderValue::from_static("app=1; Path=/")]);
     }
+
+    #[test]
+    fn lookalike_cookies_are_stripped_before_the_upstream() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static(
+                "__Host%2Dportcullis=planted; __host-portcullis=p2; theme=dark; portcullis=p3",
+            ),
+        );
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("=nameless; __Host-portcullis=ours; app=1"),
+        );
+        strip_owned_cookies(&mut h, &["__Host-portcullis".into()]);
+        assert_eq!(h.get(header::COOKIE).unwrap(), "theme=dark; app=1");
+    }
+
+    #[test]
+    fn upstream_set_cookie_lookalikes_and_nameless_are_dropped() {
+        let mut h = HeaderMap::new();
+        for v in [
+            "__host-portcullis=x; Path=/",
+            "__Host%2Dportcullis=x; Path=/",
+            " portcullis=x",
+            "=x; Path=/",
+            "nameless; Path=/",
+            "__Secure-XSRF-TOKEN=t",
+            "app=1; Path=/",
+        ] {
+            h.append(header::SET_COOKIE, HeaderValue::from_static(v));
+        }
+        rewrite_response(&mut h, &["__Host-portcullis".into(), "XSRF-TOKEN".into()]);
+        let all: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(all, vec![HeaderValue::from_static("app=1; Path=/")]);
+    }
+
+    #[test]
+    fn upstream_access_control_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+        h.insert(
+            "access-control-allow-credentials",
+            HeaderValue::from_static("true"),
+        );
+        h.insert("content-type", HeaderValue::from_static("text/plain"));
+        rewrite_response(&mut h, &[]);
+        assert_eq!(h.len(), 1, "{h:?}");
+    }
+
+    #[test]
+    fn forwarding_header_names() {
+        for n in [
+            "forwarded",
+            "x-real-ip",
+            "x-forwarded-for",
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+            "x-original-url",
+            "x-rewrite-url",
+            "x-original-host",
+            "x-host",
+            "true-client-ip",
+        ] {
+            assert!(is_forwarding(&HeaderName::from_static(n)), "{n}");
+        }
+        for n in [
+            "x-request-id",
+            "host",
+            "cookie",
+            "x-forwarded",
+            "traceparent",
+        ] {
+            assert!(!is_forwarding(&HeaderName::from_static(n)), "{n}");
+        }
+    }
 }
