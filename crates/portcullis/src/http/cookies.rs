@@ -111,13 +111,21 @@ pub(crate) fn is_lookalike(name: &[u8], owned: &[String]) -> bool {
 
 fn matches_family(name: &[u8], owned: &[String]) -> bool {
     let name = strip_prefix(name);
-    owned
-        .iter()
-        .any(|o| strip_prefix(o.as_bytes()).eq_ignore_ascii_case(name))
+    owned.iter().any(|o| {
+        let o = o.as_bytes();
+        // The length first: an owned name is `name` plus no prefix, `__Host-`
+        // or `__Secure-`; most cookies fail here without a byte compared.
+        [0, 7, 9].iter().any(|p| o.len() == name.len() + p)
+            && strip_prefix(o).eq_ignore_ascii_case(name)
+    })
 }
 
 /// `name` without a leading `__Host-` or `__Secure-` (any case).
 fn strip_prefix(name: &[u8]) -> &[u8] {
+    // Most names start otherwise: one comparison for them.
+    if !name.starts_with(b"__") {
+        return name;
+    }
     for p in [b"__host-".as_slice(), b"__secure-".as_slice()] {
         if name.len() >= p.len() && name[..p.len()].eq_ignore_ascii_case(p) {
             return &name[p.len()..];
