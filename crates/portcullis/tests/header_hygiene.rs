@@ -12,6 +12,8 @@ use std::{
     },
 };
 
+mod common;
+
 use axum::{
     Json, Router,
     http::HeaderMap,
@@ -116,22 +118,32 @@ async fn start_upstream(hits: Arc<AtomicUsize>) -> SocketAddr {
     addr
 }
 
+/// A prod gateway (`__Host-` cookies) whose IdP is a closed port.
 async fn start(extra: &str) -> Gw {
+    start_with(None, extra).await
+}
+
+/// With `issuer`: a dev gateway (plain http, cookie `portcullis`) against it.
+async fn start_with(issuer: Option<&str>, extra: &str) -> Gw {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind gateway");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let hits = Arc::new(AtomicUsize::new(0));
     let upstream = start_upstream(hits.clone()).await;
+    let (public_url, profile, issuer) = match issuer {
+        Some(issuer) => (base.as_str(), "dev", issuer),
+        None => (ORIGIN, "prod", "https://127.0.0.1:1"),
+    };
     // `extra` goes before the first table header when it holds server keys.
     let text = format!(
         r#"
 [server]
-public_url = "{ORIGIN}"
-profile = "prod"
+public_url = "{public_url}"
+profile = "{profile}"
 {extra}
 [oidc]
-issuer = "https://127.0.0.1:1"
+issuer = "{issuer}"
 client_id = "portal"
 client_secret = "s3cr3t-client-value"
 http_timeout = "2s"
@@ -144,7 +156,6 @@ upstream = "http://{upstream}"
 "#
     );
     let config = Config::from_toml_str(&text, Vec::new()).expect("config");
-    assert_eq!(config.session.cookie_name, "__Host-portcullis");
     let store = Arc::new(MemoryStore::new());
     let clock = Arc::new(ManualClock::new(1_800_000_000));
     let gateway = Gateway::builder(config)
@@ -349,6 +360,38 @@ async fn upstream_set_cookie_with_empty_name_is_dropped() {
         .expect("send");
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(set_cookies(&resp), ["app=1; Path=/"]);
+}
+
+#[tokio::test]
+async fn percent_encoded_login_cookie_name_is_not_reused() {
+    let idp = common::crafted_idp::CraftedIdp::start().await;
+    let gw = start_with(Some(&idp.url("")), "").await;
+    let login = |cookie: String| {
+        gw.req(Method::GET, "/auth/login?return_to=/")
+            .header(header::COOKIE, cookie)
+            .send()
+    };
+    // A look-alike login cookie would bind the login to a value the
+    // attacker knows (login CSRF into the attacker's account).
+    let planted = "A".repeat(43);
+    let resp = login(format!("portcullis%2Dlogin={planted}"))
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    let cookies = set_cookies(&resp);
+    assert!(
+        cookies.iter().any(|c| c.starts_with("portcullis-login="))
+            && !cookies.iter().any(|c| c.contains(&planted)),
+        "{cookies:?}"
+    );
+    // Two different login cookies: refused, not guessed.
+    let resp = login(format!(
+        "portcullis-login={planted}; portcullis-login={}",
+        "B".repeat(43)
+    ))
+    .await
+    .expect("send");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 }
 
 // ---------------------------------------------------------------- forwarding headers
