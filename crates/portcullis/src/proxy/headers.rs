@@ -24,6 +24,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const CLEAR_SITE_DATA: HeaderName = HeaderName::from_static("clear-site-data");
 
 pub(super) struct Forwarding<'a> {
     pub config: &'a Config,
@@ -79,11 +80,12 @@ struct Found {
     hop_by_hop: bool,
     forwarding: bool,
     access_control: bool,
+    clear_site_data: bool,
 }
 
 /// One pass over the header names: most messages carry none of the headers
 /// to remove, and then nothing is hashed, allocated or removed.
-fn scan(h: &HeaderMap, forwarding: bool, access_control: bool) -> Found {
+fn scan(h: &HeaderMap, forwarding: bool, response: bool) -> Found {
     let mut found = Found::default();
     for k in h.keys() {
         // Sorted by first letter, so that common names (`accept`, `host`,
@@ -92,10 +94,11 @@ fn scan(h: &HeaderMap, forwarding: bool, access_control: bool) -> Found {
             Some(b'c' | b'k' | b'p' | b't' | b'u') => {
                 found.hop_by_hop |= is_hop_by_hop(k);
                 found.forwarding |= forwarding && is_forwarding(k);
+                found.clear_site_data |= response && k == CLEAR_SITE_DATA;
             }
             Some(b'f' | b'x') => found.forwarding |= forwarding && is_forwarding(k),
             Some(b'a') => {
-                found.access_control |= access_control && k.as_str().starts_with("access-control-");
+                found.access_control |= response && k.as_str().starts_with("access-control-");
             }
             _ => {}
         }
@@ -169,9 +172,13 @@ pub(super) fn rewrite_request(parts: &mut Parts, fwd: Forwarding<'_>) {
     // (from anyone else it was removed above). A trusted proxy's
     // X-Forwarded-Proto/Host and other forwarding headers are kept as sent.
     let prior = if trusted {
-        h.get(&X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
+        // Every line of the chain, not only the first.
+        let lines: Vec<&str> = h
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        (!lines.is_empty()).then(|| lines.join(", "))
     } else {
         None
     };
@@ -279,7 +286,8 @@ fn strip_owned_cookies(h: &mut HeaderMap, owned: &[String]) {
 /// Response hygiene: hop-by-hop headers go; `Access-Control-*` go (the
 /// gateway's CORS layer, when configured, is the only one that answers
 /// them: an upstream must not open the browser's same-origin policy); and a
-/// `Set-Cookie` that could set or clear one of the gateway's cookies goes.
+/// `Set-Cookie` or `Clear-Site-Data` that could set or clear one of the
+/// gateway's cookies goes.
 pub(super) fn rewrite_response(h: &mut HeaderMap, owned: &[String]) {
     let found = scan(h, false, true);
     if found.hop_by_hop {
@@ -287,6 +295,9 @@ pub(super) fn rewrite_response(h: &mut HeaderMap, owned: &[String]) {
     }
     if found.access_control {
         remove_all(h, |k| k.as_str().starts_with("access-control-"));
+    }
+    if found.clear_site_data {
+        drop_clear_cookies(h);
     }
     if !h.contains_key(header::SET_COOKIE) {
         return;
@@ -316,6 +327,20 @@ pub(super) fn rewrite_response(h: &mut HeaderMap, owned: &[String]) {
     h.remove(header::SET_COOKIE);
     for v in kept {
         h.append(header::SET_COOKIE, v);
+    }
+}
+
+/// `Clear-Site-Data` naming `"cookies"` (or `"*"`) would clear the gateway's
+/// cookies too (a forced logout by the upstream); such a header goes, other
+/// directives (`"cache"`, `"storage"`) pass.
+fn drop_clear_cookies(h: &mut HeaderMap) {
+    let clears_cookies = h.get_all(&CLEAR_SITE_DATA).iter().any(|v| {
+        let v = v.as_bytes().to_ascii_lowercase();
+        v.windows(9).any(|w| w == b"\"cookies\"") || v.windows(3).any(|w| w == b"\"*\"")
+    });
+    if clears_cookies {
+        tracing::warn!("upstream Clear-Site-Data dropped: it would clear the gateway's cookies");
+        h.remove(&CLEAR_SITE_DATA);
     }
 }
 
@@ -513,5 +538,68 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn upstream_clear_site_data_cannot_clear_gateway_cookies() {
+        for (value, kept) in [
+            ("\"cookies\"", false),
+            ("\"cache\", \"COOKIES\"", false),
+            ("\"*\"", false),
+            ("\"cache\", \"storage\"", true),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert("clear-site-data", HeaderValue::from_static(value));
+            rewrite_response(&mut h, &[]);
+            assert_eq!(h.contains_key("clear-site-data"), kept, "{value}");
+        }
+    }
+
+    #[test]
+    fn trusted_chain_keeps_every_x_forwarded_for_line() {
+        let config = Config::from_toml_str(
+            r#"
+[server]
+public_url = "https://app.example.com"
+trusted_proxies = ["10.0.0.0/8"]
+[oidc]
+issuer = "https://idp.example.com"
+client_id = "c"
+client_secret = "s"
+[session]
+store = "memory"
+"#,
+            Vec::new(),
+        )
+        .expect("config");
+        let rewrite = |peer: &str| {
+            let mut req = http::Request::new(());
+            let h = req.headers_mut();
+            h.append(&X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
+            h.append(&X_FORWARDED_FOR, HeaderValue::from_static("2.2.2.2"));
+            h.insert("x-real-ip", HeaderValue::from_static("1.1.1.1"));
+            let (mut parts, ()) = req.into_parts();
+            let id = HeaderValue::from_static("id");
+            rewrite_request(
+                &mut parts,
+                Forwarding {
+                    config: &config,
+                    owned_cookies: &[],
+                    forwarded_proto: None,
+                    forwarded_host: None,
+                    peer: Some(SocketAddr::new(peer.parse().unwrap(), 1)),
+                    tokens: None,
+                    request_id: &id,
+                    upstream_host: None,
+                },
+            );
+            parts.headers
+        };
+        let trusted = rewrite("10.1.2.3");
+        assert_eq!(trusted[&X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 10.1.2.3");
+        assert_eq!(trusted["x-real-ip"], "1.1.1.1");
+        let untrusted = rewrite("192.0.2.1");
+        assert_eq!(untrusted[&X_FORWARDED_FOR], "192.0.2.1");
+        assert!(!untrusted.contains_key("x-real-ip"));
     }
 }
