@@ -7,6 +7,11 @@
 //! methods and headers (the CSRF header always among them), and every answer
 //! that depends on `Origin` says so with `Vary: Origin`. Allowing an origin
 //! here does not skip CSRF: unsafe requests still need the token.
+//!
+//! Either way this layer is the only source of CORS headers: preflights
+//! (`OPTIONS` with `Access-Control-Request-Method`) are answered or refused
+//! (403) here and never proxied, and the proxy removes every upstream
+//! `Access-Control-*` response header.
 
 use axum::{
     extract::Request,
@@ -64,9 +69,11 @@ impl CorsPolicy {
     }
 }
 
+/// `OPTIONS` with `Access-Control-Request-Method`: never forwarded (an
+/// upstream's answer could open the same-origin policy), with or without
+/// `Origin`.
 fn is_preflight(req: &Request) -> bool {
     req.method() == Method::OPTIONS
-        && req.headers().contains_key(header::ORIGIN)
         && req
             .headers()
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
@@ -80,6 +87,12 @@ where
     Fut: Future<Output = Response>,
 {
     let Some(policy) = &shared.cors else {
+        // CORS off: no origin is allowed, so every preflight is refused here
+        // (403, no CORS headers). Upstream `Access-Control-*` headers are
+        // removed from proxied answers (proxy/headers.rs).
+        if is_preflight(&req) {
+            return ApiError::Csrf(CsrfError::CrossSite).into_response();
+        }
         return next(req).await;
     };
     let origin = policy.allowed_origin(req.headers());

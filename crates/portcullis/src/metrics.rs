@@ -338,7 +338,12 @@ where
     };
     let method = req.method().clone();
     // Hashed once here; the session lookup gets it from `next`'s argument.
-    let session = crate::http::session_cookie_hash(shared, req.headers());
+    // Two different session cookies are refused here, before any handler
+    // could pick one (see `http::cookies::find_exact`).
+    let (session, ambiguous) = match crate::http::session_cookie_hash(shared, req.headers()) {
+        Ok(session) => (session, None),
+        Err(e) => (None, Some(e)),
+    };
     let span = tracing::info_span!(
         "request",
         request_id = request_id.to_str().unwrap_or("-"),
@@ -353,7 +358,13 @@ where
         request_id: request_id.clone(),
         session,
     };
-    let mut resp = next(req, identity).instrument(span.clone()).await;
+    let mut resp = match ambiguous {
+        None => next(req, identity).instrument(span.clone()).await,
+        Some(e) => span.in_scope(|| {
+            tracing::warn!(reason = %e, "request refused");
+            axum::response::IntoResponse::into_response(e)
+        }),
+    };
     let elapsed = start.elapsed();
     let status = resp.status();
     shared

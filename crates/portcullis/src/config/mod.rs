@@ -6,6 +6,8 @@
 
 mod load;
 pub mod print;
+#[cfg(test)]
+mod proptests;
 pub mod reference;
 mod validate;
 

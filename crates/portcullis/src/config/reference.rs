@@ -108,7 +108,7 @@ pub const KEYS: &[Key] = &[
         "server",
         "trusted_proxies",
         Value("[]"),
-        "CIDRs whose `X-Forwarded-*` headers are believed.",
+        "CIDRs whose forwarding headers (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`, …) are believed; from other peers they are removed.",
     ),
     key(
         "server",

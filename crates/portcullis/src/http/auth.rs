@@ -64,19 +64,30 @@ pub(crate) async fn login(
     State(shared): State<Arc<Shared>>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    jar: CookieJar,
 ) -> Response {
-    match start_login(&shared, &params, &jar).await {
+    match start_login(&shared, &params, &headers).await {
         Ok(resp) => resp,
         Err(e) if wants_html(&headers) => e.into_html_response("/"),
         Err(e) => e.into_response(),
     }
 }
 
+/// The login cookie, named exactly (see `cookies::find_exact`); two
+/// different ones are refused.
+fn login_cookie(shared: &Shared, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    cookies::find_exact(
+        headers,
+        &cookies::login_cookie_name(&shared.config),
+        "login",
+    )
+    .map(|v| v.map(|v| v.into_owned()))
+    .map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
 async fn start_login(
     shared: &Shared,
     params: &HashMap<String, String>,
-    jar: &CookieJar,
+    headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let return_to = params.get("return_to").map(String::as_str).unwrap_or("/");
     if !is_safe_return_path(return_to) {
@@ -86,9 +97,7 @@ async fn start_login(
     }
     let request = shared.oidc.authorization_request().await?;
     // Reuse the browser's login cookie so logins started in two tabs both complete.
-    let binding = jar
-        .get(&cookies::login_cookie_name(&shared.config))
-        .map(|c| c.value().to_string())
+    let binding = login_cookie(shared, headers)?
         .filter(|v| v.len() == 43)
         .unwrap_or_else(|| random_token(32));
     let state = LoginState {
@@ -111,9 +120,8 @@ pub(crate) async fn callback(
     State(shared): State<Arc<Shared>>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    jar: CookieJar,
 ) -> Response {
-    match finish_login(&shared, &params, &headers, &jar).await {
+    match finish_login(&shared, &params, &headers).await {
         Ok(resp) => {
             metrics::counter!(crate::metrics::LOGINS_TOTAL, "result" => "success").increment(1);
             resp
@@ -140,13 +148,10 @@ async fn finish_login(
     shared: &Shared,
     params: &HashMap<String, String>,
     headers: &HeaderMap,
-    jar: &CookieJar,
 ) -> Result<Response, ApiError> {
     let bad = |m: &str| ApiError::BadRequest(m.to_string());
     let state_param = params.get("state").ok_or_else(|| bad("missing state"))?;
-    let binding = jar
-        .get(&cookies::login_cookie_name(&shared.config))
-        .map(|c| c.value().to_string())
+    let binding = login_cookie(shared, headers)?
         .ok_or_else(|| bad("missing login cookie: start the login again"))?;
     // Take first: whatever happens next, this state can never be used again.
     let login = shared
@@ -211,11 +216,8 @@ async fn finish_login(
     }
 
     // Only now, with a fully validated ID token, does a session exist.
-    let old = jar
-        .get(&shared.config.session.cookie_name)
-        .and_then(|c| SessionId::parse(c.value()));
-    if let Some(old) = old {
-        shared.store.delete(&old.hash()).await?;
+    if let Some(old) = super::session_cookie_hash(shared, headers)? {
+        shared.store.delete(&old).await?;
     }
     let session_id = SessionId::generate();
     let record = new_record(shared, &session_id, &id, &claims, tokens, headers);
@@ -276,9 +278,9 @@ fn new_record(
 /// `GET /auth/me`.
 pub(crate) async fn me(
     State(shared): State<Arc<Shared>>,
-    jar: CookieJar,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    match current_session(&shared, &jar).await? {
+    match current_session(&shared, &headers).await? {
         SessionLookup::Active(r) => {
             // Shows refreshed state, but refreshes only an already expired token.
             let r = match crate::refresh::ensure_valid(&shared, r).await {
@@ -316,12 +318,11 @@ pub(crate) async fn me(
 pub(crate) async fn logout(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
-    jar: CookieJar,
 ) -> Result<Response, ApiError> {
     let cfg = &shared.config;
     let post_logout_uri = format!("{}{}", cfg.public_origin(), cfg.oidc.post_logout_redirect);
     let mut id_token_hint = None;
-    match current_session(&shared, &jar).await? {
+    match current_session(&shared, &headers).await? {
         SessionLookup::Active(record) => {
             shared.csrf.check(&headers, &record.csrf_token)?;
             shared.store.delete(&record.id).await?;
@@ -399,6 +400,50 @@ mod tests {
             "/ok\r\nSet-Cookie: x",
         ] {
             assert!(!is_safe_return_path(bad), "{bad:?}");
+        }
+    }
+
+    mod props {
+        use super::is_safe_return_path;
+        use proptest::prelude::*;
+
+        /// Characters that matter to a URL parser resolving a redirect:
+        /// slashes both ways, scheme and port colons, dots, escapes, digits,
+        /// letters of `javascript`/`https`, controls, tabs, spaces.
+        fn tricky() -> impl Strategy<Value = String> {
+            let alphabet: Vec<char> = "/\\:.%09atpsj"
+                .chars()
+                .chain([
+                    '\t', '\n', '\r', '\0', '\x0b', '\x0c', '\x7f', ' ', '\u{a0}', '\u{3000}', '@',
+                    '?', '#',
+                ])
+                .collect();
+            proptest::collection::vec(proptest::sample::select(alphabet), 0..12)
+                .prop_map(|cs| cs.into_iter().collect())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+            /// Whatever is accepted resolves to the gateway's own origin, as
+            /// a browser following the `Location` would resolve it.
+            #[test]
+            fn accepted_return_to_stays_on_origin(path in tricky()) {
+                if is_safe_return_path(&path) {
+                    let base = url::Url::parse("https://app.example.com/some/page").unwrap();
+                    let joined = base.join(&path);
+                    prop_assert!(joined.is_ok(), "{path:?}");
+                    let joined = joined.unwrap();
+                    prop_assert_eq!(joined.origin(), base.origin(), "{:?}", path);
+                    prop_assert!(joined.username().is_empty() && joined.password().is_none());
+                }
+            }
+
+            /// Any string at all: no panic.
+            #[test]
+            fn return_to_check_never_panics(path in ".{0,64}") {
+                let _ = is_safe_return_path(&path);
+            }
         }
     }
 }

@@ -1,9 +1,160 @@
 //! The cookies the gateway owns: session, login-in-flight and CSRF, with the
-//! attributes of the active profile (`__Host-`, Secure, HttpOnly, SameSite).
+//! attributes of the active profile (`__Host-`, Secure, HttpOnly, SameSite),
+//! and how they are read back.
+//!
+//! Reading is exact: an owned cookie's name matches byte for byte (after the
+//! optional whitespace around a pair), never after percent-decoding or case
+//! folding. A browser enforces the `__Host-` prefix on the literal name only,
+//! so a sibling subdomain can plant `__Host%2Dportcullis`; a reader that
+//! decoded names would take it for ours. [`is_lookalike`] is the opposite,
+//! wide rule for what must never cross the gateway in either direction.
+
+use std::borrow::Cow;
 
 use axum_extra::extract::cookie::{Cookie, SameSite};
+use http::{HeaderMap, header};
 
 use crate::config::Config;
+
+/// Two different values for one owned cookie in a request: refused, never
+/// guessed (a sibling subdomain can toss a second cookie of the same name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the request carries two different {0} cookies")]
+pub(crate) struct AmbiguousCookie(pub &'static str);
+
+/// The value of the cookie named exactly `name` in the request's `Cookie`
+/// headers; `what` names it in the error. The value is read as before
+/// (trimmed, percent-decoded when it has an escape; a pair whose value does
+/// not decode is ignored). The same value twice is fine; two different ones
+/// are an [`AmbiguousCookie`]. No allocation unless a matching value has an
+/// escape.
+pub(crate) fn find_exact<'h>(
+    headers: &'h HeaderMap,
+    name: &str,
+    what: &'static str,
+) -> Result<Option<Cow<'h, str>>, AmbiguousCookie> {
+    let mut found: Option<Cow<'h, str>> = None;
+    for value in headers.get_all(header::COOKIE) {
+        for pair in value.as_bytes().split(|&b| b == b';') {
+            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+                continue;
+            };
+            if trim_ows(&pair[..eq]) != name.as_bytes() {
+                continue;
+            }
+            let Ok(raw) = std::str::from_utf8(trim_ows(&pair[eq + 1..])) else {
+                continue;
+            };
+            let value = if raw.contains('%') {
+                match String::from_utf8(percent_decode(raw.as_bytes())) {
+                    Ok(v) => Cow::Owned(v),
+                    Err(_) => continue,
+                }
+            } else {
+                Cow::Borrowed(raw)
+            };
+            match &found {
+                Some(prev) if *prev != value => return Err(AmbiguousCookie(what)),
+                Some(_) => {}
+                None => found = Some(value),
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Optional whitespace around a name or value (RFC 6265 `OWS`).
+fn trim_ows(b: &[u8]) -> &[u8] {
+    let start = b.iter().position(|&c| c != b' ' && c != b'\t');
+    let Some(start) = start else {
+        return &[];
+    };
+    let end = b
+        .iter()
+        .rposition(|&c| c != b' ' && c != b'\t')
+        .unwrap_or(start);
+    &b[start..=end]
+}
+
+/// Whether a cookie name (as sent or as an upstream sets it) is, or could be
+/// read as, one of `owned`: equal after trimming, percent-decoding (repeated,
+/// so double encoding does not hide it), ASCII case folding and dropping a
+/// `__Host-`/`__Secure-` prefix on either side. An empty name counts too: a
+/// nameless cookie is sent as a bare value, which some readers take for a
+/// name. Allocates only for a name with an escape.
+pub(crate) fn is_lookalike(name: &[u8], owned: &[String]) -> bool {
+    let name = trim_ows(name);
+    if name.is_empty() {
+        return true;
+    }
+    if matches_family(name, owned) {
+        return true;
+    }
+    if !name.contains(&b'%') {
+        return false;
+    }
+    let mut decoded: Vec<u8> = name.to_vec();
+    // Bounded: each round that changes anything shortens the name.
+    for _ in 0..4 {
+        let next: Vec<u8> = percent_decode(&decoded);
+        if next == decoded {
+            break;
+        }
+        decoded = next;
+        let trimmed = trim_ows(&decoded);
+        if trimmed.is_empty() || matches_family(trimmed, owned) {
+            return true;
+        }
+    }
+    false
+}
+
+fn matches_family(name: &[u8], owned: &[String]) -> bool {
+    let name = strip_prefix(name);
+    owned.iter().any(|o| {
+        let o = o.as_bytes();
+        // The length first: an owned name is `name` plus no prefix, `__Host-`
+        // or `__Secure-`; most cookies fail here without a byte compared.
+        [0, 7, 9].iter().any(|p| o.len() == name.len() + p)
+            && strip_prefix(o).eq_ignore_ascii_case(name)
+    })
+}
+
+/// `name` without a leading `__Host-` or `__Secure-` (any case).
+fn strip_prefix(name: &[u8]) -> &[u8] {
+    // Most names start otherwise: one comparison for them.
+    if !name.starts_with(b"__") {
+        return name;
+    }
+    for p in [b"__host-".as_slice(), b"__secure-".as_slice()] {
+        if name.len() >= p.len() && name[..p.len()].eq_ignore_ascii_case(p) {
+            return &name[p.len()..];
+        }
+    }
+    name
+}
+
+/// `%XX` escapes decoded; a `%` not followed by two hex digits stays.
+fn percent_decode(b: &[u8]) -> Vec<u8> {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push(hi << 4 | lo);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
 
 /// Name of the short-lived cookie that binds a login to this browser.
 pub(crate) fn login_cookie_name(config: &Config) -> String {
@@ -112,5 +263,134 @@ store = "memory"
         assert!(!c.contains("HttpOnly"), "{c}");
         let login = login(&cfg, "b").to_string();
         assert!(login.starts_with("__Host-portcullis-login=b") && login.contains("Max-Age=600"));
+    }
+
+    fn cookie_headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::COOKIE, v.parse().expect("header value"));
+        }
+        h
+    }
+
+    #[test]
+    fn owned_names_match_byte_for_byte_only() {
+        let h = cookie_headers(&["__Host%2Dportcullis=planted; __host-portcullis=x2"]);
+        assert_eq!(find_exact(&h, "__Host-portcullis", "session"), Ok(None));
+        let h = cookie_headers(&["__Host%2Dportcullis=planted; __Host-portcullis=ours"]);
+        assert_eq!(
+            find_exact(&h, "__Host-portcullis", "session"),
+            Ok(Some(Cow::Borrowed("ours")))
+        );
+        let h = cookie_headers(&["a=1; __Host-portcullis=ours", "__Host-portcullis=other"]);
+        assert_eq!(
+            find_exact(&h, "__Host-portcullis", "session"),
+            Err(AmbiguousCookie("session"))
+        );
+    }
+
+    #[test]
+    fn lookalikes_cover_case_encoding_prefix_and_empty_names() {
+        let owned = ["__Host-portcullis".to_string(), "XSRF-TOKEN".to_string()];
+        for name in [
+            "__Host-portcullis",
+            "__host-portcullis",
+            "__Host%2Dportcullis",
+            "__Host%252Dportcullis",
+            "%5F%5FHost-portcullis",
+            " portcullis",
+            "portcullis",
+            "PORTCULLIS",
+            "__Secure-portcullis",
+            "__secure-Portc%75llis",
+            "xsrf-token",
+            "__Host-XSRF-TOKEN",
+            "",
+            " \t",
+            "%20",
+        ] {
+            assert!(is_lookalike(name.as_bytes(), &owned), "{name:?}");
+        }
+        for name in ["portcullis2", "theme", "__Host-app", "%", "%zz", "xsrf"] {
+            assert!(!is_lookalike(name.as_bytes(), &owned), "{name:?}");
+        }
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        const OWNED: &str = "__Host-portcullis";
+
+        /// A spelling of [`OWNED`] that some reader could take for it: each
+        /// character kept, case-flipped or percent-encoded (either hex case),
+        /// the prefix possibly swapped, whitespace around.
+        fn variant() -> impl Strategy<Value = String> {
+            let chars: Vec<BoxedStrategy<String>> = OWNED
+                .chars()
+                .map(|c| {
+                    prop_oneof![
+                        Just(c.to_string()),
+                        Just(c.to_ascii_uppercase().to_string()),
+                        Just(c.to_ascii_lowercase().to_string()),
+                        Just(format!("%{:02X}", c as u32)),
+                        Just(format!("%{:02x}", c as u32)),
+                    ]
+                    .boxed()
+                })
+                .collect();
+            (chars, 0..3usize, "[ \t]{0,2}", "[ \t]{0,2}").prop_map(|(cs, prefix, l, r)| {
+                let name: String = cs.concat();
+                let name = match prefix {
+                    0 => name,
+                    1 => name.replacen("__Host-", "__Secure-", 1),
+                    _ => name.replacen("__Host-", "", 1),
+                };
+                format!("{l}{name}{r}")
+            })
+        }
+
+        fn value() -> impl Strategy<Value = String> {
+            "[A-Za-z0-9_-]{0,12}"
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            /// Any bytes a header value may hold: no panic.
+            #[test]
+            fn parsing_never_panics(raw in proptest::collection::vec(any::<u8>(), 0..200)) {
+                if let Ok(v) = http::HeaderValue::from_bytes(&raw) {
+                    let mut h = HeaderMap::new();
+                    h.insert(header::COOKIE, v);
+                    let _ = find_exact(&h, OWNED, "session");
+                    let _ = is_lookalike(&raw, &[OWNED.to_string()]);
+                }
+            }
+
+            /// A variant is never read as ours, always stripped as a
+            /// look-alike; only the exact name counts.
+            #[test]
+            fn only_the_exact_name_is_ours(
+                pairs in proptest::collection::vec((variant(), value()), 0..5),
+                exact in proptest::option::of(value()),
+                at in 0..6usize,
+            ) {
+                let mut parts: Vec<String> = pairs
+                    .iter()
+                    .filter(|(n, _)| n.trim_matches([' ', '\t']) != OWNED)
+                    .map(|(n, v)| format!("{n}={v}"))
+                    .collect();
+                for (n, _) in &pairs {
+                    prop_assert!(is_lookalike(n.as_bytes(), &[OWNED.to_string()]), "{n:?}");
+                }
+                if let Some(v) = &exact {
+                    parts.insert(at.min(parts.len()), format!("{OWNED}={v}"));
+                }
+                let h = cookie_headers(&[parts.join("; ").as_str()]);
+                let found = find_exact(&h, OWNED, "session");
+                prop_assert_eq!(found, Ok(exact.as_deref().map(Cow::Borrowed)));
+            }
+        }
     }
 }

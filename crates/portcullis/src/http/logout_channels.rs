@@ -93,7 +93,7 @@ pub(crate) struct FrontChannelParams {
 pub(crate) async fn frontchannel_logout(
     State(shared): State<Arc<Shared>>,
     Query(params): Query<FrontChannelParams>,
-    jar: axum_extra::extract::CookieJar,
+    headers: http::HeaderMap,
 ) -> Result<Response, ApiError> {
     let ended = match (params.iss.as_deref(), params.sid.as_deref()) {
         (Some(iss), Some(sid)) if iss == shared.config.oidc.issuer && !sid.is_empty() => {
@@ -109,7 +109,7 @@ pub(crate) async fn frontchannel_logout(
                 "iss and sid must be sent together".into(),
             ));
         }
-        (None, None) => match super::current_session(&shared, &jar).await? {
+        (None, None) => match super::current_session(&shared, &headers).await? {
             super::SessionLookup::Active(record) => {
                 u64::from(shared.store.delete(&record.id).await?)
             }

@@ -298,7 +298,9 @@ fn uri_too_long(req: &Request) -> Option<Response> {
     })
 }
 
-pub(crate) use cookies::owned_names as owned_cookie_names;
+pub(crate) use cookies::{
+    is_lookalike as is_owned_cookie_lookalike, owned_names as owned_cookie_names,
+};
 pub(crate) use headers::apply_security_headers;
 pub(crate) use session::{
     SessionLookup, current_session, current_session_by_hash, session_cookie_hash,

@@ -1,12 +1,11 @@
 //! Finding the request's session from its cookie and enforcing the idle and
 //! absolute timeouts on every request.
 
-use std::{borrow::Cow, sync::Arc};
+use std::sync::Arc;
 
-use axum_extra::extract::{CookieJar, cookie::Cookie};
-use http::{HeaderMap, header};
+use http::HeaderMap;
 
-use super::ApiError;
+use super::{ApiError, cookies};
 use crate::{
     gateway::Shared,
     session::{SessionHash, SessionId, SessionRecord},
@@ -29,47 +28,28 @@ fn touch_interval(shared: &Shared) -> i64 {
     (shared.config.session.idle_timeout.as_secs() as i64 / 20).clamp(1, 60)
 }
 
-/// The hash of the session cookie in `headers`, chosen exactly as
-/// [`CookieJar`] would (the last cookie of that name, percent-decoded) but
-/// without parsing every other cookie into the jar.
-pub(crate) fn session_cookie_hash(shared: &Shared, headers: &HeaderMap) -> Option<SessionHash> {
+/// The hash of the session cookie in `headers`: the cookie named exactly
+/// `session.cookie_name` (see [`cookies::find_exact`]); `Ok(None)` when
+/// there is none or it is no well-formed id. Two different values are
+/// refused (400), never guessed.
+pub(crate) fn session_cookie_hash(
+    shared: &Shared,
+    headers: &HeaderMap,
+) -> Result<Option<SessionHash>, ApiError> {
     session_cookie(&shared.config.session.cookie_name, headers)
 }
 
-fn session_cookie(name: &str, headers: &HeaderMap) -> Option<SessionHash> {
-    let mut found: Option<Cow<'_, str>> = None;
-    for pair in headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-    {
-        // Only a pair with an escape needs decoding (its name may decode to
-        // ours); the others are split and compared as they are.
-        if pair.contains('%') {
-            if let Ok(c) = Cookie::parse_encoded(pair)
-                && c.name() == name
-            {
-                found = Some(Cow::Owned(c.value().to_string()));
-            }
-        } else if let Some((n, v)) = pair.split_once('=')
-            // What `Cookie::parse` does with a pair that has nothing to decode.
-            && n.trim() == name
-        {
-            found = Some(Cow::Borrowed(v.trim()));
-        }
-    }
-    found.and_then(|v| SessionId::hash_of(&v))
+fn session_cookie(name: &str, headers: &HeaderMap) -> Result<Option<SessionHash>, ApiError> {
+    let value = cookies::find_exact(headers, name, "session")
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok(value.and_then(|v| SessionId::hash_of(&v)))
 }
 
 pub(crate) async fn current_session(
     shared: &Shared,
-    jar: &CookieJar,
+    headers: &HeaderMap,
 ) -> Result<SessionLookup, ApiError> {
-    let hash = jar
-        .get(&shared.config.session.cookie_name)
-        .and_then(|c| SessionId::parse(c.value()))
-        .map(|id| id.hash());
+    let hash = session_cookie_hash(shared, headers)?;
     current_session_by_hash(shared, hash).await
 }
 
@@ -110,41 +90,73 @@ pub(crate) async fn current_session_by_hash(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
+    use http::{HeaderValue, header};
 
-    /// The same cookie as `CookieJar` picks, for duplicates, escapes and noise.
+    fn headers(values: &[String]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::COOKIE, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn hash(v: &str) -> Option<SessionHash> {
+        SessionId::hash_of(v)
+    }
+
+    /// Exact names only; the same value twice is one cookie; noise is skipped.
     #[test]
-    fn session_cookie_is_found_as_the_jar_finds_it() {
+    fn session_cookie_is_found_by_its_exact_name() {
         let a = "a".repeat(43);
         let b = "b".repeat(43);
-        let cases: Vec<Vec<String>> = vec![
-            vec![format!("portcullis={a}")],
-            vec![format!("theme=dark; portcullis={a}; x=1")],
+        let found: Vec<(Vec<String>, Option<SessionHash>)> = vec![
+            (vec![format!("portcullis={a}")], hash(&a)),
+            (vec![format!("theme=dark; portcullis={a}; x=1")], hash(&a)),
+            (vec![format!("portcullis={a}; portcullis={a}")], hash(&a)),
+            (
+                vec![format!("portcullis={a}"), format!("portcullis={a}")],
+                hash(&a),
+            ),
+            // Look-alikes are not ours: they neither count nor conflict.
+            (vec![format!("portc%75llis={b}; portcullis={a}")], hash(&a)),
+            (vec![format!("portcullis={a}; portc%75llis={b}")], hash(&a)),
+            (vec![format!("Portcullis={b}; portcullis={a}")], hash(&a)),
+            (vec![format!("portc%75llis={b}")], None),
+            (vec![format!(" portcullis = {a} ")], hash(&a)),
+            (vec![format!("\tportcullis={a}")], hash(&a)),
+            (vec![format!("xportcullis={a}; portcullisx={b}")], None),
+            (vec!["portcullis=short".to_string()], None),
+            (vec![format!("portcullis; =x; portcullis={a}")], hash(&a)),
+            (vec![format!("portcullis=\"{a}\"")], None),
+            (vec![format!("portcullis={a}; portcullis")], hash(&a)),
+            (vec![format!("portcullis={a}=")], None),
+            // A value escape still decodes, as before.
+            (vec![format!("portcullis=%61{}", &a[1..])], hash(&a)),
+            (vec!["theme=dark".to_string()], None),
+            (vec![], None),
+        ];
+        for (values, want) in found {
+            let got = session_cookie("portcullis", &headers(&values));
+            assert_eq!(got.ok(), Some(want), "{values:?}");
+        }
+    }
+
+    #[test]
+    fn two_different_session_cookies_are_ambiguous() {
+        let a = "a".repeat(43);
+        let b = "b".repeat(43);
+        for values in [
             vec![format!("portcullis={a}; portcullis={b}")],
             vec![format!("portcullis={a}"), format!("portcullis={b}")],
-            vec![format!("portc%75llis={b}; portcullis={a}")],
-            vec![format!("portcullis={a}; portc%75llis={b}")],
-            vec![format!(" portcullis = {a} ")],
-            vec![format!("xportcullis={a}; portcullisx={b}")],
-            vec!["portcullis=short".to_string()],
-            vec![format!("portcullis; =x; portcullis={a}")],
-            vec![format!("portcullis=\"{a}\"")],
-            vec![format!("portcullis={a}; portcullis")],
-            vec![format!("portcullis={a}=")],
-            vec!["theme=dark".to_string()],
-            vec![],
-        ];
-        for values in cases {
-            let mut h = HeaderMap::new();
-            for v in &values {
-                h.append(header::COOKIE, HeaderValue::from_str(v).unwrap());
-            }
-            let jar = CookieJar::from_headers(&h)
-                .get("portcullis")
-                .and_then(|c| SessionId::parse(c.value()))
-                .map(|id| id.hash());
-            let ours = session_cookie("portcullis", &h);
-            assert_eq!(ours, jar, "{values:?}");
+            vec![format!("portcullis={a}; portcullis=")],
+            vec![format!("portcullis=%61{}; portcullis={b}", &a[1..])],
+        ] {
+            let got = session_cookie("portcullis", &headers(&values));
+            assert!(
+                matches!(got, Err(ApiError::BadRequest(_))),
+                "{values:?}: {:?}",
+                got.ok()
+            );
         }
     }
 }

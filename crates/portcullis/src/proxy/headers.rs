@@ -24,6 +24,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const CLEAR_SITE_DATA: HeaderName = HeaderName::from_static("clear-site-data");
 
 pub(super) struct Forwarding<'a> {
     pub config: &'a Config,
@@ -43,15 +44,77 @@ pub(super) struct Forwarding<'a> {
     pub upstream_host: Option<&'a HeaderValue>,
 }
 
-fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // One pass over the names first: most requests carry none of these, and
-    // then nothing is hashed, allocated or removed.
-    let found = h
-        .keys()
-        .any(|k| HOP_BY_HOP.contains(k) || k.as_str().starts_with("proxy-"));
-    if !found {
-        return;
+fn is_hop_by_hop(k: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(k) || k.as_str().starts_with("proxy-")
+}
+
+/// Request headers that tell an upstream who the client is, how it
+/// connected or which URL it asked for. From a peer outside
+/// `server.trusted_proxies` they are the client's own claims (a spoofed
+/// client IP for rate limits and allow-lists, a rewritten URL that some
+/// frameworks route on, a host for absolute links), so all of them go and
+/// the gateway sets its own `X-Forwarded-For/Proto/Host`.
+fn is_forwarding(k: &HeaderName) -> bool {
+    let n = k.as_str();
+    n.starts_with("x-forwarded-")
+        || matches!(
+            n,
+            "forwarded"
+                | "x-real-ip"
+                | "x-original-url"
+                | "x-original-uri"
+                | "x-rewrite-url"
+                | "x-original-host"
+                | "x-host"
+                | "x-client-ip"
+                | "true-client-ip"
+                | "x-cluster-client-ip"
+                | "cf-connecting-ip"
+                | "fastly-client-ip"
+        )
+}
+
+/// What [`scan`] found in one pass over the names.
+#[derive(Default)]
+struct Found {
+    hop_by_hop: bool,
+    forwarding: bool,
+    access_control: bool,
+    clear_site_data: bool,
+}
+
+/// One pass over the header names: most messages carry none of the headers
+/// to remove, and then nothing is hashed, allocated or removed.
+fn scan(h: &HeaderMap, forwarding: bool, response: bool) -> Found {
+    let mut found = Found::default();
+    for k in h.keys() {
+        // Sorted by first letter, so that common names (`accept`, `host`,
+        // `sec-fetch-*`, …) cost one comparison.
+        match k.as_str().as_bytes().first() {
+            Some(b'c' | b'k' | b'p' | b't' | b'u') => {
+                found.hop_by_hop |= is_hop_by_hop(k);
+                found.forwarding |= forwarding && is_forwarding(k);
+                found.clear_site_data |= response && k == CLEAR_SITE_DATA;
+            }
+            Some(b'f' | b'x') => found.forwarding |= forwarding && is_forwarding(k),
+            Some(b'a') => {
+                found.access_control |= response && k.as_str().starts_with("access-control-");
+            }
+            _ => {}
+        }
     }
+    found
+}
+
+/// Remove every header whose name satisfies `pred`.
+fn remove_all(h: &mut HeaderMap, pred: fn(&HeaderName) -> bool) {
+    let names: Vec<HeaderName> = h.keys().filter(|k| pred(k)).cloned().collect();
+    for n in names {
+        h.remove(n);
+    }
+}
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
     // Headers named in Connection are hop-by-hop too (RFC 9110 7.6.1).
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
@@ -63,20 +126,31 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     for n in named.iter().chain(HOP_BY_HOP.iter()) {
         h.remove(n);
     }
-    let proxy_headers: Vec<HeaderName> = h
-        .keys()
-        .filter(|k| k.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect();
-    for n in proxy_headers {
-        h.remove(n);
-    }
+    remove_all(h, |k| k.as_str().starts_with("proxy-"));
+}
+
+/// Whether `peer` is one of `server.trusted_proxies`.
+fn is_trusted(config: &Config, peer: Option<std::net::IpAddr>) -> bool {
+    peer.is_some_and(|ip| {
+        config
+            .server
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(&ip))
+    })
 }
 
 pub(super) fn rewrite_request(parts: &mut Parts, fwd: Forwarding<'_>) {
     let peer = fwd.peer.map(|p| p.ip());
+    let trusted = is_trusted(fwd.config, peer);
     let h = &mut parts.headers;
-    strip_hop_by_hop(h);
+    let found = scan(h, !trusted, false);
+    if found.hop_by_hop {
+        strip_hop_by_hop(h);
+    }
+    if found.forwarding {
+        remove_all(h, is_forwarding);
+    }
     match fwd.upstream_host {
         Some(host) => {
             h.insert(header::HOST, host.clone());
@@ -94,18 +168,17 @@ pub(super) fn rewrite_request(parts: &mut Parts, fwd: Forwarding<'_>) {
         }
     }
 
-    // X-Forwarded-For: appended to only when the peer is a trusted proxy.
-    let trusted = peer.is_some_and(|ip| {
-        fwd.config
-            .server
-            .trusted_proxies
-            .iter()
-            .any(|net| net.contains(&ip))
-    });
+    // X-Forwarded-For: appended to only when the peer is a trusted proxy
+    // (from anyone else it was removed above). A trusted proxy's
+    // X-Forwarded-Proto/Host and other forwarding headers are kept as sent.
     let prior = if trusted {
-        h.get(&X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
+        // Every line of the chain, not only the first.
+        let lines: Vec<&str> = h
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        (!lines.is_empty()).then(|| lines.join(", "))
     } else {
         None
     };
@@ -173,57 +246,112 @@ pub(super) fn set_bearer(h: &mut HeaderMap, tokens: &TokenSet) {
     }
 }
 
-/// Drop cookies the gateway owns from `Cookie`; other cookies pass.
+/// Drop the gateway's cookies from `Cookie`, and every pair whose name
+/// could be read as one of them (decoded, case-folded, prefix changed: see
+/// `http::is_owned_cookie_lookalike`), so an upstream never receives a
+/// planted look-alike and takes it for ours. Other cookies pass, joined
+/// into one header.
 fn strip_owned_cookies(h: &mut HeaderMap, owned: &[String]) {
-    // The kept pairs joined with "; ", built in one string.
-    let mut kept = String::new();
-    for pair in h
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-    {
-        let name = pair.split('=').next().unwrap_or("").trim();
-        if pair.is_empty() || owned.iter().any(|o| o == name) {
-            continue;
+    if !h.contains_key(header::COOKIE) {
+        return;
+    }
+    // The kept pairs joined with "; ", built in one buffer.
+    let mut kept = bytes::BytesMut::new();
+    for value in h.get_all(header::COOKIE) {
+        for pair in value.as_bytes().split(|&b| b == b';') {
+            let pair = pair.trim_ascii();
+            if pair.is_empty() {
+                continue;
+            }
+            // A pair without `=` is a nameless cookie's value; some readers
+            // take it for a name, so it is checked as one.
+            let name = pair.split(|&b| b == b'=').next().unwrap_or(pair);
+            if crate::http::is_owned_cookie_lookalike(name, owned) {
+                continue;
+            }
+            if !kept.is_empty() {
+                kept.extend_from_slice(b"; ");
+            }
+            kept.extend_from_slice(pair);
         }
-        if !kept.is_empty() {
-            kept.push_str("; ");
-        }
-        kept.push_str(pair);
     }
     h.remove(header::COOKIE);
     if !kept.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&kept)
+        && let Ok(v) = HeaderValue::from_maybe_shared(kept.freeze())
     {
         h.insert(header::COOKIE, v);
     }
 }
 
+/// Response hygiene: hop-by-hop headers go; `Access-Control-*` go (the
+/// gateway's CORS layer, when configured, is the only one that answers
+/// them: an upstream must not open the browser's same-origin policy); and a
+/// `Set-Cookie` or `Clear-Site-Data` that could set or clear one of the
+/// gateway's cookies goes.
 pub(super) fn rewrite_response(h: &mut HeaderMap, owned: &[String]) {
-    strip_hop_by_hop(h);
+    let found = scan(h, false, true);
+    if found.hop_by_hop {
+        strip_hop_by_hop(h);
+    }
+    if found.access_control {
+        remove_all(h, |k| k.as_str().starts_with("access-control-"));
+    }
+    if found.clear_site_data {
+        drop_clear_cookies(h);
+    }
     if !h.contains_key(header::SET_COOKIE) {
         return;
     }
-    // An upstream must not be able to set or clear the gateway's cookies.
+    let mut dropped = false;
     let kept: Vec<HeaderValue> = h
         .get_all(header::SET_COOKIE)
         .iter()
         .filter(|v| {
-            let name = v
-                .to_str()
-                .ok()
-                .and_then(|s| s.split('=').next())
-                .unwrap_or("")
-                .trim();
-            !owned.iter().any(|o| o.eq_ignore_ascii_case(name))
+            let name = set_cookie_name(v);
+            let ours = crate::http::is_owned_cookie_lookalike(name, owned);
+            if ours {
+                // The name only (cut short): the value may be a credential.
+                tracing::warn!(
+                    name = %String::from_utf8_lossy(&name[..name.len().min(64)]),
+                    "upstream Set-Cookie dropped: empty name or one of the gateway's cookie names"
+                );
+            }
+            dropped |= ours;
+            !ours
         })
         .cloned()
         .collect();
+    if !dropped {
+        return;
+    }
     h.remove(header::SET_COOKIE);
     for v in kept {
         h.append(header::SET_COOKIE, v);
+    }
+}
+
+/// `Clear-Site-Data` naming `"cookies"` (or `"*"`) would clear the gateway's
+/// cookies too (a forced logout by the upstream); such a header goes, other
+/// directives (`"cache"`, `"storage"`) pass.
+fn drop_clear_cookies(h: &mut HeaderMap) {
+    let clears_cookies = h.get_all(&CLEAR_SITE_DATA).iter().any(|v| {
+        let v = v.as_bytes().to_ascii_lowercase();
+        v.windows(9).any(|w| w == b"\"cookies\"") || v.windows(3).any(|w| w == b"\"*\"")
+    });
+    if clears_cookies {
+        tracing::warn!("upstream Clear-Site-Data dropped: it would clear the gateway's cookies");
+        h.remove(&CLEAR_SITE_DATA);
+    }
+}
+
+/// The cookie name a browser takes from a `Set-Cookie` value: what precedes
+/// `=` in the part before the first `;`; without `=` the name is empty (RFC
+/// 6265bis 5.6: the whole pair is then the value of a nameless cookie).
+fn set_cookie_name(v: &HeaderValue) -> &[u8] {
+    let pair = v.as_bytes().split(|&b| b == b';').next().unwrap_or(&[]);
+    match pair.iter().position(|&b| b == b'=') {
+        Some(eq) => &pair[..eq],
+        None => &[],
     }
 }
 
@@ -289,5 +417,189 @@ mod tests {
         rewrite_response(&mut h, &["portcullis".into()]);
         let all: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
         assert_eq!(all, vec![HeaderValue::from_static("app=1; Path=/")]);
+    }
+
+    #[test]
+    fn lookalike_cookies_are_stripped_before_the_upstream() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static(
+                "__Host%2Dportcullis=planted; __host-portcullis=p2; theme=dark; portcullis=p3",
+            ),
+        );
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("=nameless; __Host-portcullis=ours; app=1"),
+        );
+        strip_owned_cookies(&mut h, &["__Host-portcullis".into()]);
+        assert_eq!(h.get(header::COOKIE).unwrap(), "theme=dark; app=1");
+    }
+
+    #[test]
+    fn upstream_set_cookie_lookalikes_and_nameless_are_dropped() {
+        let mut h = HeaderMap::new();
+        for v in [
+            "__host-portcullis=x; Path=/",
+            "__Host%2Dportcullis=x; Path=/",
+            " portcullis=x",
+            "=x; Path=/",
+            "nameless; Path=/",
+            "__Secure-XSRF-TOKEN=t",
+            "app=1; Path=/",
+        ] {
+            h.append(header::SET_COOKIE, HeaderValue::from_static(v));
+        }
+        rewrite_response(&mut h, &["__Host-portcullis".into(), "XSRF-TOKEN".into()]);
+        let all: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(all, vec![HeaderValue::from_static("app=1; Path=/")]);
+    }
+
+    #[test]
+    fn upstream_access_control_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+        h.insert(
+            "access-control-allow-credentials",
+            HeaderValue::from_static("true"),
+        );
+        h.insert("content-type", HeaderValue::from_static("text/plain"));
+        rewrite_response(&mut h, &[]);
+        assert_eq!(h.len(), 1, "{h:?}");
+    }
+
+    #[test]
+    fn forwarding_header_names() {
+        for n in [
+            "forwarded",
+            "x-real-ip",
+            "x-forwarded-for",
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+            "x-original-url",
+            "x-rewrite-url",
+            "x-original-host",
+            "x-host",
+            "true-client-ip",
+        ] {
+            assert!(is_forwarding(&HeaderName::from_static(n)), "{n}");
+        }
+        for n in [
+            "x-request-id",
+            "host",
+            "cookie",
+            "x-forwarded",
+            "traceparent",
+        ] {
+            assert!(!is_forwarding(&HeaderName::from_static(n)), "{n}");
+        }
+    }
+
+    /// The first-letter shortcut of `scan` finds every name the predicates do.
+    #[test]
+    fn scan_agrees_with_the_predicates() {
+        let hop = HOP_BY_HOP;
+        let names = hop.iter().map(|n| n.as_str().to_string()).chain(
+            [
+                "proxy-foo",
+                "forwarded",
+                "x-real-ip",
+                "x-forwarded-for",
+                "x-forwarded-anything",
+                "x-original-url",
+                "x-original-uri",
+                "x-rewrite-url",
+                "x-original-host",
+                "x-host",
+                "x-client-ip",
+                "true-client-ip",
+                "x-cluster-client-ip",
+                "cf-connecting-ip",
+                "fastly-client-ip",
+                "access-control-allow-origin",
+                "accept",
+                "cookie",
+                "host",
+                "user-agent",
+                "x-request-id",
+            ]
+            .map(String::from),
+        );
+        for name in names {
+            let k = HeaderName::try_from(name.as_str()).unwrap();
+            let mut h = HeaderMap::new();
+            h.insert(k.clone(), HeaderValue::from_static("1"));
+            let found = scan(&h, true, true);
+            assert_eq!(found.hop_by_hop, is_hop_by_hop(&k), "{name}");
+            assert_eq!(found.forwarding, is_forwarding(&k), "{name}");
+            assert_eq!(
+                found.access_control,
+                name.starts_with("access-control-"),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn upstream_clear_site_data_cannot_clear_gateway_cookies() {
+        for (value, kept) in [
+            ("\"cookies\"", false),
+            ("\"cache\", \"COOKIES\"", false),
+            ("\"*\"", false),
+            ("\"cache\", \"storage\"", true),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert("clear-site-data", HeaderValue::from_static(value));
+            rewrite_response(&mut h, &[]);
+            assert_eq!(h.contains_key("clear-site-data"), kept, "{value}");
+        }
+    }
+
+    #[test]
+    fn trusted_chain_keeps_every_x_forwarded_for_line() {
+        let config = Config::from_toml_str(
+            r#"
+[server]
+public_url = "https://app.example.com"
+trusted_proxies = ["10.0.0.0/8"]
+[oidc]
+issuer = "https://idp.example.com"
+client_id = "c"
+client_secret = "s"
+[session]
+store = "memory"
+"#,
+            Vec::new(),
+        )
+        .expect("config");
+        let rewrite = |peer: &str| {
+            let mut req = http::Request::new(());
+            let h = req.headers_mut();
+            h.append(&X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
+            h.append(&X_FORWARDED_FOR, HeaderValue::from_static("2.2.2.2"));
+            h.insert("x-real-ip", HeaderValue::from_static("1.1.1.1"));
+            let (mut parts, ()) = req.into_parts();
+            let id = HeaderValue::from_static("id");
+            rewrite_request(
+                &mut parts,
+                Forwarding {
+                    config: &config,
+                    owned_cookies: &[],
+                    forwarded_proto: None,
+                    forwarded_host: None,
+                    peer: Some(SocketAddr::new(peer.parse().unwrap(), 1)),
+                    tokens: None,
+                    request_id: &id,
+                    upstream_host: None,
+                },
+            );
+            parts.headers
+        };
+        let trusted = rewrite("10.1.2.3");
+        assert_eq!(trusted[&X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 10.1.2.3");
+        assert_eq!(trusted["x-real-ip"], "1.1.1.1");
+        let untrusted = rewrite("192.0.2.1");
+        assert_eq!(untrusted[&X_FORWARDED_FOR], "192.0.2.1");
+        assert!(!untrusted.contains_key("x-real-ip"));
     }
 }

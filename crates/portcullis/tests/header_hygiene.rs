@@ -1,0 +1,544 @@
+//! Exact cookies and header hygiene (docs/security.md section 12), each test
+//! named after the attack it stops, through the real gateway: a prod-profile
+//! gateway (`__Host-` cookies) on port 0 with a memory store and an echo
+//! upstream that shows what reached it and answers with hostile headers.
+//! Sessions are put straight into the store, so no IdP is needed.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+mod common;
+
+use axum::{
+    Json, Router,
+    http::HeaderMap,
+    response::IntoResponse,
+    routing::{any, get},
+};
+use portcullis::{
+    Gateway,
+    config::Config,
+    session::{MemoryStore, SessionId, SessionRecord, SessionStore, TokenSet, random_token},
+    time::{Clock, ManualClock},
+};
+use reqwest::{Method, StatusCode, header};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+const KEY: &str = "cG9ydGN1bGxpcy10ZXN0LWtleS0wMTIzNDU2Nzg5YWI=";
+const ORIGIN: &str = "https://app.example.com";
+const DEV_SERVER: &str = "http://localhost:5173";
+
+struct Gw {
+    base: String,
+    store: Arc<MemoryStore>,
+    clock: Arc<ManualClock>,
+    hits: Arc<AtomicUsize>,
+    http: reqwest::Client,
+}
+
+/// The upstream: `/api/echo` shows the request headers it got; the others
+/// answer with headers an upstream must not get through to the browser.
+async fn start_upstream(hits: Arc<AtomicUsize>) -> SocketAddr {
+    let app = Router::new()
+        .route(
+            "/api/set-cookies",
+            get(|| async {
+                let mut h = HeaderMap::new();
+                for v in [
+                    "__host-portcullis=upstream; Path=/",
+                    "__Host%2Dportcullis=upstream; Path=/",
+                    " __Host-portcullis=upstream; Path=/",
+                    "__Secure-portcullis=upstream; Path=/",
+                    "PORTCULLIS=upstream; Path=/",
+                    "portc%75llis=upstream; Path=/",
+                    "xsrf-token=upstream; Path=/",
+                    "__Host-portcullis-LOGIN=upstream; Path=/",
+                    "app=1; Path=/",
+                ] {
+                    h.append(header::SET_COOKIE, v.parse().expect("value"));
+                }
+                (h, "cookies").into_response()
+            }),
+        )
+        .route(
+            "/api/nameless-cookies",
+            get(|| async {
+                let mut h = HeaderMap::new();
+                for v in [
+                    "=upstream; Path=/",
+                    "__Host-portcullis; Path=/",
+                    " =x",
+                    "app=1; Path=/",
+                ] {
+                    h.append(header::SET_COOKIE, v.parse().expect("value"));
+                }
+                (h, "cookies").into_response()
+            }),
+        )
+        .route(
+            "/api/cors",
+            get(|| async {
+                (
+                    [
+                        ("access-control-allow-origin", "*"),
+                        ("access-control-allow-credentials", "true"),
+                        ("access-control-expose-headers", "x-secret"),
+                        ("access-control-allow-methods", "DELETE"),
+                    ],
+                    "open",
+                )
+                    .into_response()
+            }),
+        )
+        .fallback(any(move |method: axum::http::Method, h: HeaderMap| {
+            let hits = hits.clone();
+            async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                let mut headers = serde_json::Map::new();
+                for (k, v) in &h {
+                    headers.insert(
+                        k.as_str().to_string(),
+                        json!(v.to_str().unwrap_or("<binary>")),
+                    );
+                }
+                Json(json!({ "method": method.as_str(), "headers": headers }))
+            }
+        }));
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// A prod gateway (`__Host-` cookies) whose IdP is a closed port.
+async fn start(extra: &str) -> Gw {
+    start_with(None, extra).await
+}
+
+/// With `issuer`: a dev gateway (plain http, cookie `portcullis`) against it.
+async fn start_with(issuer: Option<&str>, extra: &str) -> Gw {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind gateway");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let upstream = start_upstream(hits.clone()).await;
+    let (public_url, profile, issuer) = match issuer {
+        Some(issuer) => (base.as_str(), "dev", issuer),
+        None => (ORIGIN, "prod", "https://127.0.0.1:1"),
+    };
+    // `extra` goes before the first table header when it holds server keys.
+    let text = format!(
+        r#"
+[server]
+public_url = "{public_url}"
+profile = "{profile}"
+{extra}
+[oidc]
+issuer = "{issuer}"
+client_id = "portal"
+client_secret = "s3cr3t-client-value"
+http_timeout = "2s"
+[session]
+store = "memory"
+encryption_keys = ["{KEY}"]
+[[routes]]
+prefix = "/api/"
+upstream = "http://{upstream}"
+"#
+    );
+    let config = Config::from_toml_str(&text, Vec::new()).expect("config");
+    let store = Arc::new(MemoryStore::new());
+    let clock = Arc::new(ManualClock::new(1_800_000_000));
+    let gateway = Gateway::builder(config)
+        .store(store.clone())
+        .clock(clock.clone())
+        .build()
+        .await
+        .expect("gateway");
+    let app = gateway
+        .router()
+        .into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Gw {
+        base,
+        store,
+        clock,
+        hits,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+    }
+}
+
+impl Gw {
+    /// A stored session for `name`; returns its cookie value.
+    async fn session(&self, name: &str) -> String {
+        let id = SessionId::generate();
+        let now = self.clock.now();
+        let mut claims = serde_json::Map::new();
+        claims.insert("name".into(), json!(name));
+        let record = SessionRecord {
+            id: id.hash(),
+            sub: name.to_ascii_lowercase(),
+            sid: None,
+            claims,
+            roles: vec![],
+            tokens: TokenSet {
+                access_token: format!("at-{name}"),
+                refresh_token: None,
+                id_token: None,
+                access_expires_at: Some(now + 24 * 3600),
+                bearer: Default::default(),
+            },
+            csrf_token: random_token(32),
+            user_agent: None,
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now + 12 * 3600,
+            idle_expires_at: now + 30 * 60,
+            version: 1,
+        };
+        self.store.save(&record).await.expect("save session");
+        id.as_cookie_value().to_string()
+    }
+
+    fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base))
+    }
+
+    async fn get_with_cookie(&self, path: &str, cookie: &str) -> (StatusCode, Value) {
+        let resp = self
+            .req(Method::GET, path)
+            .header(header::COOKIE, cookie)
+            .send()
+            .await
+            .expect("send");
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+fn set_cookies(resp: &reqwest::Response) -> Vec<String> {
+    resp.headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().expect("ascii").to_string())
+        .collect()
+}
+
+fn cors_headers(h: &header::HeaderMap) -> Vec<String> {
+    h.keys()
+        .filter(|k| k.as_str().starts_with("access-control-"))
+        .map(|k| k.to_string())
+        .collect()
+}
+
+// ---------------------------------------------------------------- cookies
+
+#[tokio::test]
+async fn percent_encoded_cookie_name_cannot_plant_host_session() {
+    let gw = start("").await;
+    let alice = gw.session("Alice").await;
+    // A sibling subdomain may set `__Host%2Dportcullis` (the browser checks
+    // the prefix on the literal name): it carries the attacker's session.
+    let mallory = gw.session("Mallory").await;
+    let planted = format!("__Host%2Dportcullis={mallory}");
+
+    let (status, body) = gw.get_with_cookie("/auth/me", &planted).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, _) = gw.get_with_cookie("/api/echo", &planted).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        gw.hits(),
+        0,
+        "the planted session never reached the upstream"
+    );
+    for spelling in [
+        "__host-portcullis",
+        "__Host-portc%75llis",
+        "%5F%5FHost-portcullis",
+    ] {
+        let (status, _) = gw
+            .get_with_cookie("/auth/me", &format!("{spelling}={mallory}"))
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{spelling}");
+    }
+
+    // Beside the real cookie, before or after it, the planted one changes nothing.
+    for cookie in [
+        format!("{planted}; __Host-portcullis={alice}"),
+        format!("__Host-portcullis={alice}; {planted}"),
+    ] {
+        let (status, body) = gw.get_with_cookie("/auth/me", &cookie).await;
+        assert_eq!(status, StatusCode::OK, "{cookie}: {body}");
+        assert_eq!(body["user"]["name"], "Alice");
+        let (status, body) = gw
+            .get_with_cookie("/api/echo", &format!("{cookie}; theme=dark"))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["headers"]["authorization"], "Bearer at-Alice");
+        // Neither the session nor its look-alike reaches the upstream.
+        assert_eq!(body["headers"]["cookie"], "theme=dark", "{body}");
+    }
+}
+
+#[tokio::test]
+async fn two_session_cookies_are_refused() {
+    let gw = start("").await;
+    let alice = gw.session("Alice").await;
+    let mallory = gw.session("Mallory").await;
+    let both = [
+        format!("__Host-portcullis={alice}; __Host-portcullis={mallory}"),
+        format!("__Host-portcullis={mallory}; theme=x; __Host-portcullis={alice}"),
+        format!("__Host-portcullis={alice}; __Host-portcullis="),
+    ];
+    for cookie in &both {
+        for path in ["/auth/me", "/api/echo"] {
+            let (status, body) = gw.get_with_cookie(path, cookie).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {cookie}");
+            assert_eq!(body["error"], "bad_request", "{body}");
+        }
+    }
+    assert_eq!(gw.hits(), 0);
+    // Two `Cookie` headers (as HTTP/2 sends them) count the same.
+    let resp = gw
+        .req(Method::GET, "/auth/me")
+        .header(header::COOKIE, format!("__Host-portcullis={alice}"))
+        .header(header::COOKIE, format!("__Host-portcullis={mallory}"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    // The same value twice is one cookie.
+    let (status, body) = gw
+        .get_with_cookie(
+            "/auth/me",
+            &format!("__Host-portcullis={alice}; __Host-portcullis={alice}"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["user"]["name"], "Alice");
+}
+
+#[tokio::test]
+async fn upstream_cannot_set_owned_cookie_by_case_or_encoding() {
+    let gw = start("").await;
+    let alice = gw.session("Alice").await;
+    let resp = gw
+        .req(Method::GET, "/api/set-cookies")
+        .header(header::COOKIE, format!("__Host-portcullis={alice}"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(set_cookies(&resp), ["app=1; Path=/"]);
+}
+
+#[tokio::test]
+async fn upstream_set_cookie_with_empty_name_is_dropped() {
+    let gw = start("").await;
+    let alice = gw.session("Alice").await;
+    let resp = gw
+        .req(Method::GET, "/api/nameless-cookies")
+        .header(header::COOKIE, format!("__Host-portcullis={alice}"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(set_cookies(&resp), ["app=1; Path=/"]);
+}
+
+#[tokio::test]
+async fn percent_encoded_login_cookie_name_is_not_reused() {
+    let idp = common::crafted_idp::CraftedIdp::start().await;
+    let gw = start_with(Some(&idp.url("")), "").await;
+    let login = |cookie: String| {
+        gw.req(Method::GET, "/auth/login?return_to=/")
+            .header(header::COOKIE, cookie)
+            .send()
+    };
+    // A look-alike login cookie would bind the login to a value the
+    // attacker knows (login CSRF into the attacker's account).
+    let planted = "A".repeat(43);
+    let resp = login(format!("portcullis%2Dlogin={planted}"))
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    let cookies = set_cookies(&resp);
+    assert!(
+        cookies.iter().any(|c| c.starts_with("portcullis-login="))
+            && !cookies.iter().any(|c| c.contains(&planted)),
+        "{cookies:?}"
+    );
+    // Two different login cookies: refused, not guessed.
+    let resp = login(format!(
+        "portcullis-login={planted}; portcullis-login={}",
+        "B".repeat(43)
+    ))
+    .await
+    .expect("send");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+}
+
+// ---------------------------------------------------------------- forwarding headers
+
+const CLIENT_CLAIMS: [(&str, &str); 14] = [
+    ("forwarded", "for=1.2.3.4;proto=http;host=evil.example"),
+    ("x-real-ip", "1.2.3.4"),
+    ("x-forwarded-for", "1.2.3.4"),
+    ("x-forwarded-proto", "http"),
+    ("x-forwarded-host", "evil.example"),
+    ("x-forwarded-port", "8443"),
+    ("x-forwarded-prefix", "/admin"),
+    ("x-forwarded-server", "evil"),
+    ("x-original-url", "/api/admin/users"),
+    ("x-rewrite-url", "/api/admin/users"),
+    ("x-original-host", "evil.example"),
+    ("x-host", "evil.example"),
+    ("true-client-ip", "1.2.3.4"),
+    ("x-client-ip", "1.2.3.4"),
+];
+
+async fn echo_with_claims(gw: &Gw) -> Value {
+    let alice = gw.session("Alice").await;
+    let mut req = gw
+        .req(Method::GET, "/api/echo")
+        .header(header::COOKIE, format!("__Host-portcullis={alice}"));
+    for (k, v) in CLIENT_CLAIMS {
+        req = req.header(k, v);
+    }
+    let resp = req.send().await.expect("send");
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.json().await.expect("json")
+}
+
+#[tokio::test]
+async fn client_forwarded_headers_are_stripped_from_untrusted_peer() {
+    let gw = start("").await;
+    let seen = echo_with_claims(&gw).await;
+    let h = &seen["headers"];
+    // Only the gateway's own: the peer it saw, its public scheme and host.
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1", "{h}");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(h["x-forwarded-host"], "app.example.com");
+    for (name, _) in CLIENT_CLAIMS {
+        if !matches!(
+            name,
+            "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host"
+        ) {
+            assert!(h.get(name).is_none(), "{name} reached the upstream: {h}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn trusted_proxy_forwarding_headers_are_kept() {
+    let gw = start("trusted_proxies = [\"127.0.0.1/32\"]").await;
+    let seen = echo_with_claims(&gw).await;
+    let h = &seen["headers"];
+    // A trusted proxy's chain is appended to, its other headers kept as sent.
+    assert_eq!(h["x-forwarded-for"], "1.2.3.4, 127.0.0.1", "{h}");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "evil.example");
+    assert_eq!(h["x-real-ip"], "1.2.3.4");
+    assert_eq!(h["forwarded"], "for=1.2.3.4;proto=http;host=evil.example");
+}
+
+// ---------------------------------------------------------------- CORS
+
+#[tokio::test]
+async fn upstream_cors_headers_never_reach_browser_when_cors_is_off() {
+    let gw = start("").await;
+    let alice = gw.session("Alice").await;
+    let resp = gw
+        .req(Method::GET, "/api/cors")
+        .header(header::COOKIE, format!("__Host-portcullis={alice}"))
+        .header(header::ORIGIN, "https://evil.example")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(cors_headers(resp.headers()), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn upstream_cors_headers_are_replaced_by_the_gateways_policy() {
+    let gw = start(&format!("[cors]\nallowed_origins = [\"{DEV_SERVER}\"]\n")).await;
+    let alice = gw.session("Alice").await;
+    for (origin, want) in [
+        (DEV_SERVER, vec![DEV_SERVER]),
+        ("https://evil.example", vec![]),
+    ] {
+        let resp = gw
+            .req(Method::GET, "/api/cors")
+            .header(header::COOKIE, format!("__Host-portcullis={alice}"))
+            .header(header::ORIGIN, origin)
+            .send()
+            .await
+            .expect("send");
+        let h = resp.headers();
+        let acao: Vec<_> = h
+            .get_all("access-control-allow-origin")
+            .iter()
+            .map(|v| v.to_str().expect("ascii"))
+            .collect();
+        assert_eq!(acao, want, "{origin}");
+        assert!(h.get("access-control-expose-headers").is_none(), "{origin}");
+        assert!(h.get("access-control-allow-methods").is_none(), "{origin}");
+    }
+}
+
+#[tokio::test]
+async fn preflight_is_answered_at_gateway() {
+    let preflight = |gw: &Gw, origin: Option<&str>| {
+        let mut req = gw
+            .req(Method::OPTIONS, "/api/echo")
+            .header("access-control-request-method", "DELETE");
+        if let Some(origin) = origin {
+            req = req.header(header::ORIGIN, origin.to_string());
+        }
+        req.send()
+    };
+
+    // CORS off: no origin is allowed; refused here, without CORS headers.
+    let gw = start("").await;
+    for origin in [Some("https://evil.example"), Some(ORIGIN), None] {
+        let resp = preflight(&gw, origin).await.expect("send");
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{origin:?}");
+        assert_eq!(cors_headers(resp.headers()), Vec::<String>::new());
+    }
+    assert_eq!(gw.hits(), 0, "no preflight reached the upstream");
+    // A plain OPTIONS (no Access-Control-Request-Method) is the upstream's.
+    let resp = gw
+        .req(Method::OPTIONS, "/api/echo")
+        .send()
+        .await
+        .expect("send");
+    assert_ne!(resp.status(), StatusCode::FORBIDDEN);
+
+    // CORS on: the allowed origin gets the gateway's answer, others 403.
+    let gw = start(&format!("[cors]\nallowed_origins = [\"{DEV_SERVER}\"]\n")).await;
+    let resp = preflight(&gw, Some(DEV_SERVER)).await.expect("send");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(resp.headers()["access-control-allow-origin"], DEV_SERVER);
+    for origin in [Some("https://evil.example"), None] {
+        let resp = preflight(&gw, origin).await.expect("send");
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{origin:?}");
+        assert!(resp.headers().get("access-control-allow-origin").is_none());
+    }
+    assert_eq!(gw.hits(), 0, "no preflight reached the upstream");
+}
