@@ -10,6 +10,8 @@ mod path;
 mod pool;
 mod websocket;
 
+pub(crate) use websocket::{SessionEnd, TunnelEnds};
+
 use std::{net::SocketAddr, time::Instant};
 
 use axum::{
@@ -226,7 +228,14 @@ async fn forward(
     parts.version = Version::HTTP_11;
 
     if websocket {
-        return Box::pin(websocket::tunnel(shared, route, client, parts)).await;
+        return Box::pin(websocket::tunnel(
+            shared,
+            route,
+            client,
+            parts,
+            session.as_deref(),
+        ))
+        .await;
     }
 
     let Some(record) = session else {
