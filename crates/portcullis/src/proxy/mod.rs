@@ -187,9 +187,7 @@ async fn forward(
                 SessionLookup::Expired => return Err(ApiError::SessionExpired),
                 SessionLookup::None => return Err(ApiError::Unauthorized),
             };
-            if !route.require_roles.is_empty()
-                && !route.require_roles.iter().any(|r| record.roles.contains(r))
-            {
+            if !has_required_role(route, &record) {
                 return Err(ApiError::Forbidden);
             }
             if websocket {
@@ -199,7 +197,12 @@ async fn forward(
             } else if csrf::is_unsafe(&parts.method) {
                 shared.csrf.check(&parts.headers, &record.csrf_token)?;
             }
-            Some(refresh::ensure_fresh(shared, record).await?)
+            let fresh = refresh::ensure_fresh(shared, record.clone()).await?;
+            // A refresh may have brought new roles (one removed at the IdP).
+            if !std::sync::Arc::ptr_eq(&fresh, &record) && !has_required_role(route, &fresh) {
+                return Err(ApiError::Forbidden);
+            }
+            Some(fresh)
         }
     };
     if websocket && route.token == TokenMode::None {
@@ -261,6 +264,10 @@ async fn forward(
         shared, route, client, &record, resp, head, bytes,
     ))
     .await
+}
+
+fn has_required_role(route: &Route, record: &SessionRecord) -> bool {
+    route.require_roles.is_empty() || route.require_roles.iter().any(|r| record.roles.contains(r))
 }
 
 /// The upstream refused the token: refresh once, retry once.
