@@ -34,11 +34,14 @@ use common::crafted_idp::{CLIENT_ID, CLIENT_SECRET, CraftedIdp, IdTokenForm, SUB
 /// Upper bound for anything the gateway must do "promptly"; tests wait on
 /// events, never for a fixed time.
 const PROMPTLY: Duration = Duration::from_secs(10);
+const ADMIN_TOKEN: &str = "admin-token-0123456789";
 
 struct Harness {
     idp: CraftedIdp,
     /// Gateways sharing `store` (replicas); the first is the main one.
     bases: Vec<String>,
+    /// The first gateway's admin router (bearer [`ADMIN_TOKEN`]).
+    admin: String,
     store: Arc<dyn SessionStore>,
     clock: ManualClock,
     servers: Vec<tokio::task::JoinHandle<()>>,
@@ -96,6 +99,7 @@ impl Harness {
         let clock = ManualClock::new(now());
         let mut bases = Vec::new();
         let mut servers = Vec::new();
+        let mut admin = String::new();
         for _ in 0..replicas {
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let base = format!("http://{}", listener.local_addr().expect("addr"));
@@ -107,6 +111,7 @@ profile = "dev"
 {server}
 [admin]
 listen = ""
+token = "{ADMIN_TOKEN}"
 [oidc]
 issuer = "{issuer}"
 client_id = "{CLIENT_ID}"
@@ -141,11 +146,20 @@ upstream = "http://{ws_up}"
             servers.push(tokio::spawn(async move {
                 let _ = axum::serve(listener, app).await;
             }));
+            if admin.is_empty() {
+                let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                admin = format!("http://{}", listener.local_addr().expect("addr"));
+                let router = gateway.admin_router();
+                servers.push(tokio::spawn(async move {
+                    let _ = axum::serve(listener, router).await;
+                }));
+            }
             bases.push(base);
         }
         Self {
             idp,
             bases,
+            admin,
             store,
             clock,
             servers,
@@ -319,6 +333,37 @@ async fn websocket_closes_on_backchannel_logout() {
         .expect("message")
         .expect("ok");
     assert_eq!(echoed.to_text().expect("text"), "still");
+}
+
+#[tokio::test]
+async fn websocket_closes_on_admin_revoke() {
+    let h = Harness::start(1, SLOW_CHECK, "").await;
+    let (one, _) = h.session("sid-one", &[]).await;
+    let (all, _) = h.session("sid-all", &[]).await;
+    let mut ws_one = h.websocket(0, &one).await;
+    let mut ws_all = h.websocket(0, &all).await;
+    let resp = h
+        .http
+        .delete(format!(
+            "{}/admin/sessions/{}",
+            h.admin,
+            one.hash().as_str()
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("admin delete one");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_closes(&mut ws_one, "after admin revoke of the session").await;
+    let resp = h
+        .http
+        .delete(format!("{}/admin/sessions?sub={SUBJECT}", h.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("admin delete by sub");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_closes(&mut ws_all, "after admin revoke of the subject").await;
 }
 
 #[tokio::test]
