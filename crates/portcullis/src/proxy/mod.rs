@@ -197,9 +197,10 @@ async fn forward(
             } else if csrf::is_unsafe(&parts.method) {
                 shared.csrf.check(&parts.headers, &record.csrf_token)?;
             }
-            let fresh = refresh::ensure_fresh(shared, record.clone()).await?;
-            // A refresh may have brought new roles (one removed at the IdP).
-            if !std::sync::Arc::ptr_eq(&fresh, &record) && !has_required_role(route, &fresh) {
+            let fresh = refresh::ensure_fresh(shared, record).await?;
+            // A refresh may have brought new roles (one removed at the IdP);
+            // without `require_roles` this is one `is_empty`.
+            if !has_required_role(route, &fresh) {
                 return Err(ApiError::Forbidden);
             }
             Some(fresh)
