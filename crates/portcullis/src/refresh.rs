@@ -431,4 +431,30 @@ mod tests {
         assert!(locks.take_401_refresh(&hash(5), 2030, 30));
         assert!(locks.after_401.lock().expect("map").len() <= AFTER_401_CAPACITY);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+        /// For any sequence of 401s over a few sessions: a session's
+        /// 401-refreshes are at least `interval` apart, and one is granted
+        /// whenever the last was at least `interval` ago.
+        #[test]
+        fn upstream_401_refreshes_are_spaced_by_the_interval(
+            events in proptest::collection::vec((0usize..4, 0i64..20), 1..200),
+            interval in 1i64..60,
+        ) {
+            let locks = RefreshLocks::default();
+            let mut now = 1_000;
+            let mut last: [Option<i64>; 4] = [None; 4];
+            for (session, step) in events {
+                now += step;
+                let allowed = locks.take_401_refresh(&hash(session), now, interval);
+                let expected = last[session].is_none_or(|at| now - at >= interval);
+                proptest::prop_assert_eq!(allowed, expected);
+                if allowed {
+                    last[session] = Some(now);
+                }
+            }
+        }
+    }
 }
