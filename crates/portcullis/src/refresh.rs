@@ -158,6 +158,8 @@ pub(crate) async fn after_rejection(
                 let ok = shared.refresh_locks.take_401_refresh(id, now, interval);
                 if !ok {
                     tracing::debug!(session = id.short(), "upstream 401; refresh rate limited");
+                    metrics::counter!(crate::metrics::REFRESH_TOTAL, "result" => "limited")
+                        .increment(1);
                 }
                 ok
             })
