@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     pub cors: Option<crate::cors::CorsPolicy>,
     pub embedded: Option<EmbeddedFiles>,
     pub refresh_locks: crate::refresh::RefreshLocks,
+    /// Tells open WebSocket tunnels that their session ended here.
+    pub tunnel_ends: crate::proxy::TunnelEnds,
     pub metrics: crate::metrics::RequestMetrics,
 }
 
@@ -107,6 +109,7 @@ impl GatewayBuilder {
                 cors,
                 embedded: self.embedded,
                 refresh_locks: Default::default(),
+                tunnel_ends: Default::default(),
                 metrics,
             }),
         };

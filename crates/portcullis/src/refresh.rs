@@ -12,6 +12,15 @@
 //!   holder whose lease ran out and was taken over cannot overwrite newer tokens.
 //!
 //! Remote stores only implement the trait methods; nothing here changes.
+//!
+//! A refresh because the upstream answered 401 is rate limited per session
+//! (`session.refresh_on_401_interval`, in this process only): an upstream or
+//! a client provoking 401s cannot make the gateway call the IdP per request.
+//!
+//! Roles follow the IdP: a refresh that brings a new ID token replaces the
+//! session's roles with what that token (and userinfo, as at login) says,
+//! none when the claim is absent or empty. A refresh without a new ID token
+//! keeps them: the IdP made no new statement about the user.
 
 use std::{
     collections::HashMap,
@@ -33,10 +42,17 @@ const LEASE_TTL: Duration = Duration::from_secs(15);
 /// How often a process without the lease re-reads the record.
 const LEASE_POLL: Duration = Duration::from_millis(50);
 
-/// Per-session locks; entries die with their last holder.
+/// Most sessions remembered for the 401-refresh rate limit. When that many
+/// refreshed within the interval, further 401s do not refresh (the IdP is
+/// protected first); the map never grows past it.
+const AFTER_401_CAPACITY: usize = 10_000;
+
+/// Per-session locks; entries die with their last holder. Also when each
+/// session last refreshed because of an upstream 401.
 #[derive(Default)]
 pub struct RefreshLocks {
     locks: Mutex<HashMap<SessionHash, Weak<tokio::sync::Mutex<()>>>>,
+    after_401: Mutex<HashMap<SessionHash, UnixTime>>,
 }
 
 impl RefreshLocks {
@@ -51,6 +67,24 @@ impl RefreshLocks {
         let l = Arc::new(tokio::sync::Mutex::new(()));
         map.insert(id.clone(), Arc::downgrade(&l));
         l
+    }
+
+    /// Whether session `id` may refresh because of an upstream 401 at `now`
+    /// (none in the last `interval` seconds); if so, counts this one.
+    fn take_401_refresh(&self, id: &SessionHash, now: UnixTime, interval: i64) -> bool {
+        let recent = |at: UnixTime| at <= now && now - at < interval;
+        let mut map = self.after_401.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(id).is_some_and(|at| recent(*at)) {
+            return false;
+        }
+        if map.len() >= AFTER_401_CAPACITY && !map.contains_key(id) {
+            map.retain(|_, at| recent(*at));
+            if map.len() >= AFTER_401_CAPACITY {
+                return false;
+            }
+        }
+        map.insert(id.clone(), now);
+        true
     }
 }
 
@@ -100,14 +134,35 @@ pub(crate) async fn ensure_valid(
 }
 
 /// Refresh after the upstream refused `rejected` (a 401): unless someone has
-/// already replaced that access token, refresh now, whatever its expiry says.
+/// already replaced that access token, refresh now, whatever its expiry says
+/// — at most once per `session.refresh_on_401_interval`. Otherwise the
+/// record comes back with the same token and the caller passes the 401 on.
 pub(crate) async fn after_rejection(
     shared: &Shared,
     rejected: &SessionRecord,
 ) -> Result<SessionRecord, ApiError> {
     let rejected_token = rejected.tokens.access_token.clone();
-    Box::pin(single_flight(shared, &rejected.id, move |r, _| {
+    let interval = shared
+        .config
+        .session
+        .refresh_on_401_interval
+        .as_secs()
+        .max(1) as i64;
+    // Decided once, by the first check that finds the token still current
+    // (under the session's lock): re-checks must not count again.
+    let allowed = std::sync::OnceLock::new();
+    let id = &rejected.id;
+    Box::pin(single_flight(shared, id, move |r, now| {
         r.tokens.access_token == rejected_token
+            && *allowed.get_or_init(|| {
+                let ok = shared.refresh_locks.take_401_refresh(id, now, interval);
+                if !ok {
+                    tracing::debug!(session = id.short(), "upstream 401; refresh rate limited");
+                    metrics::counter!(crate::metrics::REFRESH_TOTAL, "result" => "limited")
+                        .increment(1);
+                }
+                ok
+            })
     }))
     .await
 }
@@ -187,7 +242,7 @@ async fn refresh_holding(
         return if still_valid(&current, now) {
             Ok(current)
         } else {
-            shared.store.delete(&current.id).await?;
+            end_session(shared, &current.id).await?;
             Err(ApiError::SessionExpired)
         };
     };
@@ -227,7 +282,7 @@ async fn refresh_holding(
         }
         Err(OidcError::OAuth { error, .. }) => {
             tracing::info!(session = id.short(), %error, "refresh refused; session ended");
-            shared.store.delete(id).await?;
+            end_session(shared, id).await?;
             Err(ApiError::SessionExpired)
         }
         Err(e) if still_valid(&current, now) => {
@@ -285,17 +340,49 @@ async fn apply(
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "refreshed ID token rejected; session ended");
-                shared.store.delete(&record.id).await?;
+                end_session(shared, &record.id).await?;
                 return Err(ApiError::SessionExpired);
             }
         };
+        let roles_claim = &shared.config.oidc.roles_claim;
+        // As at login: the ID token's claims, overlaid with userinfo's.
+        let mut all = claims.all;
+        let complete = match shared
+            .oidc
+            .userinfo(&tokens.access_token, &record.sub)
+            .await
+        {
+            Ok(info) => {
+                all.extend(info.unwrap_or_default());
+                true
+            }
+            Err(OidcError::UserinfoSubjectMismatch) => {
+                tracing::warn!(
+                    "userinfo of a refreshed token names another subject; session ended"
+                );
+                end_session(shared, &record.id).await?;
+                return Err(ApiError::SessionExpired);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "userinfo failed at refresh; roles can only shrink");
+                false
+            }
+        };
         let mut merged = record.claims.clone();
-        merged.extend(oidc::user_claims(&claims.all));
+        merged.extend(oidc::user_claims(&all));
         record.claims = merged;
-        let roles = oidc::roles_from_claims(&claims.all, &shared.config.oidc.roles_claim);
-        if !roles.is_empty() || claims.all.contains_key(&shared.config.oidc.roles_claim) {
-            record.roles = roles;
-        }
+        // The IdP's answer wins, also when the claim is absent or empty
+        // (the last role removed). Without userinfo's part of the answer, a
+        // role is kept only if both the old roles and the new token have it.
+        let roles = oidc::roles_from_claims(&all, roles_claim);
+        record.roles = if complete {
+            roles
+        } else {
+            roles
+                .into_iter()
+                .filter(|r| record.roles.contains(r))
+                .collect()
+        };
         record.tokens.id_token = tokens.id_token;
     }
     record.tokens.access_token = tokens.access_token;
@@ -308,4 +395,68 @@ async fn apply(
     }
     record.version += 1;
     Ok(record)
+}
+
+/// Delete the session and close its WebSocket tunnels in this process.
+async fn end_session(shared: &Shared, id: &SessionHash) -> Result<(), ApiError> {
+    shared.store.delete(id).await?;
+    shared
+        .tunnel_ends
+        .notify(crate::proxy::SessionEnd::Session(id.clone()));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(n: usize) -> SessionHash {
+        SessionHash::from_hex(&format!("{n:064x}")).expect("hex")
+    }
+
+    /// One 401-triggered refresh per session per interval, and the map
+    /// stays bounded however many sessions provoke 401s.
+    #[test]
+    fn upstream_401_refreshes_are_limited_and_bounded() {
+        let locks = RefreshLocks::default();
+        let a = hash(1);
+        assert!(locks.take_401_refresh(&a, 1000, 30));
+        assert!(!locks.take_401_refresh(&a, 1000, 30));
+        assert!(!locks.take_401_refresh(&a, 1029, 30));
+        assert!(locks.take_401_refresh(&a, 1030, 30));
+        for n in 0..AFTER_401_CAPACITY + 100 {
+            locks.take_401_refresh(&hash(n + 10), 2000, 30);
+        }
+        let len = locks.after_401.lock().expect("map").len();
+        assert!(len <= AFTER_401_CAPACITY, "{len}");
+        // Once the old entries are past the interval, room is made again.
+        assert!(locks.take_401_refresh(&hash(5), 2030, 30));
+        assert!(locks.after_401.lock().expect("map").len() <= AFTER_401_CAPACITY);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+        /// For any sequence of 401s over a few sessions: a session's
+        /// 401-refreshes are at least `interval` apart, and one is granted
+        /// whenever the last was at least `interval` ago.
+        #[test]
+        fn upstream_401_refreshes_are_spaced_by_the_interval(
+            events in proptest::collection::vec((0usize..4, 0i64..20), 1..200),
+            interval in 1i64..60,
+        ) {
+            let locks = RefreshLocks::default();
+            let mut now = 1_000;
+            let mut last: [Option<i64>; 4] = [None; 4];
+            for (session, step) in events {
+                now += step;
+                let allowed = locks.take_401_refresh(&hash(session), now, interval);
+                let expected = last[session].is_none_or(|at| now - at >= interval);
+                proptest::prop_assert_eq!(allowed, expected);
+                if allowed {
+                    last[session] = Some(now);
+                }
+            }
+        }
+    }
 }

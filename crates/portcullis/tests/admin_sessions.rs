@@ -63,6 +63,7 @@ profile = "dev"
 issuer = "{issuer}"
 client_id = "{CLIENT_ID}"
 client_secret = "{CLIENT_SECRET}"
+frontchannel_logout = true
 [session]
 store = "memory"
 "#,
@@ -360,11 +361,15 @@ async fn every_logout_path_is_counted_by_kind() {
         .expect("backchannel");
     assert_eq!(resp.status(), StatusCode::OK);
 
-    // frontchannel.
-    h.session_with_sid("fc-user", "fc-sid").await;
+    // frontchannel: only the caller's own session.
+    let fc = h.session_with_sid("fc-user", "fc-sid").await;
     let resp = h
         .http
         .get(format!("{}/auth/frontchannel-logout", h.public))
+        .header(
+            header::COOKIE,
+            format!("portcullis={}", fc.as_cookie_value()),
+        )
         .query(&[("iss", h.idp.issuer.as_str()), ("sid", "fc-sid")])
         .send()
         .await

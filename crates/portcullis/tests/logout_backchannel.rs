@@ -428,37 +428,63 @@ async fn replay_is_refused_by_another_replica_sharing_the_store() {
     assert!(!seen, "the second replica must see the jti as used");
 }
 
+/// `GET /auth/frontchannel-logout?iss=&sid=` with `id`'s cookie (if any).
+async fn frontchannel(
+    h: &Harness,
+    iss: Option<&str>,
+    sid: Option<&str>,
+    cookie: Option<&SessionId>,
+) -> reqwest::Response {
+    let mut u = url::Url::parse(&format!("{}/auth/frontchannel-logout", h.base)).expect("url");
+    if let Some(iss) = iss {
+        u.query_pairs_mut().append_pair("iss", iss);
+    }
+    if let Some(sid) = sid {
+        u.query_pairs_mut().append_pair("sid", sid);
+    }
+    let mut req = h.http.get(u);
+    if let Some(id) = cookie {
+        req = req.header(
+            header::COOKIE,
+            format!("portcullis={}", id.as_cookie_value()),
+        );
+    }
+    req.send().await.expect("GET /auth/frontchannel-logout")
+}
+
+/// An anonymous cross-site GET must not be a logout switch unless the
+/// operator asked for front-channel logout.
 #[tokio::test]
-async fn frontchannel_logout_ends_the_idp_session() {
+async fn frontchannel_logout_is_off_by_default() {
     let h = Harness::with_memory().await;
     let a = h.session("alice", Some("sid-a")).await;
+    let resp = frontchannel(&h, Some(&h.idp.issuer), Some("sid-a"), Some(&a)).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let resp = frontchannel(&h, None, None, Some(&a)).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert!(h.exists(&a).await);
+}
+
+async fn with_frontchannel() -> Harness {
+    Harness::start("frontchannel_logout = true", Arc::new(MemoryStore::new())).await
+}
+
+#[tokio::test]
+async fn frontchannel_logout_ends_the_callers_own_idp_session() {
+    let h = with_frontchannel().await;
+    let a = h.session("alice", Some("sid-a")).await;
     let b = h.session("bob", Some("sid-b")).await;
-    let url = |iss: Option<&str>, sid: Option<&str>| {
-        let mut u = url::Url::parse(&format!("{}/auth/frontchannel-logout", h.base)).expect("url");
-        if let Some(iss) = iss {
-            u.query_pairs_mut().append_pair("iss", iss);
-        }
-        if let Some(sid) = sid {
-            u.query_pairs_mut().append_pair("sid", sid);
-        }
-        u
-    };
     for (iss, sid) in [
         (Some("https://evil.example"), Some("sid-a")),
         (None, Some("sid-a")),
         (Some(h.idp.issuer.as_str()), None),
     ] {
-        let resp = h.http.get(url(iss, sid)).send().await.expect("GET");
+        let resp = frontchannel(&h, iss, sid, Some(&a)).await;
         assert_invalid(resp, &format!("{iss:?} {sid:?}")).await;
         assert!(h.exists(&a).await);
     }
 
-    let resp = h
-        .http
-        .get(url(Some(&h.idp.issuer), Some("sid-a")))
-        .send()
-        .await
-        .expect("GET");
+    let resp = frontchannel(&h, Some(&h.idp.issuer), Some("sid-a"), Some(&a)).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()[header::CACHE_CONTROL], "no-store");
     let csp = resp.headers()[header::CONTENT_SECURITY_POLICY]
@@ -469,35 +495,46 @@ async fn frontchannel_logout_ends_the_idp_session() {
         csp.contains(&format!("frame-ancestors {}", h.idp.issuer)),
         "{csp}"
     );
+    // The browser is told to forget the session too.
+    assert!(
+        resp.headers()
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .any(|c| c.to_str().is_ok_and(|c| c.starts_with("portcullis=;"))),
+        "session cookie removed"
+    );
     assert!(!h.exists(&a).await);
     assert!(h.exists(&b).await);
 }
 
+/// Knowing (or guessing) bob's sid is not enough: without bob's own cookie,
+/// nothing of bob's ends: not with alice's cookie, not with none.
 #[tokio::test]
-async fn frontchannel_logout_without_parameters_ends_the_cookie_session() {
-    let h = Harness::with_memory().await;
+async fn frontchannel_logout_cannot_end_another_users_session() {
+    let h = with_frontchannel().await;
     let a = h.session("alice", Some("sid-a")).await;
     let b = h.session("bob", Some("sid-b")).await;
-    let resp = h
-        .http
-        .get(format!("{}/auth/frontchannel-logout", h.base))
-        .header(
-            header::COOKIE,
-            format!("portcullis={}", a.as_cookie_value()),
-        )
-        .send()
-        .await
-        .expect("GET");
+    let b2 = h.session("bob", Some("sid-b")).await;
+    for cookie in [None, Some(&a)] {
+        let resp = frontchannel(&h, Some(&h.idp.issuer), Some("sid-b"), cookie).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(resp.headers().get(header::SET_COOKIE).is_none());
+    }
+    assert!(h.exists(&a).await && h.exists(&b).await && h.exists(&b2).await);
+    // Bob's own browser ends bob's session of that cookie, and only it.
+    let resp = frontchannel(&h, Some(&h.idp.issuer), Some("sid-b"), Some(&b)).await;
     assert_eq!(resp.status(), StatusCode::OK);
-    assert!(!h.exists(&a).await);
-    assert!(h.exists(&b).await);
-    // No cookie, no parameters: nothing to end, still a page.
-    let resp = h
-        .http
-        .get(format!("{}/auth/frontchannel-logout", h.base))
-        .send()
-        .await
-        .expect("GET");
-    assert_eq!(resp.status(), StatusCode::OK);
-    assert!(h.exists(&b).await);
+    assert!(!h.exists(&b).await);
+    assert!(h.exists(&b2).await && h.exists(&a).await);
+}
+
+/// Logout CSRF: a cross-site link to the endpoint (a top-level GET, which
+/// carries the SameSite=Lax cookie) without `iss`/`sid` ends nothing.
+#[tokio::test]
+async fn frontchannel_logout_without_iss_and_sid_ends_nothing() {
+    let h = with_frontchannel().await;
+    let a = h.session("alice", Some("sid-a")).await;
+    let resp = frontchannel(&h, None, None, Some(&a)).await;
+    assert_invalid(resp, "no parameters").await;
+    assert!(h.exists(&a).await);
 }

@@ -724,7 +724,9 @@ async fn upstream_401_refreshes_once_and_retries() {
     assert_ne!(before.tokens.access_token, after.tokens.access_token);
     assert_eq!(s.op.refresh_count().await, 1);
 
-    // A small POST body is buffered and sent again on the retry.
+    // A small POST body is buffered and sent again on the retry (after the
+    // 401-refresh interval, so this 401 may refresh again).
+    s.clock.advance(31);
     let xsrf = browser.cookie(&s.base, "XSRF-TOKEN").expect("xsrf");
     let mut h = HeaderMap::new();
     h.insert("x-xsrf-token", xsrf.parse().expect("hv"));

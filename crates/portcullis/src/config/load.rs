@@ -294,6 +294,8 @@ pub(super) struct RawServer {
     pub log_format: Raw,
     pub log_user: Raw,
     pub workers: Raw,
+    pub websocket_idle_timeout: Raw,
+    pub websocket_session_check: Raw,
 }
 
 #[derive(Deserialize, Default)]
@@ -318,6 +320,7 @@ pub(super) struct RawOidc {
     pub clock_skew: Raw,
     pub userinfo: Raw,
     pub backchannel_all_sessions: Raw,
+    pub frontchannel_logout: Raw,
 }
 
 #[derive(Deserialize, Default)]
@@ -327,6 +330,7 @@ pub(super) struct RawSession {
     pub idle_timeout: Raw,
     pub absolute_timeout: Raw,
     pub refresh_before: Raw,
+    pub refresh_on_401_interval: Raw,
     pub encryption_keys: Raw,
     pub encryption_keys_file: Raw,
     pub key_prefix: Raw,

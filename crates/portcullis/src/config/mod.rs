@@ -69,6 +69,13 @@ pub struct ServerConfig {
     /// serve the public listener, each with its own event loop and upstream
     /// connection pools.
     pub workers: usize,
+    /// `server.websocket_idle_timeout`, default `10m`: a WebSocket tunnel
+    /// with no bytes either way for this long is closed.
+    pub websocket_idle_timeout: Duration,
+    /// `server.websocket_session_check`, default `30s`: how often a
+    /// WebSocket tunnel re-reads its session from the store (and closes when
+    /// it is gone or expired, e.g. ended on another replica).
+    pub websocket_session_check: Duration,
 }
 
 /// How `portcullis serve` writes its logs.
@@ -126,6 +133,10 @@ pub struct OidcConfig {
     /// `oidc.backchannel_all_sessions`, default `false`: a back-channel logout
     /// token ends every session of its `sub`, not only those of its `sid`.
     pub backchannel_all_sessions: bool,
+    /// `oidc.frontchannel_logout`, default `false`: serve
+    /// `GET /auth/frontchannel-logout` (404 when off). When on, it ends only
+    /// the caller's own session, and only if `iss` and `sid` match it.
+    pub frontchannel_logout: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -140,6 +151,10 @@ pub struct SessionConfig {
     pub absolute_timeout: Duration,
     /// `session.refresh_before`, default `60s`.
     pub refresh_before: Duration,
+    /// `session.refresh_on_401_interval`, default `30s`: at most one token
+    /// refresh per session in this interval is triggered by an upstream 401
+    /// (per replica); later 401s go back to the client as they are.
+    pub refresh_on_401_interval: Duration,
     /// `session.encryption_keys` (or `encryption_keys_file`, one per line): base64 of 32 bytes each.
     pub encryption_keys: Vec<Secret>,
     /// `session.key_prefix`, default `portcullis:`: prefix of every Redis key.

@@ -156,6 +156,18 @@ pub const KEYS: &[Key] = &[
         "Threads serving the public listener, each with its own event loop and upstream pools; `\"auto\"` is one per CPU.",
     ),
     key(
+        "server",
+        "websocket_idle_timeout",
+        Value("\"10m\""),
+        "A WebSocket tunnel with no bytes either way for this long is closed.",
+    ),
+    key(
+        "server",
+        "websocket_session_check",
+        Value("\"30s\""),
+        "How often an open WebSocket tunnel re-reads its session in the store; it closes once the session is gone or expired (logout on any replica).",
+    ),
+    key(
         "admin",
         "listen",
         Value("\"127.0.0.1:9090\""),
@@ -250,6 +262,12 @@ pub const KEYS: &[Key] = &[
         "`true`: a back-channel logout token ends every session of its `sub`, even when it names a `sid`. A token with only `sub` always does.",
     ),
     key(
+        "oidc",
+        "frontchannel_logout",
+        Value("false"),
+        "Serve `GET /auth/frontchannel-logout` (404 when off). It ends only the caller's own session (cookie) whose `iss` and `sid` match; prefer back-channel logout.",
+    ),
+    key(
         "session",
         "store",
         Value("\"sqlite://portcullis.db\""),
@@ -281,6 +299,12 @@ pub const KEYS: &[Key] = &[
         "refresh_before",
         Value("\"60s\""),
         "Refresh the access token this long before it expires.",
+    ),
+    key(
+        "session",
+        "refresh_on_401_interval",
+        Value("\"30s\""),
+        "At most one token refresh per session per interval (per replica) is triggered by an upstream 401; later 401s reach the client unchanged.",
     ),
     secret(
         "session",

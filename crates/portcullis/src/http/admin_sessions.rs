@@ -117,6 +117,10 @@ pub(crate) async fn delete_by_sub(
 ) -> Result<Response, ApiError> {
     let sub = required_sub(q)?;
     let deleted = shared.store.delete_by_sub(&sub).await?;
+    // Their WebSocket tunnels here close now; other replicas' at their next check.
+    shared
+        .tunnel_ends
+        .notify(crate::proxy::SessionEnd::Subject(sub.clone()));
     if deleted > 0 {
         metrics::counter!(crate::metrics::LOGOUTS_TOTAL, "kind" => "admin").increment(1);
     }
@@ -134,6 +138,9 @@ pub(crate) async fn delete_one(
     if !shared.store.delete(&hash).await? {
         return Err(ApiError::NotFound);
     }
+    shared
+        .tunnel_ends
+        .notify(crate::proxy::SessionEnd::Session(hash.clone()));
     metrics::counter!(crate::metrics::LOGOUTS_TOTAL, "kind" => "admin").increment(1);
     tracing::info!(session = hash.short(), "admin ended a session");
     Ok(Json(json!({ "deleted": 1 })).into_response())

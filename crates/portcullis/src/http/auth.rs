@@ -326,6 +326,9 @@ pub(crate) async fn logout(
         SessionLookup::Active(record) => {
             shared.csrf.check(&headers, &record.csrf_token)?;
             shared.store.delete(&record.id).await?;
+            shared
+                .tunnel_ends
+                .notify(crate::proxy::SessionEnd::Session(record.id.clone()));
             tracing::info!(session = record.id.short(), "logout");
             metrics::counter!(crate::metrics::LOGOUTS_TOTAL, "kind" => "user").increment(1);
             spawn_revocation(shared.clone(), record.tokens.clone());

@@ -3,8 +3,17 @@
 //! server) and Front-Channel Logout 1.0 (`GET /auth/frontchannel-logout`,
 //! loaded by the IdP in an iframe of the user's browser).
 //!
-//! Both end sessions by the IdP's `sid` (or `sub`) through the store's
-//! indexes, so every replica sharing the store sees the logout at once.
+//! Back-channel ends sessions by the IdP's `sid` (or `sub`) through the
+//! store's indexes, so every replica sharing the store sees the logout at once.
+//!
+//! Front-channel is off unless `oidc.frontchannel_logout = true` (404): it is
+//! an anonymous GET any page can trigger. When on, it ends only the session of
+//! the cookie the request carries, and only if `iss` and `sid` match that
+//! session, so it can never end another user's session, and a cross-site link
+//! without the victim's IdP `sid` ends nothing. Browsers send the `SameSite=Lax`
+//! session cookie to a cross-site iframe only when the IdP is same-site with
+//! the gateway; otherwise the request ends nothing server-side, and
+//! back-channel logout is the one that works.
 
 use std::sync::Arc;
 
@@ -17,7 +26,7 @@ use http::{HeaderValue, StatusCode, header};
 use serde::Deserialize;
 
 use super::ApiError;
-use crate::{gateway::Shared, oidc::LogoutToken, session::StoreError};
+use crate::{gateway::Shared, oidc::LogoutToken, proxy::SessionEnd, session::StoreError};
 
 /// `POST /auth/backchannel-logout` (form field `logout_token`). Exempt from
 /// CSRF: the caller is the IdP, authenticated by the token's signature.
@@ -56,10 +65,12 @@ pub(crate) async fn backchannel_logout(
 
 /// The sessions a valid logout token ends: those of its `sid`, or every
 /// session of its `sub` when it has no `sid` or the config says so.
+/// Their WebSocket tunnels in this process close at once.
 async fn end_sessions(shared: &Shared, logout: &LogoutToken) -> Result<u64, StoreError> {
     let all_of_sub = shared.config.oidc.backchannel_all_sessions;
+    let ends = &shared.tunnel_ends;
     match (&logout.sid, &logout.sub) {
-        (Some(_), Some(sub)) if all_of_sub => shared.store.delete_by_sub(sub).await,
+        (Some(_), Some(sub)) if all_of_sub => end_all_of(shared, sub).await,
         (Some(sid), Some(sub)) => {
             // A sid belongs to one subject; refuse to cross over if it does not.
             let mut ended = 0;
@@ -67,16 +78,29 @@ async fn end_sessions(shared: &Shared, logout: &LogoutToken) -> Result<u64, Stor
                 if record.sid.as_deref() == Some(sid.as_str())
                     && shared.store.delete(&record.id).await?
                 {
+                    ends.notify(SessionEnd::Session(record.id));
                     ended += 1;
                 }
             }
             Ok(ended)
         }
-        (Some(sid), None) => shared.store.delete_by_sid(sid).await,
-        (None, Some(sub)) => shared.store.delete_by_sub(sub).await,
+        (None, Some(sub)) => end_all_of(shared, sub).await,
+        (Some(sid), None) => {
+            let n = shared.store.delete_by_sid(sid).await?;
+            ends.notify(SessionEnd::IdpSession(sid.clone()));
+            Ok(n)
+        }
         // validate_logout_token guarantees one of them.
         (None, None) => Ok(0),
     }
+}
+
+async fn end_all_of(shared: &Shared, sub: &str) -> Result<u64, StoreError> {
+    let n = shared.store.delete_by_sub(sub).await?;
+    shared
+        .tunnel_ends
+        .notify(SessionEnd::Subject(sub.to_string()));
+    Ok(n)
 }
 
 #[derive(Deserialize)]
@@ -86,41 +110,59 @@ pub(crate) struct FrontChannelParams {
 }
 
 /// `GET /auth/frontchannel-logout?iss=...&sid=...`: the IdP's logout page
-/// loads this in an iframe. With `iss` and `sid` (both, or neither, per the
-/// spec), ends the sessions of that IdP session; without them, the session
-/// of the cookie the browser sent, if any. Answers a tiny page the IdP may
-/// frame.
+/// loads this in an iframe. 404 unless `oidc.frontchannel_logout`. Ends the
+/// session of the cookie sent, if `iss` is the issuer and `sid` is that
+/// session's IdP session id; nothing else, ever (no cookie, another `sid`:
+/// nothing ends). `iss` and `sid` are required: without them any page could
+/// log the user out with a link. Answers a tiny page the IdP may frame.
 pub(crate) async fn frontchannel_logout(
     State(shared): State<Arc<Shared>>,
     Query(params): Query<FrontChannelParams>,
     headers: http::HeaderMap,
 ) -> Result<Response, ApiError> {
-    let ended = match (params.iss.as_deref(), params.sid.as_deref()) {
-        (Some(iss), Some(sid)) if iss == shared.config.oidc.issuer && !sid.is_empty() => {
-            shared.store.delete_by_sid(sid).await?
-        }
+    if !shared.config.oidc.frontchannel_logout {
+        return Err(ApiError::NotFound);
+    }
+    let sid = match (params.iss.as_deref(), params.sid.as_deref()) {
+        (Some(iss), Some(sid)) if iss == shared.config.oidc.issuer && !sid.is_empty() => sid,
         (Some(_), Some(_)) => {
             return Err(ApiError::InvalidRequest(
                 "iss does not match the issuer".into(),
             ));
         }
-        (Some(_), None) | (None, Some(_)) => {
-            return Err(ApiError::InvalidRequest(
-                "iss and sid must be sent together".into(),
-            ));
+        _ => {
+            return Err(ApiError::InvalidRequest("iss and sid are required".into()));
         }
-        (None, None) => match super::current_session(&shared, &headers).await? {
-            super::SessionLookup::Active(record) => {
-                u64::from(shared.store.delete(&record.id).await?)
-            }
-            _ => 0,
-        },
+    };
+    let ended = match super::current_session(&shared, &headers).await? {
+        super::SessionLookup::Active(record) if record.sid.as_deref() == Some(sid) => {
+            let ended = shared.store.delete(&record.id).await?;
+            shared
+                .tunnel_ends
+                .notify(SessionEnd::Session(record.id.clone()));
+            u64::from(ended)
+        }
+        _ => 0,
     };
     if ended > 0 {
         metrics::counter!(crate::metrics::LOGOUTS_TOTAL, "kind" => "frontchannel").increment(1);
     }
     tracing::info!(sessions = ended, "front-channel logout");
+    // The browser forgets the ended session too (when it let us see it).
+    let cfg = &shared.config;
+    let jar = if ended > 0 {
+        axum_extra::extract::CookieJar::new()
+            .add(super::cookies::removal(
+                cfg,
+                cfg.session.cookie_name.clone(),
+                true,
+            ))
+            .add(super::cookies::removal(cfg, cfg.csrf.cookie.clone(), false))
+    } else {
+        axum_extra::extract::CookieJar::new()
+    };
     let mut resp = (
+        jar,
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Signed out</title></head><body>Signed out.</body></html>",
     )

@@ -80,6 +80,23 @@ mod tests {
         assert!(roles_from_claims(&c, "missing.path").is_empty());
     }
 
+    /// What an IdP sends once the last role is removed: no roles, whether
+    /// the nested object is empty or the list is.
+    #[test]
+    fn absent_or_empty_dotted_claim_is_no_roles() {
+        for c in [
+            json!({"realm_access": {}}),
+            json!({"realm_access": {"roles": []}}),
+            json!({"realm_access": null}),
+            json!({}),
+        ] {
+            assert!(
+                roles_from_claims(&map(c.clone()), "realm_access.roles").is_empty(),
+                "{c}"
+            );
+        }
+    }
+
     #[test]
     fn user_claims_drop_everything_else() {
         let c = map(json!({"sub": "u", "email": "e", "nonce": "n", "roles": ["r"]}));

@@ -10,6 +10,8 @@ pub(crate) mod path;
 mod pool;
 mod websocket;
 
+pub(crate) use websocket::{SessionEnd, TunnelEnds};
+
 use std::{net::SocketAddr, time::Instant};
 
 use axum::{
@@ -238,9 +240,7 @@ async fn forward(
                 SessionLookup::Expired => return Err(ApiError::SessionExpired),
                 SessionLookup::None => return Err(ApiError::Unauthorized),
             };
-            if !route.require_roles.is_empty()
-                && !route.require_roles.iter().any(|r| record.roles.contains(r))
-            {
+            if !has_required_role(route, &record) {
                 return Err(ApiError::Forbidden);
             }
             if websocket {
@@ -250,7 +250,13 @@ async fn forward(
             } else if csrf::is_unsafe(&parts.method) {
                 shared.csrf.check(&parts.headers, &record.csrf_token)?;
             }
-            Some(refresh::ensure_fresh(shared, record).await?)
+            let fresh = refresh::ensure_fresh(shared, record).await?;
+            // A refresh may have brought new roles (one removed at the IdP);
+            // without `require_roles` this is one `is_empty`.
+            if !has_required_role(route, &fresh) {
+                return Err(ApiError::Forbidden);
+            }
+            Some(fresh)
         }
     };
     // No session, so no CSRF token: a cross-site form must still not post
@@ -284,7 +290,14 @@ async fn forward(
     parts.version = Version::HTTP_11;
 
     if websocket {
-        return Box::pin(websocket::tunnel(shared, route, client, parts)).await;
+        return Box::pin(websocket::tunnel(
+            shared,
+            route,
+            client,
+            parts,
+            session.as_deref(),
+        ))
+        .await;
     }
 
     let Some(record) = session else {
@@ -310,6 +323,10 @@ async fn forward(
         shared, route, client, &record, resp, head, bytes,
     ))
     .await
+}
+
+fn has_required_role(route: &Route, record: &SessionRecord) -> bool {
+    route.require_roles.is_empty() || route.require_roles.iter().any(|r| record.roles.contains(r))
 }
 
 /// The upstream refused the token: refresh once, retry once.

@@ -4,15 +4,79 @@
 //!
 //! `Upgrade` and `Connection: upgrade` are hop-by-hop and stripped from every
 //! other request; only a WebSocket handshake gets them back.
+//!
+//! A tunnel never outlives its session: it is cut when the session ends in
+//! this process (logout, back-channel logout, admin revoke, a refused
+//! refresh: [`TunnelEnds::notify`]), and every `server.websocket_session_check`
+//! it re-reads the session in the store, which catches expiry and ends on
+//! other replicas. It is also cut after `server.websocket_idle_timeout`
+//! without a byte either way. The per-frame cost is one relaxed atomic store.
+//! A cut closes both TCP connections (the browser sees close code 1006): the
+//! gateway splices bytes and cannot inject a close frame mid-stream.
+
+use std::{
+    io,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use axum::{body::Body, response::Response};
 use http::{HeaderValue, Method, StatusCode, header, request::Parts};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    sync::broadcast,
+    time::{Instant, MissedTickBehavior},
+};
 
 use super::Route;
 use super::{client::UpstreamClient, finish, headers, timed_send};
-use crate::{gateway::Shared, http::ApiError};
+use crate::{
+    gateway::Shared,
+    http::ApiError,
+    session::{SessionHash, SessionRecord, SessionStore},
+    time::Clock,
+};
+
+/// A session (or sessions) that just ended in this process.
+#[derive(Debug, Clone)]
+pub(crate) enum SessionEnd {
+    Session(SessionHash),
+    /// Every session of this subject.
+    Subject(String),
+    /// Every session of this IdP session id.
+    IdpSession(String),
+}
+
+/// In-process notice of ended sessions to open tunnels, so they close at
+/// once rather than at their next store check. Bounded: a tunnel that lags
+/// behind re-checks the store instead.
+pub(crate) struct TunnelEnds {
+    tx: broadcast::Sender<SessionEnd>,
+}
+
+impl Default for TunnelEnds {
+    fn default() -> Self {
+        Self {
+            tx: broadcast::channel(256).0,
+        }
+    }
+}
+
+impl TunnelEnds {
+    /// Tell every open tunnel that `end` happened; a no-op without tunnels.
+    pub(crate) fn notify(&self, end: SessionEnd) {
+        if self.tx.receiver_count() > 0 {
+            let _ = self.tx.send(end);
+        }
+    }
+}
 
 /// A `GET` with `Upgrade: websocket` and `Connection: upgrade`.
 pub(super) fn is_upgrade(parts: &Parts) -> bool {
@@ -32,18 +96,30 @@ fn header_has_token(parts: &Parts, name: header::HeaderName, token: &str) -> boo
 }
 
 /// Forward the handshake (already rewritten by `headers::rewrite_request`)
-/// and, on `101`, splice the browser's connection to the upstream's.
+/// and, on `101`, splice the browser's connection to the upstream's for as
+/// long as `session` (if the route has one) lives.
 pub(super) async fn tunnel(
     shared: &Shared,
     route: &Route,
     client: &UpstreamClient,
     mut parts: Parts,
+    session: Option<&SessionRecord>,
 ) -> Result<Response, ApiError> {
     let browser_side = parts
         .extensions
         .remove::<OnUpgrade>()
         .ok_or_else(|| ApiError::BadRequest("this connection cannot be upgraded".into()))?;
     restore_upgrade_headers(&mut parts.headers);
+    // Subscribed before the handshake: an end during it is not missed.
+    let watch = session.map(|r| SessionWatch {
+        id: r.id.clone(),
+        sub: r.sub.clone(),
+        sid: r.sid.clone(),
+        store: shared.store.clone(),
+        clock: shared.clock.clone(),
+        ends: shared.tunnel_ends.tx.subscribe(),
+        every: shared.config.server.websocket_session_check,
+    });
     let mut resp = timed_send(
         shared,
         route,
@@ -56,6 +132,7 @@ pub(super) async fn tunnel(
         return Ok(finish(shared, route, resp));
     }
     let upstream_side = hyper::upgrade::on(&mut resp);
+    let idle = shared.config.server.websocket_idle_timeout;
     tokio::spawn(async move {
         let (browser, upstream) = match tokio::try_join!(browser_side, upstream_side) {
             Ok(pair) => pair,
@@ -64,10 +141,14 @@ pub(super) async fn tunnel(
                 return;
             }
         };
-        let mut browser = TokioIo::new(browser);
-        let mut upstream = TokioIo::new(upstream);
-        if let Err(e) = tokio::io::copy_bidirectional(&mut browser, &mut upstream).await {
-            tracing::debug!(error = %e, "websocket tunnel closed with an error");
+        let closed = splice(TokioIo::new(browser), TokioIo::new(upstream), idle, watch).await;
+        match closed {
+            Closed::Done(Ok(_)) => {}
+            Closed::Done(Err(e)) => {
+                tracing::debug!(error = %e, "websocket tunnel closed with an error")
+            }
+            Closed::Idle => tracing::debug!("websocket tunnel idle; closed"),
+            Closed::SessionEnded => tracing::info!("session ended; websocket tunnel closed"),
         }
     });
     let (mut head, _) = resp.into_parts();
@@ -79,4 +160,208 @@ pub(super) async fn tunnel(
 fn restore_upgrade_headers(h: &mut http::HeaderMap) {
     h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+}
+
+/// Why a tunnel ended.
+#[derive(Debug)]
+enum Closed {
+    /// One side closed (or failed); the byte counts of `copy_bidirectional`.
+    Done(io::Result<(u64, u64)>),
+    /// No byte either way for the idle timeout.
+    Idle,
+    /// The session ended, expired or could no longer be found.
+    SessionEnded,
+}
+
+/// Copy both ways until a side closes, the tunnel idles out or the session
+/// ends. Returning drops both connections, which closes them.
+async fn splice<B, U>(
+    browser: B,
+    upstream: U,
+    idle: Duration,
+    watch: Option<SessionWatch>,
+) -> Closed
+where
+    B: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let active = Arc::new(AtomicBool::new(false));
+    let mut browser = Tracked {
+        io: browser,
+        active: active.clone(),
+    };
+    let mut upstream = Tracked {
+        io: upstream,
+        active: active.clone(),
+    };
+    let copy = tokio::io::copy_bidirectional(&mut browser, &mut upstream);
+    tokio::pin!(copy);
+    let session_ended = async move {
+        match watch {
+            Some(w) => w.until_ended().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(session_ended);
+    // Activity is sampled four times per idle period: a tunnel closes
+    // between `idle` and `1.25 * idle` after its last byte.
+    let step = (idle / 4).max(Duration::from_millis(1));
+    let mut tick = tokio::time::interval_at(Instant::now() + step, step);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_active = Instant::now();
+    loop {
+        tokio::select! {
+            done = &mut copy => return Closed::Done(done),
+            () = &mut session_ended => return Closed::SessionEnded,
+            now = tick.tick() => {
+                if active.swap(false, Ordering::Relaxed) {
+                    last_active = now;
+                } else if now.duration_since(last_active) >= idle {
+                    return Closed::Idle;
+                }
+            }
+        }
+    }
+}
+
+/// An I/O half that flags every successful read with data (one relaxed
+/// store: the only per-frame cost of the idle timeout).
+struct Tracked<T> {
+    io: T,
+    active: Arc<AtomicBool>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.active.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+/// What a tunnel needs to notice its session's end.
+struct SessionWatch {
+    id: SessionHash,
+    sub: String,
+    sid: Option<String>,
+    store: Arc<dyn SessionStore>,
+    clock: Arc<dyn Clock>,
+    ends: broadcast::Receiver<SessionEnd>,
+    every: Duration,
+}
+
+impl SessionWatch {
+    /// Resolves once the session has ended: told so in this process, or
+    /// found gone or expired in the store.
+    async fn until_ended(mut self) {
+        let mut check = tokio::time::interval_at(Instant::now() + self.every, self.every);
+        check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut listening = true;
+        loop {
+            tokio::select! {
+                msg = self.ends.recv(), if listening => match msg {
+                    Ok(end) if self.is_ours(&end) => return,
+                    Ok(_) => {}
+                    // Notices were dropped: one of them may have been ours.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if !self.alive().await {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => listening = false,
+                },
+                _ = check.tick() => {
+                    if !self.alive().await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_ours(&self, end: &SessionEnd) -> bool {
+        match end {
+            SessionEnd::Session(id) => *id == self.id,
+            SessionEnd::Subject(sub) => *sub == self.sub,
+            SessionEnd::IdpSession(sid) => self.sid.as_deref() == Some(sid.as_str()),
+        }
+    }
+
+    /// Whether the session is still in the store and not expired. A store
+    /// that cannot answer keeps the tunnel until the next check (as an
+    /// outage must not cut every WebSocket at once); it is logged.
+    async fn alive(&self) -> bool {
+        match self.store.load_shared(&self.id).await {
+            Ok(Some(record)) => !record.is_expired(self.clock.now()),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(session = self.id.short(), error = %e, "websocket session check failed");
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+
+    /// Bytes keep an idle tunnel open; silence closes it.
+    #[tokio::test(start_paused = true)]
+    async fn silence_closes_and_traffic_keeps_a_tunnel() {
+        let (browser, mut browser_peer) = duplex(64);
+        let (upstream, mut upstream_peer) = duplex(64);
+        let idle = Duration::from_secs(60);
+        let task = tokio::spawn(splice(browser, upstream, idle, None));
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_secs(40)).await;
+            browser_peer.write_all(b"x").await.expect("write");
+            let mut b = [0u8; 1];
+            upstream_peer.read_exact(&mut b).await.expect("read");
+        }
+        assert!(!task.is_finished(), "200 s of traffic: still open");
+        let closed = tokio::time::timeout(Duration::from_secs(120), task)
+            .await
+            .expect("closed within 1.25 idle")
+            .expect("join");
+        assert!(matches!(closed, Closed::Idle), "{closed:?}");
+    }
 }

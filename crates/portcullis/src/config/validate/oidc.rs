@@ -88,7 +88,10 @@ impl Validator<'_> {
             raw.backchannel_all_sessions,
             false,
         );
+        let frontchannel_logout =
+            self.bool_or("oidc.frontchannel_logout", raw.frontchannel_logout, false);
         Some(OidcConfig {
+            frontchannel_logout: frontchannel_logout?,
             issuer: issuer?,
             client_id: client_id?,
             client_secret: client_secret?,

@@ -93,7 +93,21 @@ impl Validator<'_> {
             });
         let log_user = self.bool_or("server.log_user", raw.log_user, false);
         let workers = self.workers("server.workers", raw.workers);
+        let websocket_idle_timeout = self.duration_or(
+            "server.websocket_idle_timeout",
+            raw.websocket_idle_timeout,
+            std::time::Duration::from_secs(10 * 60),
+            true,
+        );
+        let websocket_session_check = self.duration_or(
+            "server.websocket_session_check",
+            raw.websocket_session_check,
+            std::time::Duration::from_secs(30),
+            true,
+        );
         Some(ServerConfig {
+            websocket_idle_timeout: websocket_idle_timeout?,
+            websocket_session_check: websocket_session_check?,
             workers: workers?,
             log_user: log_user?,
             drain_timeout: drain_timeout?,

@@ -47,6 +47,12 @@ impl Validator<'_> {
             Duration::from_secs(60),
             false,
         );
+        let refresh_on_401_interval = self.duration_or(
+            "session.refresh_on_401_interval",
+            raw.refresh_on_401_interval,
+            Duration::from_secs(30),
+            true,
+        );
         if let (Some(idle), Some(absolute)) = (idle_timeout, absolute_timeout) {
             if idle > absolute {
                 self.issue(
@@ -89,6 +95,7 @@ impl Validator<'_> {
             idle_timeout: idle_timeout?,
             absolute_timeout: absolute_timeout?,
             refresh_before: refresh_before?,
+            refresh_on_401_interval: refresh_on_401_interval?,
             encryption_keys: encryption_keys?,
             key_prefix: key_prefix?,
             store_timeout: store_timeout?,
