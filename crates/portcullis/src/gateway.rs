@@ -28,6 +28,8 @@ pub enum GatewayError {
     Header(String),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error("login cookie keys: {0}")]
+    Seal(#[from] crate::session::seal::SealError),
 }
 
 /// State shared by every request.
@@ -43,6 +45,8 @@ pub(crate) struct Shared {
     pub embedded: Option<EmbeddedFiles>,
     pub refresh_locks: crate::refresh::RefreshLocks,
     pub metrics: crate::metrics::RequestMetrics,
+    /// Seals the login-in-flight cookie; no login state lives in the store.
+    pub login_cookies: crate::http::LoginCookies,
 }
 
 /// A built gateway. Cheap to clone.
@@ -96,6 +100,7 @@ impl GatewayBuilder {
         let metrics =
             crate::metrics::RequestMetrics::new(&config.server.auth_prefix, proxy.prefixes());
         let cors = crate::cors::CorsPolicy::from_config(&config);
+        let login_cookies = crate::http::LoginCookies::new(&config.session.encryption_keys)?;
         let gateway = Gateway {
             shared: Arc::new(Shared {
                 config,
@@ -108,6 +113,7 @@ impl GatewayBuilder {
                 embedded: self.embedded,
                 refresh_locks: Default::default(),
                 metrics,
+                login_cookies,
             }),
         };
         // The IdP may be down at start; login then fails with 503 and readiness says so.
