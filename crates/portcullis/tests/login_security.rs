@@ -35,6 +35,8 @@ const SESSION_COOKIE: &str = "portcullis";
 struct Harness {
     idp: CraftedIdp,
     base: String,
+    /// The gateway's config (for starting a replica of it).
+    toml: String,
     store: Arc<dyn SessionStore>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -92,6 +94,7 @@ encryption_keys = ["{key}"]
         Self {
             idp,
             base,
+            toml,
             store,
             server,
         }

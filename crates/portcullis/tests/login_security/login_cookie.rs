@@ -275,3 +275,33 @@ async fn replayed_callback_with_a_copied_login_cookie_is_refused() {
     assert_eq!(h.sessions_of(SUBJECT).await.len(), 1);
     let _ = SESSION_COOKIE;
 }
+
+#[tokio::test]
+async fn replayed_callback_on_another_replica_is_refused_even_if_the_idp_accepts_the_code_twice() {
+    // The crafted IdP redeems a code as often as asked. Replica B shares A's
+    // store, keys and public URL, but not A's in-process record of used states.
+    let a = Harness::with_defaults().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind replica");
+    let b_addr = listener.local_addr().expect("replica address");
+    let a_addr = a.base.trim_start_matches("http://").to_string();
+    let toml = a.toml.replacen(
+        &format!("listen = \"{a_addr}\""),
+        &format!("listen = \"{b_addr}\""),
+        1,
+    );
+    let (_, server) = crate::common::gateway::serve(listener, &toml, a.store.clone()).await;
+    let client = bare_client();
+    let (value, callback) = begin_bare(&a, &client, None, "/").await;
+    assert_eq!(
+        location(&callback_with(&client, &callback, &value).await),
+        "/"
+    );
+    let on_b = callback.replace(&a.base, &format!("http://{b_addr}"));
+    let replay = callback_with(&client, &on_b, &value).await;
+    assert!(session_cookie(&replay).is_none());
+    assert_eq!(replay.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(a.sessions_of(SUBJECT).await.len(), 1);
+    server.abort();
+}
