@@ -123,19 +123,16 @@ fn login_cookie_value<'a>(shared: &Shared, jar: &'a CookieJar) -> Option<&'a str
 fn remaining_login_cookie(
     shared: &Shared,
     rest: &[PendingLogin],
-) -> Option<axum_extra::extract::cookie::Cookie<'static>> {
-    let removal = || {
-        cookies::removal(
+) -> axum_extra::extract::cookie::Cookie<'static> {
+    match shared.login_cookies.seal(rest) {
+        Ok(Some(value)) => cookies::login(&shared.config, &value),
+        // None left, or (never expected) sealing failed: losing the other
+        // tabs' logins is better than keeping the used one.
+        Ok(None) | Err(_) => cookies::removal(
             &shared.config,
             cookies::login_cookie_name(&shared.config),
             true,
-        )
-    };
-    match shared.login_cookies.seal(rest) {
-        Ok(Some(value)) => Some(cookies::login(&shared.config, &value)),
-        Ok(None) => Some(removal()),
-        // Losing the other tabs' logins is better than keeping the used one.
-        Err(_) => Some(removal()),
+        ),
     }
 }
 
@@ -190,13 +187,14 @@ async fn finish_login(
         .ok_or_else(|| bad("missing login cookie: start the login again"))?;
     let now = shared.clock.now();
     let mut pending = shared.login_cookies.open(value, now).map_err(|e| {
-        tracing::warn!(reason = %e, "login cookie refused");
+        // Debug, not warn: anyone can send garbage cookies, logs must not flood.
+        tracing::debug!(reason = %e, "login cookie refused");
         bad("invalid login cookie: start the login again")
     })?;
     // Expired entries are gone already, so an unknown state may also be a slow login.
     let login = LoginCookies::take(&mut pending, state_param)
         .ok_or_else(|| bad("unknown, expired or already used state: start the login again"))?;
-    *login_cookie = remaining_login_cookie(shared, &pending);
+    *login_cookie = Some(remaining_login_cookie(shared, &pending));
     // Claim first: whatever happens next, this state is never used again here
     // (a racing callback, or a replay with a copy of the cookie, stops now).
     if !shared.login_cookies.claim(&login, now) {
