@@ -101,6 +101,16 @@ impl GatewayBuilder {
             crate::metrics::RequestMetrics::new(&config.server.auth_prefix, proxy.prefixes());
         let cors = crate::cors::CorsPolicy::from_config(&config);
         let login_cookies = crate::http::LoginCookies::new(&config.session.encryption_keys)?;
+        let shared_store = ["redis", "postgres"]
+            .iter()
+            .any(|scheme| config.session.store.starts_with(scheme));
+        if shared_store && config.session.encryption_keys.is_empty() {
+            // Only possible outside the prod profile, which requires keys here.
+            tracing::warn!(
+                "no session.encryption_keys: login cookies are sealed with a key of this \
+                 process, so a login must finish on the replica that started it"
+            );
+        }
         let gateway = Gateway {
             shared: Arc::new(Shared {
                 config,
