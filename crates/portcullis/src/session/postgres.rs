@@ -4,7 +4,9 @@
 //! Same row shape as SQLite (schema: `migrations/postgres/`): a sealed payload
 //! plus plaintext lookup columns. Compare-and-swap is `UPDATE … WHERE version`;
 //! refresh leases are rows taken with an upsert that only overwrites an
-//! expired lease, timed by the database clock.
+//! expired lease, timed by the database clock. The `login_states` table is
+//! unused (logins in flight live in the sealed login cookie) and kept for
+//! older replicas during an upgrade.
 
 use std::str::FromStr;
 use std::sync::Arc;
