@@ -28,6 +28,8 @@ pub enum GatewayError {
     Header(String),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error("login cookie keys: {0}")]
+    Seal(#[from] crate::session::seal::SealError),
 }
 
 /// State shared by every request.
@@ -45,6 +47,8 @@ pub(crate) struct Shared {
     /// Tells open WebSocket tunnels that their session ended here.
     pub tunnel_ends: crate::proxy::TunnelEnds,
     pub metrics: crate::metrics::RequestMetrics,
+    /// Seals the login-in-flight cookie; no login state lives in the store.
+    pub login_cookies: crate::http::LoginCookies,
 }
 
 /// A built gateway. Cheap to clone.
@@ -98,6 +102,17 @@ impl GatewayBuilder {
         let metrics =
             crate::metrics::RequestMetrics::new(&config.server.auth_prefix, proxy.prefixes());
         let cors = crate::cors::CorsPolicy::from_config(&config);
+        let login_cookies = crate::http::LoginCookies::new(&config.session.encryption_keys)?;
+        let shared_store = ["redis", "postgres"]
+            .iter()
+            .any(|scheme| config.session.store.starts_with(scheme));
+        if shared_store && config.session.encryption_keys.is_empty() {
+            // Only possible outside the prod profile, which requires keys here.
+            tracing::warn!(
+                "no session.encryption_keys: login cookies are sealed with a key of this \
+                 process, so a login must finish on the replica that started it"
+            );
+        }
         let gateway = Gateway {
             shared: Arc::new(Shared {
                 config,
@@ -111,6 +126,7 @@ impl GatewayBuilder {
                 refresh_locks: Default::default(),
                 tunnel_ends: Default::default(),
                 metrics,
+                login_cookies,
             }),
         };
         // The IdP may be down at start; login then fails with 503 and readiness says so.

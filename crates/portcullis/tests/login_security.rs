@@ -13,6 +13,8 @@
 mod common;
 #[path = "login_security/id_token.rs"]
 mod id_token;
+#[path = "login_security/login_cookie.rs"]
+mod login_cookie;
 #[path = "login_security/session_and_input.rs"]
 mod session_and_input;
 
@@ -33,6 +35,8 @@ const SESSION_COOKIE: &str = "portcullis";
 struct Harness {
     idp: CraftedIdp,
     base: String,
+    /// The gateway's config (for starting a replica of it).
+    toml: String,
     store: Arc<dyn SessionStore>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -47,6 +51,16 @@ impl Harness {
     /// Start the gateway. `extra_oidc` is TOML added to `[oidc]`. Discovery and
     /// JWKS are loaded now, so bend those on `idp` before calling this.
     async fn start(idp: CraftedIdp, extra_oidc: &str) -> Self {
+        Self::start_with(idp, extra_oidc, Arc::new(MemoryStore::new()), None).await
+    }
+
+    /// [`start`](Self::start) with a given store and, optionally, a clock the test moves.
+    async fn start_with(
+        idp: CraftedIdp,
+        extra_oidc: &str,
+        store: Arc<dyn SessionStore>,
+        clock: Option<Arc<dyn portcullis::time::Clock>>,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the gateway");
@@ -75,11 +89,12 @@ encryption_keys = ["{key}"]
             issuer = idp.issuer,
             key = random_key_base64(),
         );
-        let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
-        let (_, server) = common::gateway::serve(listener, &toml, store.clone()).await;
+        let (_, server) =
+            common::gateway::serve_with_clock(listener, &toml, store.clone(), clock).await;
         Self {
             idp,
             base,
+            toml,
             store,
             server,
         }
@@ -505,7 +520,7 @@ async fn return_to_path_with_query_survives_the_login_exactly() {
     let resp = b.get(callback).send().await.expect("callback");
     assert_eq!(location(&resp), "/app?x=1");
     assert_eq!(h.me(&b).await.0, StatusCode::OK);
-    // The IdP never sees return_to: it lives server-side with the state.
+    // The IdP never sees return_to: it lives in the sealed login cookie.
     let a = &h.idp.authorize_requests()[0];
     assert!(a.values().all(|v| !v.contains("/app")), "{a:?}");
     assert_eq!(json!(a["redirect_uri"]), json!(h.url("/auth/callback")));

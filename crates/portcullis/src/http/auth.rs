@@ -11,18 +11,17 @@ use axum::{
 use axum_extra::extract::CookieJar;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 
-use super::{ApiError, SessionLookup, cookies, current_session};
+use super::{
+    ApiError, SessionLookup, cookies, current_session,
+    login_cookie::{LoginCookies, MAX_RETURN_TO, PendingLogin},
+};
 use crate::{
     gateway::Shared,
     oidc::{self, IdTokenClaims},
-    session::{LoginState, SessionId, SessionRecord, TokenSet, hex_sha256, random_token},
+    session::{SessionId, SessionRecord, StoreError, TokenSet, hex_sha256, random_token},
     time::rfc3339,
 };
-
-/// Lifetime of a login in flight (login cookie and server-side state), seconds.
-pub(crate) const LOGIN_TTL: i64 = 600;
 
 /// Whether `path` is a same-origin path we may redirect to after login or
 /// logout. Refuses scheme-relative (`//x`), backslash tricks (`/\x`), any
@@ -95,24 +94,55 @@ async fn start_login(
             "return_to must be a same-origin path".into(),
         ));
     }
+    // The login cookie holds every pending login: keep it small.
+    if return_to.len() > MAX_RETURN_TO {
+        return Err(ApiError::BadRequest(format!(
+            "return_to is longer than {MAX_RETURN_TO} bytes"
+        )));
+    }
     let request = shared.oidc.authorization_request().await?;
-    // Reuse the browser's login cookie so logins started in two tabs both complete.
-    let binding = login_cookie(shared, headers)?
-        .filter(|v| v.len() == 43)
-        .unwrap_or_else(|| random_token(32));
-    let state = LoginState {
-        browser_binding: hex_sha256(binding.as_bytes()),
+    let now = shared.clock.now();
+    // Keep the logins pending in other tabs; an unreadable cookie is simply replaced.
+    // Two different login cookies (one planted) are no reason to refuse a
+    // new login: start from none.
+    let mut pending = login_cookie(shared, headers)
+        .ok()
+        .flatten()
+        .and_then(|v| shared.login_cookies.open(&v, now).ok())
+        .unwrap_or_default();
+    pending.push(PendingLogin {
+        state: request.state,
         nonce: request.nonce,
         pkce_verifier: request.pkce_verifier,
         return_to: return_to.to_string(),
-        expires_at: shared.clock.now() + LOGIN_TTL,
-    };
-    shared
-        .store
-        .put_login(&hex_sha256(request.state.as_bytes()), &state)
-        .await?;
-    let jar = CookieJar::new().add(cookies::login(&shared.config, &binding));
+        created_at: now,
+    });
+    // Nothing is stored server-side: the sealed cookie is the whole login state.
+    let value = shared
+        .login_cookies
+        .seal(&pending)
+        .map_err(|e| ApiError::Store(StoreError::Unavailable(format!("login cookie: {e}"))))?
+        .ok_or_else(|| ApiError::BadRequest("return_to is too long".into()))?;
+    let jar = CookieJar::new().add(cookies::login(&shared.config, &value));
     Ok((jar, found(&request.url)).into_response())
+}
+
+/// The login cookie without the entry a callback used: re-sealed with the
+/// rest (logins pending in other tabs), or removed when none is left.
+fn remaining_login_cookie(
+    shared: &Shared,
+    rest: &[PendingLogin],
+) -> axum_extra::extract::cookie::Cookie<'static> {
+    match shared.login_cookies.seal(rest) {
+        Ok(Some(value)) => cookies::login(&shared.config, &value),
+        // None left, or (never expected) sealing failed: losing the other
+        // tabs' logins is better than keeping the used one.
+        Ok(None) | Err(_) => cookies::removal(
+            &shared.config,
+            cookies::login_cookie_name(&shared.config),
+            true,
+        ),
+    }
 }
 
 /// `GET /auth/callback`: finish the code flow and create the session.
@@ -121,10 +151,17 @@ pub(crate) async fn callback(
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    match finish_login(&shared, &params, &headers).await {
+    let mut login_cookie = None;
+    let result = finish_login(&shared, &params, &headers, &mut login_cookie).await;
+    // The used entry leaves the browser's cookie whatever the outcome.
+    let login_cookie = match login_cookie {
+        Some(c) => CookieJar::new().add(c),
+        None => CookieJar::new(),
+    };
+    match result {
         Ok(resp) => {
             metrics::counter!(crate::metrics::LOGINS_TOTAL, "result" => "success").increment(1);
-            resp
+            (login_cookie, resp).into_response()
         }
         Err(e) => {
             let result = match e.status_and_code().0 {
@@ -135,11 +172,12 @@ pub(crate) async fn callback(
             if let ApiError::LoginFailed(_) = e {
                 tracing::warn!(reason = %e, "login rejected");
             }
-            if wants_html(&headers) {
+            let resp = if wants_html(&headers) {
                 e.into_html_response("/")
             } else {
                 e.into_response()
-            }
+            };
+            (login_cookie, resp).into_response()
         }
     }
 }
@@ -148,27 +186,28 @@ async fn finish_login(
     shared: &Shared,
     params: &HashMap<String, String>,
     headers: &HeaderMap,
+    used: &mut Option<axum_extra::extract::cookie::Cookie<'static>>,
 ) -> Result<Response, ApiError> {
     let bad = |m: &str| ApiError::BadRequest(m.to_string());
     let state_param = params.get("state").ok_or_else(|| bad("missing state"))?;
-    let binding = login_cookie(shared, headers)?
+    let value = login_cookie(shared, headers)?
         .ok_or_else(|| bad("missing login cookie: start the login again"))?;
-    // Take first: whatever happens next, this state can never be used again.
-    let login = shared
-        .store
-        .take_login(&hex_sha256(state_param.as_bytes()))
-        .await?
-        .ok_or_else(|| bad("unknown or already used state"))?;
-    let bound: bool = login
-        .browser_binding
-        .as_bytes()
-        .ct_eq(hex_sha256(binding.as_bytes()).as_bytes())
-        .into();
-    if !bound {
-        return Err(bad("login state belongs to another browser"));
-    }
-    if login.expires_at <= shared.clock.now() {
-        return Err(bad("login took too long: start again"));
+    let now = shared.clock.now();
+    let mut pending = shared.login_cookies.open(&value, now).map_err(|e| {
+        // Debug, not warn: anyone can send garbage cookies, logs must not flood.
+        tracing::debug!(reason = %e, "login cookie refused");
+        bad("invalid login cookie: start the login again")
+    })?;
+    // Expired entries are gone already, so an unknown state may also be a slow login.
+    let login = LoginCookies::take(&mut pending, state_param)
+        .ok_or_else(|| bad("unknown, expired or already used state: start the login again"))?;
+    *used = Some(remaining_login_cookie(shared, &pending));
+    // Claim first: whatever happens next, this state is never used again here
+    // (a racing callback, or a replay with a copy of the cookie, stops now).
+    if !shared.login_cookies.claim(&login, now) {
+        return Err(bad(
+            "unknown, expired or already used state: start the login again",
+        ));
     }
     if let Some(error) = params.get("error") {
         let desc = params
@@ -210,6 +249,16 @@ async fn finish_login(
             },
         )
         .await?;
+    // Single use across replicas too, for an IdP that accepts a code twice:
+    // recorded only after a successful exchange, so bounded by real logins.
+    let used_key = format!("login-state:{}", hex_sha256(login.state.as_bytes()));
+    if !shared
+        .store
+        .remember_jti(&used_key, login.expires_at(), now)
+        .await?
+    {
+        return Err(bad("state already used"));
+    }
     let mut claims = id.all.clone();
     if let Some(info) = shared.oidc.userinfo(&tokens.access_token, &id.sub).await? {
         claims.extend(info);
@@ -229,12 +278,7 @@ async fn finish_login(
             &shared.config,
             session_id.as_cookie_value(),
         ))
-        .add(cookies::csrf(&shared.config, &record.csrf_token))
-        .add(cookies::removal(
-            &shared.config,
-            cookies::login_cookie_name(&shared.config),
-            true,
-        ));
+        .add(cookies::csrf(&shared.config, &record.csrf_token));
     Ok((jar, found(&login.return_to)).into_response())
 }
 

@@ -192,7 +192,7 @@ pub(crate) fn session(config: &Config, value: &str) -> Cookie<'static> {
 
 pub(crate) fn login(config: &Config, value: &str) -> Cookie<'static> {
     let mut c = base(config, login_cookie_name(config), value.to_string(), true);
-    c.set_max_age(max_age(crate::http::auth::LOGIN_TTL));
+    c.set_max_age(max_age(crate::http::login_cookie::LOGIN_TTL));
     c
 }
 

@@ -8,6 +8,7 @@ mod auth;
 mod cookies;
 pub mod error;
 mod headers;
+mod login_cookie;
 mod logout_channels;
 mod session;
 mod static_files;
@@ -26,6 +27,7 @@ use crate::{gateway::Shared, metrics::RouteKey};
 
 pub use error::ApiError;
 pub use headers::DEFAULT_CSP;
+pub(crate) use login_cookie::LoginCookies;
 
 /// Longest request URI (path + query) we accept; longer → 414.
 const MAX_URI_LEN: usize = 8 * 1024;

@@ -112,18 +112,19 @@ impl OidcClient {
             .get("exp")
             .and_then(Value::as_i64)
             .ok_or_else(|| invalid("exp missing"))?;
-        if now > exp + skew {
+        // Saturating: a signed `exp` of i64::MAX must not overflow (panic or wrap).
+        if now > exp.saturating_add(skew) {
             return Err(invalid("token expired"));
         }
         let iat = claims
             .get("iat")
             .and_then(Value::as_i64)
             .ok_or_else(|| invalid("iat missing"))?;
-        if iat > now + skew {
+        if iat > now.saturating_add(skew) {
             return Err(invalid("iat is in the future"));
         }
         if let Some(nbf) = claims.get("nbf").and_then(Value::as_i64)
-            && nbf > now + skew
+            && nbf > now.saturating_add(skew)
         {
             return Err(invalid("token not yet valid"));
         }

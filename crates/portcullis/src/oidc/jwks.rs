@@ -33,6 +33,16 @@ impl JwksCache {
         }
     }
 
+    /// A cache holding `keys` already (tests).
+    #[cfg(test)]
+    pub(super) fn with_keys(http: reqwest::Client, uri: String, keys: JwkSet) -> Self {
+        let cache = Self::new(http, uri);
+        Self {
+            keys: RwLock::new(Arc::new(keys)),
+            ..cache
+        }
+    }
+
     /// Fetch the key set now.
     pub(super) async fn refresh(&self) -> Result<(), OidcError> {
         self.refresh_with_max_age().await.map(|_| ())
@@ -119,7 +129,7 @@ impl JwksCache {
 
 /// Parse a JWKS leniently: keys we cannot use (unknown kty, `oct`, encryption keys)
 /// are skipped instead of failing the whole set. An empty result is an error.
-fn parse_jwks(raw: serde_json::Value) -> Result<JwkSet, OidcError> {
+pub(super) fn parse_jwks(raw: serde_json::Value) -> Result<JwkSet, OidcError> {
     let list = raw
         .get("keys")
         .and_then(|k| k.as_array())

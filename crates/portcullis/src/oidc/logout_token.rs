@@ -89,10 +89,11 @@ impl OidcClient {
             .get("iat")
             .and_then(Value::as_i64)
             .ok_or_else(|| invalid("iat missing"))?;
-        if iat > now + skew {
+        if iat > now.saturating_add(skew) {
             return Err(invalid("iat is in the future"));
         }
-        if now - iat > LOGOUT_TOKEN_MAX_AGE + skew {
+        // Saturating: an `iat` of i64::MIN must read as ancient, not wrap to fresh.
+        if now.saturating_sub(iat) > LOGOUT_TOKEN_MAX_AGE + skew {
             return Err(invalid("iat is too old"));
         }
         let exp = match claims.get("exp") {
@@ -100,7 +101,7 @@ impl OidcClient {
             Some(v) => Some(v.as_i64().ok_or_else(|| invalid("exp is not a number"))?),
         };
         if let Some(exp) = exp
-            && now > exp + skew
+            && now > exp.saturating_add(skew)
         {
             return Err(invalid("token expired"));
         }
@@ -127,8 +128,9 @@ impl OidcClient {
         if jti.len() > MAX_JTI_LEN {
             return Err(invalid("jti too long"));
         }
-        let refused_after = iat + LOGOUT_TOKEN_MAX_AGE + skew;
-        let jti_expires_at = exp.map_or(refused_after, |e| (e + skew).min(refused_after));
+        let refused_after = iat.saturating_add(LOGOUT_TOKEN_MAX_AGE + skew);
+        let jti_expires_at =
+            exp.map_or(refused_after, |e| e.saturating_add(skew).min(refused_after));
         Ok(LogoutToken {
             sub,
             sid,

@@ -11,6 +11,8 @@ mod http_client;
 pub mod id_token;
 mod jwks;
 pub mod logout_token;
+#[cfg(test)]
+mod proptests;
 
 use std::{sync::Arc, time::Duration};
 
@@ -204,3 +206,21 @@ pub const MAX_RETRY: Duration = Duration::from_secs(60);
 
 /// Default timeout for the IdP client when none is configured.
 pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+impl OidcClient {
+    /// A client with `metadata` and `keys` already loaded (no discovery, no
+    /// JWKS fetch), for tests of token validation.
+    pub(crate) fn preloaded(
+        config: &Config,
+        clock: Arc<dyn Clock>,
+        metadata: ProviderMetadata,
+        keys: jsonwebtoken::jwk::JwkSet,
+    ) -> Self {
+        let mut client = Self::new(config, clock).expect("OIDC client");
+        let cache = JwksCache::with_keys(client.http.clone(), metadata.jwks_uri.clone(), keys);
+        client.metadata = RwLock::new(Some(Arc::new(metadata)));
+        client.jwks = RwLock::new(Some(Arc::new(cache)));
+        client
+    }
+}

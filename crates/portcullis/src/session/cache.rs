@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use super::{LoginState, RefreshLease, SessionHash, SessionRecord, SessionStore, StoreError};
+use super::{RefreshLease, SessionHash, SessionRecord, SessionStore, StoreError};
 use crate::time::{Clock, SystemClock, UnixTime};
 
 /// What another replica must forget.
@@ -297,14 +297,6 @@ impl SessionStore for CachedStore {
 
     async fn list_by_sub(&self, sub: &str) -> Result<Vec<SessionRecord>, StoreError> {
         self.inner.list_by_sub(sub).await
-    }
-
-    async fn put_login(&self, key: &str, state: &LoginState) -> Result<(), StoreError> {
-        self.inner.put_login(key, state).await
-    }
-
-    async fn take_login(&self, key: &str) -> Result<Option<LoginState>, StoreError> {
-        self.inner.take_login(key).await
     }
 
     async fn gc(&self, now: UnixTime) -> Result<u64, StoreError> {

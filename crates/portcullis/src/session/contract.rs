@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{LoginState, SessionHash, SessionId, SessionRecord, SessionStore, random_token};
+use super::{SessionHash, SessionId, SessionRecord, SessionStore, random_token};
 use crate::time::{Clock, SystemClock, UnixTime};
 
 /// What the macro's store expression may return.
@@ -60,9 +60,6 @@ macro_rules! session_store_contract_tests {
             delete_by_sub_is_scoped,
             delete_by_sid_is_scoped,
             list_by_sub_returns_only_that_subject,
-            login_round_trip,
-            take_login_is_single_use,
-            concurrent_take_login_yields_one,
             gc_removes_expired_and_keeps_live,
             ping_ok,
             many_records,
@@ -75,6 +72,7 @@ macro_rules! session_store_contract_tests {
             concurrent_refresh_lease_has_one_holder,
             expired_refresh_lease_can_be_taken_over,
             remember_jti_refuses_replay_until_expiry,
+            concurrent_remember_jti_has_one_winner,
         );
     };
     (@tests $make:expr; $($check:ident),* $(,)?) => {
@@ -128,17 +126,6 @@ pub fn sample_record(sub: &str, sid: Option<&str>, now: UnixTime) -> (SessionId,
         version: 1,
     };
     (id, record)
-}
-
-/// A login in flight expiring at `expires_at`.
-pub fn sample_login(expires_at: UnixTime) -> LoginState {
-    LoginState {
-        browser_binding: super::hex_sha256(random_token(32).as_bytes()),
-        nonce: random_token(16),
-        pkce_verifier: random_token(32),
-        return_to: "/app/orders?page=2#top".into(),
-        expires_at,
-    }
 }
 
 /// A subject no other test (or earlier run against a shared server) uses.
@@ -343,54 +330,6 @@ pub async fn list_by_sub_returns_only_that_subject(store: Arc<dyn SessionStore>)
     );
 }
 
-pub async fn login_round_trip(store: Arc<dyn SessionStore>) {
-    let key = unique("state");
-    let login = sample_login(now() + 600);
-    store.put_login(&key, &login).await.expect("put");
-    assert_eq!(store.take_login(&key).await.expect("take"), Some(login));
-    assert_eq!(
-        store.take_login(&unique("unknown")).await.expect("unknown"),
-        None
-    );
-}
-
-pub async fn take_login_is_single_use(store: Arc<dyn SessionStore>) {
-    let key = unique("state");
-    store
-        .put_login(&key, &sample_login(now() + 600))
-        .await
-        .expect("put");
-    assert!(store.take_login(&key).await.expect("first take").is_some());
-    assert_eq!(store.take_login(&key).await.expect("second take"), None);
-}
-
-/// A replayed callback racing the real one must not log in twice.
-pub async fn concurrent_take_login_yields_one(store: Arc<dyn SessionStore>) {
-    const RACERS: usize = 20;
-    let key = unique("state");
-    let login = sample_login(now() + 600);
-    store.put_login(&key, &login).await.expect("put");
-
-    let barrier = Arc::new(tokio::sync::Barrier::new(RACERS));
-    let tasks: Vec<_> = (0..RACERS)
-        .map(|_| {
-            let (store, key, barrier) = (Arc::clone(&store), key.clone(), Arc::clone(&barrier));
-            tokio::spawn(async move {
-                barrier.wait().await;
-                store.take_login(&key).await
-            })
-        })
-        .collect();
-
-    let mut winners = Vec::new();
-    for task in tasks {
-        if let Some(state) = task.await.expect("task").expect("take") {
-            winners.push(state);
-        }
-    }
-    assert_eq!(winners, vec![login], "exactly one concurrent take must win");
-}
-
 pub async fn gc_removes_expired_and_keeps_live(store: Arc<dyn SessionStore>) {
     // Expiries are in the real future so TTL-based stores keep every record
     // until gc; gc is then asked about a later `now`.
@@ -413,20 +352,6 @@ pub async fn gc_removes_expired_and_keeps_live(store: Arc<dyn SessionStore>) {
     )
     .await;
 
-    let (live_key, expired_key, boundary_key) = (unique("live"), unique("old"), unique("edge"));
-    store
-        .put_login(&live_key, &sample_login(t + 3600))
-        .await
-        .expect("put live");
-    store
-        .put_login(&expired_key, &sample_login(t + 60))
-        .await
-        .expect("put old");
-    store
-        .put_login(&boundary_key, &sample_login(gc_at))
-        .await
-        .expect("put edge");
-
     assert_eq!(
         store.gc(t).await.expect("early gc"),
         0,
@@ -442,22 +367,6 @@ pub async fn gc_removes_expired_and_keeps_live(store: Arc<dyn SessionStore>) {
     assert!(!exists(&*store, &absolute_expired.id).await);
     assert!(!exists(&*store, &on_boundary.id).await);
     assert_eq!(store.list_by_sub(&sub).await.expect("list"), vec![live]);
-
-    assert!(
-        store
-            .take_login(&live_key)
-            .await
-            .expect("take live")
-            .is_some()
-    );
-    assert_eq!(
-        store.take_login(&expired_key).await.expect("take old"),
-        None
-    );
-    assert_eq!(
-        store.take_login(&boundary_key).await.expect("take edge"),
-        None
-    );
 }
 
 pub async fn ping_ok(store: Arc<dyn SessionStore>) {
@@ -844,4 +753,29 @@ pub async fn remember_jti_refuses_replay_until_expiry(store: Arc<dyn SessionStor
     assert!(!remember(jti, now + 900, now + 302).await, "live again");
     store.gc(now + 1000).await.expect("gc");
     assert!(remember(other, now + 1300, now + 1000).await, "after gc");
+}
+
+/// Callbacks racing on two replicas with one login state (an IdP that
+/// accepts a code twice): exactly one may record the state as used.
+pub async fn concurrent_remember_jti_has_one_winner(store: Arc<dyn SessionStore>) {
+    const RACERS: usize = 20;
+    let key = unique("login-state");
+    let now = now();
+    let barrier = Arc::new(tokio::sync::Barrier::new(RACERS));
+    let tasks: Vec<_> = (0..RACERS)
+        .map(|_| {
+            let (store, key, barrier) = (Arc::clone(&store), key.clone(), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.remember_jti(&key, now + 600, now).await
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    for task in tasks {
+        if task.await.expect("task").expect("remember_jti") {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1, "exactly one concurrent remember must win");
 }

@@ -8,9 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Rw
 
 use async_trait::async_trait;
 
-use super::{
-    LoginState, RefreshLease, SessionHash, SessionRecord, SessionStore, StoreError, random_token,
-};
+use super::{RefreshLease, SessionHash, SessionRecord, SessionStore, StoreError, random_token};
 use crate::time::UnixTime;
 
 /// Sessions keyed by hash, with `sub` and `sid` indexes so logout does not
@@ -71,8 +69,6 @@ fn index_remove(index: &mut HashMap<String, HashSet<SessionHash>>, key: &str, id
 pub struct MemoryStore {
     // Sessions are read on every request, so readers share the lock.
     sessions: RwLock<Sessions>,
-    // Logins are separate so the login flow never contends with session reads.
-    logins: Mutex<HashMap<String, LoginState>>,
     // Refresh leases: holder token and deadline per session. Monotonic time:
     // a lease only has to be exclusive within this process.
     leases: Mutex<HashMap<SessionHash, (String, std::time::Instant)>>,
@@ -98,10 +94,6 @@ impl MemoryStore {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn logins(&self) -> MutexGuard<'_, HashMap<String, LoginState>> {
-        self.logins.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     fn leases(&self) -> MutexGuard<'_, HashMap<SessionHash, (String, std::time::Instant)>> {
         self.leases.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -112,7 +104,6 @@ impl std::fmt::Debug for MemoryStore {
         // Counts only: records hold tokens.
         f.debug_struct("MemoryStore")
             .field("sessions", &self.read().records.len())
-            .field("logins", &self.logins().len())
             .finish()
     }
 }
@@ -185,16 +176,6 @@ impl SessionStore for MemoryStore {
         Ok(out)
     }
 
-    async fn put_login(&self, key: &str, state: &LoginState) -> Result<(), StoreError> {
-        self.logins().insert(key.to_string(), state.clone());
-        Ok(())
-    }
-
-    async fn take_login(&self, key: &str) -> Result<Option<LoginState>, StoreError> {
-        // Remove under the mutex: exactly one concurrent caller gets the state.
-        Ok(self.logins().remove(key))
-    }
-
     async fn gc(&self, now: UnixTime) -> Result<u64, StoreError> {
         let removed = {
             let mut sessions = self.write();
@@ -206,7 +187,6 @@ impl SessionStore for MemoryStore {
                 .collect();
             sessions.remove_all(Some(expired))
         };
-        self.logins().retain(|_, login| login.expires_at > now);
         self.jtis.gc(now);
         Ok(removed)
     }

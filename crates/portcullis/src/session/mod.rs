@@ -107,28 +107,8 @@ impl SessionRecord {
     }
 }
 
-/// State of one login in flight, kept server-side between `/auth/login` and `/auth/callback`.
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct LoginState {
-    /// SHA-256 (hex) of the login cookie value this login is bound to.
-    pub browser_binding: String,
-    pub nonce: String,
-    pub pkce_verifier: String,
-    /// Same-origin path to return to after login.
-    pub return_to: String,
-    pub expires_at: UnixTime,
-}
-
-impl std::fmt::Debug for LoginState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoginState")
-            .field("return_to", &self.return_to)
-            .field("expires_at", &self.expires_at)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Storage for sessions and in-flight logins. Implementations must be safe
+/// Storage for sessions (logins in flight live in the browser's sealed login
+/// cookie, not here). Implementations must be safe
 /// to share across tasks and (for remote stores) across replicas.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
@@ -183,21 +163,16 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Every stored session of a subject (expired ones included until GC).
     async fn list_by_sub(&self, sub: &str) -> Result<Vec<SessionRecord>, StoreError>;
 
-    /// Store a login in flight under `key` (the SHA-256 hex of its `state`).
-    async fn put_login(&self, key: &str, state: &LoginState) -> Result<(), StoreError>;
-
-    /// Remove and return the login under `key`: single use, atomic.
-    async fn take_login(&self, key: &str) -> Result<Option<LoginState>, StoreError>;
-
-    /// Delete sessions and logins expired at `now`. Returns how many sessions.
+    /// Delete sessions (and leases, used ids) expired at `now`. Returns how many sessions.
     async fn gc(&self, now: UnixTime) -> Result<u64, StoreError>;
 
     /// Cheap reachability check for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Remember the `jti` of an accepted back-channel logout token until
-    /// `expires_at`. Returns `true` the first time, `false` when it was seen
-    /// before and is still live at `now` (a replay: refuse the token).
+    /// Remember the `jti` of an accepted back-channel logout token (or, as
+    /// `login-state:<hash>`, a login state after its successful code exchange)
+    /// until `expires_at`. Returns `true` the first time, `false` when it was
+    /// seen before and is still live at `now` (a replay: refuse it).
     ///
     /// The default remembers in this process only (shared by every store in
     /// it); stores used by several replicas must override it with an atomic

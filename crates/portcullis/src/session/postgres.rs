@@ -4,7 +4,9 @@
 //! Same row shape as SQLite (schema: `migrations/postgres/`): a sealed payload
 //! plus plaintext lookup columns. Compare-and-swap is `UPDATE … WHERE version`;
 //! refresh leases are rows taken with an upsert that only overwrites an
-//! expired lease, timed by the database clock.
+//! expired lease, timed by the database clock. The `login_states` table is
+//! unused (logins in flight live in the sealed login cookie) and kept for
+//! older replicas during an upgrade.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -18,8 +20,7 @@ use tokio::sync::broadcast;
 use super::cache::{Invalidation, InvalidationBus};
 use super::seal::PayloadCodec;
 use super::{
-    LoginState, RefreshLease, SessionHash, SessionRecord, SessionStore, StoreError, random_token,
-    redact_url,
+    RefreshLease, SessionHash, SessionRecord, SessionStore, StoreError, random_token, redact_url,
 };
 use crate::time::UnixTime;
 
@@ -323,36 +324,6 @@ impl SessionStore for PostgresStore {
         Ok(records)
     }
 
-    async fn put_login(&self, key: &str, state: &LoginState) -> Result<(), StoreError> {
-        let payload = self.codec.encode_login(key, state)?;
-        self.run(
-            sqlx::query(
-                "INSERT INTO login_states (key, payload, expires_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (key) DO UPDATE SET payload = excluded.payload, expires_at = excluded.expires_at",
-            )
-            .bind(key)
-            .bind(payload)
-            .bind(state.expires_at)
-            .execute(&self.pool),
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn take_login(&self, key: &str) -> Result<Option<LoginState>, StoreError> {
-        let payload: Option<Vec<u8>> = self
-            .run(
-                sqlx::query_scalar("DELETE FROM login_states WHERE key = $1 RETURNING payload")
-                    .bind(key)
-                    .fetch_optional(&self.pool),
-            )
-            .await?;
-        match payload {
-            Some(p) => self.codec.decode_login(key, &p),
-            None => Ok(None),
-        }
-    }
-
     async fn gc(&self, now: UnixTime) -> Result<u64, StoreError> {
         // Batches keep each transaction (and its row locks) short.
         let mut total = 0;
@@ -371,23 +342,6 @@ impl SessionStore for PostgresStore {
                 )
                 .await?;
             total += done.rows_affected();
-            if done.rows_affected() < GC_BATCH as u64 {
-                break;
-            }
-        }
-        loop {
-            let done = self
-                .run(
-                    sqlx::query(
-                        "DELETE FROM login_states WHERE key IN (
-                             SELECT key FROM login_states WHERE expires_at <= $1
-                             LIMIT $2 FOR UPDATE SKIP LOCKED)",
-                    )
-                    .bind(now)
-                    .bind(GC_BATCH)
-                    .execute(&self.pool),
-                )
-                .await?;
             if done.rows_affected() < GC_BATCH as u64 {
                 break;
             }

@@ -5,8 +5,9 @@
 //! `s:<hash>` a hash with the sealed record (`p`), its version (`v`), activity
 //! (`ls`, `ie`), absolute expiry (`exp`), `sub` and `sid`; `u:<sub>` and
 //! `d:<sid>` sets of session hashes (logout by user or IdP session); `x` a
-//! sorted set of session hashes by expiry (GC); `l:<key>` logins and `lx`
-//! their expiries; `lease:<hash>` refresh leases. Every multi-key change is
+//! sorted set of session hashes by expiry (GC); `lease:<hash>` refresh leases;
+//! `jti:<id>` used one-time ids. (Logins in flight live in the browser's
+//! sealed login cookie; `l:` and `lx` keys of older versions expire or can be deleted.) Every multi-key change is
 //! one Lua script, so it is atomic. Scripts build key names from the prefix,
 //! so this store needs a single Redis (or Sentinel), not Redis Cluster.
 //! Records also carry a Redis TTL (their expiry plus a grace period) so a
@@ -25,8 +26,7 @@ use tokio::sync::broadcast;
 use super::cache::{Invalidation, InvalidationBus};
 use super::seal::PayloadCodec;
 use super::{
-    LoginState, RefreshLease, SessionHash, SessionRecord, SessionStore, StoreError, random_token,
-    redact_url,
+    RefreshLease, SessionHash, SessionRecord, SessionStore, StoreError, random_token, redact_url,
 };
 use crate::time::UnixTime;
 
@@ -444,23 +444,9 @@ local p, now, batch = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local ids = redis.call('ZRANGEBYSCORE', p .. 'x', '-inf', now, 'LIMIT', 0, batch)
 local n = 0
 for _, id in ipairs(ids) do n = n + del(p, id) end
-local keys = redis.call('ZRANGEBYSCORE', p .. 'lx', '-inf', now, 'LIMIT', 0, batch)
-for _, k in ipairs(keys) do
-  redis.call('DEL', p .. 'l:' .. k)
-  redis.call('ZREM', p .. 'lx', k)
-end
-return {n, #ids, #keys}
+return {n, #ids}
 "#
     ))
-});
-
-static TAKE_LOGIN: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
-    Script::new(
-        r#"
-redis.call('ZREM', ARGV[1] .. 'lx', ARGV[2])
-return redis.call('GETDEL', ARGV[1] .. 'l:' .. ARGV[2])
-"#,
-    )
 });
 
 /// A live `jti` (expiry after `now`) is a replay; a dead one is taken over.
@@ -574,44 +560,15 @@ impl SessionStore for RedisStore {
         Ok(records)
     }
 
-    async fn put_login(&self, key: &str, state: &LoginState) -> Result<(), StoreError> {
-        let payload = self.codec.encode_login(key, state)?;
-        let mut conn = self.conn();
-        let at = state.expires_at + EXPIRY_GRACE_SECS;
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("SET")
-            .arg(self.key("l:", key))
-            .arg(payload)
-            .arg("EXAT")
-            .arg(at)
-            .ignore()
-            .zadd(self.key("lx", ""), key, state.expires_at)
-            .ignore();
-        self.run(pipe.query_async::<()>(&mut conn)).await
-    }
-
-    async fn take_login(&self, key: &str) -> Result<Option<LoginState>, StoreError> {
-        let mut conn = self.conn();
-        let mut script = TAKE_LOGIN.prepare_invoke();
-        script.arg(&self.prefix).arg(key);
-        let payload: Option<Vec<u8>> = self.run(script.invoke_async(&mut conn)).await?;
-        match payload {
-            Some(p) => self.codec.decode_login(key, &p),
-            None => Ok(None),
-        }
-    }
-
     async fn gc(&self, now: UnixTime) -> Result<u64, StoreError> {
         let mut total = 0u64;
         loop {
             let mut conn = self.conn();
             let mut script = GC.prepare_invoke();
             script.arg(&self.prefix).arg(now).arg(GC_BATCH);
-            let (deleted, scanned, logins): (u64, usize, usize) =
-                self.run(script.invoke_async(&mut conn)).await?;
+            let (deleted, scanned): (u64, usize) = self.run(script.invoke_async(&mut conn)).await?;
             total += deleted;
-            if scanned < GC_BATCH && logins < GC_BATCH {
+            if scanned < GC_BATCH {
                 return Ok(total);
             }
         }

@@ -1,5 +1,6 @@
-//! Encryption at rest: the [`Keyring`] that seals session and login payloads
-//! with AES-256-GCM before a persistent store writes them.
+//! Encryption at rest: the [`Keyring`] that seals session payloads with
+//! AES-256-GCM before a persistent store writes them (and, with keys derived
+//! for the purpose, the login cookie: `http/login_cookie.rs`).
 //!
 //! A sealed value is `MAGIC (2) | key id (8) | nonce (12) | ciphertext+tag`.
 //! The key id (the first 8 bytes of SHA-256 over the key) says which key of
@@ -19,7 +20,7 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{LoginState, SessionRecord, StoreError};
+use super::{SessionRecord, StoreError};
 use crate::config::Secret;
 
 /// Marks a sealed value (format version 1); plain JSON never starts with it.
@@ -94,6 +95,35 @@ impl Keyring {
         Self::from_base64(keys.iter().map(Secret::expose))
     }
 
+    /// A ring for one `purpose`: each key of `keys` (as [`from_secrets`](Self::from_secrets)
+    /// reads them) run through HKDF-SHA256 with `purpose` as info. Values it seals
+    /// carry other key ids than the ring of the raw keys, so neither opens the
+    /// other's values, and encryptions an attacker can trigger (a login cookie
+    /// per anonymous request) do not use up the session key's nonce budget.
+    pub fn derived_from_secrets(keys: &[Secret], purpose: &[u8]) -> Result<Self, SealError> {
+        let derived = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let ikm = decode_key(k.expose()).ok_or(SealError::BadKey(i))?;
+                let mut okm = [0u8; 32];
+                hkdf::Hkdf::<Sha256>::new(None, &ikm)
+                    .expand(purpose, &mut okm)
+                    .map_err(|_| SealError::BadKey(i))?;
+                Ok(okm)
+            })
+            .collect::<Result<Vec<_>, SealError>>()?;
+        Self::from_bytes(&derived)
+    }
+
+    /// A ring with one fresh random key that lives as long as this value
+    /// (nothing sealed with it opens in another process or after a restart).
+    pub fn random() -> Result<Self, SealError> {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(|_| SealError::Encrypt)?;
+        Self::from_bytes(&[key])
+    }
+
     /// The id of the sealing key, hex, for logs.
     pub fn sealing_key_id(&self) -> String {
         self.keys.first().map(|k| hex(&k.id)).unwrap_or_default()
@@ -157,11 +187,6 @@ pub(crate) fn session_aad(id_hex: &str) -> Vec<u8> {
     format!("portcullis/session/{id_hex}").into_bytes()
 }
 
-/// Associated data for a login in flight.
-pub(crate) fn login_aad(key: &str) -> Vec<u8> {
-    format!("portcullis/login/{key}").into_bytes()
-}
-
 fn key_id(key: &[u8; 32]) -> [u8; KEY_ID_LEN] {
     let digest = Sha256::new()
         .chain_update(b"portcullis key id\0")
@@ -218,10 +243,6 @@ impl PayloadCodec {
         self.encode(&session_aad(record.id.as_str()), record)
     }
 
-    pub fn encode_login(&self, key: &str, state: &LoginState) -> Result<Vec<u8>, StoreError> {
-        self.encode(&login_aad(key), state)
-    }
-
     /// The record stored under `id`, `None` when it cannot be opened (wrong
     /// or removed key, tampering, plaintext where a sealed value belongs):
     /// such a session is treated as absent, so the user gets a 401, never a 500.
@@ -244,20 +265,6 @@ impl PayloadCodec {
             )));
         }
         Ok(Some(record))
-    }
-
-    pub fn decode_login(
-        &self,
-        key: &str,
-        payload: &[u8],
-    ) -> Result<Option<LoginState>, StoreError> {
-        let label = short(key);
-        let Some(json) = self.open("login", label, &login_aad(key), payload) else {
-            return Ok(None);
-        };
-        serde_json::from_slice(&json)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt(format!("login {label}: {}", json_error(&e))))
     }
 
     fn encode<T: serde::Serialize>(&self, aad: &[u8], value: &T) -> Result<Vec<u8>, StoreError> {

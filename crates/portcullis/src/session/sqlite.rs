@@ -1,7 +1,10 @@
 //! SQLite session store: one database file (or `sqlite::memory:`) for a single durable node.
 //!
 //! Each row keeps the whole serialized record in `payload`; the other columns
-//! are copies for lookups and GC. Schema: `migrations/sqlite/`.
+//! are copies for lookups and GC. Schema: `migrations/sqlite/`. Its
+//! `login_states` table is unused since logins in flight live in the sealed
+//! login cookie (`http/login_cookie.rs`); it stays for older replicas during
+//! an upgrade and is neither read, written nor collected.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -15,8 +18,7 @@ use sqlx::sqlite::{
 
 use super::seal::{Keyring, PayloadCodec};
 use super::{
-    LoginState, RefreshLease, SessionHash, SessionRecord, SessionStore, StoreError, random_token,
-    redact_url,
+    RefreshLease, SessionHash, SessionRecord, SessionStore, StoreError, random_token, redact_url,
 };
 use crate::time::UnixTime;
 
@@ -138,14 +140,6 @@ fn record_from_row(
     Ok(Some(record))
 }
 
-fn login_from_payload(
-    codec: &PayloadCodec,
-    key: &str,
-    payload: &[u8],
-) -> Result<Option<LoginState>, StoreError> {
-    codec.decode_login(key, payload)
-}
-
 /// First 8 chars of a key for messages; keys read back from the database may
 /// be any length, so never slice blindly.
 fn short(key: &str) -> &str {
@@ -258,42 +252,6 @@ impl SessionStore for SqliteStore {
         Ok(records)
     }
 
-    async fn put_login(&self, key: &str, state: &LoginState) -> Result<(), StoreError> {
-        let payload = self.codec.encode_login(key, state)?;
-        sqlx::query(
-            "INSERT INTO login_states (key, payload, expires_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (key) DO UPDATE SET
-                 payload = excluded.payload,
-                 expires_at = excluded.expires_at",
-        )
-        .bind(key)
-        .bind(payload)
-        .bind(state.expires_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn take_login(&self, key: &str) -> Result<Option<LoginState>, StoreError> {
-        // One statement deletes and returns: of concurrent callbacks carrying
-        // the same `state`, exactly one gets a row back.
-        let payload: Option<Vec<u8>> =
-            sqlx::query_scalar("DELETE FROM login_states WHERE key = ?1 RETURNING payload")
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(|e| match e {
-                    sqlx::Error::ColumnDecode { .. } => {
-                        StoreError::Corrupt(format!("login {}: payload column: {e}", short(key)))
-                    }
-                    other => other.into(),
-                })?;
-        match payload {
-            Some(p) => login_from_payload(&self.codec, key, &p),
-            None => Ok(None),
-        }
-    }
-
     async fn gc(&self, now: UnixTime) -> Result<u64, StoreError> {
         // Same boundary as `SessionRecord::is_expired`: expired at `now >= expiry`.
         // In batches, so a large backlog never holds SQLite's write lock for long.
@@ -303,11 +261,6 @@ impl SessionStore for SqliteStore {
                 "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions
                      WHERE expires_at <= ?1 OR idle_expires_at <= ?1 LIMIT ?2)",
                 true,
-            ),
-            (
-                "DELETE FROM login_states WHERE key IN (SELECT key FROM login_states
-                     WHERE expires_at <= ?1 LIMIT ?2)",
-                false,
             ),
             (
                 "DELETE FROM logout_jtis WHERE jti IN (SELECT jti FROM logout_jtis
@@ -529,23 +482,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}", dir.path().join("sessions.db").display());
         let (_, record) = sample_record("alice", Some("sid-1"), 1_000);
-        let login = LoginState {
-            browser_binding: "b".repeat(64),
-            nonce: "n".into(),
-            pkce_verifier: "v".into(),
-            return_to: "/app".into(),
-            expires_at: 2_000,
-        };
 
         let store = SqliteStore::connect(&url).await.expect("first open");
         store.save(&record).await.expect("save");
-        store.put_login("k", &login).await.expect("put login");
         store.pool().close().await;
         drop(store);
 
         let store = SqliteStore::connect(&url).await.expect("reopen");
         assert_eq!(store.load(&record.id).await.expect("load"), Some(record));
-        assert_eq!(store.take_login("k").await.expect("take"), Some(login));
     }
 
     #[tokio::test]
@@ -596,15 +540,6 @@ mod tests {
         ));
         // Deletion still works, so an operator can clear the bad row.
         assert!(store.delete(&hash).await.expect("delete"));
-
-        sqlx::query("INSERT INTO login_states (key, payload, expires_at) VALUES ('k', x'00ff', 1)")
-            .execute(store.pool())
-            .await
-            .expect("raw login insert");
-        assert!(matches!(
-            store.take_login("k").await,
-            Err(StoreError::Corrupt(_))
-        ));
     }
 
     #[tokio::test]
