@@ -294,6 +294,11 @@ pub(super) struct RawServer {
     pub log_format: Raw,
     pub log_user: Raw,
     pub workers: Raw,
+    pub header_read_timeout: Raw,
+    pub idle_timeout: Raw,
+    pub max_connections: Raw,
+    pub max_header_bytes: Raw,
+    pub max_headers: Raw,
 }
 
 #[derive(Deserialize, Default)]
