@@ -511,14 +511,20 @@ fn spawn_connection<S, B>(
 ///   every `idle_timeout`, so an idle connection closes after one to two
 ///   periods). A streaming response is in flight until its body ends.
 async fn watchdog(activity: &Activity, limits: &ConnectionLimits) {
-    tokio::time::sleep(limits.header_read_timeout).await;
-    if activity.begun.load(Ordering::Relaxed) == 0 {
-        tracing::debug!("no request head within server.header_read_timeout: closing");
-        return;
-    }
+    use tokio::time::{Instant, sleep_until};
+    let head_deadline = Instant::now() + limits.header_read_timeout;
     let mut seen = activity.io.load(Ordering::Relaxed);
     loop {
-        tokio::time::sleep(limits.idle_timeout).await;
+        let mut next = Instant::now() + limits.idle_timeout;
+        let first_head = activity.begun.load(Ordering::Relaxed) == 0;
+        if first_head {
+            next = next.min(head_deadline);
+        }
+        sleep_until(next).await;
+        if activity.begun.load(Ordering::Relaxed) == 0 && Instant::now() >= head_deadline {
+            tracing::debug!("no request head within server.header_read_timeout: closing");
+            return;
+        }
         let now = activity.io.load(Ordering::Relaxed);
         if now == seen && activity.in_flight.load(Ordering::Relaxed) == 0 {
             tracing::debug!("idle for server.idle_timeout: closing");
