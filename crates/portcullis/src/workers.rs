@@ -685,6 +685,17 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Connectio
     type Future = crate::http::PublicFuture;
 
     fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        // Origin-form (`/path`) and absolute-form (hyper keeps the path) reach
+        // the app; authority-form or a bare word (`GET host:443`, `GET aaa`)
+        // has no path to route on: 400 here rather than a confused answer
+        // further in (it was a 500). `OPTIONS *` passes.
+        let path = req.uri().path();
+        if !path.starts_with('/') && path != "*" {
+            tracing::debug!("request target without a path: 400");
+            return Box::pin(std::future::ready(Ok(
+                axum::response::IntoResponse::into_response(http::StatusCode::BAD_REQUEST),
+            )));
+        }
         crate::http::PublicService::serve(
             &self.app,
             req.map(axum::body::Body::new),

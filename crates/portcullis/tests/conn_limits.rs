@@ -267,3 +267,20 @@ async fn admin_listener_has_the_same_limits() {
     let status = status_of(g.admin, &big_head("/healthz", 4, 30)).await;
     assert_eq!(status, "HTTP/1.1 431 Request Header Fields Too Large");
 }
+
+#[tokio::test]
+async fn request_target_without_a_path_gets_400_not_500() {
+    let g = Served::start("").await;
+    for target in ["gw:443", "evil.example:80", "aaaa"] {
+        let request = format!("GET {target} HTTP/1.1\r\nHost: gw\r\n\r\n");
+        let status = status_of(g.addr, request.as_bytes()).await;
+        assert_eq!(status, "HTTP/1.1 400 Bad Request", "{target}");
+    }
+    // Absolute-form keeps its path and is routed as usual.
+    let status = status_of(
+        g.addr,
+        b"GET http://gw/api/abs HTTP/1.1\r\nHost: gw\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+}
