@@ -139,6 +139,7 @@ pub(crate) async fn serve(
 /// backlog and no open one is disturbed), then a connection. `None` once
 /// `stop` resolves.
 async fn next_connection(
+    name: &'static str,
     listener: &mut TcpListener,
     slots: &Arc<Semaphore>,
     full: &mut bool,
@@ -151,9 +152,11 @@ async fn next_connection(
             if !*full {
                 *full = true;
                 tracing::warn!(
-                    max_connections = slots.available_permits(),
+                    listener = name,
                     "connection limit reached (server.max_connections): new connections wait in the backlog"
                 );
+                metrics::counter!(crate::metrics::CONNECTION_LIMIT_REACHED_TOTAL, "listener" => name)
+                    .increment(1);
             }
             tokio::select! {
                 biased;
@@ -164,7 +167,7 @@ async fn next_connection(
     };
     if *full && slots.available_permits() > 0 {
         *full = false;
-        tracing::info!("connection limit: accepting again");
+        tracing::info!(listener = name, "connection limit: accepting again");
     }
     tokio::select! {
         biased;
@@ -194,7 +197,8 @@ async fn accept(
                 _ = cut.wait_for(|v| *v) => {},
             }
         };
-        let Some((stream, permit)) = next_connection(&mut listener, &slots, &mut full, stop).await
+        let Some((stream, permit)) =
+            next_connection("public", &mut listener, &slots, &mut full, stop).await
         else {
             return;
         };
@@ -431,7 +435,7 @@ async fn serve_connections(
             app: app.clone(),
             peer,
         };
-        spawn_connection(io, service, &builder, &limits, &drain, &open_rx);
+        spawn_connection("public", io, service, &builder, &limits, &drain, &open_rx);
     }
     drop(open_rx);
     open_tx.closed().await;
@@ -458,6 +462,7 @@ fn builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
 /// Serve one connection on the current runtime: hyper's connection (with
 /// upgrades) raced against the drain and against [`watchdog`].
 fn spawn_connection<S, B>(
+    name: &'static str,
     io: Counted,
     service: S,
     builder: &Arc<auto::Builder<TokioExecutor>>,
@@ -489,6 +494,11 @@ fn spawn_connection<S, B>(
             biased;
             result = conn.as_mut() => {
                 if let Err(e) = result {
+                    // hyper's own head timer (a later HTTP/1 head, or the
+                    // gap after a response).
+                    if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) {
+                        closed(name, "header_timeout");
+                    }
                     tracing::trace!(error = %e, "connection ended with an error");
                 }
             }
@@ -497,20 +507,30 @@ fn spawn_connection<S, B>(
                 let _ = conn.await;
             }
             // Dropping the connection closes the socket.
-            () = watchdog(&activity, &limits) => {}
+            reason = watchdog(&activity, &limits) => closed(name, reason),
         }
         drop(open);
     });
 }
 
-/// Resolves when the connection should be closed:
+fn closed(listener: &'static str, reason: &'static str) {
+    tracing::debug!(listener, reason, "connection closed by a limit");
+    metrics::counter!(
+        crate::metrics::CONNECTIONS_CLOSED_TOTAL,
+        "listener" => listener,
+        "reason" => reason
+    )
+    .increment(1);
+}
+
+/// Resolves, with the reason, when the connection should be closed:
 /// - no request begun within `header_read_timeout` of the connection's start
 ///   (a slow or silent first head, HTTP/1 or HTTP/2; hyper's own head timer
 ///   covers later HTTP/1 heads);
 /// - no request in flight and no read or write for `idle_timeout` (checked
 ///   every `idle_timeout`, so an idle connection closes after one to two
 ///   periods). A streaming response is in flight until its body ends.
-async fn watchdog(activity: &Activity, limits: &ConnectionLimits) {
+async fn watchdog(activity: &Activity, limits: &ConnectionLimits) -> &'static str {
     use tokio::time::{Instant, sleep_until};
     let head_deadline = Instant::now() + limits.header_read_timeout;
     let mut seen = activity.io.load(Ordering::Relaxed);
@@ -522,13 +542,11 @@ async fn watchdog(activity: &Activity, limits: &ConnectionLimits) {
         }
         sleep_until(next).await;
         if activity.begun.load(Ordering::Relaxed) == 0 && Instant::now() >= head_deadline {
-            tracing::debug!("no request head within server.header_read_timeout: closing");
-            return;
+            return "header_timeout";
         }
         let now = activity.io.load(Ordering::Relaxed);
         if now == seen && activity.in_flight.load(Ordering::Relaxed) == 0 {
-            tracing::debug!("idle for server.idle_timeout: closing");
-            return;
+            return "idle";
         }
         seen = now;
     }
@@ -635,7 +653,8 @@ pub(crate) async fn serve_admin(
     loop {
         let mut stop = drain.clone();
         let stop = async move { drop(stop.wait_for(|v| *v).await) };
-        let Some((stream, permit)) = next_connection(&mut listener, &slots, &mut full, stop).await
+        let Some((stream, permit)) =
+            next_connection("admin", &mut listener, &slots, &mut full, stop).await
         else {
             break;
         };
@@ -647,7 +666,7 @@ pub(crate) async fn serve_admin(
             continue;
         };
         let service = Admin(router.clone());
-        spawn_connection(io, service, &builder, &limits, &drain, &open_rx);
+        spawn_connection("admin", io, service, &builder, &limits, &drain, &open_rx);
     }
     drop(listener);
     drop(open_rx);

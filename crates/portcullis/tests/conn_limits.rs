@@ -261,6 +261,12 @@ async fn admin_listener_has_the_same_limits() {
         read_until_closed(&mut tcp, BOUND).await.is_some(),
         "admin: idle connection kept open"
     );
+    // What an operator sees: the closes are counted per listener and reason.
+    let metrics = one_request(g.admin, "/metrics").await.expect("metrics");
+    assert!(
+        metrics.contains("portcullis_connections_closed_total{listener=\"admin\",reason=\"idle\"}"),
+        "{metrics}"
+    );
     // Oversized heads.
     let status = status_of(g.admin, &big_head("/healthz", 10_000, 1)).await;
     assert_eq!(status, "HTTP/1.1 431 Request Header Fields Too Large");
