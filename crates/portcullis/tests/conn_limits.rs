@@ -290,3 +290,22 @@ async fn request_target_without_a_path_gets_400_not_500() {
     .await;
     assert_eq!(status, "HTTP/1.1 200 OK");
 }
+
+/// hyper 1.x starts its head timer when the previous response has been
+/// sent, so an idle HTTP/1 keep-alive connection closes after
+/// `header_read_timeout` even with a long `idle_timeout` (documented in
+/// operations.md; this test notices if hyper changes that).
+#[tokio::test]
+async fn idle_http1_keepalive_closes_at_header_read_timeout() {
+    let g = Served::start("header_read_timeout = \"300ms\"\nidle_timeout = \"60s\"").await;
+    let mut tcp = g.connect().await;
+    tcp.write_all(b"GET /api/once HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let (head, _) = read_response(&mut tcp, BOUND).await.expect("answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        read_until_closed(&mut tcp, BOUND).await.is_some(),
+        "hyper no longer times the gap between keep-alive requests"
+    );
+}
