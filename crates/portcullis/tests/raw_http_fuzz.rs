@@ -67,6 +67,15 @@ const PATHS: &[&str] = &[
     "/api/%00",
     "/api/x#frag",
 ];
+const ODD_HEADERS: &[&str] = &[
+    "No-Colon\r\n",
+    ": empty-name\r\n",
+    "Sp ace: v\r\n",
+    "X-A : v\r\n",
+    "Host: second\r\n",
+    "Cookie: \r\n",
+    "Content-Length: \r\n",
+];
 const METHODS: &[&str] = &[
     "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "TRACE", "CONNECT", "get", "G ET",
     "BREW", "",
@@ -183,15 +192,10 @@ fn generate(rng: &mut Rng) -> (&'static str, Vec<u8>) {
                         req.push_str(&format!("X-{i}: v\r\n"));
                     }
                 }
-                2 => req.push_str(*rng.pick(&[
-                    "No-Colon\r\n",
-                    ": empty-name\r\n",
-                    "Sp ace: v\r\n",
-                    "X-A : v\r\n",
-                    "Host: second\r\n",
-                    "Cookie: \r\n",
-                    "Content-Length: \r\n",
-                ])),
+                2 => {
+                    let line: &&str = rng.pick(ODD_HEADERS);
+                    req.push_str(line);
+                }
                 _ => req.push_str(&format!(
                     "X-Cookie-Like: {}\r\n",
                     ";".repeat(rng.below(9000))
