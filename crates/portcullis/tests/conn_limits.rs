@@ -309,3 +309,32 @@ async fn idle_http1_keepalive_closes_at_header_read_timeout() {
         "hyper no longer times the gap between keep-alive requests"
     );
 }
+
+/// An upgraded WebSocket tunnel has left hyper and the idle watchdog: a
+/// quiet tunnel outlives `idle_timeout` and `header_read_timeout`.
+#[tokio::test]
+async fn quiet_websocket_tunnel_outlives_the_idle_timeout() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest as _};
+    let g = Served::start("header_read_timeout = \"200ms\"\nidle_timeout = \"200ms\"").await;
+    let mut req = format!("ws://{}/ws/echo", g.addr)
+        .into_client_request()
+        .expect("request");
+    let origin = format!("http://{}", g.addr);
+    req.headers_mut()
+        .insert("origin", origin.parse().expect("origin"));
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("websocket through the gateway");
+    assert_eq!(resp.status(), 101);
+    // Several idle periods with nothing on the wire: no close arrives.
+    let quiet = tokio::time::timeout(Duration::from_millis(1200), ws.next()).await;
+    assert!(quiet.is_err(), "the quiet tunnel was closed: {quiet:?}");
+    ws.send(Message::text("still here")).await.expect("send");
+    let echoed = tokio::time::timeout(BOUND, ws.next())
+        .await
+        .expect("echo in time")
+        .expect("message")
+        .expect("ok");
+    assert_eq!(echoed.to_text().expect("text"), "still here");
+}

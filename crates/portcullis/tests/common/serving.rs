@@ -10,8 +10,9 @@
 //! ```
 //!
 //! Routes: `/api/` to the upstream without a token, `/user/` to the
-//! upstream with the user's token (401 without a session), `/auth/*` (the
-//! crafted IdP), everything else from the static directory.
+//! upstream with the user's token (401 without a session), `/ws/` to a
+//! WebSocket echo server without a token, `/auth/*` (the crafted IdP),
+//! everything else from the static directory.
 
 #![allow(dead_code)]
 
@@ -110,6 +111,28 @@ impl Upstream {
     }
 }
 
+/// A WebSocket echo server (text and binary messages come back).
+async fn start_ws_echo() -> (SocketAddr, JoinHandle<()>) {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind ws");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
 /// A gateway on [`portcullis::serve`] with its admin listener.
 pub struct Served {
     pub addr: SocketAddr,
@@ -118,12 +141,14 @@ pub struct Served {
     pub idp: CraftedIdp,
     stop: Option<oneshot::Sender<()>>,
     pub task: JoinHandle<Result<(), portcullis::GatewayError>>,
+    ws_echo: JoinHandle<()>,
     _dir: tempfile::TempDir,
 }
 
 impl Drop for Served {
     fn drop(&mut self) {
         self.task.abort();
+        self.ws_echo.abort();
     }
 }
 
@@ -132,6 +157,7 @@ impl Served {
     pub async fn start(server_keys: &str) -> Self {
         let upstream = Upstream::start().await;
         let idp = CraftedIdp::start().await;
+        let (ws, ws_echo) = start_ws_echo().await;
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("index.html"), "<!doctype html><p>spa</p>")
             .expect("index.html");
@@ -162,6 +188,10 @@ upstream = "http://{up}"
 token = "none"
 timeout = "5s"
 [[routes]]
+prefix = "/ws/"
+upstream = "http://{ws}"
+token = "none"
+[[routes]]
 prefix = "/user/"
 upstream = "http://{up}"
 timeout = "5s"
@@ -191,6 +221,7 @@ dir = "{dir}"
             idp,
             stop: Some(stop),
             task,
+            ws_echo,
             _dir: dir,
         }
     }
