@@ -10,6 +10,13 @@
 //! request (see README, Performance). Each worker has its own upstream pools
 //! ([`current`] picks them). Background tasks (GC, IdP refresh, the admin
 //! listener, store drivers) stay on the caller's runtime.
+//!
+//! Both listeners (public, and admin via [`serve_admin`]) serve their
+//! connections with the same code and the `[server]` connection limits
+//! ([`ConnectionLimits`]): a slot under `max_connections` taken before
+//! accepting (at the cap new connections wait in the backlog), hyper's head
+//! size, header count and head timer, and a per-connection watchdog for the
+//! first head and for idleness (no request in flight, no bytes moving).
 
 use std::{
     cell::Cell,
