@@ -8,7 +8,8 @@
 //! `BENCH_CACHE=0` turns the local cache of Redis/PostgreSQL off.
 //! Prints `COOKIE=<name>=<value>`. Served by `portcullis::serve` with the
 //! binary's allocator, so it measures what `portcullis serve` runs;
-//! `BENCH_WORKERS=N` sets `server.workers` (default: one per CPU).
+//! `BENCH_WORKERS=N` sets `server.workers` (default: one per CPU);
+//! `BENCH_SERVER` adds lines to `[server]`.
 
 use portcullis::{
     Gateway,
@@ -32,12 +33,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "http://127.0.0.1:4111".into());
     let store_url = args.next().unwrap_or_else(|| "memory".into());
     let workers = std::env::var("BENCH_WORKERS").unwrap_or_else(|_| "\"auto\"".into());
+    // More `[server]` lines, e.g. `idle_timeout = "10m"` to hold idle
+    // connections open while measuring their memory.
+    let server_extra = std::env::var("BENCH_SERVER").unwrap_or_default();
     let toml = format!(
         r#"
 [server]
 public_url = "http://{listen}"
 profile = "dev"
 workers = {workers}
+{server_extra}
 [oidc]
 issuer = "http://127.0.0.1:9"
 client_id = "bench"

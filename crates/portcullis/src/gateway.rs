@@ -224,19 +224,14 @@ pub async fn serve(
     let (tx, rx) = tokio::sync::watch::channel(false);
     let admin_task = admin.map(|l| {
         let router = gateway.admin_router();
-        let mut rx = rx.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(l, router)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|v| *v).await;
-                })
-                .await;
-        })
+        let limits = gateway.config().server.limits;
+        tokio::spawn(crate::workers::serve_admin(router, l, limits, rx.clone()))
     });
     let served = crate::workers::serve(
         gateway.service(),
         listener,
         gateway.config().server.workers,
+        gateway.config().server.limits,
         rx.clone(),
         drain_timeout,
     );

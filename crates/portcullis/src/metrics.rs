@@ -53,6 +53,11 @@ pub const SESSIONS_ACTIVE: &str = "portcullis_sessions_active";
 pub const STORE_ERRORS_TOTAL: &str = "portcullis_store_errors_total";
 /// Unsafe requests refused by the CSRF check.
 pub const CSRF_REJECTIONS_TOTAL: &str = "portcullis_csrf_rejections_total";
+/// Connections closed by a limit, by `listener` (`public`, `admin`) and
+/// `reason` (`header_timeout`, `idle`).
+pub const CONNECTIONS_CLOSED_TOTAL: &str = "portcullis_connections_closed_total";
+/// Times a listener reached `server.max_connections` and stopped accepting.
+pub const CONNECTION_LIMIT_REACHED_TOTAL: &str = "portcullis_connection_limit_reached_total";
 /// Always 1, with the `version` label.
 pub const BUILD_INFO: &str = "portcullis_build_info";
 
@@ -100,6 +105,14 @@ fn describe() {
     describe_gauge!(SESSIONS_ACTIVE, "Sessions in the store (counted by GC)");
     describe_counter!(STORE_ERRORS_TOTAL, "Failed session-store calls");
     describe_counter!(CSRF_REJECTIONS_TOTAL, "Requests refused by the CSRF check");
+    describe_counter!(
+        CONNECTIONS_CLOSED_TOTAL,
+        "Connections closed by the head or idle timeout"
+    );
+    describe_counter!(
+        CONNECTION_LIMIT_REACHED_TOTAL,
+        "Times a listener reached server.max_connections"
+    );
     describe_gauge!(BUILD_INFO, "Build information");
 }
 

@@ -296,6 +296,12 @@ pub(super) struct RawServer {
     pub workers: Raw,
     pub websocket_idle_timeout: Raw,
     pub websocket_session_check: Raw,
+
+    pub header_read_timeout: Raw,
+    pub idle_timeout: Raw,
+    pub max_connections: Raw,
+    pub max_header_bytes: Raw,
+    pub max_headers: Raw,
 }
 
 #[derive(Deserialize, Default)]

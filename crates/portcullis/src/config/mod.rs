@@ -76,6 +76,44 @@ pub struct ServerConfig {
     /// WebSocket tunnel re-reads its session from the store (and closes when
     /// it is gone or expired, e.g. ended on another replica).
     pub websocket_session_check: Duration,
+
+    /// Connection limits of both listeners (public and admin), from
+    /// `server.header_read_timeout`, `idle_timeout`, `max_connections`,
+    /// `max_header_bytes` and `max_headers`.
+    pub limits: ConnectionLimits,
+}
+
+/// What one client connection may hold (applied to the public and the admin
+/// listener alike, each counting its own connections).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// `server.header_read_timeout`, default `10s`: a request head must be
+    /// complete within it, counted from the connection's start and (HTTP/1)
+    /// from the end of the previous response; else the connection is closed.
+    pub header_read_timeout: Duration,
+    /// `server.idle_timeout`, default `60s`: a connection with no request in
+    /// flight and no bytes moving for this long is closed.
+    pub idle_timeout: Duration,
+    /// `server.max_connections`, default `10000`: open connections per
+    /// listener; beyond it new ones wait in the kernel backlog.
+    pub max_connections: usize,
+    /// `server.max_header_bytes`, default `16384` (at least 8192): the largest
+    /// HTTP/1 request head (request line and headers); beyond it: 431.
+    pub max_header_bytes: usize,
+    /// `server.max_headers`, default `100`: header fields per request; beyond it: 431.
+    pub max_headers: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
+        }
+    }
 }
 
 /// How `portcullis serve` writes its logs.

@@ -168,6 +168,36 @@ pub const KEYS: &[Key] = &[
         "How often an open WebSocket tunnel re-reads its session in the store; it closes once the session is gone or expired (logout on any replica).",
     ),
     key(
+        "server",
+        "header_read_timeout",
+        Value("\"10s\""),
+        "A request head must be complete within it (from the connection's start and, HTTP/1, from the previous response), else the connection closes. Both listeners.",
+    ),
+    key(
+        "server",
+        "idle_timeout",
+        Value("\"60s\""),
+        "A connection with no request in flight and no bytes moving is closed after it. Both listeners.",
+    ),
+    key(
+        "server",
+        "max_connections",
+        Value("10000"),
+        "Open connections per listener; beyond it new ones wait in the kernel backlog. Keep below the fd limit (each proxied request may hold an upstream socket too).",
+    ),
+    key(
+        "server",
+        "max_header_bytes",
+        Value("16384"),
+        "Largest HTTP/1 request head (request line + headers), at least 8192; beyond it: 431.",
+    ),
+    key(
+        "server",
+        "max_headers",
+        Value("100"),
+        "Header fields per request; beyond it: 431.",
+    ),
+    key(
         "admin",
         "listen",
         Value("\"127.0.0.1:9090\""),

@@ -3,3 +3,4 @@
 pub mod crafted_idp;
 pub mod gateway;
 pub mod oidc_provider;
+pub mod serving;

@@ -8,12 +8,13 @@ use url::Url;
 
 use super::{Reported, Validator, session::is_cookie_name};
 use crate::config::{
-    AdminConfig, CorsConfig, CsrfConfig, Profile, Secret, ServerConfig,
+    AdminConfig, ConnectionLimits, CorsConfig, CsrfConfig, Profile, Secret, ServerConfig,
     load::{RawAdmin, RawCors, RawCsrf, RawServer},
 };
 
 impl Validator<'_> {
-    pub(super) fn server(&mut self, raw: RawServer) -> Option<ServerConfig> {
+    pub(super) fn server(&mut self, mut raw: RawServer) -> Option<ServerConfig> {
+        let limits = self.limits(&mut raw);
         let profile = self
             .string_or("server.profile", raw.profile, "prod")
             .and_then(|p| match p.as_str() {
@@ -109,6 +110,7 @@ impl Validator<'_> {
             websocket_idle_timeout: websocket_idle_timeout?,
             websocket_session_check: websocket_session_check?,
             workers: workers?,
+            limits: limits?,
             log_user: log_user?,
             drain_timeout: drain_timeout?,
             log_level: log_level?,
@@ -322,6 +324,76 @@ impl Validator<'_> {
 
 impl Validator<'_> {
     /// `"auto"` (one per CPU) or a positive integer up to 1024.
+    fn limits(&mut self, raw: &mut RawServer) -> Option<ConnectionLimits> {
+        let d = ConnectionLimits::default();
+        let header_read_timeout = self.duration_or(
+            "server.header_read_timeout",
+            raw.header_read_timeout.take(),
+            d.header_read_timeout,
+            true,
+        );
+        let idle_timeout = self.duration_or(
+            "server.idle_timeout",
+            raw.idle_timeout.take(),
+            d.idle_timeout,
+            true,
+        );
+        let max_connections = self.count_in(
+            "server.max_connections",
+            raw.max_connections.take(),
+            d.max_connections,
+            1..=10_000_000,
+        );
+        // hyper refuses a read buffer below 8 KiB (its initial size).
+        let max_header_bytes = self.count_in(
+            "server.max_header_bytes",
+            raw.max_header_bytes.take(),
+            d.max_header_bytes,
+            8192..=1024 * 1024,
+        );
+        let max_headers = self.count_in(
+            "server.max_headers",
+            raw.max_headers.take(),
+            d.max_headers,
+            1..=10_000,
+        );
+        Some(ConnectionLimits {
+            header_read_timeout: header_read_timeout?,
+            idle_timeout: idle_timeout?,
+            max_connections: max_connections?,
+            max_header_bytes: max_header_bytes?,
+            max_headers: max_headers?,
+        })
+    }
+
+    /// An integer within `range`, or `default` when unset.
+    fn count_in(
+        &mut self,
+        key: &str,
+        value: Option<toml::Value>,
+        default: usize,
+        range: std::ops::RangeInclusive<usize>,
+    ) -> Option<usize> {
+        match value {
+            None => Some(default),
+            Some(toml::Value::Integer(n)) => match usize::try_from(n) {
+                Ok(n) if range.contains(&n) => Some(n),
+                _ => self.reject(
+                    key,
+                    format!(
+                        "expected an integer from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
+                ),
+            },
+            Some(other) => self.reject(
+                key,
+                format!("expected an integer, found {}", other.type_str()),
+            ),
+        }
+    }
+
     fn workers(&mut self, key: &str, value: Option<toml::Value>) -> Option<usize> {
         match value {
             None => Some(auto_workers()),
@@ -350,6 +422,35 @@ mod tests {
         );
         let c = prod_with(&[("server.listen", "\"[::]:80\"")]).unwrap();
         assert_eq!(c.server.listen.port(), 80);
+    }
+
+    #[test]
+    fn connection_limits_have_safe_defaults_and_bounds() {
+        let limits = prod_with(&[]).unwrap().server.limits;
+        assert_eq!(limits, crate::config::ConnectionLimits::default());
+        let c = prod_with(&[
+            ("server.header_read_timeout", "\"2s\""),
+            ("server.idle_timeout", "\"5m\""),
+            ("server.max_connections", "50"),
+            ("server.max_header_bytes", "8192"),
+            ("server.max_headers", "20"),
+        ])
+        .unwrap();
+        assert_eq!(c.server.limits.header_read_timeout.as_secs(), 2);
+        assert_eq!(c.server.limits.idle_timeout.as_secs(), 300);
+        assert_eq!(c.server.limits.max_connections, 50);
+        assert_eq!(c.server.limits.max_header_bytes, 8192);
+        assert_eq!(c.server.limits.max_headers, 20);
+        for (key, bad) in [
+            ("server.header_read_timeout", "\"0s\""),
+            ("server.idle_timeout", "\"0s\""),
+            ("server.max_connections", "0"),
+            ("server.max_header_bytes", "4096"),
+            ("server.max_headers", "0"),
+            ("server.max_headers", "\"many\""),
+        ] {
+            expect_issue(prod_with(&[(key, bad)]), key);
+        }
     }
 
     #[test]
