@@ -396,7 +396,7 @@ async fn percent_encoded_login_cookie_name_is_not_reused() {
 
 // ---------------------------------------------------------------- forwarding headers
 
-const CLIENT_CLAIMS: [(&str, &str); 14] = [
+const CLIENT_CLAIMS: [(&str, &str); 21] = [
     ("forwarded", "for=1.2.3.4;proto=http;host=evil.example"),
     ("x-real-ip", "1.2.3.4"),
     ("x-forwarded-for", "1.2.3.4"),
@@ -411,6 +411,20 @@ const CLIENT_CLAIMS: [(&str, &str); 14] = [
     ("x-host", "evil.example"),
     ("true-client-ip", "1.2.3.4"),
     ("x-client-ip", "1.2.3.4"),
+    ("x-original-forwarded-for", "1.2.3.4"),
+    ("x-scheme", "http"),
+    ("x-url-scheme", "http"),
+    ("front-end-https", "off"),
+    ("client-ip", "1.2.3.4"),
+    ("x-envoy-external-address", "1.2.3.4"),
+    ("x-original-method", "DELETE"),
+];
+
+/// Headers that make upstream frameworks dispatch another method.
+const METHOD_OVERRIDES: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
 ];
 
 async fn echo_with_claims(gw: &Gw) -> Value {
@@ -445,6 +459,37 @@ async fn client_forwarded_headers_are_stripped_from_untrusted_peer() {
     }
 }
 
+/// A `GET` (no CSRF check) that an upstream's method-override middleware
+/// would run as `DELETE`, or as `TRACE` (which the gateway refuses: it would
+/// echo the bearer token): the override never reaches the upstream, from an
+/// untrusted peer nor through a trusted proxy.
+#[tokio::test]
+async fn method_override_headers_are_stripped_from_untrusted_peer() {
+    for extra in ["", "trusted_proxies = [\"127.0.0.1/32\"]"] {
+        let gw = start(extra).await;
+        let alice = gw.session("Alice").await;
+        for method in ["TRACE", "DELETE"] {
+            let mut req = gw
+                .req(Method::GET, "/api/echo")
+                .header(header::COOKIE, format!("__Host-portcullis={alice}"));
+            for name in METHOD_OVERRIDES {
+                req = req.header(name, method);
+            }
+            let resp = req.send().await.expect("send");
+            assert_eq!(resp.status(), StatusCode::OK);
+            let seen: Value = resp.json().await.expect("json");
+            let h = &seen["headers"];
+            assert_eq!(seen["method"], "GET");
+            for name in METHOD_OVERRIDES {
+                assert!(
+                    h.get(name).is_none(),
+                    "{extra:?}: {name} reached the upstream: {h}"
+                );
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn trusted_proxy_forwarding_headers_are_kept() {
     let gw = start("trusted_proxies = [\"127.0.0.1/32\"]").await;
@@ -456,6 +501,8 @@ async fn trusted_proxy_forwarding_headers_are_kept() {
     assert_eq!(h["x-forwarded-host"], "evil.example");
     assert_eq!(h["x-real-ip"], "1.2.3.4");
     assert_eq!(h["forwarded"], "for=1.2.3.4;proto=http;host=evil.example");
+    assert_eq!(h["x-envoy-external-address"], "1.2.3.4");
+    assert_eq!(h["x-original-forwarded-for"], "1.2.3.4");
 }
 
 // ---------------------------------------------------------------- CORS
