@@ -583,14 +583,14 @@ mod tests {
             assert_eq!(found.hop_by_hop, is_hop_by_hop(&k), "{name}");
             assert_eq!(found.forwarding, is_forwarding(&k), "{name}");
             assert!(!found.method_override, "responses: {name}");
-            let found = scan(&h, false, false);
-            assert!(!found.forwarding, "trusted peer: {name}");
-            assert_eq!(found.method_override, is_method_override(&k), "{name}");
             assert_eq!(
                 found.access_control,
                 name.starts_with("access-control-"),
                 "{name}"
             );
+            let found = scan(&h, false, false);
+            assert!(!found.forwarding, "trusted peer: {name}");
+            assert_eq!(found.method_override, is_method_override(&k), "{name}");
         }
     }
 
