@@ -346,7 +346,7 @@ store = "memory"
                 Ok(Some(Cow::Borrowed(ours.as_str()))),
                 "{planted:?}"
             );
-            assert_eq!(all_exact(&h, "n", well), [ours.clone()]);
+            assert_eq!(all_exact(&h, "n", well), std::slice::from_ref(&ours));
         }
         let other = "b".repeat(43);
         let h = cookie_headers(&[&format!("n={ours}; n=x; n={other}; n={ours}")]);
