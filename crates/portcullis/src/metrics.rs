@@ -446,6 +446,30 @@ mod tests {
         assert_eq!(a.as_bytes()[..11], b.as_bytes()[..11]);
     }
 
+    /// Only login and callback may run beside two session cookies.
+    #[test]
+    fn only_login_and_callback_start_a_session() {
+        use super::RouteKey;
+        for (rest, starts) in [
+            (Some("/login"), true),
+            (Some("/callback"), true),
+            (Some("/me"), false),
+            (Some("/logout"), false),
+            (Some("/backchannel-logout"), false),
+            (Some("/other"), false),
+            (None, false),
+        ] {
+            assert_eq!(
+                RouteKey::unrouted(rest).starts_a_session(),
+                starts,
+                "{rest:?}"
+            );
+        }
+        for i in 0..3 {
+            assert!(!RouteKey::route(i).starts_a_session());
+        }
+    }
+
     #[test]
     fn status_labels_are_the_three_digits() {
         use http::StatusCode;
