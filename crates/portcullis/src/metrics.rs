@@ -172,6 +172,15 @@ impl RouteKey {
         Self(2 + AUTH_ENDPOINTS.len() + index)
     }
 
+    /// Whether this is `<auth_prefix>/login` or `/callback`, the endpoints
+    /// that start a new session whatever cookies the request carries.
+    pub(crate) fn starts_a_session(self) -> bool {
+        matches!(
+            self.0.checked_sub(2).and_then(|i| AUTH_ENDPOINTS.get(i)),
+            Some(&("/login" | "/callback"))
+        )
+    }
+
     /// The key of a request that no route proxies, from the rest of its
     /// path after the auth prefix (`crate::http::auth_subpath`): an auth
     /// endpoint, `auth` for other paths under the prefix, else `static`.
@@ -353,8 +362,12 @@ where
     // Hashed once here; the session lookup gets it from `next`'s argument.
     // Two different session cookies are refused here, before any handler
     // could pick one (see `http::cookies::find_exact`).
+    // Login and callback run as without a session instead: a second cookie
+    // planted by a sibling subdomain must not keep the user from logging in
+    // again, and the callback clears such copies.
     let (session, ambiguous) = match crate::http::session_cookie_hash(shared, req.headers()) {
         Ok(session) => (session, None),
+        Err(_) if route.starts_a_session() => (None, None),
         Err(e) => (None, Some(e)),
     };
     let span = tracing::info_span!(
@@ -444,6 +457,30 @@ mod tests {
             );
         }
         assert_eq!(a.as_bytes()[..11], b.as_bytes()[..11]);
+    }
+
+    /// Only login and callback may run beside two session cookies.
+    #[test]
+    fn only_login_and_callback_start_a_session() {
+        use super::RouteKey;
+        for (rest, starts) in [
+            (Some("/login"), true),
+            (Some("/callback"), true),
+            (Some("/me"), false),
+            (Some("/logout"), false),
+            (Some("/backchannel-logout"), false),
+            (Some("/other"), false),
+            (None, false),
+        ] {
+            assert_eq!(
+                RouteKey::unrouted(rest).starts_a_session(),
+                starts,
+                "{rest:?}"
+            );
+        }
+        for i in 0..3 {
+            assert!(!RouteKey::route(i).starts_a_session());
+        }
     }
 
     #[test]

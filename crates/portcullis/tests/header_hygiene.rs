@@ -125,6 +125,17 @@ async fn start(extra: &str) -> Gw {
 
 /// With `issuer`: a dev gateway (plain http, cookie `portcullis`) against it.
 async fn start_with(issuer: Option<&str>, extra: &str) -> Gw {
+    start_full(issuer, None, extra, "").await
+}
+
+/// [`start_with`], and with `public_url` a dev gateway on that URL (the
+/// gateway does not check `Host`); `session` is TOML added to `[session]`.
+async fn start_full(
+    issuer: Option<&str>,
+    public_url: Option<&str>,
+    extra: &str,
+    session: &str,
+) -> Gw {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind gateway");
@@ -132,9 +143,13 @@ async fn start_with(issuer: Option<&str>, extra: &str) -> Gw {
     let hits = Arc::new(AtomicUsize::new(0));
     let upstream = start_upstream(hits.clone()).await;
     let (public_url, profile, issuer) = match issuer {
-        Some(issuer) => (base.as_str(), "dev", issuer),
+        Some(issuer) => (public_url.unwrap_or(base.as_str()), "dev", issuer),
         None => (ORIGIN, "prod", "https://127.0.0.1:1"),
     };
+    let (client_id, client_secret) = (
+        common::crafted_idp::CLIENT_ID,
+        common::crafted_idp::CLIENT_SECRET,
+    );
     // `extra` goes before the first table header when it holds server keys.
     let text = format!(
         r#"
@@ -144,12 +159,13 @@ profile = "{profile}"
 {extra}
 [oidc]
 issuer = "{issuer}"
-client_id = "portal"
-client_secret = "s3cr3t-client-value"
+client_id = "{client_id}"
+client_secret = "{client_secret}"
 http_timeout = "2s"
 [session]
 store = "memory"
 encryption_keys = ["{KEY}"]
+{session}
 [[routes]]
 prefix = "/api/"
 upstream = "http://{upstream}"
@@ -304,7 +320,6 @@ async fn two_session_cookies_are_refused() {
     let both = [
         format!("__Host-portcullis={alice}; __Host-portcullis={mallory}"),
         format!("__Host-portcullis={mallory}; theme=x; __Host-portcullis={alice}"),
-        format!("__Host-portcullis={alice}; __Host-portcullis="),
     ];
     for cookie in &both {
         for path in ["/auth/me", "/api/echo"] {
@@ -323,6 +338,15 @@ async fn two_session_cookies_are_refused() {
         .await
         .expect("send");
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    // An empty or foreign-shaped second value is no rival (see
+    // `planted_domain_session_cookie_cannot_lock_the_user_out`).
+    let (status, _) = gw
+        .get_with_cookie(
+            "/auth/me",
+            &format!("__Host-portcullis={alice}; __Host-portcullis="),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
     // The same value twice is one cookie.
     let (status, body) = gw
         .get_with_cookie(
@@ -394,9 +418,128 @@ async fn percent_encoded_login_cookie_name_is_not_reused() {
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 }
 
+/// Without a `__Host-` name, a sibling subdomain can set
+/// `PORTAL_SESSION=…; Domain=.example.com`, which the browser sends beside
+/// the user's own cookie on every request. A value of another shape than
+/// ours is ignored; a well-formed one answers 400 ("log in again"), but
+/// login and callback still work, and the callback deletes both sessions and
+/// removes the planted copy (before setting the new cookie).
+#[tokio::test]
+async fn planted_domain_session_cookie_cannot_lock_the_user_out() {
+    use common::crafted_idp::{CraftedIdp, now};
+    let idp = CraftedIdp::start().await;
+    let gw = start_full(
+        Some(&idp.url("")),
+        Some(ORIGIN),
+        "",
+        "cookie_name = \"PORTAL_SESSION\"",
+    )
+    .await;
+    // The ID token is stamped with the system clock.
+    gw.clock.set(now());
+    let alice = gw.session("Alice").await;
+    let own = format!("PORTAL_SESSION={alice}");
+
+    // (a) A planted value the gateway never issues is noise, before or after.
+    for planted in ["x", "deleted", "", "%41"] {
+        for cookie in [
+            format!("PORTAL_SESSION={planted}; {own}"),
+            format!("{own}; PORTAL_SESSION={planted}"),
+        ] {
+            let (status, body) = gw.get_with_cookie("/auth/me", &cookie).await;
+            assert_eq!(status, StatusCode::OK, "{cookie}: {body}");
+            assert_eq!(body["user"]["name"], "Alice");
+            let (status, _) = gw.get_with_cookie("/api/echo", &cookie).await;
+            assert_eq!(status, StatusCode::OK, "{cookie}");
+        }
+    }
+
+    // (b) A well-formed planted value: refused, with the way out.
+    // (The attacker's own session, say: it is deleted too.)
+    let planted = gw.session("Mallory").await;
+    let both = format!("{own}; PORTAL_SESSION={planted}");
+    for path in ["/auth/me", "/api/echo"] {
+        let (status, body) = gw.get_with_cookie(path, &both).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains("log in again"), "{path}: {body}");
+    }
+
+    // Logging in again works with both cookies present.
+    let resp = gw
+        .req(Method::GET, "/auth/login?return_to=/")
+        .header(header::COOKIE, &both)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::FOUND, "login refused");
+    let binding = set_cookies(&resp)
+        .iter()
+        .find_map(|c| c.strip_prefix("PORTAL_SESSION-login="))
+        .and_then(|c| c.split(';').next())
+        .map(str::to_string)
+        .expect("login cookie");
+    let authorize = resp.headers()[header::LOCATION].to_str().expect("ascii");
+    let resp = gw.http.get(authorize).send().await.expect("authorize");
+    let callback = resp.headers()[header::LOCATION].to_str().expect("ascii");
+    let callback = callback.replacen(ORIGIN, &gw.base, 1);
+    let resp = gw
+        .http
+        .get(&callback)
+        .header(
+            header::COOKIE,
+            format!("{both}; PORTAL_SESSION-login={binding}"),
+        )
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(resp.status(), StatusCode::FOUND, "callback refused");
+    assert_eq!(resp.headers()[header::LOCATION], "/");
+    let cookies = set_cookies(&resp);
+    let at = |want: &str| {
+        cookies
+            .iter()
+            .position(|c| c.starts_with("PORTAL_SESSION=") && c.contains(want))
+    };
+    let new_session = cookies
+        .iter()
+        .position(|c| c.starts_with("PORTAL_SESSION=") && !c.contains("Domain="))
+        .expect("new session cookie");
+    for domain in ["Domain=app.example.com", "Domain=example.com"] {
+        let removal = at(&format!("{domain};"))
+            .unwrap_or_else(|| panic!("no removal for {domain}: {cookies:?}"));
+        assert!(cookies[removal].contains("Max-Age=0"), "{cookies:?}");
+        assert!(
+            removal < new_session,
+            "removal after the new cookie: {cookies:?}"
+        );
+    }
+    assert!(
+        !cookies.iter().any(|c| c.contains("Domain=com")),
+        "{cookies:?}"
+    );
+    // The old session is gone, as after any login; the new one works.
+    for old in [&alice, &planted] {
+        let old = portcullis::session::SessionId::hash_of(old).expect("well-formed");
+        assert!(gw.store.load(&old).await.expect("load").is_none());
+    }
+    let new = cookies[new_session]
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_string();
+    let (status, body) = gw.get_with_cookie("/auth/me", &new).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["authenticated"], true);
+    let (status, _) = gw
+        .get_with_cookie("/auth/me", &format!("{new}; PORTAL_SESSION=x"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
 // ---------------------------------------------------------------- forwarding headers
 
-const CLIENT_CLAIMS: [(&str, &str); 14] = [
+const CLIENT_CLAIMS: [(&str, &str); 21] = [
     ("forwarded", "for=1.2.3.4;proto=http;host=evil.example"),
     ("x-real-ip", "1.2.3.4"),
     ("x-forwarded-for", "1.2.3.4"),
@@ -411,6 +554,20 @@ const CLIENT_CLAIMS: [(&str, &str); 14] = [
     ("x-host", "evil.example"),
     ("true-client-ip", "1.2.3.4"),
     ("x-client-ip", "1.2.3.4"),
+    ("x-original-forwarded-for", "1.2.3.4"),
+    ("x-scheme", "http"),
+    ("x-url-scheme", "http"),
+    ("front-end-https", "off"),
+    ("client-ip", "1.2.3.4"),
+    ("x-envoy-external-address", "1.2.3.4"),
+    ("x-original-method", "DELETE"),
+];
+
+/// Headers that make upstream frameworks dispatch another method.
+const METHOD_OVERRIDES: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
 ];
 
 async fn echo_with_claims(gw: &Gw) -> Value {
@@ -445,6 +602,37 @@ async fn client_forwarded_headers_are_stripped_from_untrusted_peer() {
     }
 }
 
+/// A `GET` (no CSRF check) that an upstream's method-override middleware
+/// would run as `DELETE`, or as `TRACE` (which the gateway refuses: it would
+/// echo the bearer token): the override never reaches the upstream, from an
+/// untrusted peer nor through a trusted proxy.
+#[tokio::test]
+async fn method_override_headers_are_stripped_from_untrusted_peer() {
+    for extra in ["", "trusted_proxies = [\"127.0.0.1/32\"]"] {
+        let gw = start(extra).await;
+        let alice = gw.session("Alice").await;
+        for method in ["TRACE", "DELETE"] {
+            let mut req = gw
+                .req(Method::GET, "/api/echo")
+                .header(header::COOKIE, format!("__Host-portcullis={alice}"));
+            for name in METHOD_OVERRIDES {
+                req = req.header(name, method);
+            }
+            let resp = req.send().await.expect("send");
+            assert_eq!(resp.status(), StatusCode::OK);
+            let seen: Value = resp.json().await.expect("json");
+            let h = &seen["headers"];
+            assert_eq!(seen["method"], "GET");
+            for name in METHOD_OVERRIDES {
+                assert!(
+                    h.get(name).is_none(),
+                    "{extra:?}: {name} reached the upstream: {h}"
+                );
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn trusted_proxy_forwarding_headers_are_kept() {
     let gw = start("trusted_proxies = [\"127.0.0.1/32\"]").await;
@@ -456,6 +644,8 @@ async fn trusted_proxy_forwarding_headers_are_kept() {
     assert_eq!(h["x-forwarded-host"], "evil.example");
     assert_eq!(h["x-real-ip"], "1.2.3.4");
     assert_eq!(h["forwarded"], "for=1.2.3.4;proto=http;host=evil.example");
+    assert_eq!(h["x-envoy-external-address"], "1.2.3.4");
+    assert_eq!(h["x-original-forwarded-for"], "1.2.3.4");
 }
 
 // ---------------------------------------------------------------- CORS

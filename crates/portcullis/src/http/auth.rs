@@ -71,13 +71,15 @@ pub(crate) async fn login(
     }
 }
 
-/// The login cookie, named exactly (see `cookies::find_exact`); two
-/// different ones are refused.
+/// The login cookie, named exactly (see `cookies::find_exact`); values
+/// of another shape than the bindings we issue are ignored, two different
+/// ones are refused.
 fn login_cookie(shared: &Shared, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     cookies::find_exact(
         headers,
         &cookies::login_cookie_name(&shared.config),
         "login",
+        SessionId::well_formed,
     )
     .map(|v| v.map(|v| v.into_owned()))
     .map_err(|e| ApiError::BadRequest(e.to_string()))
@@ -264,8 +266,10 @@ async fn finish_login(
         claims.extend(info);
     }
 
-    // Only now, with a fully validated ID token, does a session exist.
-    if let Some(old) = super::session_cookie_hash(shared, headers)? {
+    // Only now, with a fully validated ID token, does a session exist. The
+    // request may carry the user's old session cookie and one planted by a
+    // sibling subdomain (then `metrics::track` let it through): both go.
+    for old in super::all_session_cookie_hashes(shared, headers) {
         shared.store.delete(&old).await?;
     }
     let session_id = SessionId::generate();
@@ -273,13 +277,24 @@ async fn finish_login(
     shared.store.save(&record).await?;
     tracing::info!(session = record.id.short(), "login succeeded");
 
-    let jar = CookieJar::new()
-        .add(cookies::session(
-            &shared.config,
-            session_id.as_cookie_value(),
-        ))
-        .add(cookies::csrf(&shared.config, &record.csrf_token));
-    Ok((jar, found(&login.return_to)).into_response())
+    // Copies of our cookies scoped to a parent domain are removed first (a
+    // jar would keep one cookie per name, and order matters: see
+    // `cookies::planted_copy_removals`), then the new ones are set.
+    let set = cookies::planted_copy_removals(&shared.config)
+        .into_iter()
+        .chain([
+            cookies::session(&shared.config, session_id.as_cookie_value()),
+            cookies::csrf(&shared.config, &record.csrf_token),
+        ]);
+    // The host-only login cookie is re-set by `callback` (the logins still
+    // pending in other tabs).
+    let mut resp = found(&login.return_to);
+    for c in set {
+        let value = HeaderValue::from_str(&c.encoded().to_string())
+            .map_err(|_| ApiError::BadRequest("cookie is not a valid header value".into()))?;
+        resp.headers_mut().append(header::SET_COOKIE, value);
+    }
+    Ok(resp)
 }
 
 fn new_record(

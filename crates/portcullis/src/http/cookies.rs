@@ -25,42 +25,66 @@ pub(crate) struct AmbiguousCookie(pub &'static str);
 /// The value of the cookie named exactly `name` in the request's `Cookie`
 /// headers; `what` names it in the error. The value is read as before
 /// (trimmed, percent-decoded when it has an escape; a pair whose value does
-/// not decode is ignored). The same value twice is fine; two different ones
-/// are an [`AmbiguousCookie`]. No allocation unless a matching value has an
-/// escape.
+/// not decode is ignored). Values `well_formed` refuses are ignored too: a
+/// cookie tossed in from a sibling domain with a value the gateway never
+/// issues is noise, not a rival. The same value twice is fine; two different
+/// well-formed ones are an [`AmbiguousCookie`]. No allocation unless a
+/// matching value has an escape.
 pub(crate) fn find_exact<'h>(
     headers: &'h HeaderMap,
     name: &str,
     what: &'static str,
+    well_formed: fn(&str) -> bool,
 ) -> Result<Option<Cow<'h, str>>, AmbiguousCookie> {
     let mut found: Option<Cow<'h, str>> = None;
-    for value in headers.get_all(header::COOKIE) {
-        for pair in value.as_bytes().split(|&b| b == b';') {
-            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
-                continue;
-            };
-            if trim_ows(&pair[..eq]) != name.as_bytes() {
-                continue;
-            }
-            let Ok(raw) = std::str::from_utf8(trim_ows(&pair[eq + 1..])) else {
-                continue;
-            };
-            let value = if raw.contains('%') {
-                match String::from_utf8(percent_decode(raw.as_bytes())) {
-                    Ok(v) => Cow::Owned(v),
-                    Err(_) => continue,
-                }
-            } else {
-                Cow::Borrowed(raw)
-            };
-            match &found {
-                Some(prev) if *prev != value => return Err(AmbiguousCookie(what)),
-                Some(_) => {}
-                None => found = Some(value),
-            }
+    for value in exact_values(headers, name).filter(|v| well_formed(v)) {
+        match &found {
+            Some(prev) if *prev != value => return Err(AmbiguousCookie(what)),
+            Some(_) => {}
+            None => found = Some(value),
         }
     }
     Ok(found)
+}
+
+/// Every distinct well-formed value of the cookie named exactly `name` (see
+/// [`find_exact`]), in request order. Allocates: for the rare requests that
+/// must look at all of them (the login callback).
+pub(crate) fn all_exact(
+    headers: &HeaderMap,
+    name: &str,
+    well_formed: fn(&str) -> bool,
+) -> Vec<String> {
+    let mut all: Vec<String> = Vec::new();
+    for value in exact_values(headers, name).filter(|v| well_formed(v)) {
+        if !all.iter().any(|v| *v == value) {
+            all.push(value.into_owned());
+        }
+    }
+    all
+}
+
+/// The values of every pair named exactly `name`, read as [`find_exact`]
+/// describes.
+fn exact_values<'h>(headers: &'h HeaderMap, name: &str) -> impl Iterator<Item = Cow<'h, str>> {
+    headers
+        .get_all(header::COOKIE)
+        .into_iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b';'))
+        .filter_map(move |pair| {
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            if trim_ows(&pair[..eq]) != name.as_bytes() {
+                return None;
+            }
+            let raw = std::str::from_utf8(trim_ows(&pair[eq + 1..])).ok()?;
+            if raw.contains('%') {
+                String::from_utf8(percent_decode(raw.as_bytes()))
+                    .ok()
+                    .map(Cow::Owned)
+            } else {
+                Some(Cow::Borrowed(raw))
+            }
+        })
 }
 
 /// Optional whitespace around a name or value (RFC 6265 `OWS`).
@@ -210,6 +234,45 @@ pub(crate) fn removal(config: &Config, name: String, http_only: bool) -> Cookie<
     c
 }
 
+/// Removals of copies of the gateway's cookies that a sibling or child
+/// host could have scoped to a domain (`Domain=example.com` is sent to
+/// `app.example.com` too): one per owned name without the `__Host-` prefix
+/// (a browser never stores such a name with `Domain`) and per domain in
+/// [`parent_domains`] of `server.public_url`. Only `Path=/` copies can be
+/// reached this way. Send them *before* the new host-only cookies: some
+/// browsers key a host-only cookie and a `Domain=<host>` one alike.
+pub(crate) fn planted_copy_removals(config: &Config) -> Vec<Cookie<'static>> {
+    let Some(url::Host::Domain(host)) = config.server.public_url.host() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (name, http_only) in [
+        (config.session.cookie_name.clone(), true),
+        (login_cookie_name(config), true),
+        (config.csrf.cookie.clone(), false),
+    ] {
+        if name.starts_with("__Host-") {
+            continue;
+        }
+        for domain in parent_domains(host) {
+            let mut c = removal(config, name.clone(), http_only);
+            c.set_domain(domain.to_string());
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `host` and each parent domain of it that still has two labels
+/// (`app.example.com`, `example.com`; not `com`, not a single-label host).
+/// A public suffix of two labels (`co.uk`) is listed too; browsers ignore a
+/// `Domain` attribute naming one.
+pub(crate) fn parent_domains(host: &str) -> impl Iterator<Item = &str> {
+    let host = host.trim_end_matches('.');
+    std::iter::successors(Some(host), |d| d.split_once('.').map(|(_, rest)| rest))
+        .filter(|d| d.contains('.') && !d.starts_with('.') && !d.ends_with('.'))
+}
+
 fn max_age(secs: i64) -> cookie::time::Duration {
     cookie::time::Duration::seconds(secs)
 }
@@ -265,6 +328,82 @@ store = "memory"
         assert!(login.starts_with("__Host-portcullis-login=b") && login.contains("Max-Age=600"));
     }
 
+    /// Every value counts (the well-formedness filter is tested apart).
+    fn every_value(_: &str) -> bool {
+        true
+    }
+
+    /// The cookie a sibling subdomain tosses in (`Domain=.example.com`)
+    /// must not make the request ambiguous unless its value could be ours.
+    #[test]
+    fn values_that_are_not_well_formed_never_conflict() {
+        let ours = "a".repeat(43);
+        let well = |v: &str| v.len() == 43;
+        for planted in ["x", "", "%zz", "b"] {
+            let h = cookie_headers(&[&format!("n={planted}; n={ours}"), &format!("n={planted}")]);
+            assert_eq!(
+                find_exact(&h, "n", "session", well),
+                Ok(Some(Cow::Borrowed(ours.as_str()))),
+                "{planted:?}"
+            );
+            assert_eq!(all_exact(&h, "n", well), std::slice::from_ref(&ours));
+        }
+        let other = "b".repeat(43);
+        let h = cookie_headers(&[&format!("n={ours}; n=x; n={other}; n={ours}")]);
+        assert_eq!(
+            find_exact(&h, "n", "session", well),
+            Err(AmbiguousCookie("session"))
+        );
+        assert_eq!(all_exact(&h, "n", well), [ours.clone(), other]);
+    }
+
+    #[test]
+    fn planted_copies_are_removed_for_each_parent_domain() {
+        fn domains(h: &str) -> Vec<&str> {
+            parent_domains(h).collect()
+        }
+        assert_eq!(
+            domains("app.example.com"),
+            ["app.example.com", "example.com"]
+        );
+        assert_eq!(
+            domains("app.example.com."),
+            ["app.example.com", "example.com"]
+        );
+        assert_eq!(domains("a.b.example.co.uk").len(), 4);
+        assert!(domains("localhost").is_empty());
+        assert!(domains("com").is_empty());
+
+        let dev = |url: &str, name: &str| {
+            let toml = format!(
+                "[server]\npublic_url = \"{url}\"\nprofile = \"dev\"\n[oidc]\nissuer = \"https://idp.example.com\"\n\
+                 client_id = \"c\"\nclient_secret = \"s\"\n[session]\nstore = \"memory\"\ncookie_name = \"{name}\"\n"
+            );
+            Config::from_toml_str(&toml, Vec::new()).expect("valid config")
+        };
+        let got: Vec<String> =
+            planted_copy_removals(&dev("https://app.example.com", "PORTAL_SESSION"))
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+        for want in [
+            "PORTAL_SESSION=; HttpOnly; SameSite=Lax; Secure; Path=/; Domain=app.example.com; Max-Age=0",
+            "PORTAL_SESSION=; HttpOnly; SameSite=Lax; Secure; Path=/; Domain=example.com; Max-Age=0",
+            "PORTAL_SESSION-login=; HttpOnly; SameSite=Lax; Secure; Path=/; Domain=example.com; Max-Age=0",
+        ] {
+            assert!(got.iter().any(|c| c == want), "{want} not in {got:?}");
+        }
+        assert_eq!(got.len(), 6, "{got:?}");
+        // IP literals and single labels have no parent domain; `__Host-`
+        // names cannot be stored with one.
+        assert!(planted_copy_removals(&dev("http://127.0.0.1:8080", "p")).is_empty());
+        assert!(planted_copy_removals(&dev("http://[::1]:8080", "p")).is_empty());
+        assert!(planted_copy_removals(&dev("http://localhost:8080", "p")).is_empty());
+        let prod = config("prod", "https://app.example.com");
+        let got = planted_copy_removals(&prod);
+        assert!(got.iter().all(|c| c.name() == "XSRF-TOKEN"), "{got:?}");
+    }
+
     fn cookie_headers(values: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for v in values {
@@ -276,15 +415,18 @@ store = "memory"
     #[test]
     fn owned_names_match_byte_for_byte_only() {
         let h = cookie_headers(&["__Host%2Dportcullis=planted; __host-portcullis=x2"]);
-        assert_eq!(find_exact(&h, "__Host-portcullis", "session"), Ok(None));
+        assert_eq!(
+            find_exact(&h, "__Host-portcullis", "session", every_value),
+            Ok(None)
+        );
         let h = cookie_headers(&["__Host%2Dportcullis=planted; __Host-portcullis=ours"]);
         assert_eq!(
-            find_exact(&h, "__Host-portcullis", "session"),
+            find_exact(&h, "__Host-portcullis", "session", every_value),
             Ok(Some(Cow::Borrowed("ours")))
         );
         let h = cookie_headers(&["a=1; __Host-portcullis=ours", "__Host-portcullis=other"]);
         assert_eq!(
-            find_exact(&h, "__Host-portcullis", "session"),
+            find_exact(&h, "__Host-portcullis", "session", every_value),
             Err(AmbiguousCookie("session"))
         );
     }
@@ -363,7 +505,7 @@ store = "memory"
                 if let Ok(v) = http::HeaderValue::from_bytes(&raw) {
                     let mut h = HeaderMap::new();
                     h.insert(header::COOKIE, v);
-                    let _ = find_exact(&h, OWNED, "session");
+                    let _ = find_exact(&h, OWNED, "session", every_value);
                     let _ = is_lookalike(&raw, &[OWNED.to_string()]);
                 }
             }
@@ -388,7 +530,7 @@ store = "memory"
                     parts.insert(at.min(parts.len()), format!("{OWNED}={v}"));
                 }
                 let h = cookie_headers(&[parts.join("; ").as_str()]);
-                let found = find_exact(&h, OWNED, "session");
+                let found = find_exact(&h, OWNED, "session", every_value);
                 prop_assert_eq!(found, Ok(exact.as_deref().map(Cow::Borrowed)));
             }
         }

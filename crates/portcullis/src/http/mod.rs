@@ -305,7 +305,8 @@ pub(crate) use cookies::{
 };
 pub(crate) use headers::apply_security_headers;
 pub(crate) use session::{
-    SessionLookup, current_session, current_session_by_hash, session_cookie_hash,
+    SessionLookup, all_session_cookie_hashes, current_session, current_session_by_hash,
+    session_cookie_hash,
 };
 
 #[cfg(test)]

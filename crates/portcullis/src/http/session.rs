@@ -28,10 +28,18 @@ fn touch_interval(shared: &Shared) -> i64 {
     (shared.config.session.idle_timeout.as_secs() as i64 / 20).clamp(1, 60)
 }
 
+/// What a user who sent two session cookies is told: the second one may
+/// have been set by another site under the same domain, and a new login
+/// clears it (`/auth/login` and `/auth/callback` accept such a request, see
+/// `metrics::track` and `cookies::planted_copy_removals`).
+const AMBIGUOUS_SESSION: &str = "the request carries two different session cookies \
+    (another site under this domain may have set one): log in again";
+
 /// The hash of the session cookie in `headers`: the cookie named exactly
 /// `session.cookie_name` (see [`cookies::find_exact`]); `Ok(None)` when
-/// there is none or it is no well-formed id. Two different values are
-/// refused (400), never guessed.
+/// there is none or it is no well-formed id. Values that are no well-formed
+/// id are ignored; two different well-formed ones are refused (400), never
+/// guessed.
 pub(crate) fn session_cookie_hash(
     shared: &Shared,
     headers: &HeaderMap,
@@ -40,9 +48,23 @@ pub(crate) fn session_cookie_hash(
 }
 
 fn session_cookie(name: &str, headers: &HeaderMap) -> Result<Option<SessionHash>, ApiError> {
-    let value = cookies::find_exact(headers, name, "session")
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let value = cookies::find_exact(headers, name, "session", SessionId::well_formed)
+        .map_err(|_| ApiError::BadRequest(AMBIGUOUS_SESSION.into()))?;
     Ok(value.and_then(|v| SessionId::hash_of(&v)))
+}
+
+/// The hashes of every distinct well-formed session cookie in `headers`
+/// (for the login callback, which deletes them all; a request may carry a
+/// planted one beside the user's own).
+pub(crate) fn all_session_cookie_hashes(shared: &Shared, headers: &HeaderMap) -> Vec<SessionHash> {
+    cookies::all_exact(
+        headers,
+        &shared.config.session.cookie_name,
+        SessionId::well_formed,
+    )
+    .iter()
+    .filter_map(|v| SessionId::hash_of(v))
+    .collect()
 }
 
 pub(crate) async fn current_session(
@@ -148,15 +170,31 @@ mod tests {
         for values in [
             vec![format!("portcullis={a}; portcullis={b}")],
             vec![format!("portcullis={a}"), format!("portcullis={b}")],
-            vec![format!("portcullis={a}; portcullis=")],
             vec![format!("portcullis=%61{}; portcullis={b}", &a[1..])],
         ] {
             let got = session_cookie("portcullis", &headers(&values));
             assert!(
-                matches!(got, Err(ApiError::BadRequest(_))),
+                matches!(&got, Err(ApiError::BadRequest(m)) if m.contains("log in again")),
                 "{values:?}: {:?}",
                 got.ok()
             );
+        }
+    }
+
+    /// A sibling subdomain's `portcullis=x; Domain=.example.com` is sent
+    /// beside the user's own cookie: not being a well-formed id, it is
+    /// ignored rather than answered with 400 on every request.
+    #[test]
+    fn planted_malformed_session_cookie_is_ignored() {
+        let a = "a".repeat(43);
+        for values in [
+            vec![format!("portcullis={a}; portcullis=")],
+            vec![format!("portcullis=x; portcullis={a}")],
+            vec![format!("portcullis={a}"), "portcullis=deleted".to_string()],
+            vec![format!("portcullis={a}; portcullis={}", "a".repeat(44))],
+        ] {
+            let got = session_cookie("portcullis", &headers(&values));
+            assert_eq!(got.ok(), Some(hash(&a)), "{values:?}");
         }
     }
 }

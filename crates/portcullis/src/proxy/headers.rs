@@ -52,26 +52,45 @@ fn is_hop_by_hop(k: &HeaderName) -> bool {
 /// connected or which URL it asked for. From a peer outside
 /// `server.trusted_proxies` they are the client's own claims (a spoofed
 /// client IP for rate limits and allow-lists, a rewritten URL that some
-/// frameworks route on, a host for absolute links), so all of them go and
-/// the gateway sets its own `X-Forwarded-For/Proto/Host`.
+/// frameworks route on, a host or scheme for absolute links), so all of them
+/// go and the gateway sets its own `X-Forwarded-For/Proto/Host`. The
+/// `X-Forwarded-*` and `X-Original-*` families go whole (ingress-nginx alone
+/// sets `X-Original-Forwarded-For`, `-Method`, `-URI`).
 fn is_forwarding(k: &HeaderName) -> bool {
     let n = k.as_str();
     n.starts_with("x-forwarded-")
+        || n.starts_with("x-original-")
         || matches!(
             n,
             "forwarded"
                 | "x-real-ip"
-                | "x-original-url"
-                | "x-original-uri"
                 | "x-rewrite-url"
-                | "x-original-host"
                 | "x-host"
                 | "x-client-ip"
                 | "true-client-ip"
                 | "x-cluster-client-ip"
                 | "cf-connecting-ip"
                 | "fastly-client-ip"
+                | "client-ip"
+                | "x-envoy-external-address"
+                | "x-scheme"
+                | "x-url-scheme"
+                | "front-end-https"
         )
+}
+
+/// Headers that make an upstream framework (Express `method-override`,
+/// Symfony, Rails/Rack, ASP.NET, Spring's `HiddenHttpMethodFilter` variants)
+/// dispatch another method than the request line's: a `GET` read as
+/// `TRACE` or `DELETE` would skip the gateway's method rules (TRACE refused,
+/// CSRF on unsafe methods). Removed from every peer, trusted proxies too: a
+/// proxy vouches for the client's address, not for its method, and the
+/// usual ones pass these headers on untouched.
+fn is_method_override(k: &HeaderName) -> bool {
+    matches!(
+        k.as_str(),
+        "x-http-method-override" | "x-http-method" | "x-method-override"
+    )
 }
 
 /// What [`scan`] found in one pass over the names.
@@ -79,6 +98,7 @@ fn is_forwarding(k: &HeaderName) -> bool {
 struct Found {
     hop_by_hop: bool,
     forwarding: bool,
+    method_override: bool,
     access_control: bool,
     clear_site_data: bool,
 }
@@ -96,7 +116,11 @@ fn scan(h: &HeaderMap, forwarding: bool, response: bool) -> Found {
                 found.forwarding |= forwarding && is_forwarding(k);
                 found.clear_site_data |= response && k == CLEAR_SITE_DATA;
             }
-            Some(b'f' | b'x') => found.forwarding |= forwarding && is_forwarding(k),
+            Some(b'f') => found.forwarding |= forwarding && is_forwarding(k),
+            Some(b'x') => {
+                found.forwarding |= forwarding && is_forwarding(k);
+                found.method_override |= !response && is_method_override(k);
+            }
             Some(b'a') => {
                 found.access_control |= response && k.as_str().starts_with("access-control-");
             }
@@ -150,6 +174,9 @@ pub(super) fn rewrite_request(parts: &mut Parts, fwd: Forwarding<'_>) {
     }
     if found.forwarding {
         remove_all(h, is_forwarding);
+    }
+    if found.method_override {
+        remove_all(h, is_method_override);
     }
     match fwd.upstream_host {
         Some(host) => {
@@ -481,8 +508,22 @@ mod tests {
             "x-original-host",
             "x-host",
             "true-client-ip",
+            "x-original-forwarded-for",
+            "x-original-method",
+            "x-scheme",
+            "x-url-scheme",
+            "front-end-https",
+            "client-ip",
+            "x-envoy-external-address",
         ] {
             assert!(is_forwarding(&HeaderName::from_static(n)), "{n}");
+        }
+        for n in [
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
+        ] {
+            assert!(is_method_override(&HeaderName::from_static(n)), "{n}");
         }
         for n in [
             "x-request-id",
@@ -516,6 +557,15 @@ mod tests {
                 "x-cluster-client-ip",
                 "cf-connecting-ip",
                 "fastly-client-ip",
+                "x-original-forwarded-for",
+                "x-scheme",
+                "x-url-scheme",
+                "front-end-https",
+                "client-ip",
+                "x-envoy-external-address",
+                "x-http-method-override",
+                "x-http-method",
+                "x-method-override",
                 "access-control-allow-origin",
                 "accept",
                 "cookie",
@@ -532,11 +582,15 @@ mod tests {
             let found = scan(&h, true, true);
             assert_eq!(found.hop_by_hop, is_hop_by_hop(&k), "{name}");
             assert_eq!(found.forwarding, is_forwarding(&k), "{name}");
+            assert!(!found.method_override, "responses: {name}");
             assert_eq!(
                 found.access_control,
                 name.starts_with("access-control-"),
                 "{name}"
             );
+            let found = scan(&h, false, false);
+            assert!(!found.forwarding, "trusted peer: {name}");
+            assert_eq!(found.method_override, is_method_override(&k), "{name}");
         }
     }
 

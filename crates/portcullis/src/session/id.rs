@@ -44,7 +44,9 @@ impl SessionId {
         Self::well_formed(value).then(|| SessionHash(hex_sha256(value.as_bytes())))
     }
 
-    fn well_formed(value: &str) -> bool {
+    /// Whether `value` has the shape of an id we issue (43 base64url
+    /// characters); also the shape of the login cookie's binding.
+    pub fn well_formed(value: &str) -> bool {
         value.len() == 43 && value.bytes().all(|b| BASE64URL[usize::from(b)])
     }
 
