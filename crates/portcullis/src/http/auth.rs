@@ -79,7 +79,7 @@ fn login_cookie(shared: &Shared, headers: &HeaderMap) -> Result<Option<String>, 
         headers,
         &cookies::login_cookie_name(&shared.config),
         "login",
-        SessionId::well_formed,
+        super::login_cookie::well_formed,
     )
     .map(|v| v.map(|v| v.into_owned()))
     .map_err(|e| ApiError::BadRequest(e.to_string()))

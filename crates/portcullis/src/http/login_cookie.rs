@@ -36,6 +36,16 @@ pub(crate) const LOGIN_TTL: i64 = 600;
 pub(crate) const MAX_PENDING: usize = 6;
 /// Longest `return_to` we keep (bytes), so [`MAX_PENDING`] short ones or four
 /// of this length fit in one cookie.
+/// Could `value` be a login cookie this gateway sealed (URL-safe base64 that
+/// fits a cookie)? Anything else is noise planted beside it, never a rival.
+pub(crate) fn well_formed(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 4096
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 pub(crate) const MAX_RETURN_TO: usize = 512;
 /// Longest cookie value we set or open. Browsers keep name + value up to 4096
 /// bytes; this leaves room for the longest name (`__Host-` + session cookie + `-login`).
