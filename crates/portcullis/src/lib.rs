@@ -11,6 +11,7 @@
 pub mod config;
 pub mod cors;
 pub mod csrf;
+pub mod fault;
 pub mod gateway;
 pub mod http;
 pub mod metrics;

@@ -17,24 +17,59 @@
 //! (`session.refresh_on_401_interval`, in this process only): an upstream or
 //! a client provoking 401s cannot make the gateway call the IdP per request.
 //!
+//! Errors say who failed ([`RefreshError`]). Only the IdP's refusal
+//! (`invalid_grant`, an identity change) ends the session; an IdP that cannot
+//! answer leaves it as it is, and a refresh token the IdP already rotated is
+//! saved before anything else can fail, so it is never lost or sent twice.
+//!
 //! Roles follow the IdP: a refresh that brings a new ID token replaces the
 //! session's roles with what that token (and userinfo, as at login) says,
 //! none when the claim is absent or empty. A refresh without a new ID token
 //! keeps them: the IdP made no new statement about the user.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex, Weak},
     time::{Duration, Instant},
 };
 
 use crate::{
+    fault::Fault,
     gateway::Shared,
-    http::ApiError,
     oidc::{self, OidcError, id_token::Expectations},
-    session::{RefreshLease, SessionHash, SessionRecord},
+    session::{RefreshLease, SessionHash, SessionRecord, StoreError},
     time::UnixTime,
 };
+
+/// Why a session could not get a usable access token.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    /// The IdP refused (or named another user): the session has been ended.
+    #[error("session ended: {0}")]
+    Ended(String),
+    /// The session is no longer in the store (logged out or expired).
+    #[error("session not found")]
+    Gone,
+    /// The IdP could not answer; the session is kept as it was.
+    #[error(transparent)]
+    IdpUnavailable(OidcError),
+    /// Another replica holds the refresh and did not finish in time.
+    #[error("token refresh in progress elsewhere did not finish")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl RefreshError {
+    pub fn fault(&self) -> Fault {
+        match self {
+            RefreshError::Ended(_) => Fault::IdpRefused,
+            RefreshError::Gone => Fault::Client,
+            RefreshError::IdpUnavailable(_) | RefreshError::Busy => Fault::IdpUnavailable,
+            RefreshError::Store(_) => Fault::Store,
+        }
+    }
+}
 
 /// Lease lifetime; renewed every third of it while the IdP call runs, so a
 /// crashed holder blocks others for at most this long.
@@ -52,7 +87,25 @@ const AFTER_401_CAPACITY: usize = 10_000;
 #[derive(Default)]
 pub struct RefreshLocks {
     locks: Mutex<HashMap<SessionHash, Weak<tokio::sync::Mutex<()>>>>,
-    after_401: Mutex<HashMap<SessionHash, UnixTime>>,
+    after_401: Mutex<After401>,
+    /// Refreshed records whose save failed (store down). The IdP has
+    /// rotated the refresh token, so the one in the store is spent: the new
+    /// one is kept here and saved before this session's next refresh, never
+    /// lost, never replaced by sending the spent one.
+    unsaved: Mutex<HashMap<SessionHash, (u64, SessionRecord)>>,
+}
+
+/// Most refreshed-but-unsaved records kept (a store outage at scale).
+const UNSAVED_CAPACITY: usize = 10_000;
+
+/// When each session last refreshed because of a 401, and the same entries
+/// in the order they were made, so the oldest go first in O(1) each (a scan
+/// of the whole map per request would let 10 000 sessions provoking 401s
+/// cost 10 000 steps per request).
+#[derive(Default)]
+struct After401 {
+    at: HashMap<SessionHash, UnixTime>,
+    order: VecDeque<(UnixTime, SessionHash)>,
 }
 
 impl RefreshLocks {
@@ -69,21 +122,47 @@ impl RefreshLocks {
         l
     }
 
+    fn keep_unsaved(&self, expected: u64, record: SessionRecord) {
+        let mut map = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() < UNSAVED_CAPACITY || map.contains_key(&record.id) {
+            map.insert(record.id.clone(), (expected, record));
+        } else {
+            tracing::error!(session = record.id.short(), "rotated refresh token not saved and not kept");
+        }
+    }
+
+    fn take_unsaved(&self, id: &SessionHash) -> Option<(u64, SessionRecord)> {
+        let mut map = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+        // Keeps the common path to one uncontended lock and no hashing.
+        if map.is_empty() { None } else { map.remove(id) }
+    }
+
     /// Whether session `id` may refresh because of an upstream 401 at `now`
     /// (none in the last `interval` seconds); if so, counts this one.
     fn take_401_refresh(&self, id: &SessionHash, now: UnixTime, interval: i64) -> bool {
         let recent = |at: UnixTime| at <= now && now - at < interval;
         let mut map = self.after_401.lock().unwrap_or_else(|p| p.into_inner());
-        if map.get(id).is_some_and(|at| recent(*at)) {
+        if map.at.get(id).is_some_and(|at| recent(*at)) {
             return false;
         }
-        if map.len() >= AFTER_401_CAPACITY && !map.contains_key(id) {
-            map.retain(|_, at| recent(*at));
-            if map.len() >= AFTER_401_CAPACITY {
-                return false;
+        // Drop entries past the interval, oldest first. An entry superseded
+        // by a later one of its session only leaves its queue slot. The
+        // length bound only matters if the clock went backwards.
+        while let Some((at, old)) = map.order.front().cloned() {
+            let current = map.at.get(&old) == Some(&at);
+            if current && recent(at) && map.order.len() <= 4 * AFTER_401_CAPACITY {
+                break;
+            }
+            map.order.pop_front();
+            if current {
+                map.at.remove(&old);
             }
         }
-        map.insert(id.clone(), now);
+        if map.at.len() >= AFTER_401_CAPACITY && !map.at.contains_key(id) {
+            return false;
+        }
+        map.at.insert(id.clone(), now);
+        map.order.push_back((now, id.clone()));
         true
     }
 }
@@ -103,7 +182,7 @@ fn still_valid(r: &SessionRecord, now: UnixTime) -> bool {
 pub(crate) async fn ensure_fresh(
     shared: &Shared,
     record: Arc<SessionRecord>,
-) -> Result<Arc<SessionRecord>, ApiError> {
+) -> Result<Arc<SessionRecord>, RefreshError> {
     let before = shared.config.session.refresh_before.as_secs() as i64;
     if !needs_refresh(&record, shared.clock.now(), before) {
         return Ok(record);
@@ -122,7 +201,7 @@ pub(crate) async fn ensure_fresh(
 pub(crate) async fn ensure_valid(
     shared: &Shared,
     record: Arc<SessionRecord>,
-) -> Result<Arc<SessionRecord>, ApiError> {
+) -> Result<Arc<SessionRecord>, RefreshError> {
     if still_valid(&record, shared.clock.now()) {
         return Ok(record);
     }
@@ -140,7 +219,7 @@ pub(crate) async fn ensure_valid(
 pub(crate) async fn after_rejection(
     shared: &Shared,
     rejected: &SessionRecord,
-) -> Result<SessionRecord, ApiError> {
+) -> Result<SessionRecord, RefreshError> {
     let rejected_token = rejected.tokens.access_token.clone();
     let interval = shared
         .config
@@ -174,7 +253,7 @@ async fn single_flight(
     shared: &Shared,
     id: &SessionHash,
     stale: impl Fn(&SessionRecord, UnixTime) -> bool,
-) -> Result<SessionRecord, ApiError> {
+) -> Result<SessionRecord, RefreshError> {
     let lock = shared.refresh_locks.lock_for(id);
     let _guard = lock.lock().await;
     // Whoever held the lock before us may have refreshed already.
@@ -207,9 +286,7 @@ async fn single_flight(
             return if still_valid(&current, now) {
                 Ok(current)
             } else {
-                Err(ApiError::Idp(OidcError::Unavailable(
-                    "token refresh in progress elsewhere did not finish".into(),
-                )))
+                Err(RefreshError::Busy)
             };
         }
     }
@@ -221,8 +298,8 @@ fn lease_wait(shared: &Shared) -> Duration {
     shared.config.oidc.http_timeout + Duration::from_secs(2)
 }
 
-async fn load(shared: &Shared, id: &SessionHash) -> Result<SessionRecord, ApiError> {
-    shared.store.load(id).await?.ok_or(ApiError::SessionExpired)
+async fn load(shared: &Shared, id: &SessionHash) -> Result<SessionRecord, RefreshError> {
+    shared.store.load(id).await?.ok_or(RefreshError::Gone)
 }
 
 /// The refresh proper, with the lease held.
@@ -231,9 +308,22 @@ async fn refresh_holding(
     id: &SessionHash,
     lease: &RefreshLease,
     stale: &impl Fn(&SessionRecord, UnixTime) -> bool,
-) -> Result<SessionRecord, ApiError> {
+) -> Result<SessionRecord, RefreshError> {
     // Re-read under the lease: the previous holder may have just saved.
-    let current = load(shared, id).await?;
+    let mut current = load(shared, id).await?;
+    // A refresh of ours whose save failed: its tokens come first.
+    if let Some((expected, kept)) = shared.refresh_locks.take_unsaved(id)
+        && current.version == expected
+    {
+        match shared.store.save_if_version(&kept, expected).await {
+            Ok(true) => current = kept,
+            Ok(false) => {}
+            Err(e) => {
+                shared.refresh_locks.keep_unsaved(expected, kept);
+                return Err(e.into());
+            }
+        }
+    }
     let now = shared.clock.now();
     if !stale(&current, now) {
         return Ok(current);
@@ -243,7 +333,9 @@ async fn refresh_holding(
             Ok(current)
         } else {
             end_session(shared, &current.id).await?;
-            Err(ApiError::SessionExpired)
+            Err(RefreshError::Ended(
+                "access token expired and no refresh token".into(),
+            ))
         };
     };
 
@@ -252,44 +344,52 @@ async fn refresh_holding(
     metrics::histogram!(crate::metrics::REFRESH_DURATION).record(started.elapsed().as_secs_f64());
     let result = match &outcome {
         Ok(_) => "success",
-        Err(OidcError::OAuth { .. }) => "refused",
+        Err(e) if e.fault() == Fault::IdpRefused => "refused",
         Err(_) => "error",
     };
     metrics::counter!(crate::metrics::REFRESH_TOTAL, "result" => result).increment(1);
 
-    match outcome {
-        Ok(tokens) => {
-            let expected = current.version;
-            let updated = apply(shared, current, tokens).await?;
-            // Saved before any waiter proceeds: they will read these tokens.
-            // The version check fences out a holder whose lease was lost.
-            if shared.store.save_if_version(&updated, expected).await? {
-                tracing::debug!(session = id.short(), "access token refreshed");
-                return Ok(updated);
-            }
-            tracing::warn!(
-                session = id.short(),
-                "session changed during refresh; keeping the stored tokens"
-            );
-            let stored = load(shared, id).await?;
-            if still_valid(&stored, shared.clock.now()) {
-                Ok(stored)
-            } else {
-                Err(ApiError::Idp(OidcError::Unavailable(
-                    "concurrent token refresh conflict".into(),
-                )))
-            }
-        }
-        Err(OidcError::OAuth { error, .. }) => {
-            tracing::info!(session = id.short(), %error, "refresh refused; session ended");
+    let tokens = match outcome {
+        Ok(tokens) => tokens,
+        Err(e) if e.fault() == Fault::IdpRefused => {
+            tracing::info!(session = id.short(), error = %e, "refresh refused; session ended");
             end_session(shared, id).await?;
-            Err(ApiError::SessionExpired)
+            return Err(RefreshError::Ended(e.to_string()));
         }
+        // Transient: nothing was spent, the session stays as it is.
         Err(e) if still_valid(&current, now) => {
             tracing::warn!(error = %e, "refresh failed; using the current access token");
-            Ok(current)
+            return Ok(current);
         }
-        Err(e) => Err(ApiError::Idp(e)),
+        Err(e) => return Err(RefreshError::IdpUnavailable(e)),
+    };
+    let expected = current.version;
+    let updated = apply(shared, current, tokens).await?;
+    // Saved before any waiter proceeds: they will read these tokens.
+    // The version check fences out a holder whose lease was lost.
+    match shared.store.save_if_version(&updated, expected).await {
+        Ok(true) => {
+            tracing::debug!(session = id.short(), "access token refreshed");
+            return Ok(updated);
+        }
+        Ok(false) => {}
+        Err(e) => {
+            // The old refresh token is spent: keep the new one for the next
+            // refresh, and serve this request with the new access token.
+            tracing::warn!(session = id.short(), error = %e, "refreshed tokens not saved; kept in this process");
+            shared.refresh_locks.keep_unsaved(expected, updated.clone());
+            return Ok(updated);
+        }
+    }
+    tracing::warn!(
+        session = id.short(),
+        "session changed during refresh; keeping the stored tokens"
+    );
+    let stored = load(shared, id).await?;
+    if still_valid(&stored, shared.clock.now()) {
+        Ok(stored)
+    } else {
+        Err(RefreshError::Busy)
     }
 }
 
@@ -322,7 +422,7 @@ async fn apply(
     shared: &Shared,
     mut record: SessionRecord,
     tokens: oidc::TokenResponse,
-) -> Result<SessionRecord, ApiError> {
+) -> Result<SessionRecord, RefreshError> {
     let now = shared.clock.now();
     if let Some(id_token) = tokens.id_token.as_deref() {
         // A refreshed ID token must be the same user from the same issuer.
@@ -337,53 +437,26 @@ async fn apply(
             )
             .await
         {
-            Ok(c) => c,
-            Err(e) => {
+            Ok(c) => Some(c),
+            Err(e) if e.fault() == Fault::IdpRefused => {
                 tracing::warn!(error = %e, "refreshed ID token rejected; session ended");
                 end_session(shared, &record.id).await?;
-                return Err(ApiError::SessionExpired);
+                return Err(RefreshError::Ended(e.to_string()));
             }
-        };
-        let roles_claim = &shared.config.oidc.roles_claim;
-        // As at login: the ID token's claims, overlaid with userinfo's.
-        let mut all = claims.all;
-        let complete = match shared
-            .oidc
-            .userinfo(&tokens.access_token, &record.sub)
-            .await
-        {
-            Ok(info) => {
-                all.extend(info.unwrap_or_default());
-                true
-            }
-            Err(OidcError::UserinfoSubjectMismatch) => {
-                tracing::warn!(
-                    "userinfo of a refreshed token names another subject; session ended"
-                );
-                end_session(shared, &record.id).await?;
-                return Err(ApiError::SessionExpired);
-            }
+            // The keys to check it could not be fetched (the IdP rotated its
+            // key and is down now). The token endpoint has spent the old
+            // refresh token already: keep the new tokens, as if the IdP had
+            // sent no ID token (roles stay as they are); the next refresh
+            // brings a new one.
             Err(e) => {
-                tracing::warn!(error = %e, "userinfo failed at refresh; roles can only shrink");
-                false
+                tracing::warn!(error = %e, "refreshed ID token not checkable now; tokens kept, roles unchanged");
+                None
             }
         };
-        let mut merged = record.claims.clone();
-        merged.extend(oidc::user_claims(&all));
-        record.claims = merged;
-        // The IdP's answer wins, also when the claim is absent or empty
-        // (the last role removed). Without userinfo's part of the answer, a
-        // role is kept only if both the old roles and the new token have it.
-        let roles = oidc::roles_from_claims(&all, roles_claim);
-        record.roles = if complete {
-            roles
-        } else {
-            roles
-                .into_iter()
-                .filter(|r| record.roles.contains(r))
-                .collect()
-        };
-        record.tokens.id_token = tokens.id_token;
+        if let Some(claims) = claims {
+            apply_identity(shared, &mut record, claims, &tokens).await?;
+            record.tokens.id_token = tokens.id_token.clone();
+        }
     }
     record.tokens.access_token = tokens.access_token;
     // The header built for the old token would be rebuilt on every use.
@@ -397,8 +470,58 @@ async fn apply(
     Ok(record)
 }
 
+/// Roles and claims from a refreshed, validated ID token (and userinfo, as
+/// at login).
+async fn apply_identity(
+    shared: &Shared,
+    record: &mut SessionRecord,
+    claims: oidc::IdTokenClaims,
+    tokens: &oidc::TokenResponse,
+) -> Result<(), RefreshError> {
+    let roles_claim = &shared.config.oidc.roles_claim;
+    // As at login: the ID token's claims, overlaid with userinfo's.
+    let mut all = claims.all;
+    let complete = match shared
+        .oidc
+        .userinfo(&tokens.access_token, &record.sub)
+        .await
+    {
+        Ok(info) => {
+            all.extend(info.unwrap_or_default());
+            true
+        }
+        Err(OidcError::UserinfoSubjectMismatch) => {
+            tracing::warn!(
+                "userinfo of a refreshed token names another subject; session ended"
+            );
+            end_session(shared, &record.id).await?;
+            return Err(RefreshError::Ended("userinfo names another subject".into()));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "userinfo failed at refresh; roles can only shrink");
+            false
+        }
+    };
+    let mut merged = record.claims.clone();
+    merged.extend(oidc::user_claims(&all));
+    record.claims = merged;
+    // The IdP's answer wins, also when the claim is absent or empty
+    // (the last role removed). Without userinfo's part of the answer, a
+    // role is kept only if both the old roles and the new token have it.
+    let roles = oidc::roles_from_claims(&all, roles_claim);
+    record.roles = if complete {
+        roles
+    } else {
+        roles
+            .into_iter()
+            .filter(|r| record.roles.contains(r))
+            .collect()
+    };
+    Ok(())
+}
+
 /// Delete the session and close its WebSocket tunnels in this process.
-async fn end_session(shared: &Shared, id: &SessionHash) -> Result<(), ApiError> {
+async fn end_session(shared: &Shared, id: &SessionHash) -> Result<(), RefreshError> {
     shared.store.delete(id).await?;
     shared
         .tunnel_ends
@@ -427,11 +550,11 @@ mod tests {
         for n in 0..AFTER_401_CAPACITY + 100 {
             locks.take_401_refresh(&hash(n + 10), 2000, 30);
         }
-        let len = locks.after_401.lock().expect("map").len();
+        let len = locks.after_401.lock().expect("map").at.len();
         assert!(len <= AFTER_401_CAPACITY, "{len}");
         // Once the old entries are past the interval, room is made again.
         assert!(locks.take_401_refresh(&hash(5), 2030, 30));
-        assert!(locks.after_401.lock().expect("map").len() <= AFTER_401_CAPACITY);
+        assert!(locks.after_401.lock().expect("map").at.len() <= AFTER_401_CAPACITY);
     }
 
     proptest::proptest! {

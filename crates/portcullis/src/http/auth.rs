@@ -19,6 +19,7 @@ use super::{
 use crate::{
     gateway::Shared,
     oidc::{self, IdTokenClaims},
+    refresh::RefreshError,
     session::{SessionId, SessionRecord, StoreError, TokenSet, hex_sha256, random_token},
     time::rfc3339,
 };
@@ -341,17 +342,24 @@ pub(crate) async fn me(
 ) -> Result<Response, ApiError> {
     match current_session(&shared, &headers).await? {
         SessionLookup::Active(r) => {
-            // Shows refreshed state, but refreshes only an already expired token.
-            let r = match crate::refresh::ensure_valid(&shared, r).await {
+            // Shows refreshed state, but refreshes only an already expired
+            // token. The answer never depends on the IdP: while it cannot
+            // be reached the user is still signed in, and the expired token
+            // is left for the next API call to refresh.
+            let r = match crate::refresh::ensure_valid(&shared, r.clone()).await {
                 Ok(r) => r,
-                Err(ApiError::SessionExpired) => {
+                Err(RefreshError::Ended(_) | RefreshError::Gone) => {
                     return Ok((
                         StatusCode::UNAUTHORIZED,
                         Json(json!({"authenticated": false})),
                     )
                         .into_response());
                 }
-                Err(e) => return Err(e),
+                Err(e @ (RefreshError::IdpUnavailable(_) | RefreshError::Busy)) => {
+                    tracing::debug!(error = %e, "/auth/me answered from the session; IdP unavailable");
+                    r
+                }
+                Err(e @ RefreshError::Store(_)) => return Err(e.into()),
             };
             Ok(Json(json!({
                 "authenticated": true,

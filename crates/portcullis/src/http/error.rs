@@ -1,6 +1,11 @@
 //! The one place errors become HTTP responses: every module error converts
 //! into [`ApiError`], which renders the contract's JSON body
 //! `{"error": code, "message": text}` (DESIGN.md section 4).
+//!
+//! Each error knows who failed ([`Fault`]); a transient fault (IdP or store
+//! unavailable) answers 503 with `Retry-After`, and is logged as an error
+//! with `source=`, so an operator can tell an IdP outage from a store outage
+//! from a bug at a glance.
 
 use axum::{
     Json,
@@ -8,7 +13,13 @@ use axum::{
 };
 use http::{HeaderValue, StatusCode, header};
 
-use crate::{csrf::CsrfError, oidc::OidcError, session::StoreError};
+use crate::{
+    csrf::CsrfError, fault::Fault, oidc::OidcError, refresh::RefreshError, session::StoreError,
+};
+
+/// Seconds a client should wait before retrying a 503: long enough not to
+/// hammer a recovering dependency, short enough that a blip goes unnoticed.
+const RETRY_AFTER_SECS: &str = "5";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -54,7 +65,37 @@ impl From<OidcError> for ApiError {
     }
 }
 
+impl From<RefreshError> for ApiError {
+    fn from(e: RefreshError) -> Self {
+        match e {
+            // Ended by the IdP's refusal, or already gone: the user must log in.
+            RefreshError::Ended(_) | RefreshError::Gone => ApiError::SessionExpired,
+            RefreshError::IdpUnavailable(e) => ApiError::Idp(e),
+            busy @ RefreshError::Busy => ApiError::Idp(OidcError::Unavailable(busy.to_string())),
+            RefreshError::Store(e) => ApiError::Store(e),
+        }
+    }
+}
+
 impl ApiError {
+    /// Who failed.
+    pub fn fault(&self) -> Fault {
+        match self {
+            ApiError::LoginFailed(_) => Fault::IdpRefused,
+            ApiError::UpstreamUnavailable(_) | ApiError::UpstreamTimeout => Fault::Upstream,
+            ApiError::Idp(e) => e.fault(),
+            ApiError::Store(_) => Fault::Store,
+            ApiError::Unauthorized
+            | ApiError::SessionExpired
+            | ApiError::Csrf(_)
+            | ApiError::Forbidden
+            | ApiError::BadRequest(_)
+            | ApiError::InvalidRequest(_)
+            | ApiError::MethodNotAllowed
+            | ApiError::NotFound => Fault::Client,
+        }
+    }
+
     /// Status and contract error code.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
@@ -87,10 +128,11 @@ impl ApiError {
             _ => {}
         }
         let (status, code) = self.status_and_code();
+        let source = self.fault().as_str();
         if status.is_server_error() {
-            tracing::error!(%status, code, reason = %self, "request failed");
+            tracing::error!(%status, code, source, reason = %self, "request failed");
         } else if !matches!(self, ApiError::Unauthorized | ApiError::NotFound) {
-            tracing::warn!(%status, code, reason = %self, "request refused");
+            tracing::warn!(%status, code, source, reason = %self, "request refused");
         }
     }
 
@@ -109,6 +151,7 @@ impl ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/html; charset=utf-8"),
         );
+        retry_after(&mut resp);
         resp
     }
 }
@@ -132,7 +175,19 @@ impl IntoResponse for ApiError {
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
         }
+        retry_after(&mut resp);
         resp
+    }
+}
+
+/// Every 503 says when to come back (RFC 9110 10.2.3), so well-behaved
+/// clients and the JS client back off instead of retrying at once.
+fn retry_after(resp: &mut Response) {
+    if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static(RETRY_AFTER_SECS),
+        );
     }
 }
 

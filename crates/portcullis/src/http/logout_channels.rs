@@ -42,8 +42,12 @@ pub(crate) async fn backchannel_logout(
         .ok_or_else(|| ApiError::InvalidRequest("missing logout_token".into()))?;
     let logout = shared.oidc.validate_logout_token(&token).await?;
     let now = shared.clock.now();
-    // Remembered before anything is deleted: a replay must never delete,
-    // even one racing the original on another replica.
+    // Sessions first, the `jti` after: a delete that fails (store down)
+    // answers 503 and leaves nothing recorded, so the IdP's retry is served.
+    // A replay, even one racing the original on another replica, can only
+    // end sessions created before the token was issued, which the original
+    // ends anyway; it is then refused by its `jti`.
+    let ended = end_sessions(&shared, &logout).await?;
     if !shared
         .store
         .remember_jti(&logout.jti, logout.jti_expires_at, now)
@@ -53,7 +57,6 @@ pub(crate) async fn backchannel_logout(
             "logout token rejected: jti already used".into(),
         ));
     }
-    let ended = end_sessions(&shared, &logout).await?;
     metrics::counter!(crate::metrics::LOGOUTS_TOTAL, "kind" => "backchannel").increment(1);
     tracing::info!(
         sessions = ended,
@@ -64,30 +67,25 @@ pub(crate) async fn backchannel_logout(
 }
 
 /// The sessions a valid logout token ends: those of its `sid`, or every
-/// session of its `sub` when it has no `sid` or the config says so.
-/// Their WebSocket tunnels in this process close at once.
+/// session of its `sub` when it has no `sid` or the config says so — of
+/// those, only the ones created by `issued_before`. Their WebSocket tunnels
+/// in this process close at once.
 async fn end_sessions(shared: &Shared, logout: &LogoutToken) -> Result<u64, StoreError> {
     let all_of_sub = shared.config.oidc.backchannel_all_sessions;
-    let ends = &shared.tunnel_ends;
     match (&logout.sid, &logout.sub) {
-        (Some(_), Some(sub)) if all_of_sub => end_all_of(shared, sub).await,
+        (Some(_), Some(sub)) if all_of_sub => end_matching(shared, sub, logout, |_| true).await,
+        // A sid belongs to one subject; refuse to cross over if it does not.
         (Some(sid), Some(sub)) => {
-            // A sid belongs to one subject; refuse to cross over if it does not.
-            let mut ended = 0;
-            for record in shared.store.list_by_sub(sub).await? {
-                if record.sid.as_deref() == Some(sid.as_str())
-                    && shared.store.delete(&record.id).await?
-                {
-                    ends.notify(SessionEnd::Session(record.id));
-                    ended += 1;
-                }
-            }
-            Ok(ended)
+            end_matching(shared, sub, logout, |r| r.sid.as_deref() == Some(sid)).await
         }
-        (None, Some(sub)) => end_all_of(shared, sub).await,
+        (None, Some(sub)) => end_matching(shared, sub, logout, |_| true).await,
+        // The IdP session has ended there, so no later session can carry
+        // its sid: nothing to filter by time.
         (Some(sid), None) => {
             let n = shared.store.delete_by_sid(sid).await?;
-            ends.notify(SessionEnd::IdpSession(sid.clone()));
+            shared
+                .tunnel_ends
+                .notify(SessionEnd::IdpSession(sid.clone()));
             Ok(n)
         }
         // validate_logout_token guarantees one of them.
@@ -95,12 +93,23 @@ async fn end_sessions(shared: &Shared, logout: &LogoutToken) -> Result<u64, Stor
     }
 }
 
-async fn end_all_of(shared: &Shared, sub: &str) -> Result<u64, StoreError> {
-    let n = shared.store.delete_by_sub(sub).await?;
-    shared
-        .tunnel_ends
-        .notify(SessionEnd::Subject(sub.to_string()));
-    Ok(n)
+async fn end_matching(
+    shared: &Shared,
+    sub: &str,
+    logout: &LogoutToken,
+    matches: impl Fn(&crate::session::SessionRecord) -> bool,
+) -> Result<u64, StoreError> {
+    let mut ended = 0;
+    for record in shared.store.list_by_sub(sub).await? {
+        if record.created_at <= logout.issued_before
+            && matches(&record)
+            && shared.store.delete(&record.id).await?
+        {
+            shared.tunnel_ends.notify(SessionEnd::Session(record.id));
+            ended += 1;
+        }
+    }
+    Ok(ended)
 }
 
 #[derive(Deserialize)]

@@ -104,21 +104,29 @@ impl OidcClient {
             .await
             .map_err(|e| http_client::transport_error("token endpoint", e))?;
         let status = resp.status();
-        if status.is_server_error() {
+        // 5xx, 429 (rate limited) and 408 say "not now", never "no".
+        if status.is_server_error()
+            || status == http::StatusCode::TOO_MANY_REQUESTS
+            || status == http::StatusCode::REQUEST_TIMEOUT
+        {
             return Err(OidcError::Unavailable(format!(
                 "token endpoint: HTTP {status}"
             )));
         }
         let body = http_client::read_body("token endpoint", resp).await?;
         if !status.is_success() {
-            let err: Option<OAuthErrorBody> = serde_json::from_slice(&body).ok();
+            // Only an OAuth error body (RFC 6749 5.2) is the IdP's refusal. A
+            // 4xx without one (a proxy's or WAF's HTML page) is something in
+            // between failing, not the IdP deciding: it must not end sessions.
+            let Ok(err) = serde_json::from_slice::<OAuthErrorBody>(&body) else {
+                return Err(OidcError::InvalidResponse(format!(
+                    "token endpoint: HTTP {status} without an OAuth error"
+                )));
+            };
             return Err(OidcError::OAuth {
                 status: status.as_u16(),
-                error: err
-                    .as_ref()
-                    .map(|e| e.error.clone())
-                    .unwrap_or_else(|| "invalid_response".into()),
-                description: err.and_then(|e| e.error_description),
+                error: err.error,
+                description: err.error_description,
             });
         }
         let tokens: TokenResponse = serde_json::from_slice(&body).map_err(|e| {

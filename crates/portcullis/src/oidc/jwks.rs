@@ -19,8 +19,8 @@ pub struct JwksCache {
     http: reqwest::Client,
     uri: String,
     keys: RwLock<Arc<JwkSet>>,
-    /// When an unknown `kid` last caused a re-fetch.
-    last_refetch: Mutex<Option<tokio::time::Instant>>,
+    /// When an unknown `kid` last caused a re-fetch, and whether it failed.
+    last_refetch: Mutex<Option<(tokio::time::Instant, bool)>>,
 }
 
 impl JwksCache {
@@ -69,17 +69,26 @@ impl JwksCache {
     }
 
     /// Re-fetch unless we did so very recently. Returns whether it fetched.
+    /// Within the interval after a failed re-fetch the answer stays
+    /// "unavailable": a key we could not look up is not a refused token, and
+    /// treating it as one would end sessions during an IdP blip.
     async fn refresh_rate_limited(&self) -> Result<bool, OidcError> {
         // Held across the fetch so concurrent unknown kids cause one fetch, not many.
         let mut last = self.last_refetch.lock().await;
-        if let Some(t) = *last
+        if let Some((t, failed)) = *last
             && t.elapsed() < REFETCH_INTERVAL
         {
-            return Ok(false);
+            return if failed {
+                Err(OidcError::Unavailable(
+                    "jwks: re-fetch for an unknown key failed recently".into(),
+                ))
+            } else {
+                Ok(false)
+            };
         }
-        *last = Some(tokio::time::Instant::now());
-        self.refresh().await?;
-        Ok(true)
+        let outcome = self.refresh().await;
+        *last = Some((tokio::time::Instant::now(), outcome.is_err()));
+        outcome.map(|()| true)
     }
 
     /// The decoding key for a token header: by `kid`, or the only usable key

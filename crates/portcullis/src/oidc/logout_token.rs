@@ -33,6 +33,10 @@ pub struct LogoutToken {
     /// Until when the `jti` must be remembered: after that the token is
     /// refused for its age anyway.
     pub jti_expires_at: UnixTime,
+    /// Only sessions created at or before this time are ended: its `iat`
+    /// plus the allowed clock skew. A replayed token can then never end a
+    /// session that began after the logout it announces.
+    pub issued_before: UnixTime,
 }
 
 fn invalid(msg: impl Into<String>) -> OidcError {
@@ -136,6 +140,7 @@ impl OidcClient {
             sid,
             jti,
             jti_expires_at: jti_expires_at.max(now),
+            issued_before: iat.saturating_add(skew),
         })
     }
 }

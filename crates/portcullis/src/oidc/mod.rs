@@ -60,6 +60,27 @@ pub enum OidcError {
     UserinfoSubjectMismatch,
 }
 
+impl OidcError {
+    /// Who failed. The IdP refused when it answered by the protocol and said
+    /// no (an OAuth error on the token endpoint, an ID token that fails
+    /// validation against keys we could fetch, userinfo naming another
+    /// subject); unavailable when it could not answer usefully. Only a
+    /// refusal may end a session.
+    pub fn fault(&self) -> crate::fault::Fault {
+        use crate::fault::Fault;
+        match self {
+            OidcError::Unavailable(_) | OidcError::InvalidResponse(_) => Fault::IdpUnavailable,
+            // A discovery document naming another issuer is our configuration's problem.
+            OidcError::IssuerMismatch { .. } => Fault::Internal,
+            OidcError::OAuth { .. }
+            | OidcError::InvalidIdToken(_)
+            | OidcError::UserinfoSubjectMismatch => Fault::IdpRefused,
+            // The IdP is the client here, and its token is the bad input.
+            OidcError::InvalidLogoutToken(_) => Fault::Client,
+        }
+    }
+}
+
 /// Shared relying-party state.
 pub struct OidcClient {
     pub(crate) issuer: String,
