@@ -45,6 +45,16 @@ pub const LOGINS_TOTAL: &str = "portcullis_logins_total";
 pub const LOGOUTS_TOTAL: &str = "portcullis_logouts_total";
 /// Token refreshes by `result` (`success`, `refused`, `error`).
 pub const REFRESH_TOTAL: &str = "portcullis_refresh_total";
+/// Every call to the IdP by `endpoint` (`discovery`, `jwks`, `token`,
+/// `userinfo`, `revocation`) and `outcome` (`ok`, `refused`, `unavailable`,
+/// `circuit_open`: not sent because the breaker is open).
+pub const IDP_REQUESTS_TOTAL: &str = "portcullis_idp_requests_total";
+/// Time of one call to the IdP, by `endpoint`.
+pub const IDP_REQUEST_DURATION: &str = "portcullis_idp_request_duration_seconds";
+/// The IdP circuit breaker: 0 closed, 1 open, 2 one probe in flight.
+pub const IDP_CIRCUIT_STATE: &str = "portcullis_idp_circuit_state";
+/// Times the IdP circuit breaker opened.
+pub const IDP_CIRCUIT_OPENED_TOTAL: &str = "portcullis_idp_circuit_opened_total";
 /// Time of one refresh call to the IdP.
 pub const REFRESH_DURATION: &str = "portcullis_refresh_duration_seconds";
 /// Sessions in the store, as last counted by the GC task.
@@ -102,6 +112,10 @@ fn describe() {
     describe_counter!(LOGOUTS_TOTAL, "Logouts by kind");
     describe_counter!(REFRESH_TOTAL, "Access-token refreshes by result");
     describe_histogram!(REFRESH_DURATION, Unit::Seconds, "Refresh call duration");
+    describe_counter!(IDP_REQUESTS_TOTAL, "Calls to the IdP by endpoint and outcome");
+    describe_histogram!(IDP_REQUEST_DURATION, Unit::Seconds, "IdP call duration by endpoint");
+    describe_gauge!(IDP_CIRCUIT_STATE, "IdP circuit breaker: 0 closed, 1 open, 2 probing");
+    describe_counter!(IDP_CIRCUIT_OPENED_TOTAL, "Times the IdP circuit breaker opened");
     describe_gauge!(SESSIONS_ACTIVE, "Sessions in the store (counted by GC)");
     describe_counter!(STORE_ERRORS_TOTAL, "Failed session-store calls");
     describe_counter!(CSRF_REJECTIONS_TOTAL, "Requests refused by the CSRF check");

@@ -258,8 +258,20 @@ async fn single_flight(
     let _guard = lock.lock().await;
     // Whoever held the lock before us may have refreshed already.
     let current = load(shared, id).await?;
-    if !stale(&current, shared.clock.now()) {
+    let now = shared.clock.now();
+    if !stale(&current, now) {
         return Ok(current);
+    }
+    // The IdP's circuit is open: no refresh can happen now, so answer at
+    // once, without taking the store's lease on every request.
+    if shared.oidc.breaker.is_open() {
+        return if still_valid(&current, now) {
+            Ok(current)
+        } else {
+            Err(RefreshError::IdpUnavailable(OidcError::Unavailable(
+                "token endpoint: circuit open after repeated failures".into(),
+            )))
+        };
     }
     let wait_until = Instant::now() + lease_wait(shared);
     loop {

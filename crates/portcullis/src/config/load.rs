@@ -327,6 +327,9 @@ pub(super) struct RawOidc {
     pub userinfo: Raw,
     pub backchannel_all_sessions: Raw,
     pub frontchannel_logout: Raw,
+    pub breaker_failures: Raw,
+    pub breaker_backoff: Raw,
+    pub breaker_max_backoff: Raw,
 }
 
 #[derive(Deserialize, Default)]

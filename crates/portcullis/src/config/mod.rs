@@ -175,6 +175,14 @@ pub struct OidcConfig {
     /// `GET /auth/frontchannel-logout` (404 when off). When on, it ends only
     /// the caller's own session, and only if `iss` and `sid` match it.
     pub frontchannel_logout: bool,
+    /// `oidc.breaker_failures`, default `5`: consecutive transient failures
+    /// of the token endpoint that open the circuit breaker.
+    pub breaker_failures: usize,
+    /// `oidc.breaker_backoff`, default `1s`: the first open period; doubles
+    /// with each failed probe.
+    pub breaker_backoff: Duration,
+    /// `oidc.breaker_max_backoff`, default `60s`: the longest open period.
+    pub breaker_max_backoff: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -298,6 +298,24 @@ pub const KEYS: &[Key] = &[
         "Serve `GET /auth/frontchannel-logout` (404 when off). It ends only the caller's own session (cookie) whose `iss` and `sid` match; prefer back-channel logout.",
     ),
     key(
+        "oidc",
+        "breaker_failures",
+        Value("5"),
+        "Consecutive transient failures of the token endpoint (connect, timeout, 5xx, 429, garbled reply) that open the IdP circuit breaker. While open, no token request is sent: a still-valid access token is used as is, an expired one gets 503 at once.",
+    ),
+    key(
+        "oidc",
+        "breaker_backoff",
+        Value("\"1s\""),
+        "First open period of the IdP circuit breaker; doubles after each failed probe, with jitter (50-100 %). Then one request at a time probes the IdP; a success closes the circuit.",
+    ),
+    key(
+        "oidc",
+        "breaker_max_backoff",
+        Value("\"60s\""),
+        "Longest open period of the IdP circuit breaker.",
+    ),
+    key(
         "session",
         "store",
         Value("\"sqlite://portcullis.db\""),

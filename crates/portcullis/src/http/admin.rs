@@ -12,28 +12,37 @@ pub(crate) async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready when the store answers and the IdP metadata and keys are loaded.
-/// Tries to load them if they are not yet, so readiness recovers by itself.
+/// Ready when the store answers. The IdP's state is reported, not required:
+/// during an IdP outage static files and every still-valid access token keep
+/// working, and taking every replica out of the load balancer would turn a
+/// partial outage into a full one. The IdP shows under `degraded` while its
+/// metadata and keys cannot be loaded or its circuit breaker is open.
+/// Tries to load them if they are not yet, so the report recovers by itself.
 pub(crate) async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let store = shared.store.ping().await;
-    let idp = if shared.oidc.is_ready().await {
+    let idp = if shared.oidc.breaker.is_open() {
+        Err("token endpoint failing: circuit breaker open".to_string())
+    } else if shared.oidc.is_ready().await {
         Ok(())
     } else {
-        shared.oidc.warm_up().await
+        shared.oidc.warm_up().await.map_err(|e| e.to_string())
     };
-    let mut failing = Vec::new();
-    if let Err(e) = &store {
-        failing.push(json!({"check": "store", "error": e.to_string()}));
-    }
-    if let Err(e) = &idp {
-        failing.push(json!({"check": "idp", "error": e.to_string()}));
-    }
-    if failing.is_empty() {
-        (StatusCode::OK, Json(json!({"status": "ready"})))
-    } else {
-        (
+    let degraded = match &idp {
+        Ok(()) => vec![],
+        Err(e) => vec![json!({"check": "idp", "error": e})],
+    };
+    match store {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "degraded": degraded})),
+        ),
+        Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not_ready", "failing": failing})),
-        )
+            Json(json!({
+                "status": "not_ready",
+                "failing": [{"check": "store", "error": e.to_string()}],
+                "degraded": degraded,
+            })),
+        ),
     }
 }

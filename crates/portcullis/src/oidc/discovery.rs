@@ -36,6 +36,13 @@ pub(super) async fn fetch(
     http: &reqwest::Client,
     issuer: &str,
 ) -> Result<(ProviderMetadata, Option<std::time::Duration>), OidcError> {
+    http_client::observed("discovery", fetch_once(http, issuer)).await
+}
+
+async fn fetch_once(
+    http: &reqwest::Client,
+    issuer: &str,
+) -> Result<(ProviderMetadata, Option<std::time::Duration>), OidcError> {
     let url = format!(
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')

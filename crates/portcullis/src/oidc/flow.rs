@@ -96,7 +96,21 @@ impl OidcClient {
         .await
     }
 
+    /// A token request, unless the circuit breaker is open.
     async fn token_request(&self, params: &[(&str, &str)]) -> Result<TokenResponse, OidcError> {
+        let permit = match self.breaker.permit() {
+            Ok(p) => p,
+            Err(e) => {
+                http_client::count("token", "circuit_open");
+                return Err(e);
+            }
+        };
+        let out = http_client::observed("token", self.token_call(params)).await;
+        permit.done(&out);
+        out
+    }
+
+    async fn token_call(&self, params: &[(&str, &str)]) -> Result<TokenResponse, OidcError> {
         let meta = self.metadata().await?;
         let resp = self
             .authenticated_post(&meta.token_endpoint, params)
@@ -177,13 +191,23 @@ impl OidcClient {
         access_token: &str,
         expected_sub: &str,
     ) -> Result<Option<Map<String, Value>>, OidcError> {
+        if !self.use_userinfo {
+            return Ok(None);
+        }
         let meta = self.metadata().await?;
         let Some(endpoint) = meta.userinfo_endpoint.as_deref() else {
             return Ok(None);
         };
-        if !self.use_userinfo {
-            return Ok(None);
-        }
+        let call = self.userinfo_call(endpoint, access_token, expected_sub);
+        http_client::observed("userinfo", call).await.map(Some)
+    }
+
+    async fn userinfo_call(
+        &self,
+        endpoint: &str,
+        access_token: &str,
+        expected_sub: &str,
+    ) -> Result<Map<String, Value>, OidcError> {
         let resp = self
             .http()
             .get(endpoint)
@@ -196,7 +220,7 @@ impl OidcClient {
         if claims.get("sub").and_then(Value::as_str) != Some(expected_sub) {
             return Err(OidcError::UserinfoSubjectMismatch);
         }
-        Ok(Some(claims))
+        Ok(claims)
     }
 
     /// Revoke a token at the IdP (RFC 7009) when it offers revocation.
@@ -206,6 +230,11 @@ impl OidcClient {
         let Some(endpoint) = meta.revocation_endpoint.as_deref() else {
             return Ok(false);
         };
+        let call = self.revoke_call(endpoint, token, hint);
+        http_client::observed("revocation", call).await.map(|()| true)
+    }
+
+    async fn revoke_call(&self, endpoint: &str, token: &str, hint: &str) -> Result<(), OidcError> {
         let resp = self
             .authenticated_post(endpoint, &[("token", token), ("token_type_hint", hint)])
             .send()
@@ -217,7 +246,7 @@ impl OidcClient {
                 resp.status()
             )));
         }
-        Ok(true)
+        Ok(())
     }
 
     /// The RP-initiated logout URL, or `None` when the IdP has no end_session_endpoint.

@@ -32,6 +32,32 @@ pub(super) fn transport_error(what: &str, e: reqwest::Error) -> OidcError {
     OidcError::Unavailable(format!("{what}: {kind}"))
 }
 
+/// Run one IdP call, counting it by endpoint and outcome and timing it.
+pub(super) async fn observed<T>(
+    endpoint: &'static str,
+    call: impl Future<Output = Result<T, OidcError>>,
+) -> Result<T, OidcError> {
+    let started = std::time::Instant::now();
+    let out = call.await;
+    metrics::histogram!(crate::metrics::IDP_REQUEST_DURATION, "endpoint" => endpoint)
+        .record(started.elapsed().as_secs_f64());
+    count(endpoint, outcome(&out));
+    out
+}
+
+pub(super) fn count(endpoint: &'static str, outcome: &'static str) {
+    metrics::counter!(crate::metrics::IDP_REQUESTS_TOTAL, "endpoint" => endpoint, "outcome" => outcome)
+        .increment(1);
+}
+
+fn outcome<T>(out: &Result<T, OidcError>) -> &'static str {
+    match out {
+        Ok(_) => "ok",
+        Err(e) if e.fault() == crate::fault::Fault::IdpRefused => "refused",
+        Err(_) => "unavailable",
+    }
+}
+
 /// Read a body of at most [`MAX_BODY`] bytes.
 pub(super) async fn read_body(
     what: &str,

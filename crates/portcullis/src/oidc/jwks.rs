@@ -51,6 +51,10 @@ impl JwksCache {
     /// Fetch the key set now; returns the response's `Cache-Control: max-age`.
     /// On failure the keys we have stay in use.
     pub(super) async fn refresh_with_max_age(&self) -> Result<Option<Duration>, OidcError> {
+        http_client::observed("jwks", self.fetch()).await
+    }
+
+    async fn fetch(&self) -> Result<Option<Duration>, OidcError> {
         let resp = self
             .http
             .get(&self.uri)

@@ -4,6 +4,7 @@
 //! [`OidcClient`] is shared by all requests; it caches the provider metadata
 //! and keys and talks to the IdP with a client that never follows redirects.
 
+pub mod breaker;
 mod claims;
 mod discovery;
 mod flow;
@@ -96,6 +97,8 @@ pub struct OidcClient {
     metadata: RwLock<Option<Arc<ProviderMetadata>>>,
     jwks: RwLock<Option<Arc<JwksCache>>>,
     clock: Arc<dyn Clock>,
+    /// Guards the token endpoint (see [`breaker`]).
+    pub(crate) breaker: breaker::Breaker,
 }
 
 impl OidcClient {
@@ -115,6 +118,11 @@ impl OidcClient {
             metadata: RwLock::new(None),
             jwks: RwLock::new(None),
             clock,
+            breaker: breaker::Breaker::new(
+                config.oidc.breaker_failures,
+                config.oidc.breaker_backoff,
+                config.oidc.breaker_max_backoff,
+            ),
         })
     }
 

@@ -90,8 +90,33 @@ impl Validator<'_> {
         );
         let frontchannel_logout =
             self.bool_or("oidc.frontchannel_logout", raw.frontchannel_logout, false);
+        let breaker_failures =
+            self.count_in("oidc.breaker_failures", raw.breaker_failures, 5, 1..=1000);
+        let breaker_backoff = self.duration_or(
+            "oidc.breaker_backoff",
+            raw.breaker_backoff,
+            Duration::from_secs(1),
+            true,
+        );
+        let breaker_max_backoff = self.duration_or(
+            "oidc.breaker_max_backoff",
+            raw.breaker_max_backoff,
+            Duration::from_secs(60),
+            true,
+        );
+        if let (Some(b), Some(m)) = (breaker_backoff, breaker_max_backoff)
+            && m < b
+        {
+            self.reject::<()>(
+                "oidc.breaker_max_backoff",
+                "must be at least oidc.breaker_backoff",
+            );
+        }
         Some(OidcConfig {
             frontchannel_logout: frontchannel_logout?,
+            breaker_failures: breaker_failures?,
+            breaker_backoff: breaker_backoff?,
+            breaker_max_backoff: breaker_max_backoff?,
             issuer: issuer?,
             client_id: client_id?,
             client_secret: client_secret?,

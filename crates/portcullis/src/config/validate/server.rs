@@ -367,7 +367,7 @@ impl Validator<'_> {
     }
 
     /// An integer within `range`, or `default` when unset.
-    fn count_in(
+    pub(super) fn count_in(
         &mut self,
         key: &str,
         value: Option<toml::Value>,
