@@ -182,6 +182,8 @@ pub struct Behaviour {
     pub published: Vec<EcKey>,
     /// Replaces the whole JWKS document.
     pub jwks_body: Option<Value>,
+    /// `/jwks` answers this status with no keys (an IdP failing mid-rotation).
+    pub jwks_status: Option<u16>,
     /// Signs the ID token.
     pub signer: EcKey,
     pub kid_header: KidHeader,
@@ -257,6 +259,7 @@ impl CraftedIdp {
                 authorize_error: None,
                 published: vec![key.clone()],
                 jwks_body: None,
+                jwks_status: None,
                 signer: key,
                 kid_header: KidHeader::OfSigner,
                 id_token: IdTokenForm::Signed,
@@ -302,6 +305,11 @@ impl CraftedIdp {
         lock(&self.inner.log).token.clone()
     }
 
+    /// The key that signs ID tokens now.
+    pub fn signer(&self) -> EcKey {
+        lock(&self.inner.behaviour).signer.clone()
+    }
+
     pub fn jwks_fetches(&self) -> usize {
         lock(&self.inner.log).jwks_fetches
     }
@@ -329,11 +337,16 @@ async fn discovery(State(idp): State<Arc<Inner>>) -> Json<Value> {
     }))
 }
 
-async fn jwks(State(idp): State<Arc<Inner>>) -> Json<Value> {
+async fn jwks(State(idp): State<Arc<Inner>>) -> Response {
     lock(&idp.log).jwks_fetches += 1;
     let b = lock(&idp.behaviour);
+    if let Some(status) = b.jwks_status {
+        return StatusCode::from_u16(status)
+            .unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+            .into_response();
+    }
     let keys: Vec<Value> = b.published.iter().map(EcKey::jwk).collect();
-    Json(b.jwks_body.clone().unwrap_or(json!({ "keys": keys })))
+    Json(b.jwks_body.clone().unwrap_or(json!({ "keys": keys }))).into_response()
 }
 
 /// Records the request and sends the browser straight back, as if the user had logged in.

@@ -1,6 +1,8 @@
 //! Helpers shared by the portcullis integration tests.
 
 pub mod crafted_idp;
+pub mod flaky_store;
 pub mod gateway;
+pub mod harness;
 pub mod oidc_provider;
 pub mod serving;
