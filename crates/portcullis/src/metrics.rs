@@ -112,10 +112,23 @@ fn describe() {
     describe_counter!(LOGOUTS_TOTAL, "Logouts by kind");
     describe_counter!(REFRESH_TOTAL, "Access-token refreshes by result");
     describe_histogram!(REFRESH_DURATION, Unit::Seconds, "Refresh call duration");
-    describe_counter!(IDP_REQUESTS_TOTAL, "Calls to the IdP by endpoint and outcome");
-    describe_histogram!(IDP_REQUEST_DURATION, Unit::Seconds, "IdP call duration by endpoint");
-    describe_gauge!(IDP_CIRCUIT_STATE, "IdP circuit breaker: 0 closed, 1 open, 2 probing");
-    describe_counter!(IDP_CIRCUIT_OPENED_TOTAL, "Times the IdP circuit breaker opened");
+    describe_counter!(
+        IDP_REQUESTS_TOTAL,
+        "Calls to the IdP by endpoint and outcome"
+    );
+    describe_histogram!(
+        IDP_REQUEST_DURATION,
+        Unit::Seconds,
+        "IdP call duration by endpoint"
+    );
+    describe_gauge!(
+        IDP_CIRCUIT_STATE,
+        "IdP circuit breaker: 0 closed, 1 open, 2 probing"
+    );
+    describe_counter!(
+        IDP_CIRCUIT_OPENED_TOTAL,
+        "Times the IdP circuit breaker opened"
+    );
     describe_gauge!(SESSIONS_ACTIVE, "Sessions in the store (counted by GC)");
     describe_counter!(STORE_ERRORS_TOTAL, "Failed session-store calls");
     describe_counter!(CSRF_REJECTIONS_TOTAL, "Requests refused by the CSRF check");

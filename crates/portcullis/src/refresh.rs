@@ -127,7 +127,10 @@ impl RefreshLocks {
         if map.len() < UNSAVED_CAPACITY || map.contains_key(&record.id) {
             map.insert(record.id.clone(), (expected, record));
         } else {
-            tracing::error!(session = record.id.short(), "rotated refresh token not saved and not kept");
+            tracing::error!(
+                session = record.id.short(),
+                "rotated refresh token not saved and not kept"
+            );
         }
     }
 
@@ -503,9 +506,7 @@ async fn apply_identity(
             true
         }
         Err(OidcError::UserinfoSubjectMismatch) => {
-            tracing::warn!(
-                "userinfo of a refreshed token names another subject; session ended"
-            );
+            tracing::warn!("userinfo of a refreshed token names another subject; session ended");
             end_session(shared, &record.id).await?;
             return Err(RefreshError::Ended("userinfo names another subject".into()));
         }

@@ -72,9 +72,16 @@ async fn jwks_refetch_failure_at_refresh_keeps_the_session_and_the_rotated_refre
         .find(|t| t.starts_with("rt-"))
         .expect("a rotated refresh token")
         .clone();
-    assert_eq!(after.tokens.refresh_token.as_deref(), Some(rotated.as_str()));
+    assert_eq!(
+        after.tokens.refresh_token.as_deref(),
+        Some(rotated.as_str())
+    );
     assert_ne!(after.tokens.access_token, record.tokens.access_token);
-    assert_eq!(after.roles, ["admin"], "roles unchanged without a checked ID token");
+    assert_eq!(
+        after.roles,
+        ["admin"],
+        "roles unchanged without a checked ID token"
+    );
     // Again within the JWKS re-fetch interval: still no logout.
     h.clock.advance(300);
     let resp = h.get("/api/b", &id).await;
@@ -145,7 +152,11 @@ async fn token_endpoint_rate_limit_or_error_page_does_not_end_the_session() {
     // The refusal proper ends it.
     let (id, _) = h.session("sid-refused", &[], -10).await;
     h.idp.configure(|b| {
-        b.token_reply = Some(reply(400, "application/json", r#"{"error":"invalid_grant"}"#))
+        b.token_reply = Some(reply(
+            400,
+            "application/json",
+            r#"{"error":"invalid_grant"}"#,
+        ))
     });
     let (status, _, body) = status_and_retry_after(h.get("/api/x", &id).await).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
@@ -221,7 +232,10 @@ async fn idp_outage_opens_the_circuit_and_stops_token_calls() {
         let resp = h.get("/api/x", id).await;
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
-    assert!(started.elapsed() < Duration::from_secs(2), "answered at once");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answered at once"
+    );
     assert_eq!(h.get("/api/x", &valid).await.status(), StatusCode::OK);
     assert_eq!(
         h.get("/api/x", &window).await.status(),
@@ -240,7 +254,10 @@ async fn idp_outage_opens_the_circuit_and_stops_token_calls() {
         if h.get("/api/x", &expired[0]).await.status() == StatusCode::OK {
             break;
         }
-        assert!(Instant::now() < deadline, "the circuit closes after the back-off");
+        assert!(
+            Instant::now() < deadline,
+            "the circuit closes after the back-off"
+        );
         tokio::task::yield_now().await;
     }
     assert_eq!(h.idp.token_requests().len(), calls + 1, "one probe");
@@ -290,26 +307,37 @@ async fn failed_backchannel_delete_lets_the_idp_retry() {
     let (id, _) = h.session("sid-bc", &[], 300).await;
     let token = logout_token(&h, Some(SUBJECT), Some("sid-bc"));
     h.store.fail_deletes(true);
-    assert_eq!(post_logout(&h, &token).await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        post_logout(&h, &token).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     assert!(h.record(&id).await.is_some());
     h.store.fail_deletes(false);
-    assert_eq!(post_logout(&h, &token).await, StatusCode::OK, "the retry is served");
+    assert_eq!(
+        post_logout(&h, &token).await,
+        StatusCode::OK,
+        "the retry is served"
+    );
     assert!(h.record(&id).await.is_none(), "logged out");
-    assert_eq!(post_logout(&h, &token).await, StatusCode::BAD_REQUEST, "then a replay");
+    assert_eq!(
+        post_logout(&h, &token).await,
+        StatusCode::BAD_REQUEST,
+        "then a replay"
+    );
 }
 
-/// A captured logout token for the whole user, replayed after the user
-/// signed in again: the new session is not ended.
+/// A logout token ends only sessions begun before it was issued (plus the
+/// clock skew): should its `jti` be forgotten (a memory store restarted), a
+/// replay still cannot end the session of a user who signed in again.
 #[tokio::test]
-async fn replayed_backchannel_logout_never_ends_a_later_session() {
+async fn logout_token_never_ends_a_session_begun_after_it() {
     let h = Harness::start("", "").await;
     let (old, _) = h.session("sid-1", &[], 300).await;
     let token = logout_token(&h, Some(SUBJECT), None);
-    assert_eq!(post_logout(&h, &token).await, StatusCode::OK);
-    assert!(h.record(&old).await.is_none());
-    // Signed in again, after the token's iat plus the clock skew.
+    // Signed in again, later than the token's iat plus the clock skew.
     h.clock.advance(90);
     let (new, _) = h.session("sid-2", &[], 300).await;
-    assert_eq!(post_logout(&h, &token).await, StatusCode::BAD_REQUEST);
-    assert!(h.record(&new).await.is_some(), "the later session lives");
+    assert_eq!(post_logout(&h, &token).await, StatusCode::OK);
+    assert!(h.record(&old).await.is_none(), "the session it names ends");
+    assert!(h.record(&new).await.is_some(), "the later one lives");
 }

@@ -42,12 +42,8 @@ pub(crate) async fn backchannel_logout(
         .ok_or_else(|| ApiError::InvalidRequest("missing logout_token".into()))?;
     let logout = shared.oidc.validate_logout_token(&token).await?;
     let now = shared.clock.now();
-    // Sessions first, the `jti` after: a delete that fails (store down)
-    // answers 503 and leaves nothing recorded, so the IdP's retry is served.
-    // A replay, even one racing the original on another replica, can only
-    // end sessions created before the token was issued, which the original
-    // ends anyway; it is then refused by its `jti`.
-    let ended = end_sessions(&shared, &logout).await?;
+    // Remembered before anything is deleted: a replay must never delete,
+    // even one racing the original on another replica.
     if !shared
         .store
         .remember_jti(&logout.jti, logout.jti_expires_at, now)
@@ -57,6 +53,17 @@ pub(crate) async fn backchannel_logout(
             "logout token rejected: jti already used".into(),
         ));
     }
+    // A delete that fails (store down) answers 503 and forgets the `jti`,
+    // so the IdP's retry of the same token is served, not refused.
+    let ended = match end_sessions(&shared, &logout).await {
+        Ok(n) => n,
+        Err(e) => {
+            if let Err(forget) = shared.store.forget_jti(&logout.jti).await {
+                tracing::error!(error = %forget, "back-channel logout failed and its jti stays recorded; the IdP's retry will be refused");
+            }
+            return Err(e.into());
+        }
+    };
     metrics::counter!(crate::metrics::LOGOUTS_TOTAL, "kind" => "backchannel").increment(1);
     tracing::info!(
         sessions = ended,
@@ -68,7 +75,9 @@ pub(crate) async fn backchannel_logout(
 
 /// The sessions a valid logout token ends: those of its `sid`, or every
 /// session of its `sub` when it has no `sid` or the config says so — of
-/// those, only the ones created by `issued_before`. Their WebSocket tunnels
+/// those, only the ones created by `issued_before` (should a `jti` be lost,
+/// say with a memory store's restart, a replay still cannot end a session
+/// begun after the logout). Their WebSocket tunnels
 /// in this process close at once.
 async fn end_sessions(shared: &Shared, logout: &LogoutToken) -> Result<u64, StoreError> {
     let all_of_sub = shared.config.oidc.backchannel_all_sessions;

@@ -17,11 +17,18 @@ use crate::fault::Fault;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
-    Closed { failures: usize },
+    Closed {
+        failures: usize,
+    },
     /// No calls until `until`; then the first caller probes.
-    Open { until: Instant, backoff: Duration },
+    Open {
+        until: Instant,
+        backoff: Duration,
+    },
     /// One probe in flight; everyone else is refused.
-    Probing { backoff: Duration },
+    Probing {
+        backoff: Duration,
+    },
 }
 
 pub struct Breaker {
@@ -90,11 +97,9 @@ impl Breaker {
         let mut state = self.state();
         let next = match (*state, transient_failure) {
             (_, false) => State::Closed { failures: 0 },
-            (State::Closed { failures }, true) if failures + 1 < self.failures => {
-                State::Closed {
-                    failures: failures + 1,
-                }
-            }
+            (State::Closed { failures }, true) if failures + 1 < self.failures => State::Closed {
+                failures: failures + 1,
+            },
             (State::Closed { .. }, true) => self.open(self.first_backoff),
             (State::Probing { backoff }, true) if probe => {
                 self.open((backoff * 2).min(self.max_backoff))

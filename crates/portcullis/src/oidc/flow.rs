@@ -231,7 +231,9 @@ impl OidcClient {
             return Ok(false);
         };
         let call = self.revoke_call(endpoint, token, hint);
-        http_client::observed("revocation", call).await.map(|()| true)
+        http_client::observed("revocation", call)
+            .await
+            .map(|()| true)
     }
 
     async fn revoke_call(&self, endpoint: &str, token: &str, hint: &str) -> Result<(), OidcError> {

@@ -321,6 +321,10 @@ impl SessionStore for CachedStore {
         self.inner.remember_jti(jti, expires_at, now).await
     }
 
+    async fn forget_jti(&self, jti: &str) -> Result<(), StoreError> {
+        self.inner.forget_jti(jti).await
+    }
+
     async fn count(&self) -> Result<Option<u64>, StoreError> {
         self.inner.count().await
     }

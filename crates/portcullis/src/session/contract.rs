@@ -73,6 +73,7 @@ macro_rules! session_store_contract_tests {
             expired_refresh_lease_can_be_taken_over,
             remember_jti_refuses_replay_until_expiry,
             concurrent_remember_jti_has_one_winner,
+            forgotten_jti_is_accepted_again,
         );
     };
     (@tests $make:expr; $($check:ident),* $(,)?) => {
@@ -753,6 +754,40 @@ pub async fn remember_jti_refuses_replay_until_expiry(store: Arc<dyn SessionStor
     assert!(!remember(jti, now + 900, now + 302).await, "live again");
     store.gc(now + 1000).await.expect("gc");
     assert!(remember(other, now + 1300, now + 1000).await, "after gc");
+}
+
+/// A back-channel logout whose delete failed forgets its `jti`: the
+/// IdP's retry of the same token is accepted; other `jti`s are untouched.
+pub async fn forgotten_jti_is_accepted_again(store: Arc<dyn SessionStore>) {
+    let now = now();
+    let (jti, other) = (unique("jti"), unique("jti"));
+    for j in [&jti, &other] {
+        assert!(
+            store
+                .remember_jti(j, now + 300, now)
+                .await
+                .expect("remember")
+        );
+    }
+    store.forget_jti(&jti).await.expect("forget");
+    store
+        .forget_jti(&unique("never-seen"))
+        .await
+        .expect("forget unknown");
+    assert!(
+        store
+            .remember_jti(&jti, now + 300, now)
+            .await
+            .expect("again"),
+        "retry accepted"
+    );
+    assert!(
+        !store
+            .remember_jti(&other, now + 300, now)
+            .await
+            .expect("other"),
+        "other still a replay"
+    );
 }
 
 /// Callbacks racing on two replicas with one login state (an IdP that

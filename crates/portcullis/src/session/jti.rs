@@ -1,7 +1,7 @@
 //! Remembering the `jti` of accepted back-channel logout tokens in this
 //! process, so a replayed token is refused (Back-Channel Logout 1.0, 2.6).
-//! Used by [`super::MemoryStore`] and by the [`super::SessionStore`] default,
-//! which remote stores override so all replicas share one set.
+//! Used by [`super::MemoryStore`]; remote stores keep theirs in the store
+//! so all replicas share one set.
 
 use std::{
     collections::HashMap,
@@ -28,6 +28,13 @@ impl JtiCache {
         }
         seen.insert(jti.to_string(), expires_at);
         true
+    }
+
+    pub(crate) fn forget(&self, jti: &str) {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(jti);
     }
 
     /// Forget entries that are no longer live at `now`.

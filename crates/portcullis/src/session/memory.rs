@@ -204,6 +204,11 @@ impl SessionStore for MemoryStore {
         Ok(self.jtis.remember(jti, expires_at, now))
     }
 
+    async fn forget_jti(&self, jti: &str) -> Result<(), StoreError> {
+        self.jtis.forget(jti);
+        Ok(())
+    }
+
     async fn count(&self) -> Result<Option<u64>, StoreError> {
         Ok(Some(self.read().records.len() as u64))
     }

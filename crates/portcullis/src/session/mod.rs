@@ -174,19 +174,19 @@ pub trait SessionStore: Send + Sync + 'static {
     /// until `expires_at`. Returns `true` the first time, `false` when it was
     /// seen before and is still live at `now` (a replay: refuse it).
     ///
-    /// The default remembers in this process only (shared by every store in
-    /// it); stores used by several replicas must override it with an atomic
+    /// No default: a store used by several replicas needs an atomic
     /// insert-if-absent so a replay is refused everywhere.
     async fn remember_jti(
         &self,
         jti: &str,
         expires_at: UnixTime,
         now: UnixTime,
-    ) -> Result<bool, StoreError> {
-        static PROCESS_JTIS: std::sync::LazyLock<jti::JtiCache> =
-            std::sync::LazyLock::new(Default::default);
-        Ok(PROCESS_JTIS.remember(jti, expires_at, now))
-    }
+    ) -> Result<bool, StoreError>;
+
+    /// Forget a remembered `jti`: the back-channel logout it belonged to
+    /// failed (its sessions could not be deleted), and the IdP's retry of
+    /// the same token must be served, not refused as a replay.
+    async fn forget_jti(&self, jti: &str) -> Result<(), StoreError>;
 
     /// How many sessions are stored (expired but not yet collected included),
     /// for the `portcullis_sessions_active` gauge; `None` when the backend

@@ -389,6 +389,16 @@ impl SessionStore for PostgresStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn forget_jti(&self, jti: &str) -> Result<(), StoreError> {
+        self.run(
+            sqlx::query("DELETE FROM logout_jtis WHERE jti = $1")
+                .bind(jti)
+                .execute(&self.pool),
+        )
+        .await
+        .map(|_| ())
+    }
+
     async fn count(&self) -> Result<Option<u64>, StoreError> {
         let n: i64 = self
             .run(sqlx::query_scalar("SELECT count(*) FROM sessions").fetch_one(&self.pool))

@@ -598,6 +598,11 @@ impl SessionStore for RedisStore {
         Ok(fresh == 1)
     }
 
+    async fn forget_jti(&self, jti: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        self.run(conn.del::<_, ()>(self.key("jti:", jti))).await
+    }
+
     async fn count(&self) -> Result<Option<u64>, StoreError> {
         let mut conn = self.conn();
         let n: u64 = self.run(conn.zcard(self.key("x", ""))).await?;

@@ -316,6 +316,14 @@ impl SessionStore for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn forget_jti(&self, jti: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM logout_jtis WHERE jti = ?1")
+            .bind(jti)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn count(&self) -> Result<Option<u64>, StoreError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
             .fetch_one(&self.pool)

@@ -11,9 +11,7 @@ use std::{
 
 use async_trait::async_trait;
 use portcullis::{
-    session::{
-        MemoryStore, RefreshLease, SessionHash, SessionRecord, SessionStore, StoreError,
-    },
+    session::{MemoryStore, RefreshLease, SessionHash, SessionRecord, SessionStore, StoreError},
     time::UnixTime,
 };
 
@@ -89,6 +87,9 @@ impl SessionStore for FlakyStore {
         now: UnixTime,
     ) -> Result<bool, StoreError> {
         self.inner.remember_jti(jti, expires_at, now).await
+    }
+    async fn forget_jti(&self, jti: &str) -> Result<(), StoreError> {
+        self.inner.forget_jti(jti).await
     }
     async fn count(&self) -> Result<Option<u64>, StoreError> {
         self.inner.count().await

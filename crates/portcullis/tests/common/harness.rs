@@ -120,7 +120,12 @@ token = "none"
 
     /// Store a live session of [`SUBJECT`] whose access token expires in
     /// `expires_in` seconds, with a refresh token, created at the clock's now.
-    pub async fn session(&self, sid: &str, roles: &[&str], expires_in: i64) -> (SessionId, SessionRecord) {
+    pub async fn session(
+        &self,
+        sid: &str,
+        roles: &[&str],
+        expires_in: i64,
+    ) -> (SessionId, SessionRecord) {
         let id = SessionId::generate();
         let now = self.clock.now();
         let record = SessionRecord {

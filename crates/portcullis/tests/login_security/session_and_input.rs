@@ -185,7 +185,8 @@ async fn tokens_and_the_session_id_never_reach_the_browser() {
 
 #[tokio::test]
 async fn garbage_token_responses_are_refused_and_leave_other_sessions_alone() {
-    let h = Harness::with_defaults().await;
+    // Every answer must reach the gateway: no circuit breaker in between.
+    let h = Harness::start(CraftedIdp::start().await, "breaker_failures = 100").await;
     let bystander = bystander(&h).await;
     let json = "application/json";
     let cases = [
@@ -202,7 +203,9 @@ async fn garbage_token_responses_are_refused_and_leave_other_sessions_alone() {
         (500, "text/plain", "internal error", 503),
         (502, "text/html", "<h1>Bad gateway</h1>", 503),
         (400, json, r#"{"error": "invalid_grant"}"#, 400),
-        (401, "text/plain", "no", 400),
+        // Not an OAuth error: something in front of the IdP failing.
+        (401, "text/plain", "no", 503),
+        (429, json, r#"{"error": "slow_down"}"#, 503),
     ];
     for (status, content_type, body, expected) in cases {
         h.idp.configure(|b| {
