@@ -500,12 +500,17 @@ async fn busy_websocket_keeps_its_session_alive() {
             "the busy tunnel never touched its session"
         );
     }
-    // Past the idle expiry the session had when the tunnel opened.
-    h.clock.set(record.idle_expires_at + 1);
+    // Past the idle expiry the session had when the tunnel opened: the
+    // session and its tunnel live on across several checks.
+    let past = record.idle_expires_at + 1;
+    h.clock.set(past);
     for _ in 0..3 {
         echo(&mut ws, "still").await;
+        // Pace without a fixed sleep: wait on the tunnel itself.
+        let _ = tokio::time::timeout(Duration::from_millis(200), ws.next()).await;
     }
-    assert_eq!(h.get("/api/x", &id).await, StatusCode::OK);
+    let stored = h.record(&id).await.expect("session");
+    assert!(!stored.is_expired(past), "{stored:?}");
 }
 
 #[tokio::test]
