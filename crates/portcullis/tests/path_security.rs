@@ -344,7 +344,11 @@ async fn method_not_allowed_names_the_allowed_methods() {
     ] {
         let (status, text) = h.as_user(method, target).await;
         assert_eq!(status, 405, "{method} {target}: {text}");
-        assert_eq!(allow_header(&text), Some(allow), "{method} {target}: {text}");
+        assert_eq!(
+            allow_header(&text),
+            Some(allow),
+            "{method} {target}: {text}"
+        );
     }
     let head = format!("CONNECT {} HTTP/1.1\r\nHost: {}", h.addr, h.addr);
     let (status, text) = h.raw(&head).await;

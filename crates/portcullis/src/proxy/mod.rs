@@ -317,7 +317,14 @@ async fn forward(
         }
     };
     let head = replay.as_ref().map(|_| RequestHead::of(&parts));
-    let resp = timed_send(shared, route, client, Request::from_parts(parts, body), failed).await?;
+    let resp = timed_send(
+        shared,
+        route,
+        client,
+        Request::from_parts(parts, body),
+        failed,
+    )
+    .await?;
     if resp.status() != StatusCode::UNAUTHORIZED {
         return Ok(finish(shared, route, resp));
     }

@@ -256,8 +256,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.io).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.active
-                .store(SEEN_BY_IDLE_TIMER | SEEN_BY_SESSION_CHECK, Ordering::Relaxed);
+            self.active.store(
+                SEEN_BY_IDLE_TIMER | SEEN_BY_SESSION_CHECK,
+                Ordering::Relaxed,
+            );
         }
         polled
     }
@@ -381,9 +383,8 @@ impl SessionWatch {
             }
             self.roles.clone_from(&record.roles);
         }
-        let busy = seen.fetch_and(!SEEN_BY_SESSION_CHECK, Ordering::Relaxed)
-            & SEEN_BY_SESSION_CHECK
-            != 0;
+        let busy =
+            seen.fetch_and(!SEEN_BY_SESSION_CHECK, Ordering::Relaxed) & SEEN_BY_SESSION_CHECK != 0;
         if busy && now - record.last_seen_at >= self.touch_after {
             let idle_expires_at = (now + self.idle_timeout).min(record.expires_at);
             if let Err(e) = self.store.touch(&self.id, now, idle_expires_at).await {
