@@ -315,6 +315,48 @@ async fn trace_is_never_forwarded() {
     assert!(h.seen().is_empty(), "{:?}", h.seen());
 }
 
+/// The `Allow` header of the answer in `text` (a raw HTTP response).
+fn allow_header(text: &str) -> Option<&str> {
+    let head = text.split("\r\n\r\n").next()?;
+    head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("allow").then(|| value.trim())
+    })
+}
+
+/// RFC 9110 15.5.6: a 405 names the methods the target supports. A TRACE
+/// on a proxied route must not be told `Allow: POST` (a client or scanner
+/// retrying with it would be misled); there it is what the proxy forwards.
+#[tokio::test]
+async fn method_not_allowed_names_the_allowed_methods() {
+    let h = Harness::start().await;
+    const PROXIED: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+    for (method, target, allow) in [
+        ("TRACE", "/api/x", PROXIED),
+        ("TRACK", "/public/x", PROXIED),
+        ("trace", "/api/admin/x", PROXIED),
+        ("TRACE", "/", "GET, HEAD"),
+        ("TRACE", "/index.html", "GET, HEAD"),
+        ("TRACE", "/auth/me", "GET, HEAD"),
+        ("TRACE", "/auth/logout", "POST"),
+        ("GET", "/auth/logout", "POST"),
+        ("GET", "/auth/backchannel-logout", "POST"),
+    ] {
+        let (status, text) = h.as_user(method, target).await;
+        assert_eq!(status, 405, "{method} {target}: {text}");
+        assert_eq!(
+            allow_header(&text),
+            Some(allow),
+            "{method} {target}: {text}"
+        );
+    }
+    let head = format!("CONNECT {} HTTP/1.1\r\nHost: {}", h.addr, h.addr);
+    let (status, text) = h.raw(&head).await;
+    assert_eq!(status, 405, "{text}");
+    assert!(allow_header(&text).is_some(), "{text}");
+    assert!(h.seen().is_empty(), "{:?}", h.seen());
+}
+
 #[tokio::test]
 async fn token_none_route_checks_origin_on_post() {
     let h = Harness::start().await;

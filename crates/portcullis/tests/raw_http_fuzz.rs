@@ -429,10 +429,6 @@ fn printable(bytes: &[u8]) -> String {
     }
 }
 
-/// Kinds whose request body framing is broken; the gateway answers those
-/// with its own 502 today (see the KNOWN FINDING line), reported, not failed.
-const BROKEN_BODY: &[&str] = &["bad-chunk", "truncated"];
-
 const CONFIG: &str = "header_read_timeout = \"300ms\"\nidle_timeout = \"300ms\"\nworkers = 2";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -454,14 +450,12 @@ async fn generated_malformed_requests_never_break_the_gateway() {
     // Answers to `/api/SMUGGLED` the client got as a request of its own
     // (valid pipelining, e.g. after two equal Content-Lengths).
     let pipelined_answers = Arc::new(AtomicUsize::new(0));
-    let known = Arc::new(Mutex::new(Vec::<String>::new()));
     let stop_at = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut tasks = Vec::new();
     for _ in 0..48 {
-        let (next, findings, known, statuses, answered, pipelined) = (
+        let (next, findings, statuses, answered, pipelined) = (
             next.clone(),
             findings.clone(),
-            known.clone(),
             statuses.clone(),
             answered_by_upstream.clone(),
             pipelined_answers.clone(),
@@ -488,11 +482,6 @@ async fn generated_malformed_requests_never_break_the_gateway() {
                         if path.contains("SMUGGLED") {
                             pipelined.fetch_add(1, Ordering::Relaxed);
                         }
-                    } else if answer.status == 502 && BROKEN_BODY.contains(&kind) {
-                        known.lock().unwrap().push(format!(
-                            "case {index} ({kind}): own 502 for {}",
-                            printable(&request)
-                        ));
                     } else if answer.status >= 500 {
                         findings.lock().unwrap().push(format!(
                             "case {index} ({kind}): own {} for {}",
@@ -520,14 +509,6 @@ async fn generated_malformed_requests_never_break_the_gateway() {
         seen.len(),
         answered_by_upstream.load(Ordering::Relaxed)
     );
-    let known = known.lock().unwrap().clone();
-    println!(
-        "KNOWN FINDING ({} cases): a request whose body framing is broken (bad chunk size, body cut short) gets the gateway's own 502 instead of a 400 (proxy: a client body error is reported as an upstream error)",
-        known.len()
-    );
-    for k in known.iter().take(5) {
-        println!("  e.g. {k}");
-    }
     let findings = findings.lock().unwrap().clone();
     for f in &findings {
         println!("FINDING: {f}");
@@ -622,14 +603,11 @@ async fn request_smuggling_never_reaches_the_upstream() {
             "case {i}: the upstream saw a hidden request: {}\nanswers: {answers:?}",
             printable(case.as_bytes())
         );
-        // Cases 11 to 14 carry a broken chunked body: a known own 502 (see
-        // BROKEN_BODY); anything else must not be a 5xx of the gateway's.
-        let broken_body = (11..=14).contains(&i);
+        // Cases 11 to 14 carry a broken chunked body: the client's error
+        // (400), never a 5xx of the gateway's.
         for answer in &answers {
             assert!(
-                answer.from_upstream.is_some()
-                    || answer.status < 500
-                    || (broken_body && answer.status == 502),
+                answer.from_upstream.is_some() || answer.status < 500,
                 "case {i}: own {} for {}",
                 answer.status,
                 printable(case.as_bytes())
@@ -648,4 +626,68 @@ async fn request_smuggling_never_reaches_the_upstream() {
         .count();
     println!("smuggling: {posts} POSTs forwarded, none hidden");
     g.still_serves().await;
+}
+
+/// `portcullis_upstream_errors_total` of the `/api/` route (all kinds), from
+/// the admin listener's `/metrics`.
+async fn api_upstream_errors(g: &Served) -> u64 {
+    let text = common::serving::one_request(g.admin, "/metrics")
+        .await
+        .expect("metrics answered");
+    text.lines()
+        .filter(|l| {
+            l.starts_with("portcullis_upstream_errors_total") && l.contains(r#"route="/api/""#)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// A POST whose body framing is broken (bad chunk size, shorter than its
+/// `Content-Length` as the client hangs up its sending side) fails the
+/// upstream send, but the fault is the client's: 400 `bad_request`, never
+/// the gateway's 502, and no upstream error counted (a client must not be
+/// able to page the upstream's on-call with it).
+#[tokio::test]
+async fn broken_request_body_framing_is_a_client_error_not_502() {
+    let g = Served::start(CONFIG).await;
+    let errors_before = api_upstream_errors(&g).await;
+    let cases: [(&str, &[u8], bool); 4] = [
+        (
+            "bad chunk size",
+            b"POST /api/a HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+            false,
+        ),
+        (
+            "chunk size beyond 64 bits",
+            b"POST /api/a HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nffffffffffffffffffff\r\nx\r\n0\r\n\r\n",
+            false,
+        ),
+        (
+            "body shorter than Content-Length",
+            b"POST /api/a HTTP/1.1\r\nHost: gw\r\nContent-Length: 100\r\n\r\nshort",
+            true,
+        ),
+        (
+            "chunked body cut short",
+            b"POST /api/a HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+            true,
+        ),
+    ];
+    for (what, request, close_after) in cases {
+        let reply = exchange(g.addr, request, close_after).await;
+        let answers = responses(&reply);
+        assert_eq!(answers.len(), 1, "{what}: {}", printable(&reply));
+        assert_eq!(answers[0].status, 400, "{what}: {}", printable(&reply));
+        assert!(
+            find(&reply, br#""error":"bad_request""#).is_some(),
+            "{what}: {}",
+            printable(&reply)
+        );
+    }
+    g.still_serves().await;
+    assert_eq!(
+        api_upstream_errors(&g).await,
+        errors_before,
+        "a client's broken body was counted as an upstream error"
+    );
 }

@@ -1,7 +1,8 @@
 //! What a session's end must end with it, and what a hostile upstream or
 //! client must not make the gateway do (issue 16 items 6 and 7):
 //! - WebSocket tunnels close on logout, back-channel logout, admin revoke,
-//!   expiry and an end on another replica, and after the idle timeout;
+//!   expiry, an end on another replica and the loss of the route's role,
+//!   and after the idle timeout; a busy tunnel keeps its session alive;
 //! - an upstream answering 401 to everything triggers one token refresh per
 //!   session per `session.refresh_on_401_interval`, not one per request;
 //! - roles follow the IdP at refresh, also when a dotted roles claim is gone.
@@ -129,6 +130,10 @@ require_roles = ["admin"]
 [[routes]]
 prefix = "/ws/"
 upstream = "http://{ws_up}"
+[[routes]]
+prefix = "/ws/admin/"
+upstream = "http://{ws_up}"
+require_roles = ["admin"]
 "#,
                 issuer = idp.issuer,
             );
@@ -214,14 +219,14 @@ upstream = "http://{ws_up}"
     }
 
     /// A WebSocket to `/ws/echo` through gateway `replica`, checked to echo.
-    async fn websocket(
-        &self,
-        replica: usize,
-        id: &SessionId,
-    ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>
-    {
+    async fn websocket(&self, replica: usize, id: &SessionId) -> Ws {
+        self.websocket_to(replica, id, "/ws/echo").await
+    }
+
+    /// A WebSocket to `path` through gateway `replica`, checked to echo.
+    async fn websocket_to(&self, replica: usize, id: &SessionId, path: &str) -> Ws {
         let base = &self.bases[replica];
-        let url = base.replacen("http://", "ws://", 1) + "/ws/echo";
+        let url = base.replacen("http://", "ws://", 1) + path;
         let mut req = url.as_str().into_client_request().expect("request");
         req.headers_mut()
             .insert("cookie", Self::cookie(id).parse().expect("hv"));
@@ -253,6 +258,20 @@ upstream = "http://{ws_up}"
     async fn record(&self, id: &SessionId) -> Option<SessionRecord> {
         self.store.load(&id.hash()).await.expect("load")
     }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// `text` goes through the tunnel and comes back.
+async fn echo(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text)).await.expect("send");
+    let echoed = tokio::time::timeout(PROMPTLY, ws.next())
+        .await
+        .expect("echo in time")
+        .expect("message")
+        .expect("open");
+    assert_eq!(echoed.to_text().expect("text"), text);
 }
 
 /// The tunnel is closed: the next read ends (no message, a close or an
@@ -435,6 +454,63 @@ async fn websocket_with_traffic_stays_open() {
         // Pace the traffic without a fixed sleep: wait on the tunnel itself.
         let _ = tokio::time::timeout(Duration::from_millis(200), ws.next()).await;
     }
+}
+
+/// A refresh (on this or another replica) brought fewer roles: the store
+/// check sees the change and a tunnel on a `require_roles` route closes;
+/// one on a route without the rule stays.
+#[tokio::test]
+async fn websocket_closes_when_role_is_removed() {
+    let h = Harness::start(1, r#"websocket_session_check = "100ms""#, "").await;
+    let (id, record) = h.session("sid-role", &["admin", "hr"]).await;
+    let mut admin = h.websocket_to(0, &id, "/ws/admin/echo").await;
+    let mut open = h.websocket(0, &id).await;
+    // As a refresh saves it: the IdP no longer grants `admin`.
+    let mut fewer = record.clone();
+    fewer.roles = vec!["hr".into()];
+    fewer.version += 1;
+    h.store.save(&fewer).await.expect("save");
+    assert_closes(&mut admin, "after the route's role was removed").await;
+    // The session itself and its other tunnel live on.
+    for _ in 0..3 {
+        echo(&mut open, "still").await;
+    }
+    assert!(h.record(&id).await.is_some());
+}
+
+/// A user who only uses the WebSocket sends no HTTP request that would
+/// touch the session: the tunnel's traffic must, or the session idles out
+/// under a busy tunnel (and the tunnel with it).
+#[tokio::test]
+async fn busy_websocket_keeps_its_session_alive() {
+    let h = Harness::start(1, r#"websocket_session_check = "100ms""#, "").await;
+    let (id, record) = h.session("sid-busy-ws", &[]).await;
+    let mut ws = h.websocket(0, &id).await;
+    // Twenty minutes of WebSocket traffic later (idle timeout 30 min).
+    let later = record.last_seen_at + 1200;
+    h.clock.set(later);
+    let deadline = tokio::time::Instant::now() + PROMPTLY;
+    loop {
+        echo(&mut ws, "busy").await;
+        if h.record(&id).await.expect("session").last_seen_at == later {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the busy tunnel never touched its session"
+        );
+    }
+    // Past the idle expiry the session had when the tunnel opened: the
+    // session and its tunnel live on across several checks.
+    let past = record.idle_expires_at + 1;
+    h.clock.set(past);
+    for _ in 0..3 {
+        echo(&mut ws, "still").await;
+        // Pace without a fixed sleep: wait on the tunnel itself.
+        let _ = tokio::time::timeout(Duration::from_millis(200), ws.next()).await;
+    }
+    let stored = h.record(&id).await.expect("session");
+    assert!(!stored.is_expired(past), "{stored:?}");
 }
 
 #[tokio::test]

@@ -74,7 +74,8 @@ pub struct ServerConfig {
     pub websocket_idle_timeout: Duration,
     /// `server.websocket_session_check`, default `30s`: how often a
     /// WebSocket tunnel re-reads its session from the store (and closes when
-    /// it is gone or expired, e.g. ended on another replica).
+    /// it is gone or expired, e.g. ended on another replica, or lost the
+    /// route's role; a busy tunnel touches the session then).
     pub websocket_session_check: Duration,
 
     /// Connection limits of both listeners (public and admin), from

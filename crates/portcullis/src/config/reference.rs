@@ -165,7 +165,7 @@ pub const KEYS: &[Key] = &[
         "server",
         "websocket_session_check",
         Value("\"30s\""),
-        "How often an open WebSocket tunnel re-reads its session in the store; it closes once the session is gone or expired (logout on any replica).",
+        "How often an open WebSocket tunnel re-reads its session in the store; it closes once the session is gone or expired (logout on any replica) or lost the role the route's `require_roles` asks for, and a tunnel that moved bytes since the last check touches its session (traffic is activity). Keep it well below `session.idle_timeout`.",
     ),
     key(
         "server",

@@ -38,8 +38,9 @@ pub enum ApiError {
     /// A request from the IdP (back-channel logout token) that fails validation.
     #[error("{0}")]
     InvalidRequest(String),
+    /// 405; the header names what the target does accept.
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed(Allow),
     #[error("not found")]
     NotFound,
     #[error("upstream unavailable: {0}")]
@@ -50,6 +51,30 @@ pub enum ApiError {
     Idp(OidcError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The `Allow` of a 405 (RFC 9110 section 15.5.6: the methods the target
+/// resource supports, which differ by resource here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allow {
+    /// `/auth/logout`, `/auth/backchannel-logout`.
+    Post,
+    /// The other auth endpoints and static files.
+    Read,
+    /// A configured route: what the gateway forwards (every method but
+    /// TRACE, TRACK and CONNECT; the registered ones are named).
+    Proxied,
+}
+
+impl Allow {
+    /// The header value.
+    pub fn methods(self) -> &'static str {
+        match self {
+            Allow::Post => "POST",
+            Allow::Read => "GET, HEAD",
+            Allow::Proxied => "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+        }
+    }
 }
 
 impl From<OidcError> for ApiError {
@@ -107,7 +132,7 @@ impl ApiError {
                 (StatusCode::BAD_REQUEST, "bad_request")
             }
             ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
-            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
             ApiError::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_unavailable"),
@@ -171,9 +196,9 @@ impl IntoResponse for ApiError {
             Json(serde_json::json!({ "error": code, "message": message })),
         )
             .into_response();
-        if status == StatusCode::METHOD_NOT_ALLOWED {
+        if let ApiError::MethodNotAllowed(allow) = self {
             resp.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+                .insert(header::ALLOW, HeaderValue::from_static(allow.methods()));
         }
         retry_after(&mut resp);
         resp

@@ -25,7 +25,7 @@ use axum::{
 
 use crate::{gateway::Shared, metrics::RouteKey};
 
-pub use error::ApiError;
+pub use error::{Allow, ApiError};
 pub use headers::DEFAULT_CSP;
 pub(crate) use login_cookie::LoginCookies;
 
@@ -111,7 +111,14 @@ async fn public(
     mut req: Request,
     peer: Option<SocketAddr>,
 ) -> Response {
-    let mut refused = screen(&mut req).err();
+    let mut refused = if is_refused_method(req.method()) {
+        Some(ApiError::MethodNotAllowed(allowed_methods(
+            shared,
+            req.uri().path(),
+        )))
+    } else {
+        screen(&mut req).err()
+    };
     let path = req.uri().path();
     let auth = match refused {
         Some(_) => None,
@@ -160,23 +167,41 @@ async fn public(
     .await
 }
 
+/// TRACE, TRACK, CONNECT: 405, never forwarded (TRACE would echo the bearer
+/// token the gateway adds back to the page). Any case: methods are
+/// case-sensitive, but some upstream stacks upper-case them before dispatch
+/// (`trace` would become TRACE there).
+fn is_refused_method(method: &http::Method) -> bool {
+    let method = method.as_str();
+    ["TRACE", "TRACK", "CONNECT"]
+        .iter()
+        .any(|m| m.eq_ignore_ascii_case(method))
+}
+
+/// What a 405 at `path` names in `Allow`: the methods of the endpoint, the
+/// route (what the proxy forwards) or the static files that `path` reaches.
+fn allowed_methods(shared: &Shared, path: &str) -> Allow {
+    if let Some(rest) = auth_subpath(shared, path) {
+        return match rest {
+            "/logout" | "/backchannel-logout" => Allow::Post,
+            _ => Allow::Read,
+        };
+    }
+    // Refused before `screen`: read the path as routing would.
+    let canonical = crate::proxy::path::canonical(path);
+    let path = canonical.as_deref().unwrap_or(path);
+    match shared.proxy.match_route(path) {
+        Some(_) => Allow::Proxied,
+        None => Allow::Read,
+    }
+}
+
 /// What no public handler may see, refused, and the path made canonical
 /// (`proxy::path`; rewritten in the URI only when it changes, query kept):
-/// - TRACE, TRACK, CONNECT: 405, never forwarded (TRACE would echo the
-///   bearer token the gateway adds back to the page);
 /// - an HTTP/1.1 request without `Host`, any request with two (RFC 9112
 ///   section 3.2); HTTP/2 carries `:authority` instead;
 /// - a path with no single reading (400).
 fn screen(req: &mut Request) -> Result<(), ApiError> {
-    // Any case: methods are case-sensitive, but some upstream stacks
-    // upper-case them before dispatch (`trace` would become TRACE there).
-    let method = req.method().as_str();
-    if ["TRACE", "TRACK", "CONNECT"]
-        .iter()
-        .any(|m| m.eq_ignore_ascii_case(method))
-    {
-        return Err(ApiError::MethodNotAllowed);
-    }
     // One lookup for both Host rules.
     let mut hosts = req.headers().get_all(http::header::HOST).iter();
     match (hosts.next(), hosts.next()) {
@@ -221,14 +246,15 @@ fn inner_router(shared: Arc<Shared>) -> Router {
         .route("/me", get(auth::me))
         .route(
             "/logout",
-            axum::routing::post(auth::logout).get(|| async { ApiError::MethodNotAllowed }),
+            axum::routing::post(auth::logout)
+                .get(|| async { ApiError::MethodNotAllowed(Allow::Post) }),
         )
         // From the IdP, server to server: no cookies, no CSRF token; the
         // logout token's signature authenticates it.
         .route(
             "/backchannel-logout",
             axum::routing::post(logout_channels::backchannel_logout)
-                .get(|| async { ApiError::MethodNotAllowed }),
+                .get(|| async { ApiError::MethodNotAllowed(Allow::Post) }),
         )
         .route(
             "/frontchannel-logout",
@@ -306,12 +332,12 @@ pub(crate) use cookies::{
 pub(crate) use headers::apply_security_headers;
 pub(crate) use session::{
     SessionLookup, all_session_cookie_hashes, current_session, current_session_by_hash,
-    session_cookie_hash,
+    session_cookie_hash, touch_interval,
 };
 
 #[cfg(test)]
 mod tests {
-    use super::screen;
+    use super::{is_refused_method, screen};
     use axum::{body::Body, extract::Request};
     use http::{Version, header::HOST};
 
@@ -337,19 +363,17 @@ mod tests {
     }
 
     #[test]
-    fn screen_refuses_trace_track_connect_missing_host_and_ambiguous_paths() {
-        for m in ["TRACE", "TRACK", "trace", "Track"] {
-            let mut r = req(m, "/api/x", Version::HTTP_11, true);
-            assert!(matches!(
-                screen(&mut r),
-                Err(super::ApiError::MethodNotAllowed)
-            ));
+    fn trace_track_connect_are_refused_in_any_case() {
+        for m in ["TRACE", "TRACK", "CONNECT", "trace", "Track"] {
+            assert!(is_refused_method(&m.parse().expect("method")), "{m}");
         }
-        let mut r = req("CONNECT", "gw:443", Version::HTTP_11, true);
-        assert!(matches!(
-            screen(&mut r),
-            Err(super::ApiError::MethodNotAllowed)
-        ));
+        for m in ["GET", "POST", "OPTIONS", "TRACER"] {
+            assert!(!is_refused_method(&m.parse().expect("method")), "{m}");
+        }
+    }
+
+    #[test]
+    fn screen_refuses_missing_host_and_ambiguous_paths() {
         let mut r = req("GET", "/api/x", Version::HTTP_11, false);
         assert!(matches!(
             screen(&mut r),

@@ -24,7 +24,7 @@ pub(crate) enum SessionLookup {
 
 /// How often `last_seen_at` is written back: a write per request would make
 /// the store the bottleneck; a few seconds of idle-timeout slack is harmless.
-fn touch_interval(shared: &Shared) -> i64 {
+pub(crate) fn touch_interval(shared: &Shared) -> i64 {
     (shared.config.session.idle_timeout.as_secs() as i64 / 20).clamp(1, 60)
 }
 

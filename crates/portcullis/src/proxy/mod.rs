@@ -8,6 +8,7 @@ mod client;
 mod headers;
 pub(crate) mod path;
 mod pool;
+mod request_body;
 mod websocket;
 
 pub(crate) use websocket::{SessionEnd, TunnelEnds};
@@ -301,17 +302,29 @@ async fn forward(
     }
 
     let Some(record) = session else {
-        let resp = timed_send(shared, route, client, Request::from_parts(parts, body)).await?;
+        let (body, failed) = request_body::watch(body);
+        let req = Request::from_parts(parts, body);
+        let resp = timed_send(shared, route, client, req, failed).await?;
         return Ok(finish(shared, route, resp));
     };
 
     // User token: keep what a retry needs when the body is small enough.
-    let (body, replay) = match buffer_small_body(body).await? {
-        RequestBody::Buffered(bytes) => (Body::from(bytes.clone()), Some(bytes)),
-        RequestBody::Streaming(body) => (body, None),
+    let (body, replay, failed) = match buffer_small_body(body).await? {
+        RequestBody::Buffered(bytes) => (Body::from(bytes.clone()), Some(bytes), None),
+        RequestBody::Streaming(body) => {
+            let (body, failed) = request_body::watch(body);
+            (body, None, failed)
+        }
     };
     let head = replay.as_ref().map(|_| RequestHead::of(&parts));
-    let resp = timed_send(shared, route, client, Request::from_parts(parts, body)).await?;
+    let resp = timed_send(
+        shared,
+        route,
+        client,
+        Request::from_parts(parts, body),
+        failed,
+    )
+    .await?;
     if resp.status() != StatusCode::UNAUTHORIZED {
         return Ok(finish(shared, route, resp));
     }
@@ -349,7 +362,7 @@ async fn retry_with_refreshed_token(
         "upstream 401; retrying with refreshed token"
     );
     let retry = head.into_request(&refreshed.tokens, body);
-    let resp = timed_send(shared, route, client, retry).await?;
+    let resp = timed_send(shared, route, client, retry, None).await?;
     Ok(finish(shared, route, resp))
 }
 
@@ -363,14 +376,23 @@ fn finish(shared: &Shared, route: &RouteConfig, resp: http::Response<Body>) -> R
     Response::from_parts(parts, body)
 }
 
+/// Send `req` upstream, timed and counted. `body_failed` watches the
+/// browser's body in `req` (see `request_body`): when it broke, the send's
+/// failure is the client's, answered 400 and not counted as the upstream's.
 async fn timed_send(
     shared: &Shared,
     route: &Route,
     client: &client::UpstreamClient,
     req: Request,
+    body_failed: Option<request_body::BodyFailed>,
 ) -> Result<http::Response<Body>, ApiError> {
     let started = Instant::now();
     let mut result = client.send(req, route.timeout).await;
+    if result.is_err() && body_failed.is_some_and(|f| f.get()) {
+        return Err(ApiError::BadRequest(
+            "the request body is malformed or was cut short".into(),
+        ));
+    }
     let kind = match &result {
         Ok(_) => None,
         Err(ApiError::UpstreamTimeout) => Some("timeout"),

@@ -8,9 +8,13 @@
 //! A tunnel never outlives its session: it is cut when the session ends in
 //! this process (logout, back-channel logout, admin revoke, a refused
 //! refresh: [`TunnelEnds::notify`]), and every `server.websocket_session_check`
-//! it re-reads the session in the store, which catches expiry and ends on
-//! other replicas. It is also cut after `server.websocket_idle_timeout`
-//! without a byte either way. The per-frame cost is one relaxed atomic store.
+//! it re-reads the session in the store, which catches expiry, ends on
+//! other replicas and roles that changed (a refresh that dropped the one the
+//! route's `require_roles` asks for). Traffic through a tunnel is the user's
+//! activity: that check also touches a busy tunnel's session, so its idle
+//! timeout does not end the session of a user who only uses the WebSocket.
+//! A tunnel is also cut after `server.websocket_idle_timeout` without a byte
+//! either way. The per-frame cost is one relaxed atomic store.
 //! A cut closes both TCP connections (the browser sees close code 1006): the
 //! gateway splices bytes and cannot inject a close frame mid-stream.
 
@@ -19,7 +23,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicU8, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -115,16 +119,21 @@ pub(super) async fn tunnel(
         id: r.id.clone(),
         sub: r.sub.clone(),
         sid: r.sid.clone(),
+        roles: r.roles.clone(),
+        require_roles: route.require_roles.clone(),
         store: shared.store.clone(),
         clock: shared.clock.clone(),
         ends: shared.tunnel_ends.tx.subscribe(),
         every: shared.config.server.websocket_session_check,
+        idle_timeout: shared.config.session.idle_timeout.as_secs() as i64,
+        touch_after: crate::http::touch_interval(shared),
     });
     let mut resp = timed_send(
         shared,
         route,
         client,
         axum::extract::Request::from_parts(parts, Body::empty()),
+        None,
     )
     .await?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -169,7 +178,8 @@ enum Closed {
     Done(io::Result<(u64, u64)>),
     /// No byte either way for the idle timeout.
     Idle,
-    /// The session ended, expired or could no longer be found.
+    /// The session ended, expired, could no longer be found or lost the
+    /// route's role.
     SessionEnded,
 }
 
@@ -185,7 +195,7 @@ where
     B: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let active = Arc::new(AtomicBool::new(false));
+    let active = Arc::new(AtomicU8::new(0));
     let mut browser = Tracked {
         io: browser,
         active: active.clone(),
@@ -196,9 +206,10 @@ where
     };
     let copy = tokio::io::copy_bidirectional(&mut browser, &mut upstream);
     tokio::pin!(copy);
+    let seen = active.clone();
     let session_ended = async move {
         match watch {
-            Some(w) => w.until_ended().await,
+            Some(w) => w.until_ended(seen).await,
             None => std::future::pending().await,
         }
     };
@@ -214,7 +225,7 @@ where
             done = &mut copy => return Closed::Done(done),
             () = &mut session_ended => return Closed::SessionEnded,
             now = tick.tick() => {
-                if active.swap(false, Ordering::Relaxed) {
+                if active.fetch_and(!SEEN_BY_IDLE_TIMER, Ordering::Relaxed) & SEEN_BY_IDLE_TIMER != 0 {
                     last_active = now;
                 } else if now.duration_since(last_active) >= idle {
                     return Closed::Idle;
@@ -224,11 +235,16 @@ where
     }
 }
 
+/// Bits of a tunnel's activity flag, each cleared by its reader: bytes moved
+/// since the idle timer's last sample, since the session check's last look.
+const SEEN_BY_IDLE_TIMER: u8 = 1;
+const SEEN_BY_SESSION_CHECK: u8 = 2;
+
 /// An I/O half that flags every successful read with data (one relaxed
-/// store: the only per-frame cost of the idle timeout).
+/// store: the only per-frame cost of the idle timeout and the session touch).
 struct Tracked<T> {
     io: T,
-    active: Arc<AtomicBool>,
+    active: Arc<AtomicU8>,
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
@@ -240,7 +256,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.io).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.active.store(true, Ordering::Relaxed);
+            self.active.store(
+                SEEN_BY_IDLE_TIMER | SEEN_BY_SESSION_CHECK,
+                Ordering::Relaxed,
+            );
         }
         polled
     }
@@ -281,16 +300,26 @@ struct SessionWatch {
     id: SessionHash,
     sub: String,
     sid: Option<String>,
+    /// The session's roles when last read; a change re-checks `require_roles`.
+    roles: Vec<String>,
+    /// The route's `require_roles` (any one of them).
+    require_roles: Vec<String>,
     store: Arc<dyn SessionStore>,
     clock: Arc<dyn Clock>,
     ends: broadcast::Receiver<SessionEnd>,
     every: Duration,
+    /// `session.idle_timeout` in seconds, for the touch.
+    idle_timeout: i64,
+    /// A session seen less than this many seconds ago is not touched again
+    /// (as on the request path).
+    touch_after: i64,
 }
 
 impl SessionWatch {
     /// Resolves once the session has ended: told so in this process, or
-    /// found gone or expired in the store.
-    async fn until_ended(mut self) {
+    /// found gone, expired or without the route's role in the store. `seen`
+    /// is the tunnel's activity flag.
+    async fn until_ended(mut self, seen: Arc<AtomicU8>) {
         let mut check = tokio::time::interval_at(Instant::now() + self.every, self.every);
         check.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut listening = true;
@@ -301,14 +330,14 @@ impl SessionWatch {
                     Ok(_) => {}
                     // Notices were dropped: one of them may have been ours.
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        if !self.alive().await {
+                        if !self.alive(&seen).await {
                             return;
                         }
                     }
                     Err(broadcast::error::RecvError::Closed) => listening = false,
                 },
                 _ = check.tick() => {
-                    if !self.alive().await {
+                    if !self.alive(&seen).await {
                         return;
                     }
                 }
@@ -324,18 +353,45 @@ impl SessionWatch {
         }
     }
 
-    /// Whether the session is still in the store and not expired. A store
-    /// that cannot answer keeps the tunnel until the next check (as an
-    /// outage must not cut every WebSocket at once); it is logged.
-    async fn alive(&self) -> bool {
-        match self.store.load_shared(&self.id).await {
-            Ok(Some(record)) => !record.is_expired(self.clock.now()),
-            Ok(None) => false,
+    /// Whether the session is still in the store, not expired and (when its
+    /// roles changed) still has the route's role; touched when the tunnel
+    /// moved bytes since the last check. A store that cannot answer keeps
+    /// the tunnel until the next check (as an outage must not cut every
+    /// WebSocket at once); it is logged.
+    async fn alive(&mut self, seen: &AtomicU8) -> bool {
+        let record = match self.store.load_shared(&self.id).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return false,
             Err(e) => {
                 tracing::warn!(session = self.id.short(), error = %e, "websocket session check failed");
-                true
+                return true;
+            }
+        };
+        let now = self.clock.now();
+        if record.is_expired(now) {
+            return false;
+        }
+        if record.roles != self.roles {
+            if !self.require_roles.is_empty()
+                && !self.require_roles.iter().any(|r| record.roles.contains(r))
+            {
+                tracing::info!(
+                    session = self.id.short(),
+                    "session lost the route's role; closing its websocket tunnel"
+                );
+                return false;
+            }
+            self.roles.clone_from(&record.roles);
+        }
+        let busy =
+            seen.fetch_and(!SEEN_BY_SESSION_CHECK, Ordering::Relaxed) & SEEN_BY_SESSION_CHECK != 0;
+        if busy && now - record.last_seen_at >= self.touch_after {
+            let idle_expires_at = (now + self.idle_timeout).min(record.expires_at);
+            if let Err(e) = self.store.touch(&self.id, now, idle_expires_at).await {
+                tracing::warn!(session = self.id.short(), error = %e, "websocket session touch failed");
             }
         }
+        true
     }
 }
 
