@@ -383,6 +383,39 @@ async fn stalled_request_body_does_not_hold_a_connection_forever() {
     assert!(metrics.contains("reason=\"body_timeout\""), "{metrics}");
 }
 
+/// The same silence after the response has begun (the upstream answered
+/// before reading the body, and its answer is still streaming, so the
+/// connection is never idle): too late for a 408, the connection is closed.
+#[tokio::test]
+async fn stalled_request_body_after_the_response_began_closes_the_connection() {
+    let g = Served::start(
+        "body_read_timeout = \"300ms\"\nheader_read_timeout = \"60s\"\nidle_timeout = \"60s\"",
+    )
+    .await;
+    let mut tcp = g.connect().await;
+    tcp.write_all(b"POST /api/early HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .expect("write");
+    let mut seen = Vec::new();
+    let began = tokio::time::timeout(BOUND, async {
+        let mut buf = [0u8; 1024];
+        while common::serving::find(&seen, b"early").is_none() {
+            match tokio::io::AsyncReadExt::read(&mut tcp, &mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        true
+    })
+    .await;
+    assert_eq!(began, Ok(true), "{}", String::from_utf8_lossy(&seen));
+    assert!(seen.starts_with(b"HTTP/1.1 200"));
+    assert!(
+        read_until_closed(&mut tcp, BOUND).await.is_some(),
+        "a stalled body kept its connection open beside a streaming response"
+    );
+}
+
 /// A client that opens connection after connection from one address gets
 /// at most `server.max_connections_per_ip`; the rest are closed at once, so
 /// the slots under `server.max_connections` stay free for other clients.

@@ -123,7 +123,9 @@ impl Body for RequestBody {
         timer.state.timed_out.store(true, Ordering::SeqCst);
         super::closed(timer.listener, "body_timeout");
         // Too late for a 408: the response has begun, so only closing the
-        // connection ends it (the client sees a cut response).
+        // connection ends it (the client sees a cut response). Through the
+        // proxy the failed upstream request usually ends the response
+        // anyway; this holds for any handler.
         if timer.state.responded.load(Ordering::SeqCst) {
             timer.activity.cut.notify_one();
         }
