@@ -34,7 +34,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store_url = args.next().unwrap_or_else(|| "memory".into());
     let workers = std::env::var("BENCH_WORKERS").unwrap_or_else(|_| "\"auto\"".into());
     // More `[server]` lines, e.g. `idle_timeout = "10m"` to hold idle
-    // connections open while measuring their memory.
+    // connections open while measuring their memory (and
+    // `max_connections_per_ip = 0` for more than 256 from one load generator).
     let server_extra = std::env::var("BENCH_SERVER").unwrap_or_default();
     let toml = format!(
         r#"

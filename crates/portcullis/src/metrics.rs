@@ -64,9 +64,11 @@ pub const STORE_ERRORS_TOTAL: &str = "portcullis_store_errors_total";
 /// Unsafe requests refused by the CSRF check.
 pub const CSRF_REJECTIONS_TOTAL: &str = "portcullis_csrf_rejections_total";
 /// Connections closed by a limit, by `listener` (`public`, `admin`) and
-/// `reason` (`header_timeout`, `idle`).
+/// `reason` (`header_timeout`, `idle`, `body_timeout`).
 pub const CONNECTIONS_CLOSED_TOTAL: &str = "portcullis_connections_closed_total";
-/// Times a listener reached `server.max_connections` and stopped accepting.
+/// By `listener` and `limit`: `max_connections`, times a listener reached
+/// the cap and stopped accepting; `per_ip`, connections closed at once
+/// because their client held `server.max_connections_per_ip`.
 pub const CONNECTION_LIMIT_REACHED_TOTAL: &str = "portcullis_connection_limit_reached_total";
 /// Always 1, with the `version` label.
 pub const BUILD_INFO: &str = "portcullis_build_info";
@@ -134,11 +136,11 @@ fn describe() {
     describe_counter!(CSRF_REJECTIONS_TOTAL, "Requests refused by the CSRF check");
     describe_counter!(
         CONNECTIONS_CLOSED_TOTAL,
-        "Connections closed by the head or idle timeout"
+        "Connections closed by the head, idle or body timeout"
     );
     describe_counter!(
         CONNECTION_LIMIT_REACHED_TOTAL,
-        "Times a listener reached server.max_connections"
+        "Connection limits reached: max_connections (times), per_ip (connections closed)"
     );
     describe_gauge!(BUILD_INFO, "Build information");
 }

@@ -14,9 +14,15 @@
 //! Both listeners (public, and admin via [`serve_admin`]) serve their
 //! connections with the same code and the `[server]` connection limits
 //! ([`ConnectionLimits`]): a slot under `max_connections` taken before
-//! accepting (at the cap new connections wait in the backlog), hyper's head
-//! size, header count and head timer, and a per-connection watchdog for the
-//! first head and for idleness (no request in flight, no bytes moving).
+//! accepting (at the cap new connections wait in the backlog), at most
+//! `max_connections_per_ip` per client ([`per_ip`]; more are closed at
+//! once), hyper's head size, header count and head timer, HTTP/2 stream
+//! caps, a timer on request bodies ([`request_body`]), and a per-connection
+//! watchdog for the first head and for idleness (no request begun or in
+//! flight: HTTP/2 PINGs and window updates do not count).
+
+mod per_ip;
+mod request_body;
 
 use std::{
     cell::Cell,
@@ -25,7 +31,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -39,9 +45,13 @@ use hyper_util::{
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch},
+    sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch},
 };
 
+use self::{
+    per_ip::{IpSlot, PerIp},
+    request_body::{BodyState, RequestBody},
+};
 use crate::config::ConnectionLimits;
 
 thread_local! {
@@ -59,9 +69,15 @@ pub(crate) type App = crate::http::PublicService;
 /// Open connections per worker, to hand each new one to the least busy.
 type Load = Arc<[AtomicUsize]>;
 
-/// An accepted connection on its way to a worker, with its slot under
-/// `server.max_connections`.
-type Accepted = (std::net::TcpStream, OwnedSemaphorePermit);
+/// An accepted connection on its way to a worker, with its slots under
+/// `server.max_connections` and `server.max_connections_per_ip`.
+type Accepted = (std::net::TcpStream, Slots);
+
+/// A connection's slots under the listener's limits, held until it closes.
+struct Slots {
+    _total: OwnedSemaphorePermit,
+    _client: Option<IpSlot>,
+}
 
 /// Serve `app` on `listener` with `workers` threads until `drain` turns true:
 /// then the listener closes, in-flight requests may finish for up to
@@ -100,7 +116,7 @@ pub(crate) async fn serve(
     drop(done_tx);
 
     let mut first_error = None;
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let slots = Limiter::new(&limits);
     let mut accepting = std::pin::pin!(accept(
         listener,
         handoff,
@@ -141,29 +157,48 @@ pub(crate) async fn serve(
     first_error.map_or(Ok(()), Err)
 }
 
+/// A listener's connection limits: the slots under `server.max_connections`
+/// and the connections of each client.
+struct Limiter {
+    slots: Arc<Semaphore>,
+    per_ip: Option<Arc<PerIp>>,
+    /// At the cap, so "accepting again" is logged once it frees.
+    full: bool,
+}
+
+impl Limiter {
+    fn new(limits: &ConnectionLimits) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(limits.max_connections)),
+            per_ip: PerIp::new(limits.max_connections_per_ip),
+            full: false,
+        }
+    }
+}
+
 /// Take a slot under `server.max_connections` (waiting while all are taken:
 /// the listener is not polled, so new connections queue in the kernel
-/// backlog and no open one is disturbed), then a connection. `None` once
-/// `stop` resolves.
+/// backlog and no open one is disturbed), then a connection; one from a
+/// client already at `server.max_connections_per_ip` is closed at once and
+/// the next taken. `None` once `stop` resolves.
 async fn next_connection(
     name: &'static str,
     listener: &mut TcpListener,
-    slots: &Arc<Semaphore>,
-    full: &mut bool,
+    limiter: &mut Limiter,
     stop: impl Future<Output = ()>,
-) -> Option<(TcpStream, OwnedSemaphorePermit)> {
+) -> Option<(TcpStream, Slots)> {
     let mut stop = std::pin::pin!(stop);
+    let slots = &limiter.slots;
     let permit = match slots.clone().try_acquire_owned() {
         Ok(p) => p,
         Err(_) => {
-            if !*full {
-                *full = true;
+            if !limiter.full {
+                limiter.full = true;
                 tracing::warn!(
                     listener = name,
                     "connection limit reached (server.max_connections): new connections wait in the backlog"
                 );
-                metrics::counter!(crate::metrics::CONNECTION_LIMIT_REACHED_TOTAL, "listener" => name)
-                    .increment(1);
+                reached(name, "max_connections");
             }
             tokio::select! {
                 biased;
@@ -172,16 +207,44 @@ async fn next_connection(
             }
         }
     };
-    if *full && slots.available_permits() > 0 {
-        *full = false;
+    if limiter.full && slots.available_permits() > 0 {
+        limiter.full = false;
         tracing::info!(listener = name, "connection limit: accepting again");
     }
-    tokio::select! {
-        biased;
-        () = &mut stop => None,
-        // Logs and backs off on errors such as EMFILE, as axum::serve does.
-        (stream, _) = Listener::accept(listener) => Some((stream, permit)),
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = &mut stop => return None,
+            // Logs and backs off on errors such as EMFILE, as axum::serve does.
+            accepted = Listener::accept(listener) => accepted,
+        };
+        let client = match &limiter.per_ip {
+            None => None,
+            Some(per_ip) => match per_ip.take(peer.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    // Dropped: closed before a byte is read. Counted, not
+                    // logged: a flood would flood the log too.
+                    reached(name, "per_ip");
+                    continue;
+                }
+            },
+        };
+        let slots = Slots {
+            _total: permit,
+            _client: client,
+        };
+        return Some((stream, slots));
     }
+}
+
+fn reached(listener: &'static str, limit: &'static str) {
+    metrics::counter!(
+        crate::metrics::CONNECTION_LIMIT_REACHED_TOTAL,
+        "listener" => listener,
+        "limit" => limit
+    )
+    .increment(1);
 }
 
 /// Take connections from `listener` and hand each to the worker with the
@@ -191,11 +254,10 @@ async fn accept(
     mut listener: TcpListener,
     handoff: Vec<mpsc::UnboundedSender<Accepted>>,
     load: Load,
-    slots: Arc<Semaphore>,
+    mut limiter: Limiter,
     drain: watch::Receiver<bool>,
     cut: watch::Receiver<bool>,
 ) {
-    let mut full = false;
     loop {
         let (mut drain, mut cut) = (drain.clone(), cut.clone());
         let stop = async move {
@@ -204,8 +266,8 @@ async fn accept(
                 _ = cut.wait_for(|v| *v) => {},
             }
         };
-        let Some((stream, permit)) =
-            next_connection("public", &mut listener, &slots, &mut full, stop).await
+        let Some((stream, slots)) =
+            next_connection("public", &mut listener, &mut limiter, stop).await
         else {
             return;
         };
@@ -213,7 +275,7 @@ async fn accept(
         load[index].fetch_add(1, Ordering::Relaxed);
         let handed = stream
             .into_std()
-            .map(|s| handoff[index].send((s, permit)).is_ok());
+            .map(|s| handoff[index].send((s, slots)).is_ok());
         if !matches!(handed, Ok(true)) {
             load[index].fetch_sub(1, Ordering::Relaxed);
         }
@@ -238,13 +300,13 @@ struct Handed {
 impl Handed {
     async fn next(&mut self) -> (Counted, SocketAddr) {
         loop {
-            let Some((stream, permit)) = self.rx.recv().await else {
+            let Some((stream, slots)) = self.rx.recv().await else {
                 // The acceptor has stopped (shutdown): nothing more comes.
                 return std::future::pending().await;
             };
             let open = OpenGuard {
                 load: Some((self.load.clone(), self.index)),
-                _slot: permit,
+                _slots: slots,
             };
             // Registers the socket with this worker's runtime.
             let stream = match TcpStream::from_std(stream) {
@@ -262,12 +324,12 @@ impl Handed {
     }
 }
 
-/// Holds a connection's slot under `server.max_connections` and counts it
+/// Holds a connection's slots under the listener's limits and counts it
 /// as open on its worker, until dropped (also after a WebSocket upgrade:
 /// the tunnel owns the socket then).
 struct OpenGuard {
     load: Option<(Load, usize)>,
-    _slot: OwnedSemaphorePermit,
+    _slots: Slots,
 }
 
 impl Drop for OpenGuard {
@@ -279,16 +341,19 @@ impl Drop for OpenGuard {
 }
 
 /// What the idle and head watchdog of one connection looks at: requests
-/// begun, requests in flight (until their response body is done) and a
-/// count of reads and writes that made progress.
+/// begun and requests in flight (until their response body is done). Bytes
+/// on the wire do not count: HTTP/2 PINGs, SETTINGS or WINDOW_UPDATEs
+/// without a request must not keep a connection open (a slow head is
+/// hyper's head timer's). `cut` closes the connection at once (a request
+/// body that timed out after its response began).
 #[derive(Default)]
 struct Activity {
     begun: AtomicUsize,
     in_flight: AtomicUsize,
-    io: AtomicU64,
+    cut: Notify,
 }
 
-/// A served connection: the socket, its slot and its activity counters.
+/// A served connection: the socket, its slots and its activity counters.
 struct Counted {
     stream: TcpStream,
     activity: Arc<Activity>,
@@ -309,13 +374,6 @@ impl Counted {
         };
         Some((counted, peer))
     }
-
-    fn moved<T>(&self, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        if poll.is_ready() {
-            self.activity.io.fetch_add(1, Ordering::Relaxed);
-        }
-        poll
-    }
 }
 
 impl AsyncRead for Counted {
@@ -324,8 +382,7 @@ impl AsyncRead for Counted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let poll = Pin::new(&mut self.stream).poll_read(cx, buf);
-        self.moved(poll)
+        Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
@@ -335,8 +392,7 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.stream).poll_write(cx, buf);
-        self.moved(poll)
+        Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -344,8 +400,7 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
-        self.moved(poll)
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -448,8 +503,13 @@ async fn serve_connections(
     open_tx.closed().await;
 }
 
+/// Concurrent requests (streams) one HTTP/2 connection may have open; more
+/// are refused by the peer's own stack (hyper's default is 200).
+const MAX_CONCURRENT_STREAMS: u32 = 100;
+
 /// hyper's connection settings from the limits: HTTP/1 head size, header
-/// count and head timeout (hyper answers 431 to an oversized head).
+/// count and head timeout (hyper answers 431 to an oversized head); HTTP/2
+/// header list size and stream caps.
 fn builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -462,7 +522,16 @@ fn builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        // Rapid reset (CVE-2023-44487): streams the client opens and resets
+        // before they are served still cost work; past 20 pending, GOAWAY.
+        // That is hyper's (h2's) default already, set here so that no
+        // upgrade can loosen it unnoticed.
+        .max_pending_accept_reset_streams(20)
+        // The reverse (RUSTSEC-2024-0003): streams this side must reset
+        // because the client misbehaves; hyper's default, set for the same reason.
+        .max_local_error_reset_streams(1024);
     builder
 }
 
@@ -478,7 +547,7 @@ fn spawn_connection<S, B>(
     open: &watch::Receiver<()>,
 ) where
     S: hyper::service::Service<
-            http::Request<hyper::body::Incoming>,
+            http::Request<RequestBody>,
             Response = http::Response<B>,
             Error = std::convert::Infallible,
         > + Send
@@ -491,6 +560,8 @@ fn spawn_connection<S, B>(
     let service = Tracked {
         inner: service,
         activity: activity.clone(),
+        body_read_timeout: limits.body_read_timeout,
+        listener: name,
     };
     let (builder, limits, mut drain, open) =
         (builder.clone(), *limits, drain.clone(), open.clone());
@@ -515,6 +586,8 @@ fn spawn_connection<S, B>(
             }
             // Dropping the connection closes the socket.
             reason = watchdog(&activity, &limits) => closed(name, reason),
+            // Counted where the body timed out.
+            () = activity.cut.notified() => {}
         }
         drop(open);
     });
@@ -534,13 +607,14 @@ fn closed(listener: &'static str, reason: &'static str) {
 /// - no request begun within `header_read_timeout` of the connection's start
 ///   (a slow or silent first head, HTTP/1 or HTTP/2; hyper's own head timer
 ///   covers later HTTP/1 heads);
-/// - no request in flight and no read or write for `idle_timeout` (checked
-///   every `idle_timeout`, so an idle connection closes after one to two
-///   periods). A streaming response is in flight until its body ends.
+/// - no request begun and none in flight for `idle_timeout` (checked every
+///   `idle_timeout`, so an idle connection closes after one to two periods).
+///   A streaming response is in flight until its body ends. Frames that are
+///   no request (HTTP/2 PING, WINDOW_UPDATE) do not count.
 async fn watchdog(activity: &Activity, limits: &ConnectionLimits) -> &'static str {
     use tokio::time::{Instant, sleep_until};
     let head_deadline = Instant::now() + limits.header_read_timeout;
-    let mut seen = activity.io.load(Ordering::Relaxed);
+    let mut seen = activity.begun.load(Ordering::Relaxed);
     loop {
         let mut next = Instant::now() + limits.idle_timeout;
         let first_head = activity.begun.load(Ordering::Relaxed) == 0;
@@ -551,7 +625,7 @@ async fn watchdog(activity: &Activity, limits: &ConnectionLimits) -> &'static st
         if activity.begun.load(Ordering::Relaxed) == 0 && Instant::now() >= head_deadline {
             return "header_timeout";
         }
-        let now = activity.io.load(Ordering::Relaxed);
+        let now = activity.begun.load(Ordering::Relaxed);
         if now == seen && activity.in_flight.load(Ordering::Relaxed) == 0 {
             return "idle";
         }
@@ -560,15 +634,18 @@ async fn watchdog(activity: &Activity, limits: &ConnectionLimits) -> &'static st
 }
 
 /// Counts the requests of a connection in [`Activity`]: begun when hyper
-/// calls the service, in flight until the response body is dropped.
+/// calls the service, in flight until the response body is dropped. Puts
+/// `server.body_read_timeout` on the request body ([`RequestBody`]).
 struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
+    body_read_timeout: Duration,
+    listener: &'static str,
 }
 
 impl<S, B> hyper::service::Service<http::Request<hyper::body::Incoming>> for Tracked<S>
 where
-    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>,
+    S: hyper::service::Service<http::Request<RequestBody>, Response = http::Response<B>>,
     S::Future: Unpin,
 {
     type Response = http::Response<TrackedBody<B>>;
@@ -578,9 +655,13 @@ where
     fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
         self.activity.begun.fetch_add(1, Ordering::Relaxed);
         self.activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        let (parts, body) = req.into_parts();
+        let (body, body_state) =
+            RequestBody::new(body, self.body_read_timeout, &self.activity, self.listener);
         TrackedFuture {
-            inner: self.inner.call(req),
+            inner: self.inner.call(http::Request::from_parts(parts, body)),
             guard: Some(InFlight(self.activity.clone())),
+            body_state,
         }
     }
 }
@@ -597,6 +678,8 @@ impl Drop for InFlight {
 struct TrackedFuture<F> {
     inner: F,
     guard: Option<InFlight>,
+    /// `Some` for a request with a body.
+    body_state: Option<Arc<BodyState>>,
 }
 
 impl<F, B, E> Future for TrackedFuture<F>
@@ -608,19 +691,41 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let result = std::task::ready!(Pin::new(&mut self.inner).poll(cx));
         let guard = self.guard.take();
+        let timed_out = self.body_state.as_ref().is_some_and(|s| s.respond());
         Poll::Ready(result.map(|response| {
+            if timed_out {
+                // Whatever the handler made of the failed body (a 400, a
+                // 502), the cause is the client's silence.
+                return body_timeout_response(guard);
+            }
             response.map(|inner| TrackedBody {
-                inner,
+                inner: Some(inner),
                 _guard: guard,
             })
         }))
     }
 }
 
+/// 408 for a request whose body stopped coming; the connection closes
+/// after it (the rest of that body will not come either).
+fn body_timeout_response<B>(guard: Option<InFlight>) -> http::Response<TrackedBody<B>> {
+    let mut response = http::Response::new(TrackedBody {
+        inner: None,
+        _guard: guard,
+    });
+    *response.status_mut() = http::StatusCode::REQUEST_TIMEOUT;
+    response.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    response
+}
+
 /// A response body that keeps its request in flight until hyper drops it
-/// (after the last byte, or when the client goes away).
+/// (after the last byte, or when the client goes away); `inner` is `None`
+/// for the gateway's empty 408.
 pub(crate) struct TrackedBody<B> {
-    inner: B,
+    inner: Option<B>,
     _guard: Option<InFlight>,
 }
 
@@ -632,15 +737,20 @@ impl<B: hyper::body::Body + Unpin> hyper::body::Body for TrackedBody<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        match &mut self.inner {
+            Some(inner) => Pin::new(inner).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(B::is_end_stream)
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| hyper::body::SizeHint::with_exact(0), B::size_hint)
     }
 }
 
@@ -655,19 +765,18 @@ pub(crate) async fn serve_admin(
 ) {
     let (open_tx, open_rx) = watch::channel(());
     let builder = Arc::new(builder(&limits));
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let mut full = false;
+    let mut limiter = Limiter::new(&limits);
     loop {
         let mut stop = drain.clone();
         let stop = async move { drop(stop.wait_for(|v| *v).await) };
-        let Some((stream, permit)) =
-            next_connection("admin", &mut listener, &slots, &mut full, stop).await
+        let Some((stream, slots)) =
+            next_connection("admin", &mut listener, &mut limiter, stop).await
         else {
             break;
         };
         let open = OpenGuard {
             load: None,
-            _slot: permit,
+            _slots: slots,
         };
         let Some((io, _)) = Counted::new(stream, open) else {
             continue;
@@ -684,14 +793,14 @@ pub(crate) async fn serve_admin(
 /// future per request).
 struct Admin(axum::Router);
 
-impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Admin {
+impl hyper::service::Service<http::Request<RequestBody>> for Admin {
     type Response = axum::response::Response;
     type Error = std::convert::Infallible;
     type Future = Pin<
         Box<dyn Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send>,
     >;
 
-    fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+    fn call(&self, req: http::Request<RequestBody>) -> Self::Future {
         use tower::ServiceExt as _;
         Box::pin(self.0.clone().oneshot(req.map(axum::body::Body::new)))
     }
@@ -705,12 +814,12 @@ struct Connection {
     peer: SocketAddr,
 }
 
-impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Connection {
+impl hyper::service::Service<http::Request<RequestBody>> for Connection {
     type Response = axum::response::Response;
     type Error = std::convert::Infallible;
     type Future = crate::http::PublicFuture;
 
-    fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+    fn call(&self, req: http::Request<RequestBody>) -> Self::Future {
         // Origin-form (`/path`) and absolute-form (hyper keeps the path) reach
         // the app; authority-form or a bare word (`GET host:443`, `GET aaa`)
         // has no path to route on: 400 here rather than a confused answer

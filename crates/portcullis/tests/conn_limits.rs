@@ -338,3 +338,252 @@ async fn quiet_websocket_tunnel_outlives_the_idle_timeout() {
         .expect("ok");
     assert_eq!(echoed.to_text().expect("text"), "still here");
 }
+
+/// A request body that stops coming is given up after
+/// `server.body_read_timeout`: 408, the connection closes and its slot
+/// (the only one here) serves the next client. Without the timer the request
+/// stays in flight, so neither the idle rule nor the head timer ends it.
+#[tokio::test]
+async fn stalled_request_body_does_not_hold_a_connection_forever() {
+    let g = Served::start(
+        "body_read_timeout = \"300ms\"\nheader_read_timeout = \"60s\"\nidle_timeout = \"60s\"\nmax_connections = 1\nworkers = 1",
+    )
+    .await;
+    // Through the proxy, with a small and a large announced length, and
+    // read by an auth endpoint.
+    for (path, length) in [
+        ("/api/upload", 100),
+        ("/api/big-upload", 2_000_000),
+        ("/auth/backchannel-logout", 100),
+    ] {
+        let mut tcp = g.connect().await;
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {length}\r\n\r\n0123456789"
+        );
+        tcp.write_all(head.as_bytes()).await.expect("write");
+        let (head, _) = read_response(&mut tcp, BOUND)
+            .await
+            .unwrap_or_else(|| panic!("{path}: a stalled body holds its connection"));
+        assert!(head.starts_with("HTTP/1.1 408"), "{path}: {head}");
+        assert!(
+            read_until_closed(&mut tcp, BOUND).await.is_some(),
+            "{path}: connection kept open after the 408"
+        );
+        // The one slot is free again.
+        g.still_serves().await;
+    }
+    // Streamed to the upstream (a `token = "none"` route), whose request is
+    // cut, never completed.
+    for seen in g.upstream.seen() {
+        if seen.path.ends_with("upload") {
+            assert_eq!(seen.body, b"<body error>", "the upstream got a whole body");
+        }
+    }
+    let metrics = one_request(g.admin, "/metrics").await.expect("metrics");
+    assert!(metrics.contains("reason=\"body_timeout\""), "{metrics}");
+}
+
+/// The same silence after the response has begun (the upstream answered
+/// before reading the body, and its answer is still streaming, so the
+/// connection is never idle): too late for a 408, the connection is closed.
+#[tokio::test]
+async fn stalled_request_body_after_the_response_began_closes_the_connection() {
+    let g = Served::start(
+        "body_read_timeout = \"300ms\"\nheader_read_timeout = \"60s\"\nidle_timeout = \"60s\"",
+    )
+    .await;
+    let mut tcp = g.connect().await;
+    tcp.write_all(b"POST /api/early HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .expect("write");
+    let mut seen = Vec::new();
+    let began = tokio::time::timeout(BOUND, async {
+        let mut buf = [0u8; 1024];
+        while common::serving::find(&seen, b"early").is_none() {
+            match tokio::io::AsyncReadExt::read(&mut tcp, &mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        true
+    })
+    .await;
+    assert_eq!(began, Ok(true), "{}", String::from_utf8_lossy(&seen));
+    assert!(seen.starts_with(b"HTTP/1.1 200"));
+    assert!(
+        read_until_closed(&mut tcp, BOUND).await.is_some(),
+        "a stalled body kept its connection open beside a streaming response"
+    );
+}
+
+/// A client that opens connection after connection from one address gets
+/// at most `server.max_connections_per_ip`; the rest are closed at once, so
+/// the slots under `server.max_connections` stay free for other clients.
+#[tokio::test]
+async fn one_client_cannot_take_every_connection_slot() {
+    let g = Served::start(
+        "max_connections = 6\nmax_connections_per_ip = 3\nheader_read_timeout = \"60s\"\nworkers = 2",
+    )
+    .await;
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let mut tcp = g.connect().await;
+        let head = format!("GET /api/held{i} HTTP/1.1\r\nHost: a\r\n\r\n");
+        tcp.write_all(head.as_bytes()).await.expect("write");
+        let (head, _) = read_response(&mut tcp, BOUND).await.expect("answer");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        held.push(tcp);
+    }
+    // More from the same address: closed without an answer, long before
+    // the head timer, every time.
+    for _ in 0..4 {
+        let mut tcp = g.connect().await;
+        let closed = read_until_closed(&mut tcp, BOUND)
+            .await
+            .expect("a fourth connection from one address stays open");
+        assert!(closed.is_empty(), "{}", String::from_utf8_lossy(&closed));
+        held.push(tcp);
+    }
+    // Another address (127.0.0.2 is loopback too) is served.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.2:0".parse().expect("addr"))
+        .expect("bind 127.0.0.2");
+    let mut other = socket.connect(g.addr).await.expect("connect");
+    other
+        .write_all(b"GET /api/other HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let (head, _) = read_response(&mut other, BOUND)
+        .await
+        .expect("another client is served");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // A closed connection gives its client's slot back (once the gateway
+    // has seen the close: polled).
+    held.truncate(2);
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        let mut tcp = g.connect().await;
+        let _ = tcp
+            .write_all(b"GET /api/again HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await;
+        if let Some((head, _)) = read_response(&mut tcp, BOUND).await {
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not served again after a connection of that client closed"
+        );
+    }
+    let metrics = one_request(g.admin, "/metrics").await.expect("metrics");
+    assert!(metrics.contains("limit=\"per_ip\""), "{metrics}");
+}
+
+/// An HTTP/2 connection (prior knowledge) made by the `h2` crate, with its
+/// connection task and a handle for PINGs.
+async fn h2_client(
+    addr: std::net::SocketAddr,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    h2::PingPong,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (send, mut connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let ping = connection.ping_pong().expect("ping_pong");
+    (send, ping, tokio::spawn(connection))
+}
+
+/// One GET over `send`, its status, the whole body read.
+async fn h2_get(send: &mut h2::client::SendRequest<bytes::Bytes>, uri: String) -> u16 {
+    let ready = send.clone().ready().await.expect("ready");
+    *send = ready;
+    let request = http::Request::get(uri).body(()).expect("request");
+    let (response, _) = send.send_request(request, true).expect("send");
+    let response = tokio::time::timeout(BOUND, response)
+        .await
+        .expect("answer in time")
+        .expect("response");
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.expect("body");
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    status
+}
+
+/// Idleness is counted in requests, not frames: after its one request an
+/// HTTP/2 connection that only sends PINGs is closed after `idle_timeout`
+/// (the head timer, long here, no longer applies once a request came).
+#[tokio::test]
+async fn http2_pings_do_not_keep_an_idle_connection_open() {
+    let g = Served::start("header_read_timeout = \"60s\"\nidle_timeout = \"300ms\"").await;
+    let (mut send, mut ping, connection) = h2_client(g.addr).await;
+    assert_eq!(
+        h2_get(&mut send, format!("http://{}/api/h2", g.addr)).await,
+        200
+    );
+    let deadline = tokio::time::Instant::now() + BOUND;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let closed = loop {
+        if tokio::time::Instant::now() > deadline {
+            break false;
+        }
+        tick.tick().await;
+        match tokio::time::timeout(BOUND, ping.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_pong)) => {}
+            Ok(Err(_)) | Err(_) => break true,
+        }
+    };
+    assert!(closed, "PINGs alone kept an idle HTTP/2 connection open");
+    let ended = tokio::time::timeout(BOUND, connection).await;
+    assert!(ended.is_ok(), "the client's connection task did not end");
+}
+
+/// One HTTP/2 connection may have at most 100 requests open at once
+/// (hyper's default is 200): the gateway's SETTINGS say so.
+#[tokio::test]
+async fn http2_stream_flood_is_capped() {
+    let g = Served::start("").await;
+    let (mut send, _ping, _connection) = h2_client(g.addr).await;
+    // After one exchange the server's SETTINGS have been applied.
+    assert_eq!(
+        h2_get(&mut send, format!("http://{}/api/h2", g.addr)).await,
+        200
+    );
+    assert_eq!(send.current_max_send_streams(), 100);
+}
+
+/// The auth endpoints take at most 64 KiB of body: 413 by `Content-Length`
+/// before the body is read (also on an endpoint that reads none), and for a
+/// chunked body once it passes the limit. A small body is still read.
+#[tokio::test]
+async fn oversized_auth_body_is_refused() {
+    let g = Served::start("").await;
+    for path in ["/auth/backchannel-logout", "/auth/logout"] {
+        let mut tcp = g.connect().await;
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 70000\r\n\r\n"
+        );
+        tcp.write_all(head.as_bytes()).await.expect("write");
+        let (head, _) = read_response(&mut tcp, BOUND)
+            .await
+            .unwrap_or_else(|| panic!("{path}: no answer to an oversized body"));
+        assert!(head.starts_with("HTTP/1.1 413"), "{path}: {head}");
+    }
+    let mut chunked = format!(
+        "POST /auth/backchannel-logout HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\nlogout_token=",
+        70_013
+    )
+    .into_bytes();
+    chunked.extend(std::iter::repeat_n(b'a', 70_000));
+    chunked.extend_from_slice(b"\r\n0\r\n\r\n");
+    let status = status_of(g.addr, &chunked).await;
+    assert_eq!(status, "HTTP/1.1 413 Payload Too Large");
+    // Within the limit the endpoint reads it (and refuses the token).
+    let small = b"POST /auth/backchannel-logout HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 17\r\n\r\nlogout_token=abcd";
+    let status = status_of(g.addr, small).await;
+    assert!(!status.contains("413"), "{status}");
+}

@@ -302,6 +302,8 @@ pub(super) struct RawServer {
     pub max_connections: Raw,
     pub max_header_bytes: Raw,
     pub max_headers: Raw,
+    pub body_read_timeout: Raw,
+    pub max_connections_per_ip: Raw,
 }
 
 #[derive(Deserialize, Default)]

@@ -79,8 +79,9 @@ pub struct ServerConfig {
     pub websocket_session_check: Duration,
 
     /// Connection limits of both listeners (public and admin), from
-    /// `server.header_read_timeout`, `idle_timeout`, `max_connections`,
-    /// `max_header_bytes` and `max_headers`.
+    /// `server.header_read_timeout`, `idle_timeout`, `body_read_timeout`,
+    /// `max_connections`, `max_connections_per_ip`, `max_header_bytes` and
+    /// `max_headers`.
     pub limits: ConnectionLimits,
 }
 
@@ -103,6 +104,14 @@ pub struct ConnectionLimits {
     pub max_header_bytes: usize,
     /// `server.max_headers`, default `100`: header fields per request; beyond it: 431.
     pub max_headers: usize,
+    /// `server.body_read_timeout`, default `30s`: a request body that sends
+    /// no byte for this long fails (408, or the connection closes when the
+    /// response has started).
+    pub body_read_timeout: Duration,
+    /// `server.max_connections_per_ip`, default `256` (`0`: off): open
+    /// connections per client address (IPv6 grouped by /64) per listener;
+    /// beyond it new ones are closed at once.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for ConnectionLimits {
@@ -113,6 +122,8 @@ impl Default for ConnectionLimits {
             max_connections: 10_000,
             max_header_bytes: 16 * 1024,
             max_headers: 100,
+            body_read_timeout: Duration::from_secs(30),
+            max_connections_per_ip: 256,
         }
     }
 }

@@ -198,6 +198,18 @@ pub const KEYS: &[Key] = &[
         "Header fields per request; beyond it: 431.",
     ),
     key(
+        "server",
+        "body_read_timeout",
+        Value("\"30s\""),
+        "A request body that sends no byte for this long fails: 408 if no response has started, else the connection closes; either way its connection slot is freed. Both listeners.",
+    ),
+    key(
+        "server",
+        "max_connections_per_ip",
+        Value("256"),
+        "Open connections per client address (IPv6 grouped by /64), per listener; beyond it new ones are closed at once. `0` turns it off. Behind a load balancer or reverse proxy every client shares its address: raise it or set `0` there.",
+    ),
+    key(
         "admin",
         "listen",
         Value("\"127.0.0.1:9090\""),

@@ -32,6 +32,9 @@ pub(crate) use login_cookie::LoginCookies;
 /// Longest request URI (path + query) we accept; longer → 414.
 const MAX_URI_LEN: usize = 8 * 1024;
 
+/// Largest request body the `auth_prefix` endpoints accept; larger → 413.
+const AUTH_BODY_LIMIT: usize = 64 * 1024;
+
 /// The public listener's service: the layers of [`public`] around either a
 /// configured route (proxied straight away: the hot path) or the router of
 /// the auth endpoints and static files.
@@ -261,6 +264,15 @@ fn inner_router(shared: Arc<Shared>) -> Router {
             get(logout_channels::frontchannel_logout),
         )
         .fallback(|| async { ApiError::NotFound })
+        // The auth endpoints read small forms at most (a logout token): a
+        // larger body is refused with 413 before it is read, by its
+        // `Content-Length`, or once it passes the limit (chunked, HTTP/2).
+        // Inside the auth headers, so a 413 gets them too.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            AUTH_BODY_LIMIT,
+        ))
+        // axum's extractors would allow 2 MiB otherwise.
+        .layer(axum::extract::DefaultBodyLimit::max(AUTH_BODY_LIMIT))
         .layer(middleware::from_fn_with_state(
             shared.clone(),
             headers::auth_headers,

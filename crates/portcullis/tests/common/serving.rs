@@ -51,7 +51,9 @@ pub struct Seen {
 }
 
 /// A healthy upstream that records what it gets. `/api/stall?ms=N` waits N
-/// ms before it answers (a long response with no bytes moving).
+/// ms before it answers (a long response with no bytes moving);
+/// `/api/early` answers at once, without reading the request body, with a
+/// body that never ends (not recorded).
 pub struct Upstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -67,6 +69,9 @@ impl Drop for Upstream {
 impl Upstream {
     pub async fn start() -> Self {
         async fn record(State(seen): State<Arc<Mutex<Vec<Seen>>>>, req: Request) -> Response {
+            if req.uri().path() == "/api/early" {
+                return early_endless_answer();
+            }
             let (parts, body) = req.into_parts();
             let body = axum::body::to_bytes(body, 1 << 20)
                 .await
@@ -109,6 +114,15 @@ impl Upstream {
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
+}
+
+/// `/api/early`: answered before the request body is read, with a body
+/// that sends `early` and then never ends (a response in flight for ever).
+fn early_endless_answer() -> Response {
+    use futures_util::StreamExt as _;
+    let first = futures_util::stream::once(async { Ok::<_, std::io::Error>(Bytes::from("early")) });
+    let body = axum::body::Body::from_stream(first.chain(futures_util::stream::pending()));
+    Response::new(body)
 }
 
 /// A WebSocket echo server (text and binary messages come back).

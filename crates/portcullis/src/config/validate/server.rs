@@ -357,8 +357,23 @@ impl Validator<'_> {
             d.max_headers,
             1..=10_000,
         );
+        let body_read_timeout = self.duration_or(
+            "server.body_read_timeout",
+            raw.body_read_timeout.take(),
+            d.body_read_timeout,
+            true,
+        );
+        // 0 turns it off (behind a load balancer every client shares its address).
+        let max_connections_per_ip = self.count_in(
+            "server.max_connections_per_ip",
+            raw.max_connections_per_ip.take(),
+            d.max_connections_per_ip,
+            0..=10_000_000,
+        );
         Some(ConnectionLimits {
             header_read_timeout: header_read_timeout?,
+            body_read_timeout: body_read_timeout?,
+            max_connections_per_ip: max_connections_per_ip?,
             idle_timeout: idle_timeout?,
             max_connections: max_connections?,
             max_header_bytes: max_header_bytes?,
@@ -434,6 +449,8 @@ mod tests {
             ("server.max_connections", "50"),
             ("server.max_header_bytes", "8192"),
             ("server.max_headers", "20"),
+            ("server.body_read_timeout", "\"5s\""),
+            ("server.max_connections_per_ip", "0"),
         ])
         .unwrap();
         assert_eq!(c.server.limits.header_read_timeout.as_secs(), 2);
@@ -441,6 +458,8 @@ mod tests {
         assert_eq!(c.server.limits.max_connections, 50);
         assert_eq!(c.server.limits.max_header_bytes, 8192);
         assert_eq!(c.server.limits.max_headers, 20);
+        assert_eq!(c.server.limits.body_read_timeout.as_secs(), 5);
+        assert_eq!(c.server.limits.max_connections_per_ip, 0, "0 turns it off");
         for (key, bad) in [
             ("server.header_read_timeout", "\"0s\""),
             ("server.idle_timeout", "\"0s\""),
@@ -448,6 +467,8 @@ mod tests {
             ("server.max_header_bytes", "4096"),
             ("server.max_headers", "0"),
             ("server.max_headers", "\"many\""),
+            ("server.body_read_timeout", "\"0s\""),
+            ("server.max_connections_per_ip", "-1"),
         ] {
             expect_issue(prod_with(&[(key, bad)]), key);
         }
