@@ -1,38 +1,40 @@
 //! Redis session store (`redis://`, `rediss://`, `redis+sentinel://`) for
-//! replicas, plus the pub/sub [`InvalidationBus`] its caches share.
+//! replicas, plus the pub/sub [`RedisBus`] its caches share; `cluster.rs`
+//! is the Redis Cluster store (`redis+cluster://`).
 //!
 //! Keys, all under a configurable prefix (default `portcullis:`):
-//! `s:<hash>` a hash with the sealed record (`p`), its version (`v`), activity
-//! (`ls`, `ie`), absolute expiry (`exp`), `sub` and `sid`; `u:<sub>` and
+//! `s:<hash>` the record hash (layout in `record.rs`); `u:<sub>` and
 //! `d:<sid>` sets of session hashes (logout by user or IdP session); `x` a
 //! sorted set of session hashes by expiry (GC); `lease:<hash>` refresh leases;
 //! `jti:<id>` used one-time ids. (Logins in flight live in the browser's
-//! sealed login cookie; `l:` and `lx` keys of older versions expire or can be deleted.) Every multi-key change is
-//! one Lua script, so it is atomic. Scripts build key names from the prefix,
-//! so this store needs a single Redis (or Sentinel), not Redis Cluster.
-//! Records also carry a Redis TTL (their expiry plus a grace period) so a
-//! store without a GC task does not grow without bound.
+//! sealed login cookie; `l:` and `lx` keys of older versions expire or can be
+//! deleted.) Every multi-key change is one Lua script, so it is atomic.
+//! Scripts build key names from the prefix, so this store needs a single
+//! Redis (or Sentinel); `cluster.rs` keeps the same record layout in one
+//! hash slot per session. Records also carry a Redis TTL (their expiry plus
+//! a grace period) so a store without a GC task does not grow without bound.
+
+mod bus;
+pub mod cluster;
+mod record;
+
+pub use bus::RedisBus;
+pub use cluster::RedisClusterStore;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Client, Script};
-use tokio::sync::broadcast;
 
-use super::cache::{Invalidation, InvalidationBus};
+use self::bus::{Publisher, Subscriber};
+use self::record::{RECORD_LUA, decode_record, fetch_record, save_args, touch_args, unavailable};
 use super::seal::PayloadCodec;
-use super::{
-    RefreshLease, SessionHash, SessionRecord, SessionStore, StoreError, random_token, redact_url,
-};
+use super::{RefreshLease, SessionHash, SessionRecord, SessionStore, StoreError, redact_url};
 use crate::time::UnixTime;
 
-/// Records outlive their expiry by this much in Redis, so `load` can still
-/// tell "expired" from "never existed" and replicas with skewed clocks agree.
-const EXPIRY_GRACE_SECS: i64 = 300;
 /// How many expired records one GC script deletes before yielding.
 const GC_BATCH: usize = 500;
 
@@ -99,10 +101,6 @@ fn manager_config(timeout: Duration) -> ConnectionManagerConfig {
         .set_number_of_retries(2)
         .set_factor(50)
         .set_max_delay(500)
-}
-
-fn unavailable(e: redis::RedisError) -> StoreError {
-    StoreError::Unavailable(format!("redis: {e}"))
 }
 
 impl RedisStore {
@@ -199,7 +197,11 @@ impl RedisStore {
 
     /// The pub/sub bus for caches over this store; spawns the subscriber task.
     pub fn invalidation_bus(&self) -> Arc<RedisBus> {
-        RedisBus::start(self.link.clone(), format!("{}invalidate", self.prefix))
+        RedisBus::start(
+            Publisher::Master(self.link.clone()),
+            Subscriber::Master(self.link.clone()),
+            format!("{}invalidate", self.prefix),
+        )
     }
 
     fn key(&self, kind: &str, id: &str) -> String {
@@ -232,19 +234,7 @@ impl RedisStore {
         let payload = self.codec.encode_session(record)?;
         let mut conn = self.conn();
         let mut script = SAVE.prepare_invoke();
-        script
-            .arg(&self.prefix)
-            .arg(record.id.as_str())
-            .arg(payload)
-            .arg(record.version.to_string())
-            .arg(record.last_seen_at)
-            .arg(record.idle_expires_at)
-            .arg(record.expires_at)
-            .arg(&record.sub)
-            .arg(record.sid.as_deref().unwrap_or(""))
-            .arg(if record.sid.is_some() { "1" } else { "0" })
-            .arg(EXPIRY_GRACE_SECS)
-            .arg(expected.map(|v| v.to_string()).unwrap_or_default());
+        save_args(&mut script, &self.prefix, record, payload, expected);
         let done: i64 = self.run(script.invoke_async(&mut conn)).await?;
         Ok(done == 1)
     }
@@ -252,28 +242,8 @@ impl RedisStore {
     async fn load_hash(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
         let mut conn = self.conn();
         let key = self.key("s:", id);
-        let (payload, last_seen, idle): (Option<Vec<u8>>, Option<i64>, Option<i64>) = self
-            .run(
-                redis::cmd("HMGET")
-                    .arg(&key)
-                    .arg("p")
-                    .arg("ls")
-                    .arg("ie")
-                    .query_async(&mut conn),
-            )
-            .await?;
-        let Some(payload) = payload else {
-            return Ok(None);
-        };
-        let Some(mut record) = self.codec.decode_session(id, &payload)? else {
-            return Ok(None);
-        };
-        // `touch` updates these fields alone; they are newer than the payload's copies.
-        if let (Some(ls), Some(ie)) = (last_seen, idle) {
-            record.last_seen_at = ls;
-            record.idle_expires_at = ie;
-        }
-        Ok(Some(record))
+        let fields = self.run(fetch_record(&mut conn, &key)).await?;
+        decode_record(&self.codec, id, fields)
     }
 }
 
@@ -358,62 +328,39 @@ local function del(p, id)
   if f[2] then redis.call('SREM', p .. 'd:' .. f[2], id) end
   return redis.call('DEL', rk)
 end
-local function extend(k, at)
-  local ttl = redis.call('TTL', k)
-  local now = tonumber(redis.call('TIME')[1])
-  if ttl < 0 or now + ttl < at then redis.call('EXPIREAT', k, at) end
-end
 "#;
 
 static SAVE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
     Script::new(&format!(
-        "{DEL_FN}{}",
+        "{RECORD_LUA}{DEL_FN}{}",
         r#"
 local p, id = ARGV[1], ARGV[2]
-local rk = p .. 's:' .. id
-if ARGV[12] ~= '' and redis.call('HGET', rk, 'v') ~= ARGV[12] then return 0 end
-local old = redis.call('HMGET', rk, 'sub', 'sid', 'ls', 'ie')
-local ls, ie, exp = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
--- A compare-and-swap (token refresh) never moves activity back: a touch
--- that landed while the refresh ran survives.
-if ARGV[12] ~= '' then
-  if old[3] then ls = math.max(ls, tonumber(old[3])) end
-  if old[4] then ie = math.max(ie, tonumber(old[4])) end
-end
-if old[1] and old[1] ~= ARGV[8] then redis.call('SREM', p .. 'u:' .. old[1], id) end
-if old[2] and (ARGV[10] == '0' or old[2] ~= ARGV[9]) then redis.call('SREM', p .. 'd:' .. old[2], id) end
-redis.call('HSET', rk, 'p', ARGV[3], 'v', ARGV[4], 'ls', ls, 'ie', ie, 'exp', exp, 'sub', ARGV[8])
-local at = math.min(ie, exp) + tonumber(ARGV[11])
+local r = put(p .. 's:' .. id)
+if not r then return 0 end
+if r[1] and r[1] ~= ARGV[8] then redis.call('SREM', p .. 'u:' .. r[1], id) end
+if r[2] and (ARGV[10] == '0' or r[2] ~= ARGV[9]) then redis.call('SREM', p .. 'd:' .. r[2], id) end
 if ARGV[10] == '1' then
-  redis.call('HSET', rk, 'sid', ARGV[9])
   redis.call('SADD', p .. 'd:' .. ARGV[9], id)
-  extend(p .. 'd:' .. ARGV[9], at)
-else
-  redis.call('HDEL', rk, 'sid')
+  extend(p .. 'd:' .. ARGV[9], r[3])
 end
-redis.call('EXPIREAT', rk, at)
 redis.call('SADD', p .. 'u:' .. ARGV[8], id)
-extend(p .. 'u:' .. ARGV[8], at)
-redis.call('ZADD', p .. 'x', math.min(ie, exp), id)
+extend(p .. 'u:' .. ARGV[8], r[3])
+redis.call('ZADD', p .. 'x', r[4], id)
 return 1
 "#
     ))
 });
 
 static TOUCH: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{RECORD_LUA}{}",
         r#"
-local p, id = ARGV[1], ARGV[2]
-local rk = p .. 's:' .. id
-local exp = redis.call('HGET', rk, 'exp')
-if not exp then return 0 end
-redis.call('HSET', rk, 'ls', ARGV[3], 'ie', ARGV[4])
-local m = math.min(tonumber(exp), tonumber(ARGV[4]))
-redis.call('ZADD', p .. 'x', m, id)
-redis.call('EXPIREAT', rk, m + tonumber(ARGV[5]))
+local m = touch(ARGV[1] .. 's:' .. ARGV[2])
+if not m then return 0 end
+redis.call('ZADD', ARGV[1] .. 'x', m, ARGV[2])
 return 1
-"#,
-    )
+"#
+    ))
 });
 
 static DELETE: std::sync::LazyLock<Script> =
@@ -449,42 +396,6 @@ return {n, #ids}
     ))
 });
 
-/// A live `jti` (expiry after `now`) is a replay; a dead one is taken over.
-static REMEMBER_JTI: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
-    Script::new(
-        r#"
-local cur = redis.call('GET', KEYS[1])
-if cur and tonumber(cur) > tonumber(ARGV[2]) then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[3])
-return 1
-"#,
-    )
-});
-
-static RENEW_LEASE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
-    Script::new(
-        r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"#,
-    )
-});
-
-static RELEASE_LEASE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
-    Script::new(
-        r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"#,
-    )
-});
-
-fn millis(ttl: Duration) -> u64 {
-    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
-}
-
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn load(&self, id: &SessionHash) -> Result<Option<SessionRecord>, StoreError> {
@@ -511,12 +422,13 @@ impl SessionStore for RedisStore {
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let mut script = TOUCH.prepare_invoke();
-        script
-            .arg(&self.prefix)
-            .arg(id.as_str())
-            .arg(last_seen_at)
-            .arg(idle_expires_at)
-            .arg(EXPIRY_GRACE_SECS);
+        touch_args(
+            &mut script,
+            &self.prefix,
+            id.as_str(),
+            last_seen_at,
+            idle_expires_at,
+        );
         let done: i64 = self.run(script.invoke_async(&mut conn)).await?;
         Ok(done == 1)
     }
@@ -588,14 +500,9 @@ impl SessionStore for RedisStore {
         now: UnixTime,
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn();
-        let mut script = REMEMBER_JTI.prepare_invoke();
-        script
-            .key(self.key("jti:", jti))
-            .arg(expires_at)
-            .arg(now)
-            .arg(expires_at + EXPIRY_GRACE_SECS);
-        let fresh: i64 = self.run(script.invoke_async(&mut conn)).await?;
-        Ok(fresh == 1)
+        let key = self.key("jti:", jti);
+        self.run(record::remember_jti(&mut conn, key, expires_at, now))
+            .await
     }
 
     async fn count(&self) -> Result<Option<u64>, StoreError> {
@@ -609,20 +516,9 @@ impl SessionStore for RedisStore {
         id: &SessionHash,
         ttl: Duration,
     ) -> Result<Option<RefreshLease>, StoreError> {
-        let token = random_token(16);
         let mut conn = self.conn();
-        let set: Option<String> = self
-            .run(
-                redis::cmd("SET")
-                    .arg(self.key("lease:", id.as_str()))
-                    .arg(&token)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(millis(ttl))
-                    .query_async(&mut conn),
-            )
-            .await?;
-        Ok(set.map(|_| RefreshLease(token)))
+        let key = self.key("lease:", id.as_str());
+        self.run(record::acquire_lease(&mut conn, key, ttl)).await
     }
 
     async fn renew_refresh_lease(
@@ -632,13 +528,9 @@ impl SessionStore for RedisStore {
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn();
-        let mut script = RENEW_LEASE.prepare_invoke();
-        script
-            .key(self.key("lease:", id.as_str()))
-            .arg(&lease.0)
-            .arg(millis(ttl));
-        let done: i64 = self.run(script.invoke_async(&mut conn)).await?;
-        Ok(done == 1)
+        let key = self.key("lease:", id.as_str());
+        self.run(record::renew_lease(&mut conn, key, lease, ttl))
+            .await
     }
 
     async fn release_refresh_lease(
@@ -647,249 +539,10 @@ impl SessionStore for RedisStore {
         lease: &RefreshLease,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let mut script = RELEASE_LEASE.prepare_invoke();
-        script.key(self.key("lease:", id.as_str())).arg(&lease.0);
-        self.run(script.invoke_async::<i64>(&mut conn))
-            .await
-            .map(|_| ())
-    }
-}
-
-/// Cache invalidation over Redis pub/sub. A background task keeps one
-/// subscriber connection and, after every (re)connect, tells the caches to
-/// drop everything, since messages sent while it was away are lost.
-pub struct RedisBus {
-    link: Arc<RwLock<Link>>,
-    channel: String,
-    tx: broadcast::Sender<Invalidation>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl RedisBus {
-    fn start(link: Arc<RwLock<Link>>, channel: String) -> Arc<Self> {
-        let (tx, _) = broadcast::channel(4096);
-        let task = tokio::spawn(subscribe_loop(link.clone(), channel.clone(), tx.clone()));
-        Arc::new(Self {
-            link,
-            channel,
-            tx,
-            task,
-        })
-    }
-}
-
-impl Drop for RedisBus {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn subscribe_loop(
-    link: Arc<RwLock<Link>>,
-    channel: String,
-    tx: broadcast::Sender<Invalidation>,
-) {
-    let mut backoff = Duration::from_millis(50);
-    let mut first = true;
-    loop {
-        // The current master's client: it changes after a Sentinel failover.
-        let client = read(&link).client.clone();
-        match client.get_async_pubsub().await {
-            Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
-                Ok(()) => {
-                    backoff = Duration::from_millis(50);
-                    if !first {
-                        let _ = tx.send(Invalidation::All);
-                    }
-                    first = false;
-                    let mut messages = pubsub.on_message();
-                    while let Some(msg) = messages.next().await {
-                        let text = String::from_utf8_lossy(msg.get_payload_bytes());
-                        let _ = tx.send(Invalidation::decode(&text));
-                    }
-                    tracing::warn!("session invalidation subscription lost; reconnecting");
-                    let _ = tx.send(Invalidation::All);
-                }
-                Err(e) => tracing::debug!(error = %e, "cannot subscribe to invalidations"),
-            },
-            Err(e) => tracing::debug!(error = %e, "cannot connect invalidation subscriber"),
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(1));
-    }
-}
-
-#[async_trait]
-impl InvalidationBus for RedisBus {
-    async fn publish(&self, message: Invalidation) -> Result<(), StoreError> {
-        let mut conn = read(&self.link).conn.clone();
-        let op = conn.publish::<_, _, i64>(&self.channel, message.encode());
-        match tokio::time::timeout(Duration::from_secs(2), op).await {
-            Ok(r) => r.map(|_| ()).map_err(unavailable),
-            Err(_) => Err(StoreError::Unavailable("redis: publish timed out".into())),
-        }
-    }
-
-    fn subscribe(&self) -> broadcast::Receiver<Invalidation> {
-        self.tx.subscribe()
+        let key = self.key("lease:", id.as_str());
+        self.run(record::release_lease(&mut conn, key, lease)).await
     }
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use crate::session::contract::sample_record;
-    use crate::session::seal::Keyring;
-
-    pub(crate) fn redis_url() -> String {
-        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-    }
-
-    /// Deletes every key under the test's prefix when dropped.
-    pub(crate) struct PrefixGuard(pub String);
-
-    impl Drop for PrefixGuard {
-        fn drop(&mut self) {
-            let Ok(client) = Client::open(redis_url()) else {
-                return;
-            };
-            let Ok(mut conn) = client.get_connection() else {
-                return;
-            };
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{}*", self.0))
-                .query(&mut conn)
-                .unwrap_or_default();
-            if !keys.is_empty() {
-                let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(keys).query(&mut conn);
-            }
-        }
-    }
-
-    pub(crate) async fn store_with(codec: PayloadCodec) -> (RedisStore, PrefixGuard) {
-        let prefix = format!("pctest:{}:", random_token(9));
-        let options = RedisOptions {
-            key_prefix: prefix.clone(),
-            ..RedisOptions::default()
-        };
-        let store = RedisStore::connect(&redis_url(), options, codec)
-            .await
-            .expect("redis at REDIS_URL");
-        (store, PrefixGuard(prefix))
-    }
-
-    fn ring(byte: u8) -> Arc<Keyring> {
-        Arc::new(Keyring::from_bytes(&[[byte; 32]]).expect("ring"))
-    }
-
-    mod contract {
-        use super::*;
-
-        crate::session_store_contract_tests!(async {
-            let (store, guard) = store_with(PayloadCodec::sealed(ring(7))).await;
-            (Arc::new(store) as Arc<dyn SessionStore>, guard)
-        });
-    }
-
-    mod cached_contract {
-        use super::*;
-        use crate::session::cache::{CacheOptions, CachedStore};
-
-        crate::session_store_contract_tests!(async {
-            let (store, guard) = store_with(PayloadCodec::sealed(ring(7))).await;
-            let bus = store.invalidation_bus();
-            let cached = CachedStore::new(Arc::new(store), Some(bus), CacheOptions::default());
-            (Arc::new(cached) as Arc<dyn SessionStore>, guard)
-        });
-    }
-
-    #[tokio::test]
-    async fn raw_value_holds_no_token_or_email_and_wrong_key_is_no_session() {
-        let (store, _guard) = store_with(PayloadCodec::sealed(ring(1))).await;
-        let now = crate::time::Clock::now(&crate::time::SystemClock);
-        let (_, record) = sample_record("alice", Some("sid-1"), now);
-        store.save(&record).await.expect("save");
-        let mut conn = store.connection();
-        let raw: Vec<(Vec<u8>, Vec<u8>)> = conn
-            .hgetall(format!("{}s:{}", store.prefix(), record.id.as_str()))
-            .await
-            .expect("raw");
-        let all: Vec<u8> = raw.into_iter().flat_map(|(k, v)| [k, v].concat()).collect();
-        for secret in [
-            record.tokens.access_token.as_str(),
-            record.tokens.refresh_token.as_deref().unwrap_or("x"),
-            record.tokens.id_token.as_deref().unwrap_or("x"),
-            "alice@example.test",
-            record.csrf_token.as_str(),
-        ] {
-            assert!(
-                !all.windows(secret.len()).any(|w| w == secret.as_bytes()),
-                "raw Redis value contains {secret}"
-            );
-        }
-
-        // Same data, other key: no session, not an error.
-        let other = RedisStore {
-            codec: PayloadCodec::sealed(ring(2)),
-            ..store.clone()
-        };
-        assert_eq!(other.load(&record.id).await.expect("load"), None);
-        // Rotation: new key first, old one still opens; the next write re-seals.
-        let rotated = RedisStore {
-            codec: PayloadCodec::sealed(Arc::new(
-                Keyring::from_bytes(&[[2; 32], [1; 32]]).expect("ring"),
-            )),
-            ..store.clone()
-        };
-        let loaded = rotated
-            .load(&record.id)
-            .await
-            .expect("load")
-            .expect("opens");
-        rotated.save(&loaded).await.expect("re-seal");
-        assert_eq!(other.load(&record.id).await.expect("load"), Some(loaded));
-        assert_eq!(store.load(&record.id).await.expect("old key only"), None);
-    }
-
-    #[tokio::test]
-    async fn records_carry_a_ttl() {
-        let (store, _guard) = store_with(PayloadCodec::plain()).await;
-        let now = crate::time::Clock::now(&crate::time::SystemClock);
-        let (_, record) = sample_record("alice", None, now);
-        store.save(&record).await.expect("save");
-        let mut conn = store.connection();
-        let ttl: i64 = conn
-            .ttl(format!("{}s:{}", store.prefix(), record.id.as_str()))
-            .await
-            .expect("ttl");
-        // Idle expiry is 30 min out, plus the grace period.
-        assert!((1700..=1800 + EXPIRY_GRACE_SECS).contains(&ttl), "{ttl}");
-    }
-
-    #[tokio::test]
-    async fn unreachable_server_fails_within_the_timeout() {
-        let started = std::time::Instant::now();
-        let options = RedisOptions {
-            timeout: Duration::from_millis(300),
-            ..RedisOptions::default()
-        };
-        // Port 1 on loopback: nothing listens.
-        let result =
-            RedisStore::connect("redis://127.0.0.1:1", options, PayloadCodec::plain()).await;
-        assert!(matches!(result, Err(StoreError::Unavailable(_))));
-        assert!(started.elapsed() < Duration::from_secs(2));
-    }
-
-    #[test]
-    fn sentinel_url_is_parsed_and_redacted() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("rt");
-        let result = rt.block_on(client_for("redis+sentinel://u:pw@127.0.0.1:1/"));
-        match result {
-            Err(StoreError::BadUrl(msg)) => assert!(!msg.contains("pw"), "{msg}"),
-            other => panic!("expected BadUrl, got {:?}", other.map(|_| ())),
-        }
-    }
-}
+pub(crate) mod tests;
