@@ -17,7 +17,7 @@
 //!   its stamp is still the one the record was saved with (a save that
 //!   re-added it since wins), or when it is stale, i.e. its record is gone
 //!   or names another subject and the entry is older than
-//!   [`INDEX_PRUNE_GRACE_MS`] (so a save between its two steps is not
+//!   `index::INDEX_PRUNE_GRACE_MS` (so a save between its two steps is not
 //!   pruned). Readers (`list_by_sub`, `delete_by_sub`, `delete_by_sid`)
 //!   check every entry against its record and prune the stale ones.
 //! - `x` (sessions by expiry, for GC and the session count) is one sorted
@@ -35,20 +35,18 @@ use redis::cluster_async::ClusterConnection;
 use redis::{AsyncCommands, Client, Script};
 
 use super::bus::{Publisher, RedisBus, Subscriber};
+use super::index::{INDEX_ADD, INDEX_DROP, new_stamp, prunable};
 use super::record::{
     self, EXPIRY_GRACE_SECS, RECORD_LUA, decode_record, fetch_record, save_args, touch_args,
     unavailable,
 };
+use super::url::cluster_nodes;
 use super::{GC_BATCH, RedisOptions};
 use crate::session::seal::PayloadCodec;
 use crate::session::{
     RefreshLease, SessionHash, SessionRecord, SessionStore, StoreError, random_token,
 };
 use crate::time::UnixTime;
-
-/// An index entry whose record is gone or moved is pruned only once it is
-/// this old: younger ones may belong to a save between its two steps.
-pub const INDEX_PRUNE_GRACE_MS: u128 = 60_000;
 
 /// Session store on a Redis Cluster. See the module docs for the key layout.
 #[derive(Clone)]
@@ -81,63 +79,6 @@ enum Deleted {
     No,
     /// Kept by GC: it expires at this time, later than asked.
     Live(i64),
-}
-
-/// Seed node URLs of a `redis+cluster://` or `rediss+cluster://` URL. Errors
-/// never echo the URL: it may carry a password.
-pub fn cluster_nodes(url: &str) -> Result<Vec<String>, StoreError> {
-    let bad = |why: &str| StoreError::BadUrl(format!("redis cluster URL: {why}"));
-    let (scheme, rest) = if let Some(rest) = url.strip_prefix("redis+cluster://") {
-        ("redis://", rest)
-    } else if let Some(rest) = url.strip_prefix("rediss+cluster://") {
-        ("rediss://", rest)
-    } else {
-        return Err(bad("expected redis+cluster:// or rediss+cluster://"));
-    };
-    let (auth, rest) = match rest.rsplit_once('@') {
-        Some((auth, rest)) => (format!("{auth}@"), rest),
-        None => (String::new(), rest),
-    };
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (hosts, tail) = rest.split_at(end);
-    let query = match tail.strip_prefix('/').unwrap_or(tail) {
-        "" => "",
-        q if q.starts_with('?') => q,
-        // A cluster has only database 0.
-        _ => return Err(bad("a cluster has no database number; use /?options only")),
-    };
-    let nodes: Vec<String> = hosts
-        .split(',')
-        .map(str::trim)
-        .filter(|h| !h.is_empty())
-        .map(|h| format!("{scheme}{auth}{h}/{query}"))
-        .collect();
-    if nodes.is_empty() {
-        return Err(bad("no seed node"));
-    }
-    Ok(nodes)
-}
-
-/// A fresh index stamp: the time it was written (for pruning) and a nonce.
-fn new_stamp() -> String {
-    format!("{}.{}", now_ms(), random_token(6))
-}
-
-fn now_ms() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or_default()
-}
-
-/// Whether an entry with `stamp` is old enough to prune when stale.
-fn prunable(stamp: &str) -> bool {
-    let written: u128 = stamp
-        .split('.')
-        .next()
-        .and_then(|ms| ms.parse().ok())
-        .unwrap_or(0);
-    now_ms().saturating_sub(written) > INDEX_PRUNE_GRACE_MS
 }
 
 impl RedisClusterStore {
@@ -419,28 +360,6 @@ if ARGV[3] ~= '' then
 end
 redis.call('DEL', KEYS[1], KEYS[2])
 return {'1', f[1] or '', f[2] or '', f[3] or ''}
-"#,
-    )
-});
-
-/// KEYS[1] an index; sets entry ARGV[1] to stamp ARGV[2], key lives until ARGV[3].
-static INDEX_ADD: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
-    Script::new(&format!(
-        "{RECORD_LUA}{}",
-        r#"
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-extend(KEYS[1], tonumber(ARGV[3]))
-return 1
-"#
-    ))
-});
-
-/// KEYS[1] an index; removes entry ARGV[1] only if its stamp is ARGV[2].
-static INDEX_DROP: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
-    Script::new(
-        r#"
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
-return 0
 "#,
     )
 });

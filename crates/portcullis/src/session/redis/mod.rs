@@ -16,7 +16,9 @@
 
 mod bus;
 pub mod cluster;
+mod index;
 mod record;
+mod url;
 
 pub use bus::RedisBus;
 pub use cluster::RedisClusterStore;
@@ -31,6 +33,7 @@ use redis::{AsyncCommands, Client, Script};
 
 use self::bus::{Publisher, Subscriber};
 use self::record::{RECORD_LUA, decode_record, fetch_record, save_args, touch_args, unavailable};
+use self::url::client_for;
 use super::seal::PayloadCodec;
 use super::{RefreshLease, SessionHash, SessionRecord, SessionStore, StoreError, redact_url};
 use crate::time::UnixTime;
@@ -245,77 +248,6 @@ impl RedisStore {
         let fields = self.run(fetch_record(&mut conn, &key)).await?;
         decode_record(&self.codec, id, fields)
     }
-}
-
-/// Build the client for `redis://`, `rediss://` or
-/// `redis+sentinel://[user:pass@]host:port[,host:port...]/SERVICE[/DB]`.
-async fn client_for(
-    url: &str,
-) -> Result<(Client, Option<redis::sentinel::SentinelClient>), StoreError> {
-    let bad = |why: &str| StoreError::BadUrl(format!("{}: {why}", redact_url(url)));
-    if let Some(rest) = url.strip_prefix("redis+sentinel://") {
-        let (auth, rest) = match rest.rsplit_once('@') {
-            Some((auth, rest)) => (Some(auth), rest),
-            None => (None, rest),
-        };
-        let (hosts, path) = rest
-            .split_once('/')
-            .ok_or_else(|| bad("missing /SERVICE"))?;
-        let mut parts = path.split('/');
-        let service = parts
-            .next()
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| bad("missing service name"))?;
-        let db: i64 = match parts.next() {
-            Some(db) if !db.is_empty() => db.parse().map_err(|_| bad("bad db number"))?,
-            _ => 0,
-        };
-        let sentinels: Vec<String> = hosts
-            .split(',')
-            .filter(|h| !h.is_empty())
-            .map(|h| format!("redis://{h}"))
-            .collect();
-        if sentinels.is_empty() {
-            return Err(bad("no sentinel host"));
-        }
-        let mut node = redis::sentinel::SentinelNodeConnectionInfo::default();
-        let mut redis_info = redis::RedisConnectionInfo {
-            db,
-            ..Default::default()
-        };
-        if let Some(auth) = auth {
-            let (user, pass) = auth.split_once(':').unwrap_or(("", auth));
-            let decode = |s: &str| {
-                url::form_urlencoded::parse(s.as_bytes())
-                    .map(|(k, _)| k.into_owned())
-                    .next()
-                    .unwrap_or_default()
-            };
-            if !user.is_empty() {
-                redis_info.username = Some(decode(user));
-            }
-            redis_info.password = Some(decode(pass));
-        }
-        node.redis_connection_info = Some(redis_info);
-        let mut sentinel = redis::sentinel::SentinelClient::build(
-            sentinels,
-            service.to_string(),
-            Some(node),
-            redis::sentinel::SentinelServerType::Master,
-        )
-        .map_err(|e| bad(&e.to_string()))?;
-        let client = sentinel
-            .async_get_client()
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("redis sentinel: {e}")))?;
-        return Ok((client, Some(sentinel)));
-    }
-    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-        return Err(bad("not a redis URL"));
-    }
-    Client::open(url)
-        .map(|c| (c, None))
-        .map_err(|e| bad(&e.to_string()))
 }
 
 /// Shared Lua: delete one session and its index entries; 1 if it existed.
