@@ -43,9 +43,7 @@ use super::record::{
 use super::url::cluster_nodes;
 use super::{GC_BATCH, RedisOptions};
 use crate::session::seal::PayloadCodec;
-use crate::session::{
-    RefreshLease, SessionHash, SessionRecord, SessionStore, StoreError, random_token,
-};
+use crate::session::{RefreshLease, SessionHash, SessionRecord, SessionStore, StoreError};
 use crate::time::UnixTime;
 
 /// Session store on a Redis Cluster. See the module docs for the key layout.

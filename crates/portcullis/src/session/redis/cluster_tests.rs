@@ -8,6 +8,7 @@ use std::time::Instant;
 use super::*;
 use crate::session::cache::{CacheOptions, CachedStore};
 use crate::session::contract::sample_record;
+use crate::session::random_token;
 use crate::session::seal::Keyring;
 use crate::time::{Clock, SystemClock};
 
