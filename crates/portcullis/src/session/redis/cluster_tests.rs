@@ -200,6 +200,44 @@ async fn record_and_lease_share_a_slot() {
     assert_eq!(slot(store.record_key(id)), slot(store.lease_key(id)));
 }
 
+/// Readers prune index entries whose record is gone, but only once they
+/// are past the grace period: a younger one may be a save between its index
+/// step and its record step. Live entries stay whatever their age.
+#[tokio::test]
+async fn stale_index_entries_are_pruned_after_the_grace() {
+    use super::super::index::INDEX_PRUNE_GRACE_MS;
+    let cluster = LocalCluster::start();
+    let store = store_at(&cluster.url(), &fresh_prefix()).await;
+    let (_, live) = sample_record("alice", None, SystemClock.now());
+    store.save(&live).await.expect("save");
+    let index = format!("{}u:alice", store.prefix());
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis();
+    let old = format!("{}.x", now_ms - INDEX_PRUNE_GRACE_MS - 1000);
+    let mut conn = store.connection();
+    let entries = [("ghost-old", old.as_str()), ("ghost-young", &new_stamp())];
+    let (): () = conn.hset_multiple(&index, &entries).await.expect("hset");
+    let fields = async |conn: &mut ClusterConnection| {
+        let mut ids: Vec<String> = conn.hkeys(&index).await.expect("hkeys");
+        ids.sort();
+        ids
+    };
+
+    assert_eq!(
+        store.list_by_sub("alice").await.expect("list"),
+        vec![live.clone()]
+    );
+    let mut expected = vec!["ghost-young".to_owned(), live.id.as_str().to_owned()];
+    expected.sort();
+    assert_eq!(fields(&mut conn).await, expected);
+
+    // Only real sessions are counted; the young ghost waits for its grace.
+    assert_eq!(store.delete_by_sub("alice").await.expect("delete"), 1);
+    assert_eq!(fields(&mut conn).await, ["ghost-young"]);
+}
+
 /// Two replicas, each with its local cache: a delete on one reaches the
 /// other's cache through the cluster's pub/sub, not through the cache TTL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
