@@ -331,7 +331,7 @@ pub const KEYS: &[Key] = &[
         "session",
         "store",
         Value("\"sqlite://portcullis.db\""),
-        "`memory`, `sqlite://PATH`, `redis://…`, `postgres://…` (password redacted in output).",
+        "`memory`, `sqlite://PATH`, `redis://…`, `rediss://…`, `redis+sentinel://…`, `redis+cluster://SEED[,SEED…]`, `rediss+cluster://…`, `postgres://…` (password redacted in output).",
     ),
     key(
         "session",

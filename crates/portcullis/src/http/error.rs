@@ -116,7 +116,7 @@ impl ApiError {
             | ApiError::Forbidden
             | ApiError::BadRequest(_)
             | ApiError::InvalidRequest(_)
-            | ApiError::MethodNotAllowed
+            | ApiError::MethodNotAllowed(_)
             | ApiError::NotFound => Fault::Client,
         }
     }

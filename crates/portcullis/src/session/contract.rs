@@ -10,6 +10,9 @@
 //! });
 //! ```
 //!
+//! `session_store_contract_tests!(serial EXPR)`, written inside a test,
+//! runs every check there one after the other instead.
+//!
 //! The expression is evaluated once per test and must yield a fresh, isolated
 //! store: either an `Arc<dyn SessionStore>`, or `(Arc<dyn SessionStore>, guard)`
 //! where `guard` (a temp dir, a container, a schema to drop) is kept alive until
@@ -49,8 +52,17 @@ impl<G> StoreFixture for (Arc<dyn SessionStore>, G) {
 /// Expand to one `#[tokio::test]` per contract check. See the [module docs](crate::session::contract).
 #[macro_export]
 macro_rules! session_store_contract_tests {
+    // Every check in one test, one after the other, each on a fresh fixture
+    // from `$make`: for backends whose server is costly to start (a
+    // cluster), written inside a test that started it.
+    (serial $make:expr) => {
+        $crate::session_store_contract_tests!(@list serial $make);
+    };
     ($make:expr) => {
-        $crate::session_store_contract_tests!(@tests $make;
+        $crate::session_store_contract_tests!(@list tests $make);
+    };
+    (@list $mode:ident $make:expr) => {
+        $crate::session_store_contract_tests!(@$mode $make;
             round_trip_keeps_every_field,
             round_trip_without_optional_fields,
             load_unknown_is_none,
@@ -75,6 +87,15 @@ macro_rules! session_store_contract_tests {
             concurrent_remember_jti_has_one_winner,
             forgotten_jti_is_accepted_again,
         );
+    };
+    (@serial $make:expr; $($check:ident),* $(,)?) => {
+        $({
+            eprintln!("contract check: {}", stringify!($check));
+            let fixture = $make.await;
+            let store = $crate::session::contract::StoreFixture::store(&fixture);
+            $crate::session::contract::$check(store).await;
+            drop(fixture);
+        })*
     };
     (@tests $make:expr; $($check:ident),* $(,)?) => {
         $(

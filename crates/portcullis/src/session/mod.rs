@@ -3,7 +3,7 @@
 //!
 //! The browser holds a 256-bit random [`SessionId`]; stores only ever see its
 //! SHA-256, the [`SessionHash`]. Backends: `memory.rs`, `sqlite.rs`,
-//! `redis.rs`, `postgres.rs`; `seal.rs` encrypts payloads at rest and
+//! `redis/` (single node, Sentinel, Cluster), `postgres.rs`; `seal.rs` encrypts payloads at rest and
 //! `cache.rs` puts a local cache in front of the remote ones.
 
 mod bearer;
@@ -259,7 +259,7 @@ pub struct RefreshLease(pub String);
 
 /// Open the store a `session.store` URL names (`memory`, `sqlite://PATH`,
 /// `sqlite::memory:`, `redis://`, `rediss://`, `redis+sentinel://`,
-/// `postgres://`) with default [`StoreOptions`]: payloads NOT sealed, local
+/// `redis+cluster://`, `rediss+cluster://`, `postgres://`) with default [`StoreOptions`]: payloads NOT sealed, local
 /// cache on for remote stores. Runs migrations for SQL stores. The gateway
 /// uses [`open_store_with`] and [`StoreOptions::from_config`].
 pub async fn open_store(url: &str) -> Result<Arc<dyn SessionStore>, StoreError> {

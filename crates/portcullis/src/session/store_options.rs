@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::cache::{CacheOptions, CachedStore, InvalidationBus};
 use super::postgres::{PostgresOptions, PostgresStore};
-use super::redis::{RedisOptions, RedisStore};
+use super::redis::{RedisClusterStore, RedisOptions, RedisStore};
 use super::seal::{Keyring, PayloadCodec};
 use super::{MemoryStore, SessionStore, SqliteStore, StoreError, random_key_base64, redact_url};
 use crate::config::{Config, Profile};
@@ -97,7 +97,8 @@ pub fn is_persistent(url: &str) -> bool {
 }
 
 /// Open the store `url` names: `memory`, `sqlite://PATH`, `redis://`,
-/// `rediss://`, `redis+sentinel://`, `postgres://`. Remote stores get the
+/// `rediss://`, `redis+sentinel://`, `redis+cluster://`,
+/// `rediss+cluster://`, `postgres://`. Remote stores get the
 /// local cache (with cross-replica invalidation) unless `options.cache` is `None`.
 pub async fn open_store_with(
     url: &str,
@@ -113,31 +114,35 @@ pub async fn open_store_with(
             None => store,
         }));
     }
-    let (store, bus): (Arc<dyn SessionStore>, Arc<dyn InvalidationBus>) = if url
-        .starts_with("redis://")
-        || url.starts_with("rediss://")
-        || url.starts_with("redis+sentinel://")
-    {
-        let redis_options = RedisOptions {
-            key_prefix: options.key_prefix.clone(),
-            timeout: options.timeout,
-        };
-        let store = RedisStore::connect(url, redis_options, options.codec()).await?;
-        let bus = store.invalidation_bus();
-        (Arc::new(store), bus)
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let pg_options = PostgresOptions {
-            timeout: options.timeout,
-            schema: options.pg_schema.clone(),
-            migrate: options.migrate,
-            ..PostgresOptions::default()
-        };
-        let store = PostgresStore::connect(url, pg_options, options.codec()).await?;
-        let bus = store.invalidation_bus();
-        (Arc::new(store), bus)
-    } else {
-        return Err(StoreError::BadUrl(redact_url(url)));
+    let redis_options = || RedisOptions {
+        key_prefix: options.key_prefix.clone(),
+        timeout: options.timeout,
     };
+    let (store, bus): (Arc<dyn SessionStore>, Arc<dyn InvalidationBus>) =
+        if url.starts_with("redis+cluster://") || url.starts_with("rediss+cluster://") {
+            let store = RedisClusterStore::connect(url, redis_options(), options.codec()).await?;
+            let bus = store.invalidation_bus();
+            (Arc::new(store), bus)
+        } else if url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("redis+sentinel://")
+        {
+            let store = RedisStore::connect(url, redis_options(), options.codec()).await?;
+            let bus = store.invalidation_bus();
+            (Arc::new(store), bus)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pg_options = PostgresOptions {
+                timeout: options.timeout,
+                schema: options.pg_schema.clone(),
+                migrate: options.migrate,
+                ..PostgresOptions::default()
+            };
+            let store = PostgresStore::connect(url, pg_options, options.codec()).await?;
+            let bus = store.invalidation_bus();
+            (Arc::new(store), bus)
+        } else {
+            return Err(StoreError::BadUrl(redact_url(url)));
+        };
     Ok(match options.cache {
         Some(cache) => Arc::new(CachedStore::new(store, Some(bus), cache)),
         None => store,

@@ -204,7 +204,8 @@ fn is_key(text: &str) -> bool {
 /// URL: it may carry a password.
 fn store_syntax(store: &str) -> Result<(), String> {
     const HINT: &str = "expected \"memory\", \"sqlite://PATH\", \"sqlite::memory:\", \
-        redis://, rediss://, redis+sentinel://, postgres:// or postgresql://";
+        redis://, rediss://, redis+sentinel://, redis+cluster://, rediss+cluster://, \
+        postgres:// or postgresql://";
     if store == "memory" {
         return Ok(());
     }
@@ -220,6 +221,16 @@ fn store_syntax(store: &str) -> Result<(), String> {
             "" => Err("redis+sentinel store needs hosts and a master name".to_owned()),
             _ => Ok(()),
         };
+    }
+    for scheme in ["redis+cluster://", "rediss+cluster://"] {
+        if let Some(rest) = store.strip_prefix(scheme) {
+            return match rest.split(['/', '?']).next().unwrap_or("") {
+                "" => {
+                    Err("redis+cluster store needs seed nodes HOST:PORT[,HOST:PORT...]".to_owned())
+                }
+                _ => Ok(()),
+            };
+        }
     }
     let scheme = store.split_once("://").map(|(scheme, _)| scheme);
     match scheme {
@@ -251,6 +262,8 @@ mod tests {
             "redis://127.0.0.1:6379/0",
             "rediss://:pw@cache.example.com:6380/1",
             "redis+sentinel://s1:26379,s2:26379/mymaster",
+            "redis+cluster://n1:7000,n2:7001",
+            "rediss+cluster://:pw@n1:7000/?protocol=resp3",
             "postgres://gw@db.example.com/portcullis",
             "postgresql://gw@db/portcullis",
         ] {
@@ -261,6 +274,7 @@ mod tests {
             "mysql://db/x",
             "sqlite://",
             "redis://",
+            "redis+cluster://",
             "memory://",
             "portcullis.db",
         ] {
