@@ -19,7 +19,7 @@ use axum::{
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 
-use crate::{config::Config, csrf::CsrfError, gateway::Shared, http::ApiError};
+use crate::config::Config;
 
 /// The preflight answer, computed once from the config.
 #[derive(Debug, Clone)]
@@ -59,7 +59,7 @@ impl CorsPolicy {
     }
 
     /// The request's `Origin` when it is on the allow-list (exact match).
-    fn allowed_origin(&self, headers: &HeaderMap) -> Option<HeaderValue> {
+    pub(crate) fn allowed_origin(&self, headers: &HeaderMap) -> Option<HeaderValue> {
         let origin = headers.get(header::ORIGIN)?;
         let text = origin.to_str().ok()?;
         self.allowed_origins
@@ -67,80 +67,63 @@ impl CorsPolicy {
             .any(|o| o == text)
             .then(|| origin.clone())
     }
-}
 
-/// `OPTIONS` with `Access-Control-Request-Method`: never forwarded (an
-/// upstream's answer could open the same-origin policy), with or without
-/// `Origin`.
-fn is_preflight(req: &Request) -> bool {
-    req.method() == Method::OPTIONS
-        && req
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
-}
-
-/// The middleware: outermost on the public router, so that it also decorates
-/// error answers (an allowed SPA must be able to read a 401 or 403 body).
-pub(crate) async fn cors<F, Fut>(shared: &Shared, req: Request, next: F) -> Response
-where
-    F: FnOnce(Request) -> Fut,
-    Fut: Future<Output = Response>,
-{
-    let Some(policy) = &shared.cors else {
-        // CORS off: no origin is allowed, so every preflight is refused here
-        // (403, no CORS headers). Upstream `Access-Control-*` headers are
-        // removed from proxied answers (proxy/headers.rs).
-        if is_preflight(&req) {
-            return ApiError::Csrf(CsrfError::CrossSite).into_response();
-        }
-        return next(req).await;
-    };
-    let origin = policy.allowed_origin(req.headers());
-    if is_preflight(&req) {
-        let mut resp = match &origin {
-            Some(origin) => {
-                let mut resp = StatusCode::NO_CONTENT.into_response();
-                let h = resp.headers_mut();
-                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-                h.insert(
-                    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-                    HeaderValue::from_static("true"),
-                );
-                h.insert(
-                    header::ACCESS_CONTROL_ALLOW_METHODS,
-                    policy.allow_methods.clone(),
-                );
-                h.insert(
-                    header::ACCESS_CONTROL_ALLOW_HEADERS,
-                    policy.allow_headers.clone(),
-                );
-                h.insert(header::ACCESS_CONTROL_MAX_AGE, policy.max_age.clone());
-                resp
-            }
-            // A preflight from anywhere else is refused here, never proxied.
-            None => ApiError::Csrf(CsrfError::CrossSite).into_response(),
-        };
-        add_vary(
-            resp.headers_mut(),
-            &[
-                header::ORIGIN,
-                header::ACCESS_CONTROL_REQUEST_METHOD,
-                header::ACCESS_CONTROL_REQUEST_HEADERS,
-            ],
-        );
-        return resp;
-    }
-    let mut resp = next(req).await;
-    let h = resp.headers_mut();
-    if let Some(origin) = origin {
+    /// The answer to a preflight from an allowed `origin`.
+    pub(crate) fn preflight_answer(&self, origin: HeaderValue) -> Response {
+        let mut resp = StatusCode::NO_CONTENT.into_response();
+        let h = resp.headers_mut();
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         h.insert(
             header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
             HeaderValue::from_static("true"),
         );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            self.allow_methods.clone(),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            self.allow_headers.clone(),
+        );
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, self.max_age.clone());
+        add_preflight_vary(h);
+        resp
     }
-    add_vary(h, &[header::ORIGIN]);
-    resp
+
+    /// The headers of an actual (non-preflight) answer: the allowed origin
+    /// with credentials, and `Vary: Origin` whatever the origin was.
+    pub(crate) fn decorate(&self, origin: Option<HeaderValue>, h: &mut HeaderMap) {
+        if let Some(origin) = origin {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+        }
+        add_vary(h, &[header::ORIGIN]);
+    }
+}
+
+/// A preflight's answer depends on these request headers.
+pub(crate) fn add_preflight_vary(h: &mut HeaderMap) {
+    add_vary(
+        h,
+        &[
+            header::ORIGIN,
+            header::ACCESS_CONTROL_REQUEST_METHOD,
+            header::ACCESS_CONTROL_REQUEST_HEADERS,
+        ],
+    );
+}
+
+/// `OPTIONS` with `Access-Control-Request-Method`: never forwarded (an
+/// upstream's answer could open the same-origin policy), with or without
+/// `Origin`.
+pub(crate) fn is_preflight(req: &Request) -> bool {
+    req.method() == Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
 /// Appends to `Vary` without duplicating what an upstream already listed.

@@ -1,6 +1,5 @@
 //! Prometheus metrics: the process-global recorder, the `/metrics` text, and
-//! the per-request middleware that counts and times every public request and
-//! writes the access-log line.
+//! the per-route series the request pipeline (`http::pipeline`) records into.
 //!
 //! The `metrics` facade has one recorder per process. [`install`] sets ours
 //! once (a [`OnceLock`]), so a process that builds many gateways (tests, an
@@ -12,24 +11,15 @@
 //! auth endpoint name (`/auth/login`), `auth` for other auth paths, or
 //! `static`; never a raw path, never a user id.
 
-use std::{
-    sync::{
-        OnceLock,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Instant,
+use std::sync::{
+    OnceLock,
+    atomic::{AtomicU64, Ordering},
 };
 
-use axum::{
-    extract::Request,
-    response::{IntoResponse, Response},
-};
+use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing::Instrument as _;
-
-use crate::{gateway::Shared, session::SessionHash};
 
 /// Requests on the public listener, by `route` and `status`.
 pub const REQUESTS_TOTAL: &str = "portcullis_requests_total";
@@ -348,119 +338,10 @@ impl RequestMetrics {
     }
 }
 
-/// What [`track`] found out about a request, handed on so nothing looks again.
-pub(crate) struct RequestIdentity {
-    /// The request's id, also in its `X-Request-ID` header.
-    pub request_id: HeaderValue,
-    /// The hash of a well-formed session cookie.
-    pub session: Option<SessionHash>,
-}
-
-/// Outermost layer of the public router: gives every request an id (kept
-/// from `X-Request-ID` when sane, else generated; passed on to upstreams and
-/// echoed in the response), opens the span that every log line of the
-/// request carries (request id and a short session-hash prefix, never the
-/// cookie itself), records the metrics, and logs one access line. `next`
-/// gets the request id and the hash of the session cookie, both found once
-/// here (`None`: no well-formed session cookie). `route` is where the
-/// request goes.
-pub(crate) async fn track<F, Fut>(
-    shared: &Shared,
-    route: RouteKey,
-    mut req: Request,
-    next: F,
-) -> Response
-where
-    F: FnOnce(Request, RequestIdentity) -> Fut,
-    Fut: Future<Output = Response>,
-{
-    let start = Instant::now();
-    let request_id = match req
-        .headers()
-        .get(&X_REQUEST_ID)
-        .filter(|v| v.len() <= 128 && v.to_str().is_ok_and(|s| !s.is_empty()))
-    {
-        Some(v) => v.clone(),
-        None => {
-            let v = new_request_id();
-            req.headers_mut().insert(X_REQUEST_ID, v.clone());
-            v
-        }
-    };
-    let method = req.method().clone();
-    // Hashed once here; the session lookup gets it from `next`'s argument.
-    // Two different session cookies are refused here, before any handler
-    // could pick one (see `http::cookies::find_exact`).
-    // Login and callback run as without a session instead: a second cookie
-    // planted by a sibling subdomain must not keep the user from logging in
-    // again, and the callback clears such copies.
-    let (session, ambiguous) = match crate::http::session_cookie_hash(shared, req.headers()) {
-        Ok(session) => (session, None),
-        Err(_) if route.starts_a_session() => (None, None),
-        Err(e) => (None, Some(e)),
-    };
-    let span = tracing::info_span!(
-        "request",
-        request_id = request_id.to_str().unwrap_or("-"),
-        session = session.as_ref().map_or("-", SessionHash::short),
-        // Filled in by the session lookup when `server.log_user` is on.
-        user = tracing::field::Empty,
-        // The W3C trace id of an incoming `traceparent` (forwarded to upstreams
-        // unchanged), to find the request in the caller's traces.
-        trace_id = trace_id(&req).unwrap_or("-"),
-    );
-    let identity = RequestIdentity {
-        request_id: request_id.clone(),
-        session,
-    };
-    let mut resp = match ambiguous {
-        None => next(req, identity).instrument(span.clone()).await,
-        Some(e) => span.in_scope(|| {
-            tracing::warn!(reason = %e, "request refused");
-            axum::response::IntoResponse::into_response(e)
-        }),
-    };
-    let elapsed = start.elapsed();
-    let status = resp.status();
-    shared
-        .metrics
-        .record_request(route, status, elapsed.as_secs_f64());
-    resp.headers_mut().entry(X_REQUEST_ID).or_insert(request_id);
-    // Set by the proxy on responses that came from an upstream.
-    let upstream_ms = resp
-        .extensions()
-        .get::<UpstreamDuration>()
-        .map(|d| d.0.as_secs_f64() * 1000.0);
-    span.in_scope(|| {
-        tracing::info!(
-            target: "portcullis::access",
-            method = %method,
-            route = shared.metrics.label(route),
-            status = status.as_u16(),
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            upstream_ms,
-            "request"
-        );
-    });
-    resp
-}
-
 /// How long the upstream took to answer with its response head; put in the
 /// response extensions by the proxy so the access line can show it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct UpstreamDuration(pub std::time::Duration);
-
-/// The trace id of a well-formed `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
-fn trace_id(req: &Request) -> Option<&str> {
-    // A constant name: looking up a `&str` would parse and hash it each time.
-    const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
-    let value = req.headers().get(TRACEPARENT)?.to_str().ok()?;
-    let mut parts = value.split('-');
-    let (_version, trace, parent, _flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    (hex(trace, 32) && hex(parent, 16) && trace.bytes().any(|b| b != b'0')).then_some(trace)
-}
 
 #[cfg(test)]
 mod tests {

@@ -13,6 +13,10 @@ mod validate;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+/// `server.csp` when the config does not set one.
+pub const DEFAULT_CSP: &str =
+    "default-src 'self'; frame-ancestors 'none'; object-src 'none'; base-uri 'self'";
+
 use ipnet::IpNet;
 use url::Url;
 

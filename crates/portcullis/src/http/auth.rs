@@ -269,7 +269,7 @@ async fn finish_login(
 
     // Only now, with a fully validated ID token, does a session exist. The
     // request may carry the user's old session cookie and one planted by a
-    // sibling subdomain (then `metrics::track` let it through): both go.
+    // sibling subdomain (then `http::pipeline::observe` let it through): both go.
     for old in super::all_session_cookie_hashes(shared, headers) {
         shared.store.delete(&old).await?;
     }

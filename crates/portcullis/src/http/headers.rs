@@ -12,9 +12,7 @@ use http::{HeaderMap, HeaderValue, header};
 
 use crate::{config::Profile, gateway::Shared};
 
-/// `server.csp` when the config does not set one.
-pub const DEFAULT_CSP: &str =
-    "default-src 'self'; frame-ancestors 'none'; object-src 'none'; base-uri 'self'";
+pub use crate::config::DEFAULT_CSP;
 
 pub(crate) fn apply_security_headers(shared: &Shared, h: &mut HeaderMap) {
     // Validated as a header value when the config was loaded.

@@ -10,6 +10,7 @@ pub mod error;
 mod headers;
 mod login_cookie;
 mod logout_channels;
+pub(crate) mod pipeline;
 mod session;
 mod static_files;
 
@@ -23,11 +24,12 @@ use axum::{
     routing::get,
 };
 
-use crate::{gateway::Shared, metrics::RouteKey};
+use crate::gateway::Shared;
 
 pub use error::{Allow, ApiError};
 pub use headers::DEFAULT_CSP;
 pub(crate) use login_cookie::LoginCookies;
+pub(crate) use pipeline::RequestContext;
 
 /// Longest request URI (path + query) we accept; longer → 414.
 const MAX_URI_LEN: usize = 8 * 1024;
@@ -67,7 +69,7 @@ impl PublicService {
     /// layers boxed (and moved) the request's future at every layer.
     pub(crate) fn serve(this: &Arc<Self>, req: Request, peer: Option<SocketAddr>) -> PublicFuture {
         let this = this.clone();
-        Box::pin(async move { Ok(public(&this.shared, &this.inner, req, peer).await) })
+        Box::pin(async move { Ok(pipeline::public(&this.shared, &this.inner, req, peer).await) })
     }
 }
 
@@ -91,83 +93,8 @@ impl tower::Service<Request> for PublicService {
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0);
-        Box::pin(async move { Ok(public(&this.shared, &this.inner, req, peer).await) })
+        Box::pin(async move { Ok(pipeline::public(&this.shared, &this.inner, req, peer).await) })
     }
-}
-
-/// The layers around every public request, outermost first:
-/// - `metrics::track`: request id, span, metrics and access log cover every
-///   answer, even a 414;
-/// - `cors::cors`: outside everything else but metrics, so CORS headers also
-///   reach error answers such as a 414 (see cors.rs);
-/// - the URI length limit (414);
-///
-/// then the request goes to its route's proxy or to the inner router. Before
-/// all that, [`screen`] refuses what no handler may see and makes the path
-/// canonical, so the auth prefix test, the route match, role rules, CSRF,
-/// static files and the upstream all read the same path. Paths under
-/// `auth_prefix` always reach the auth endpoints, even when a route prefix
-/// (e.g. `/`) also matches them.
-async fn public(
-    shared: &Arc<Shared>,
-    inner: &Router,
-    mut req: Request,
-    peer: Option<SocketAddr>,
-) -> Response {
-    let mut refused = if is_refused_method(req.method()) {
-        Some(ApiError::MethodNotAllowed(allowed_methods(
-            shared,
-            req.uri().path(),
-        )))
-    } else {
-        screen(&mut req).err()
-    };
-    let path = req.uri().path();
-    let auth = match refused {
-        Some(_) => None,
-        None => auth_subpath(shared, path),
-    };
-    let route = match (&refused, auth) {
-        (None, None) => shared.proxy.route_for(path).unwrap_or_else(|e| {
-            refused = Some(e);
-            None
-        }),
-        _ => None,
-    };
-    let key = route.map_or_else(|| RouteKey::unrouted(auth), |r| r.key());
-    crate::metrics::track(shared, key, req, move |req, identity| {
-        crate::cors::cors(shared, req, move |req| async move {
-            if let Some(too_long) = uri_too_long(&req) {
-                return too_long;
-            }
-            if let Some(refused) = refused {
-                return refused.into_response();
-            }
-            if let Some(route) = route {
-                let caller = crate::proxy::Caller {
-                    peer,
-                    request_id: identity.request_id,
-                    session: identity.session,
-                };
-                return Box::pin(crate::proxy::handle(shared, route, req, caller)).await;
-            }
-            // Handlers may extract `ConnectInfo`, as under `axum::serve`.
-            let mut req = req;
-            if let Some(peer) = peer
-                && req.extensions().get::<ConnectInfo<SocketAddr>>().is_none()
-            {
-                req.extensions_mut().insert(ConnectInfo(peer));
-            }
-            // Both boxed: each path's future is kilobytes, and inline they
-            // would make every request's future (copied as it is built) the
-            // size of the larger.
-            match Box::pin(tower::ServiceExt::oneshot(inner.clone(), req)).await {
-                Ok(resp) => resp,
-                Err(never) => match never {},
-            }
-        })
-    })
-    .await
 }
 
 /// TRACE, TRACK, CONNECT: 405, never forwarded (TRACE would echo the bearer

@@ -31,7 +31,7 @@ pub(crate) fn touch_interval(shared: &Shared) -> i64 {
 /// What a user who sent two session cookies is told: the second one may
 /// have been set by another site under the same domain, and a new login
 /// clears it (`/auth/login` and `/auth/callback` accept such a request, see
-/// `metrics::track` and `cookies::planted_copy_removals`).
+/// `http::pipeline::observe` and `cookies::planted_copy_removals`).
 const AMBIGUOUS_SESSION: &str = "the request carries two different session cookies \
     (another site under this domain may have set one): log in again";
 
@@ -103,7 +103,7 @@ pub(crate) async fn current_session_by_hash(
             .await?;
     }
     if shared.config.server.log_user {
-        // The request span of `metrics::track`; every later line of the request carries it.
+        // The request span of `http::pipeline::observe`; every later line of the request carries it.
         tracing::Span::current().record("user", record.sub.as_str());
     }
     Ok(SessionLookup::Active(record))

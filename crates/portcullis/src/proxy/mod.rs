@@ -13,7 +13,7 @@ mod websocket;
 
 pub(crate) use websocket::{SessionEnd, TunnelEnds};
 
-use std::{net::SocketAddr, time::Instant};
+use std::time::Instant;
 
 use axum::{
     body::Body,
@@ -27,10 +27,10 @@ use crate::{
     config::{Config, RouteConfig, TokenMode},
     csrf,
     gateway::Shared,
-    http::{ApiError, SessionLookup, current_session_by_hash},
+    http::{ApiError, RequestContext, SessionLookup, current_session_by_hash},
     metrics::RouteKey,
     refresh,
-    session::{SessionHash, SessionRecord, TokenSet},
+    session::{SessionRecord, TokenSet},
 };
 
 /// Request bodies up to this size are buffered so an upstream 401 can be
@@ -196,22 +196,12 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
     }
 }
 
-/// What is known of the request's sender besides the request itself.
-pub(crate) struct Caller {
-    /// The connection's peer, for `X-Forwarded-For`.
-    pub peer: Option<SocketAddr>,
-    /// The request id `metrics::track` settled on (from `X-Request-ID`, or new).
-    pub request_id: HeaderValue,
-    /// The hash of the session cookie, found by `metrics::track`.
-    pub session: Option<SessionHash>,
-}
-
 /// Proxy one request; always answers (errors become contract JSON).
 pub(crate) async fn handle(
     shared: &Shared,
     route: &Route,
     req: Request,
-    caller: Caller,
+    caller: RequestContext,
 ) -> Response {
     let request_id = caller.request_id.clone();
     let mut resp = match forward(shared, route, req, caller).await {
@@ -227,7 +217,7 @@ async fn forward(
     shared: &Shared,
     route: &Route,
     req: Request,
-    caller: Caller,
+    caller: RequestContext,
 ) -> Result<Response, ApiError> {
     // The path is canonical already (`http::public`).
     let (mut parts, body) = req.into_parts();

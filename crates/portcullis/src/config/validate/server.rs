@@ -53,7 +53,7 @@ impl Validator<'_> {
             .and_then(|p| self.auth_prefix("server.auth_prefix", p));
         self.auth_prefix = auth_prefix.clone();
         let csp = self
-            .string_or("server.csp", raw.csp, crate::http::DEFAULT_CSP)
+            .string_or("server.csp", raw.csp, crate::config::DEFAULT_CSP)
             .and_then(|csp| {
                 if csp.trim().is_empty() {
                     self.reject("server.csp", "must not be empty")
