@@ -500,24 +500,33 @@ impl Drop for PgBus {
 
 async fn listen_loop(pool: PgPool, channel: String, tx: broadcast::Sender<Invalidation>) {
     let mut backoff = Duration::from_millis(50);
+    let mut first = true;
     loop {
         match PgListener::connect_with(&pool).await {
             Ok(mut listener) => match listener.listen(&channel).await {
                 Ok(()) => {
                     backoff = Duration::from_millis(50);
+                    // Notifications sent while we were away are gone: caches
+                    // forget everything once we listen again. Not at the
+                    // loss: during a store outage, cached sessions serve
+                    // until their TTL, which bounds a missed message anyway.
+                    if !first {
+                        let _ = tx.send(Invalidation::All);
+                    }
+                    first = false;
                     loop {
                         match listener.try_recv().await {
                             Ok(Some(n)) => {
                                 let _ = tx.send(Invalidation::decode(n.payload()));
                             }
-                            // Connection lost; the listener reconnects on the
-                            // next call, but notifications in between are gone.
+                            // Connection lost: reconnect here (not inside
+                            // sqlx) so the reconnect is seen above.
                             Ok(None) => {
-                                let _ = tx.send(Invalidation::All);
+                                tracing::warn!("session invalidation listener lost; reconnecting");
+                                break;
                             }
                             Err(e) => {
                                 tracing::warn!(error = %e, "session invalidation listener failed");
-                                let _ = tx.send(Invalidation::All);
                                 break;
                             }
                         }

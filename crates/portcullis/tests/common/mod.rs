@@ -5,4 +5,5 @@ pub mod flaky_store;
 pub mod gateway;
 pub mod harness;
 pub mod oidc_provider;
+pub mod own_postgres;
 pub mod serving;

@@ -107,8 +107,10 @@ async fn subscribe_loop(
                         let text = String::from_utf8_lossy(msg.get_payload_bytes());
                         let _ = tx.send(Invalidation::decode(&text));
                     }
+                    // No `Invalidation::All` here but once subscribed again
+                    // (above): during a store outage, cached sessions serve
+                    // until their TTL, which bounds a missed message anyway.
                     tracing::warn!("session invalidation subscription lost; reconnecting");
-                    let _ = tx.send(Invalidation::All);
                     // Straight to the next node: this one just went away.
                     continue;
                 }
