@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 
 use super::{
     ApiError, SessionLookup, cookies, current_session,
-    login_cookie::{self, LoginCookieError, LoginCookies, MAX_PENDING, MAX_RETURN_TO, PendingLogin},
+    login_cookie::{
+        self, LoginCookieError, LoginCookies, MAX_PENDING, MAX_RETURN_TO, PendingLogin,
+    },
 };
 use crate::{
     gateway::Shared,

@@ -393,7 +393,13 @@ store = "memory"
         );
         let login = login(&cfg, name.clone(), "b").to_string();
         assert!(login.starts_with(&format!("{name}=b")), "{login}");
-        for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/", "Max-Age=600"] {
+        for attr in [
+            "HttpOnly",
+            "Secure",
+            "SameSite=Lax",
+            "Path=/",
+            "Max-Age=600",
+        ] {
             assert!(login.contains(attr), "{attr} missing: {login}");
         }
     }

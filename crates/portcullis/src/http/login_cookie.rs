@@ -294,7 +294,11 @@ mod tests {
     use proptest::prelude::*;
 
     const NOW: UnixTime = 1_800_000_000;
-    const DEPLOYMENT: [&str; 3] = ["https://idp.example.com", "portal", "https://app.example.com/"];
+    const DEPLOYMENT: [&str; 3] = [
+        "https://idp.example.com",
+        "portal",
+        "https://app.example.com/",
+    ];
     const NAME: &str = "__Host-portcullis-login-0123abcd";
 
     fn cookies(key: &str) -> LoginCookies {
@@ -383,9 +387,13 @@ mod tests {
     fn a_cookie_of_another_deployment_with_the_same_keys_does_not_open() {
         let k = key();
         let value = cookies(&k).seal(NAME, &pending(0, "/")).expect("seal");
-        for (i, other) in ["https://idp2.example.com", "portal2", "https://app2.example.com/"]
-            .into_iter()
-            .enumerate()
+        for (i, other) in [
+            "https://idp2.example.com",
+            "portal2",
+            "https://app2.example.com/",
+        ]
+        .into_iter()
+        .enumerate()
         {
             let mut deployment = DEPLOYMENT;
             deployment[i] = other;
