@@ -102,7 +102,7 @@ impl GatewayBuilder {
         let metrics =
             crate::metrics::RequestMetrics::new(&config.server.auth_prefix, proxy.prefixes());
         let cors = crate::cors::CorsPolicy::from_config(&config);
-        let login_cookies = crate::http::LoginCookies::new(&config.session.encryption_keys)?;
+        let login_cookies = crate::http::LoginCookies::new(&config)?;
         let shared_store = ["redis", "postgres"]
             .iter()
             .any(|scheme| config.session.store.starts_with(scheme));

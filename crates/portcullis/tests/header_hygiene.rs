@@ -67,6 +67,24 @@ async fn start_upstream(hits: Arc<AtomicUsize>) -> SocketAddr {
             }),
         )
         .route(
+            "/api/set-login-cookies",
+            get(|| async {
+                let mut h = HeaderMap::new();
+                for v in [
+                    "__Host-portcullis-login-0123abcd=upstream; Path=/; Secure; HttpOnly",
+                    "__Host-portcullis-login-anything=upstream; Path=/",
+                    "portcullis-login-0123abcd=upstream; Path=/",
+                    "__Secure-Portcullis-Login-0123abcd=upstream; Path=/",
+                    "__Host-portcullis-login%2D0123abcd=upstream; Path=/",
+                    "__Host-portcullis-login=upstream; Path=/",
+                    "app=1; Path=/",
+                ] {
+                    h.append(header::SET_COOKIE, v.parse().expect("value"));
+                }
+                (h, "cookies").into_response()
+            }),
+        )
+        .route(
             "/api/nameless-cookies",
             get(|| async {
                 let mut h = HeaderMap::new();
@@ -372,6 +390,36 @@ async fn upstream_cannot_set_owned_cookie_by_case_or_encoding() {
     assert_eq!(set_cookies(&resp), ["app=1; Path=/"]);
 }
 
+/// Every `<session cookie>-login-…` name is the gateway's (one per pending
+/// login): an upstream that could set one would plant a login binding (login
+/// CSRF) or push the browser's login cookies out; one that received them
+/// would see sealed login state.
+#[tokio::test]
+async fn upstream_cannot_set_a_login_cookie() {
+    let gw = start("").await;
+    let alice = gw.session("Alice").await;
+    let resp = gw
+        .req(Method::GET, "/api/set-login-cookies")
+        .header(header::COOKIE, format!("__Host-portcullis={alice}"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(set_cookies(&resp), ["app=1; Path=/"]);
+    // Nor does the upstream receive them.
+    let (status, body) = gw
+        .get_with_cookie(
+            "/api/echo",
+            &format!(
+                "__Host-portcullis={alice}; __Host-portcullis-login-0123abcd=sealed; \
+                 __Host-portcullis-login-x=y; theme=dark"
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["headers"]["cookie"], "theme=dark");
+}
+
 #[tokio::test]
 async fn upstream_set_cookie_with_empty_name_is_dropped() {
     let gw = start("").await;
@@ -395,29 +443,36 @@ async fn percent_encoded_login_cookie_name_is_not_reused() {
             .header(header::COOKIE, cookie)
             .send()
     };
+    let is_login = |c: &String| c.starts_with("portcullis-login-") && !c.contains("=;");
     // A look-alike login cookie would bind the login to a value the
     // attacker knows (login CSRF into the attacker's account).
     let planted = "A".repeat(43);
-    let resp = login(format!("portcullis%2Dlogin={planted}"))
-        .await
-        .expect("send");
-    assert_eq!(resp.status(), StatusCode::FOUND);
-    let cookies = set_cookies(&resp);
-    assert!(
-        cookies.iter().any(|c| c.starts_with("portcullis-login="))
-            && !cookies.iter().any(|c| c.contains(&planted)),
-        "{cookies:?}"
-    );
-    // Two different login cookies (one planted): neither is reused, a new
-    // login starts from none rather than locking the user out.
+    for cookie in [
+        format!("portcullis%2Dlogin={planted}"),
+        format!("portcullis%2Dlogin-0123abcd={planted}"),
+        format!("portcullis-login={planted}"),
+    ] {
+        let resp = login(cookie).await.expect("send");
+        assert_eq!(resp.status(), StatusCode::FOUND);
+        let cookies = set_cookies(&resp);
+        assert!(
+            cookies.iter().filter(|c| is_login(c)).count() == 1
+                && !cookies.iter().any(|c| c.contains(&planted)),
+            "{cookies:?}"
+        );
+    }
+    // Two different values under one login cookie name (one planted):
+    // neither is reused nor counted, a new login starts rather than locking
+    // the user out.
     let resp = login(format!(
-        "portcullis-login={planted}; portcullis-login={}",
+        "portcullis-login-0123abcd={planted}; portcullis-login-0123abcd={}",
         "B".repeat(43)
     ))
     .await
     .expect("send");
     assert_eq!(resp.status(), StatusCode::FOUND);
     let cookies = set_cookies(&resp);
+    assert_eq!(cookies.iter().filter(|c| is_login(c)).count(), 1);
     assert!(!cookies.iter().any(|c| c.contains(&planted)), "{cookies:?}");
 }
 
@@ -478,7 +533,7 @@ async fn planted_domain_session_cookie_cannot_lock_the_user_out() {
     assert_eq!(resp.status(), StatusCode::FOUND, "login refused");
     let binding = set_cookies(&resp)
         .iter()
-        .find_map(|c| c.strip_prefix("PORTAL_SESSION-login="))
+        .find(|c| c.starts_with("PORTAL_SESSION-login-"))
         .and_then(|c| c.split(';').next())
         .map(str::to_string)
         .expect("login cookie");
@@ -489,10 +544,7 @@ async fn planted_domain_session_cookie_cannot_lock_the_user_out() {
     let resp = gw
         .http
         .get(&callback)
-        .header(
-            header::COOKIE,
-            format!("{both}; PORTAL_SESSION-login={binding}"),
-        )
+        .header(header::COOKIE, format!("{both}; {binding}"))
         .send()
         .await
         .expect("callback");

@@ -14,14 +14,16 @@ use serde_json::{Value, json};
 
 use super::{
     ApiError, SessionLookup, cookies, current_session,
-    login_cookie::{LoginCookies, MAX_RETURN_TO, PendingLogin},
+    login_cookie::{
+        self, LoginCookieError, LoginCookies, MAX_PENDING, MAX_RETURN_TO, PendingLogin,
+    },
 };
 use crate::{
     gateway::Shared,
     oidc::{self, IdTokenClaims},
     refresh::RefreshError,
     session::{SessionId, SessionRecord, StoreError, TokenSet, hex_sha256, random_token},
-    time::rfc3339,
+    time::{UnixTime, rfc3339},
 };
 
 /// Whether `path` is a same-origin path we may redirect to after login or
@@ -72,18 +74,17 @@ pub(crate) async fn login(
     }
 }
 
-/// The login cookie, named exactly (see `cookies::find_exact`); values
-/// of another shape than the bindings we issue are ignored, two different
-/// ones are refused.
-fn login_cookie(shared: &Shared, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    cookies::find_exact(
+/// The login cookies of the request (`cookies::family`): every pair named
+/// `<session cookie>-login-<8 hex>` with a value of the shape we seal.
+/// Planted values of another shape are ignored; those of our shape simply
+/// fail to open.
+fn login_cookies(shared: &Shared, headers: &HeaderMap) -> Vec<(String, String)> {
+    cookies::family(
         headers,
-        &cookies::login_cookie_name(&shared.config),
-        "login",
-        super::login_cookie::well_formed,
+        &cookies::login_cookie_prefix(&shared.config),
+        login_cookie::is_name_suffix,
+        login_cookie::well_formed,
     )
-    .map(|v| v.map(|v| v.into_owned()))
-    .map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 async fn start_login(
@@ -105,47 +106,42 @@ async fn start_login(
     }
     let request = shared.oidc.authorization_request().await?;
     let now = shared.clock.now();
-    // Keep the logins pending in other tabs; an unreadable cookie is simply replaced.
-    // Two different login cookies (one planted) are no reason to refuse a
-    // new login: start from none.
-    let mut pending = login_cookie(shared, headers)
-        .ok()
-        .flatten()
-        .and_then(|v| shared.login_cookies.open(&v, now).ok())
-        .unwrap_or_default();
-    pending.push(PendingLogin {
+    let name = cookies::login_cookie_name(&shared.config, &request.state);
+    // Only this login's cookie is set: logins started at once in several
+    // tabs (each request carrying the same cookies) never overwrite each
+    // other. The pending logins the request shows count towards the limit;
+    // unreadable or expired cookies do not (the browser drops them by Max-Age).
+    let mut others: Vec<(UnixTime, String)> = login_cookies(shared, headers)
+        .into_iter()
+        .filter(|(n, _)| *n != name)
+        .filter_map(|(n, v)| {
+            let login = shared.login_cookies.open(&n, &v, now).ok()?;
+            Some((login.created_at, n))
+        })
+        .collect();
+    others.sort_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)));
+    others.dedup_by(|a, b| a.1 == b.1);
+    others.sort();
+    let excess = (others.len() + 1).saturating_sub(MAX_PENDING);
+    let login = PendingLogin {
         state: request.state,
         nonce: request.nonce,
         pkce_verifier: request.pkce_verifier,
         return_to: return_to.to_string(),
         created_at: now,
-    });
+    };
     // Nothing is stored server-side: the sealed cookie is the whole login state.
     let value = shared
         .login_cookies
-        .seal(&pending)
-        .map_err(|e| ApiError::Store(StoreError::Unavailable(format!("login cookie: {e}"))))?
-        .ok_or_else(|| ApiError::BadRequest("return_to is too long".into()))?;
-    let jar = CookieJar::new().add(cookies::login(&shared.config, &value));
-    Ok((jar, found(&request.url)).into_response())
-}
-
-/// The login cookie without the entry a callback used: re-sealed with the
-/// rest (logins pending in other tabs), or removed when none is left.
-fn remaining_login_cookie(
-    shared: &Shared,
-    rest: &[PendingLogin],
-) -> axum_extra::extract::cookie::Cookie<'static> {
-    match shared.login_cookies.seal(rest) {
-        Ok(Some(value)) => cookies::login(&shared.config, &value),
-        // None left, or (never expected) sealing failed: losing the other
-        // tabs' logins is better than keeping the used one.
-        Ok(None) | Err(_) => cookies::removal(
-            &shared.config,
-            cookies::login_cookie_name(&shared.config),
-            true,
-        ),
+        .seal(&name, &login)
+        .map_err(|e| ApiError::Store(StoreError::Unavailable(format!("login cookie: {e}"))))?;
+    // Beyond the limit the oldest pending logins give way (their tabs must start again).
+    let mut jar = CookieJar::new();
+    for (_, old) in others.into_iter().take(excess) {
+        jar = jar.add(cookies::removal(&shared.config, old, true));
     }
+    let jar = jar.add(cookies::login(&shared.config, name, &value));
+    Ok((jar, found(&request.url)).into_response())
 }
 
 /// `GET /auth/callback`: finish the code flow and create the session.
@@ -193,18 +189,39 @@ async fn finish_login(
 ) -> Result<Response, ApiError> {
     let bad = |m: &str| ApiError::BadRequest(m.to_string());
     let state_param = params.get("state").ok_or_else(|| bad("missing state"))?;
-    let value = login_cookie(shared, headers)?
-        .ok_or_else(|| bad("missing login cookie: start the login again"))?;
+    // The cookie for this state is found by name; every value of that name
+    // is tried (a planted one beside ours only fails to open).
+    let name = cookies::login_cookie_name(&shared.config, state_param);
     let now = shared.clock.now();
-    let mut pending = shared.login_cookies.open(&value, now).map_err(|e| {
-        // Debug, not warn: anyone can send garbage cookies, logs must not flood.
-        tracing::debug!(reason = %e, "login cookie refused");
-        bad("invalid login cookie: start the login again")
-    })?;
-    // Expired entries are gone already, so an unknown state may also be a slow login.
-    let login = LoginCookies::take(&mut pending, state_param)
-        .ok_or_else(|| bad("unknown, expired or already used state: start the login again"))?;
-    *used = Some(remaining_login_cookie(shared, &pending));
+    let values = cookies::all_exact(headers, &name, login_cookie::well_formed);
+    if values.is_empty() {
+        return Err(bad("missing login cookie: start the login again"));
+    }
+    // Used or not, this login's cookie leaves the browser; the other tabs' stay.
+    *used = Some(cookies::removal(&shared.config, name.clone(), true));
+    let mut refused = None;
+    let login = values
+        .iter()
+        .find_map(|v| match shared.login_cookies.open(&name, v, now) {
+            Ok(login) if LoginCookies::is_for(&login, state_param) => Some(login),
+            Ok(_) => None,
+            Err(e) => {
+                refused = Some(e);
+                None
+            }
+        })
+        .ok_or_else(|| {
+            match refused {
+                Some(LoginCookieError::Expired) | None => {
+                    bad("unknown, expired or already used state: start the login again")
+                }
+                Some(e) => {
+                    // Debug, not warn: anyone can send garbage cookies, logs must not flood.
+                    tracing::debug!(reason = %e, "login cookie refused");
+                    bad("invalid login cookie: start the login again")
+                }
+            }
+        })?;
     // Claim first: whatever happens next, this state is never used again here
     // (a racing callback, or a replay with a copy of the cookie, stops now).
     if !shared.login_cookies.claim(&login, now) {

@@ -67,23 +67,57 @@ pub(crate) fn all_exact(
 /// The values of every pair named exactly `name`, read as [`find_exact`]
 /// describes.
 fn exact_values<'h>(headers: &'h HeaderMap, name: &str) -> impl Iterator<Item = Cow<'h, str>> {
+    pairs(headers).filter_map(move |(n, v)| (n == name.as_bytes()).then_some(v))
+}
+
+/// Every distinct `(name, value)` pair whose name is `prefix` followed by a
+/// suffix `suffix_ok` accepts (the login cookies: one per pending login), in
+/// request order, values read and filtered as in [`find_exact`]. Allocates:
+/// only the login endpoints look at these.
+pub(crate) fn family(
+    headers: &HeaderMap,
+    prefix: &str,
+    suffix_ok: fn(&[u8]) -> bool,
+    well_formed: fn(&str) -> bool,
+) -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> = Vec::new();
+    for (name, value) in pairs(headers) {
+        let Some(suffix) = name.strip_prefix(prefix.as_bytes()) else {
+            continue;
+        };
+        if !suffix_ok(suffix) || !well_formed(&value) {
+            continue;
+        }
+        // The prefix is a `str` and the suffix was checked: UTF-8.
+        let Ok(name) = std::str::from_utf8(name) else {
+            continue;
+        };
+        if !all.iter().any(|(n, v)| n == name && *v == value) {
+            all.push((name.to_string(), value.into_owned()));
+        }
+    }
+    all
+}
+
+/// Every `name=value` pair of the request's `Cookie` headers: the name as
+/// sent (whitespace around it trimmed), the value trimmed and
+/// percent-decoded when it has an escape (a pair whose value does not decode
+/// is skipped).
+fn pairs<'h>(headers: &'h HeaderMap) -> impl Iterator<Item = (&'h [u8], Cow<'h, str>)> {
     headers
         .get_all(header::COOKIE)
         .into_iter()
         .flat_map(|value| value.as_bytes().split(|&b| b == b';'))
-        .filter_map(move |pair| {
+        .filter_map(|pair| {
             let eq = pair.iter().position(|&b| b == b'=')?;
-            if trim_ows(&pair[..eq]) != name.as_bytes() {
-                return None;
-            }
+            let name = trim_ows(&pair[..eq]);
             let raw = std::str::from_utf8(trim_ows(&pair[eq + 1..])).ok()?;
-            if raw.contains('%') {
-                String::from_utf8(percent_decode(raw.as_bytes()))
-                    .ok()
-                    .map(Cow::Owned)
+            let value = if raw.contains('%') {
+                Cow::Owned(String::from_utf8(percent_decode(raw.as_bytes())).ok()?)
             } else {
-                Some(Cow::Borrowed(raw))
-            }
+                Cow::Borrowed(raw)
+            };
+            Some((name, value))
         })
 }
 
@@ -101,7 +135,8 @@ fn trim_ows(b: &[u8]) -> &[u8] {
 }
 
 /// Whether a cookie name (as sent or as an upstream sets it) is, or could be
-/// read as, one of `owned`: equal after trimming, percent-decoding (repeated,
+/// read as, one of `owned` (an entry ending in [`FAMILY`] stands for its stem
+/// and every `<stem>-…` name): equal after trimming, percent-decoding (repeated,
 /// so double encoding does not hide it), ASCII case folding and dropping a
 /// `__Host-`/`__Secure-` prefix on either side. An empty name counts too: a
 /// nameless cookie is sent as a bare value, which some readers take for a
@@ -136,6 +171,13 @@ pub(crate) fn is_lookalike(name: &[u8], owned: &[String]) -> bool {
 fn matches_family(name: &[u8], owned: &[String]) -> bool {
     let name = strip_prefix(name);
     owned.iter().any(|o| {
+        if let Some(stem) = o.strip_suffix(FAMILY) {
+            // A family: the stem itself or the stem, `-` and anything.
+            let stem = strip_prefix(stem.as_bytes());
+            return name.len() >= stem.len()
+                && name[..stem.len()].eq_ignore_ascii_case(stem)
+                && (name.len() == stem.len() || name[stem.len()] == b'-');
+        }
         let o = o.as_bytes();
         // The length first: an owned name is `name` plus no prefix, `__Host-`
         // or `__Secure-`; most cookies fail here without a byte compared.
@@ -180,16 +222,31 @@ fn percent_decode(b: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Name of the short-lived cookie that binds a login to this browser.
-pub(crate) fn login_cookie_name(config: &Config) -> String {
-    format!("{}-login", config.session.cookie_name)
+/// Marks an entry of [`owned_names`] as a family of names (see [`is_lookalike`]).
+const FAMILY: &str = "-*";
+
+/// Start of the names of the short-lived cookies that bind logins to this
+/// browser, one per pending login: `<session cookie>-login-`.
+pub(crate) fn login_cookie_prefix(config: &Config) -> String {
+    format!("{}-login-", config.session.cookie_name)
 }
 
-/// Every cookie name the gateway owns (stripped before proxying).
+/// Name of the login cookie for `state`: the prefix and 8 hex digits of SHA-256(state).
+pub(crate) fn login_cookie_name(config: &Config, state: &str) -> String {
+    format!(
+        "{}{}",
+        login_cookie_prefix(config),
+        crate::http::login_cookie::name_suffix(state)
+    )
+}
+
+/// Every cookie name the gateway owns (stripped before proxying, never set
+/// by an upstream): the session and CSRF cookies and the whole login family
+/// (`<session cookie>-login` of older versions and every `-login-…`).
 pub(crate) fn owned_names(config: &Config) -> [String; 3] {
     [
         config.session.cookie_name.clone(),
-        login_cookie_name(config),
+        format!("{}-login{FAMILY}", config.session.cookie_name),
         config.csrf.cookie.clone(),
     ]
 }
@@ -214,8 +271,9 @@ pub(crate) fn session(config: &Config, value: &str) -> Cookie<'static> {
     c
 }
 
-pub(crate) fn login(config: &Config, value: &str) -> Cookie<'static> {
-    let mut c = base(config, login_cookie_name(config), value.to_string(), true);
+/// The login cookie `name` (see [`login_cookie_name`]).
+pub(crate) fn login(config: &Config, name: String, value: &str) -> Cookie<'static> {
+    let mut c = base(config, name, value.to_string(), true);
     c.set_max_age(max_age(crate::http::login_cookie::LOGIN_TTL));
     c
 }
@@ -240,7 +298,9 @@ pub(crate) fn removal(config: &Config, name: String, http_only: bool) -> Cookie<
 /// (a browser never stores such a name with `Domain`) and per domain in
 /// [`parent_domains`] of `server.public_url`. Only `Path=/` copies can be
 /// reached this way. Send them *before* the new host-only cookies: some
-/// browsers key a host-only cookie and a `Domain=<host>` one alike.
+/// browsers key a host-only cookie and a `Domain=<host>` one alike. Login
+/// cookies are not among them: a planted one is never read in place of ours
+/// (the callback tries every value of its name).
 pub(crate) fn planted_copy_removals(config: &Config) -> Vec<Cookie<'static>> {
     let Some(url::Host::Domain(host)) = config.server.public_url.host() else {
         return Vec::new();
@@ -248,7 +308,6 @@ pub(crate) fn planted_copy_removals(config: &Config) -> Vec<Cookie<'static>> {
     let mut out = Vec::new();
     for (name, http_only) in [
         (config.session.cookie_name.clone(), true),
-        (login_cookie_name(config), true),
         (config.csrf.cookie.clone(), false),
     ] {
         if name.starts_with("__Host-") {
@@ -324,8 +383,25 @@ store = "memory"
         let c = csrf(&cfg, "t").to_string();
         assert!(c.starts_with("XSRF-TOKEN=t") && c.contains("Secure"), "{c}");
         assert!(!c.contains("HttpOnly"), "{c}");
-        let login = login(&cfg, "b").to_string();
-        assert!(login.starts_with("__Host-portcullis-login=b") && login.contains("Max-Age=600"));
+        let name = login_cookie_name(&cfg, "state");
+        assert_eq!(
+            name,
+            format!(
+                "__Host-portcullis-login-{}",
+                crate::http::login_cookie::name_suffix("state")
+            )
+        );
+        let login = login(&cfg, name.clone(), "b").to_string();
+        assert!(login.starts_with(&format!("{name}=b")), "{login}");
+        for attr in [
+            "HttpOnly",
+            "Secure",
+            "SameSite=Lax",
+            "Path=/",
+            "Max-Age=600",
+        ] {
+            assert!(login.contains(attr), "{attr} missing: {login}");
+        }
     }
 
     /// Every value counts (the well-formedness filter is tested apart).
@@ -389,11 +465,11 @@ store = "memory"
         for want in [
             "PORTAL_SESSION=; HttpOnly; SameSite=Lax; Secure; Path=/; Domain=app.example.com; Max-Age=0",
             "PORTAL_SESSION=; HttpOnly; SameSite=Lax; Secure; Path=/; Domain=example.com; Max-Age=0",
-            "PORTAL_SESSION-login=; HttpOnly; SameSite=Lax; Secure; Path=/; Domain=example.com; Max-Age=0",
+            "XSRF-TOKEN=; SameSite=Lax; Secure; Path=/; Domain=example.com; Max-Age=0",
         ] {
             assert!(got.iter().any(|c| c == want), "{want} not in {got:?}");
         }
-        assert_eq!(got.len(), 6, "{got:?}");
+        assert_eq!(got.len(), 4, "{got:?}");
         // IP literals and single labels have no parent domain; `__Host-`
         // names cannot be stored with one.
         assert!(planted_copy_removals(&dev("http://127.0.0.1:8080", "p")).is_empty());
@@ -456,6 +532,54 @@ store = "memory"
         for name in ["portcullis2", "theme", "__Host-app", "%", "%zz", "xsrf"] {
             assert!(!is_lookalike(name.as_bytes(), &owned), "{name:?}");
         }
+    }
+
+    #[test]
+    fn the_whole_login_family_is_owned() {
+        let cfg = config("prod", "https://app.example.com");
+        let owned = owned_names(&cfg);
+        for name in [
+            "__Host-portcullis-login",
+            "__Host-portcullis-login-0123abcd",
+            "__Host-portcullis-login-anything",
+            "portcullis-login-0123abcd",
+            "__Secure-PORTCULLIS-LOGIN-x",
+            "__Host-portcullis-login%2D0123abcd",
+            "__Host%2Dportcullis%2Dlogin-1",
+            "__Host-portcullis",
+            "XSRF-TOKEN",
+        ] {
+            assert!(is_lookalike(name.as_bytes(), &owned), "{name:?}");
+        }
+        for name in [
+            "__Host-portcullis-loginx",
+            "__Host-portcullis-logi",
+            "__Host-portcullis-other",
+            "portcullis-login2",
+            "theme",
+        ] {
+            assert!(!is_lookalike(name.as_bytes(), &owned), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn the_login_family_is_read_by_exact_prefix_and_suffix() {
+        let ok = crate::http::login_cookie::is_name_suffix;
+        let h = cookie_headers(&[
+            "p-login-0123abcd=v1; p-login-0123ABCD=v2; p%2Dlogin-0123abcd=v3; p-login=v4",
+            "p-login-0123abcd=v1; p-login-0123abcd=v5; p-login-0123abc=v6; x=y; p-login-00000000=%41",
+        ]);
+        let got = family(&h, "p-login-", ok, every_value);
+        let want = [
+            ("p-login-0123abcd", "v1"),
+            ("p-login-0123abcd", "v5"),
+            ("p-login-00000000", "A"),
+        ];
+        assert_eq!(
+            got,
+            want.map(|(n, v)| (n.to_string(), v.to_string())).to_vec()
+        );
+        assert_eq!(family(&h, "p-login-", ok, |v| v == "v5").len(), 1);
     }
 
     mod props {

@@ -1,18 +1,23 @@
-//! Logins in flight, kept in the browser: the login cookie holds the newest
-//! [`MAX_PENDING`] pending logins (state, nonce, PKCE verifier, return_to,
-//! start time), sealed with AES-256-GCM, so an anonymous `GET /auth/login`
-//! leaves nothing on the server (issue 16: a login flood cannot grow state).
+//! Logins in flight, kept in the browser: one sealed cookie per pending login
+//! (state, nonce, PKCE verifier, return_to, start time), named after its
+//! state (`<session cookie>-login-<8 hex of SHA-256(state)>`), so an
+//! anonymous `GET /auth/login` leaves nothing on the server (issue 16: a
+//! login flood cannot grow state) and logins started in several tabs at once
+//! never overwrite each other: each response sets only its own cookie.
 //!
-//! The cookie is sealed by a [`Keyring`] derived from `session.encryption_keys`
-//! for this purpose only (HKDF, own key ids) and under its own associated data,
-//! so a login cookie never opens as a session record nor the other way round.
-//! Without encryption keys a random per-gateway key seals it: a login must then
-//! finish in the process that started it (the config requires keys for the
-//! shared stores in the prod profile).
+//! The cookies are sealed with AES-256-GCM by a [`Keyring`] derived from
+//! `session.encryption_keys` for this purpose only (HKDF, own key ids). The
+//! associated data binds each cookie to its name and to the deployment
+//! (issuer, client_id, public_url): a login cookie never opens as a session
+//! record nor the other way round, under another name, or in another
+//! deployment that shares the keys. Without encryption keys a random
+//! per-gateway key seals it: a login must then finish in the process that
+//! started it (the config requires keys for the shared stores in the prod
+//! profile).
 //!
-//! Single use: the callback removes the entry it used from the cookie, and
-//! [`UsedStates`] remembers claimed states in this process (bounded) so a
-//! racing or replayed callback with a copy of the cookie never reaches the IdP.
+//! Single use: the callback removes the cookie it used, and [`UsedStates`]
+//! remembers claimed states in this process (bounded) so a racing or
+//! replayed callback with a copy of the cookie never reaches the IdP.
 
 use std::{
     collections::{HashSet, VecDeque},
@@ -20,63 +25,107 @@ use std::{
 };
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::{
-    config::Secret,
+    config::{Config, Secret},
     session::seal::{Keyring, SealError},
     time::UnixTime,
 };
 
 /// Lifetime of a login in flight (cookie Max-Age and the start time check), seconds.
 pub(crate) const LOGIN_TTL: i64 = 600;
-/// Pending logins one browser keeps (logins started in several tabs); older ones drop out.
+/// Pending logins one browser keeps (logins started in several tabs); a new
+/// one beyond expires the oldest.
 pub(crate) const MAX_PENDING: usize = 6;
-/// Longest `return_to` we keep (bytes), so [`MAX_PENDING`] short ones or four
-/// of this length fit in one cookie.
-/// Could `value` be a login cookie this gateway sealed (URL-safe base64 that
-/// fits a cookie)? Anything else is noise planted beside it, never a rival.
-pub(crate) fn well_formed(value: &str) -> bool {
-    !value.is_empty()
-        && value.len() <= 4096
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
+/// Longest `return_to` we keep (bytes).
 pub(crate) const MAX_RETURN_TO: usize = 512;
-/// Longest cookie value we set or open. Browsers keep name + value up to 4096
-/// bytes; this leaves room for the longest name (`__Host-` + session cookie + `-login`).
-pub(crate) const MAX_VALUE_LEN: usize = 3800;
+/// Longest cookie value we open. The longest we seal (a `return_to` of
+/// [`MAX_RETURN_TO`]) is about 920 bytes: six of them stay near 6 KB of
+/// `Cookie` header, far below `server.max_header_bytes`.
+pub(crate) const MAX_VALUE_LEN: usize = 1200;
 /// Claimed states remembered per process (about 100 bytes each).
 const MAX_USED_STATES: usize = 10_000;
 
 /// HKDF info for the cookie key: a login cookie key is never a session key.
 const KEY_PURPOSE: &[u8] = b"portcullis login cookie key v1";
-/// Associated data of every login cookie (session records use `portcullis/session/<id>`).
-const AAD: &[u8] = b"portcullis/login-cookie/v1";
+/// Start of the associated data of every login cookie (session records use
+/// `portcullis/session/<id>`); the cookie name and the deployment follow.
+const AAD_PREFIX: &[u8] = b"portcullis/login-cookie/v2";
 
-/// One login in flight. Short field names: the cookie is size-limited.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Could `value` be a login cookie this gateway sealed (URL-safe base64 that
+/// fits a cookie)? Anything else is noise planted beside it, never a rival.
+pub(crate) fn well_formed(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= MAX_VALUE_LEN
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The name suffix of the cookie for `state`: 8 hex digits of SHA-256(state).
+/// Only a key to find the cookie; the sealed state itself is compared in full.
+pub(crate) fn name_suffix(state: &str) -> String {
+    Sha256::digest(state.as_bytes())[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether `suffix` has the shape of [`name_suffix`] (8 lowercase hex digits).
+pub(crate) fn is_name_suffix(suffix: &[u8]) -> bool {
+    suffix.len() == 8
+        && suffix
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+}
+
+/// One login in flight.
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) struct PendingLogin {
-    #[serde(rename = "s")]
     pub state: String,
-    #[serde(rename = "n")]
     pub nonce: String,
-    #[serde(rename = "v")]
     pub pkce_verifier: String,
     /// Same-origin path to return to after login.
-    #[serde(rename = "r")]
     pub return_to: String,
-    #[serde(rename = "t")]
     pub created_at: UnixTime,
 }
 
 impl PendingLogin {
     pub fn expires_at(&self) -> UnixTime {
         self.created_at.saturating_add(LOGIN_TTL)
+    }
+
+    /// `t s n v r`, space-separated: compact (six fit in a few KB of
+    /// `Cookie` header) and unambiguous, as the random tokens and the time
+    /// never hold a space and `return_to` (no whitespace either) comes last.
+    fn encode(&self) -> Option<Vec<u8>> {
+        let tokens = [&self.state, &self.nonce, &self.pkce_verifier];
+        if tokens.iter().any(|t| t.is_empty() || t.contains(' ')) {
+            return None;
+        }
+        Some(
+            format!(
+                "{} {} {} {} {}",
+                self.created_at, self.state, self.nonce, self.pkce_verifier, self.return_to
+            )
+            .into_bytes(),
+        )
+    }
+
+    fn decode(plain: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(plain).ok()?;
+        let mut parts = text.splitn(5, ' ');
+        let created_at = parts.next()?.parse().ok()?;
+        let mut token = || parts.next().filter(|t| !t.is_empty()).map(str::to_string);
+        Some(Self {
+            state: token()?,
+            nonce: token()?,
+            pkce_verifier: token()?,
+            return_to: token()?,
+            created_at,
+        })
     }
 }
 
@@ -96,13 +145,17 @@ pub(crate) enum LoginCookieError {
     TooLong,
     #[error("login cookie is malformed")]
     Malformed,
-    #[error("login cookie was not sealed by this deployment or was tampered with")]
+    #[error("login cookie was not sealed by this deployment under this name, or was tampered with")]
     Forged,
+    #[error("login cookie has expired")]
+    Expired,
 }
 
 /// Seals and opens login cookies, and remembers which states were used.
 pub(crate) struct LoginCookies {
     keyring: Keyring,
+    /// The deployment part of the associated data (issuer, client_id, public_url).
+    deployment: Vec<u8>,
     used: Mutex<UsedStates>,
 }
 
@@ -114,63 +167,88 @@ impl std::fmt::Debug for LoginCookies {
     }
 }
 
+/// Each part with its length first: no two lists of parts give the same bytes.
+fn push_part(out: &mut Vec<u8>, part: &[u8]) {
+    out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+    out.extend_from_slice(part);
+}
+
 impl LoginCookies {
-    /// Keys derived from `session.encryption_keys`, or a random per-gateway key without any.
-    pub fn new(session_keys: &[Secret]) -> Result<Self, SealError> {
+    /// Keys derived from `session.encryption_keys` (a random per-gateway key
+    /// without any), bound to this deployment's issuer, client and URL.
+    pub fn new(config: &Config) -> Result<Self, SealError> {
+        Self::with_keys(
+            &config.session.encryption_keys,
+            [
+                config.oidc.issuer.as_str(),
+                config.oidc.client_id.as_str(),
+                config.server.public_url.as_str(),
+            ],
+        )
+    }
+
+    fn with_keys(session_keys: &[Secret], deployment: [&str; 3]) -> Result<Self, SealError> {
         let keyring = if session_keys.is_empty() {
             Keyring::random()?
         } else {
             Keyring::derived_from_secrets(session_keys, KEY_PURPOSE)?
         };
+        let mut bound = Vec::new();
+        for part in deployment {
+            push_part(&mut bound, part.as_bytes());
+        }
         Ok(Self {
             keyring,
+            deployment: bound,
             used: Mutex::default(),
         })
     }
 
-    /// The cookie value for `logins` (oldest first): the newest [`MAX_PENDING`]
-    /// that fit in [`MAX_VALUE_LEN`]. `None` when `logins` is empty.
-    pub fn seal(&self, logins: &[PendingLogin]) -> Result<Option<String>, SealError> {
-        let mut keep = &logins[logins.len().saturating_sub(MAX_PENDING)..];
-        while !keep.is_empty() {
-            let json = serde_json::to_vec(keep).map_err(|_| SealError::Encrypt)?;
-            let value = URL_SAFE_NO_PAD.encode(self.keyring.seal(AAD, &json)?);
-            if value.len() <= MAX_VALUE_LEN {
-                return Ok(Some(value));
-            }
-            // Too long for one cookie: the oldest tab's login gives way.
-            keep = &keep[1..];
-        }
-        Ok(None)
+    /// Associated data of the cookie named `name`.
+    fn aad(&self, name: &str) -> Vec<u8> {
+        let mut aad = AAD_PREFIX.to_vec();
+        push_part(&mut aad, name.as_bytes());
+        aad.extend_from_slice(&self.deployment);
+        aad
     }
 
-    /// The logins in a cookie `value`, oldest first, without those expired at `now`.
-    pub fn open(&self, value: &str, now: UnixTime) -> Result<Vec<PendingLogin>, LoginCookieError> {
+    /// The value of the cookie `name` for `login`.
+    pub fn seal(&self, name: &str, login: &PendingLogin) -> Result<String, SealError> {
+        let plain = login.encode().ok_or(SealError::Encrypt)?;
+        Ok(URL_SAFE_NO_PAD.encode(self.keyring.seal(&self.aad(name), &plain)?))
+    }
+
+    /// The login in the cookie `name` = `value`, unless it expired at `now`.
+    pub fn open(
+        &self,
+        name: &str,
+        value: &str,
+        now: UnixTime,
+    ) -> Result<PendingLogin, LoginCookieError> {
         if value.len() > MAX_VALUE_LEN {
             return Err(LoginCookieError::TooLong);
         }
         let sealed = URL_SAFE_NO_PAD
             .decode(value)
             .map_err(|_| LoginCookieError::Malformed)?;
-        let json = self.keyring.open(AAD, &sealed).map_err(|e| match e {
-            SealError::Malformed => LoginCookieError::Malformed,
-            _ => LoginCookieError::Forged,
-        })?;
+        let plain = self
+            .keyring
+            .open(&self.aad(name), &sealed)
+            .map_err(|e| match e {
+                SealError::Malformed => LoginCookieError::Malformed,
+                _ => LoginCookieError::Forged,
+            })?;
         // Sealed by us, so well-formed unless the format changed between versions.
-        let mut logins: Vec<PendingLogin> =
-            serde_json::from_slice(&json).map_err(|_| LoginCookieError::Malformed)?;
-        logins.retain(|l| l.expires_at() > now && l.created_at <= now.saturating_add(LOGIN_TTL));
-        let excess = logins.len().saturating_sub(MAX_PENDING);
-        logins.drain(..excess);
-        Ok(logins)
+        let login = PendingLogin::decode(&plain).ok_or(LoginCookieError::Malformed)?;
+        if login.expires_at() <= now || login.created_at > now.saturating_add(LOGIN_TTL) {
+            return Err(LoginCookieError::Expired);
+        }
+        Ok(login)
     }
 
-    /// Take the login for `state` out of `logins` (constant-time comparison).
-    pub fn take(logins: &mut Vec<PendingLogin>, state: &str) -> Option<PendingLogin> {
-        let pos = logins
-            .iter()
-            .position(|l| bool::from(l.state.as_bytes().ct_eq(state.as_bytes())))?;
-        Some(logins.remove(pos))
+    /// Whether `login` is the one for `state` (constant-time comparison).
+    pub fn is_for(login: &PendingLogin, state: &str) -> bool {
+        bool::from(login.state.as_bytes().ct_eq(state.as_bytes()))
     }
 
     /// Claim `login`'s state for one callback in this process: `false` if it
@@ -182,7 +260,6 @@ impl LoginCookies {
             .claim(&login.state, login.expires_at(), now)
     }
 }
-
 /// States of callbacks handled in this process, until their login would have
 /// expired anyway, at most [`MAX_USED_STATES`] (a flood of callbacks evicts
 /// the oldest; their cookie entries are consumed and codes are single use at
@@ -217,9 +294,15 @@ mod tests {
     use proptest::prelude::*;
 
     const NOW: UnixTime = 1_800_000_000;
+    const DEPLOYMENT: [&str; 3] = [
+        "https://idp.example.com",
+        "portal",
+        "https://app.example.com/",
+    ];
+    const NAME: &str = "__Host-portcullis-login-0123abcd";
 
     fn cookies(key: &str) -> LoginCookies {
-        LoginCookies::new(&[Secret::new(key)]).expect("keys")
+        LoginCookies::with_keys(&[Secret::new(key)], DEPLOYMENT).expect("keys")
     }
 
     fn key() -> String {
@@ -237,56 +320,111 @@ mod tests {
     }
 
     #[test]
-    fn round_trip_keeps_the_newest_and_drops_expired() {
+    fn round_trip_and_expiry() {
         let c = cookies(&key());
-        let logins: Vec<_> = (0..MAX_PENDING + 2).map(|i| pending(i, "/a")).collect();
-        let value = c.seal(&logins).expect("seal").expect("value");
-        let opened = c.open(&value, NOW + 10).expect("open");
-        assert_eq!(opened, logins[2..]);
-        // At NOW + LOGIN_TTL + 2 the logins started at NOW, +1 and +2 are over.
-        let later = c.open(&value, NOW + LOGIN_TTL + 2).expect("open");
-        assert_eq!(later, logins[3..]);
-        assert!(
-            c.open(&value, NOW + 2 * LOGIN_TTL)
-                .expect("open")
-                .is_empty()
+        let login = pending(0, "/a?b=c d\"");
+        let value = c.seal(NAME, &login).expect("seal");
+        assert!(well_formed(&value));
+        assert_eq!(c.open(NAME, &value, NOW + 10), Ok(login.clone()));
+        assert_eq!(
+            c.open(NAME, &value, NOW + LOGIN_TTL),
+            Err(LoginCookieError::Expired)
         );
+        // A start time far in the future (never sealed by us, but checked anyway).
+        assert_eq!(
+            c.open(NAME, &value, NOW - LOGIN_TTL - 1),
+            Err(LoginCookieError::Expired)
+        );
+        assert!(LoginCookies::is_for(&login, &login.state));
+        assert!(!LoginCookies::is_for(&login, &login.nonce));
     }
 
     #[test]
-    fn the_longest_cookie_fits_in_4kb() {
+    fn the_longest_cookie_is_small() {
         let c = cookies(&key());
-        // `"` doubles in JSON: the worst case for a return_to of the maximum length.
-        for rt in ["/".repeat(MAX_RETURN_TO), format!("/{}", "\"".repeat(511))] {
-            let logins: Vec<_> = (0..MAX_PENDING).map(|i| pending(i, &rt)).collect();
-            let value = c.seal(&logins).expect("seal").expect("value");
-            assert!(value.len() <= MAX_VALUE_LEN);
-            let kept = c.open(&value, NOW).expect("open");
-            assert!(kept.len() >= 2, "the newest logins stay: {}", kept.len());
-            assert_eq!(kept.last(), logins.last());
+        // Multi-byte characters and quotes: nothing is escaped, bytes count.
+        for rt in [
+            "/".repeat(MAX_RETURN_TO),
+            format!("/{}", "\"".repeat(MAX_RETURN_TO - 1)),
+            format!("/{}", "é".repeat((MAX_RETURN_TO - 1) / 2)),
+        ] {
+            let value = c.seal(NAME, &pending(0, &rt)).expect("seal");
+            assert!(value.len() <= 950, "{}", value.len());
+            assert!(well_formed(&value));
         }
-        let plain: Vec<_> = (0..MAX_PENDING)
-            .map(|i| pending(i, &"/".repeat(MAX_RETURN_TO)))
-            .collect();
-        let value = c.seal(&plain).expect("seal").expect("value");
-        assert_eq!(c.open(&value, NOW).expect("open").len(), 4);
+    }
+
+    #[test]
+    fn name_suffix_is_eight_hex_digits_of_the_state() {
+        let s = name_suffix("state");
+        assert_eq!(s.len(), 8);
+        assert!(is_name_suffix(s.as_bytes()));
+        assert_eq!(s, name_suffix("state"));
+        assert_ne!(s, name_suffix("state2"));
+        for bad in ["0123abc", "0123abcde", "0123ABCD", "0123abcg"] {
+            assert!(!is_name_suffix(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_cookie_moved_to_another_name_does_not_open() {
+        let c = cookies(&key());
+        let value = c.seal(NAME, &pending(0, "/")).expect("seal");
+        for other in [
+            "__Host-portcullis-login-0123abce",
+            "portcullis-login-0123abcd",
+            "__Host-portcullis-login",
+        ] {
+            assert_eq!(
+                c.open(other, &value, NOW),
+                Err(LoginCookieError::Forged),
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cookie_of_another_deployment_with_the_same_keys_does_not_open() {
+        let k = key();
+        let value = cookies(&k).seal(NAME, &pending(0, "/")).expect("seal");
+        for (i, other) in [
+            "https://idp2.example.com",
+            "portal2",
+            "https://app2.example.com/",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut deployment = DEPLOYMENT;
+            deployment[i] = other;
+            let c = LoginCookies::with_keys(&[Secret::new(k.clone())], deployment).expect("keys");
+            assert_eq!(c.open(NAME, &value, NOW), Err(LoginCookieError::Forged));
+        }
+        // Parts cannot be shifted from one field to the next.
+        let c = LoginCookies::with_keys(
+            &[Secret::new(k.clone())],
+            ["https://idp.example.comportal", "", DEPLOYMENT[2]],
+        )
+        .expect("keys");
+        assert_eq!(c.open(NAME, &value, NOW), Err(LoginCookieError::Forged));
+        assert!(cookies(&k).open(NAME, &value, NOW).is_ok());
     }
 
     #[test]
     fn a_session_key_ring_does_not_open_a_login_cookie() {
         let k = key();
         let c = cookies(&k);
-        let value = c.seal(&[pending(0, "/")]).expect("seal").expect("value");
+        let value = c.seal(NAME, &pending(0, "/")).expect("seal");
         let sealed = URL_SAFE_NO_PAD.decode(&value).expect("base64");
         let session_ring = Keyring::from_secrets(&[Secret::new(k)]).expect("ring");
         assert!(matches!(
-            session_ring.open(AAD, &sealed),
+            session_ring.open(&c.aad(NAME), &sealed),
             Err(SealError::UnknownKey(_))
         ));
         // And a session-style sealed value does not open as a login cookie.
-        let record = session_ring.seal(AAD, b"[]").expect("seal");
+        let record = session_ring.seal(&c.aad(NAME), b"1 a b c /").expect("seal");
         assert_eq!(
-            c.open(&URL_SAFE_NO_PAD.encode(record), NOW),
+            c.open(NAME, &URL_SAFE_NO_PAD.encode(record), NOW),
             Err(LoginCookieError::Forged)
         );
     }
@@ -296,7 +434,7 @@ mod tests {
         let mut used = UsedStates::default();
         assert!(used.claim("a", NOW + 10, NOW));
         assert!(!used.claim("a", NOW + 10, NOW + 1));
-        // After its login expired the record goes (the cookie entry is refused anyway).
+        // After its login expired the record goes (the cookie is refused anyway).
         assert!(used.claim("a", NOW + 20, NOW + 10));
         for i in 0..MAX_USED_STATES + 10 {
             used.claim(&i.to_string(), NOW + 600, NOW);
@@ -310,23 +448,31 @@ mod tests {
         #[test]
         fn open_never_panics_on_arbitrary_text(value in ".{0,600}") {
             let c = cookies(&key());
-            prop_assert!(c.open(&value, NOW).is_err());
+            prop_assert!(c.open(NAME, &value, NOW).is_err());
         }
 
         #[test]
         fn open_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
             let c = cookies(&key());
-            prop_assert!(c.open(&URL_SAFE_NO_PAD.encode(&bytes), NOW).is_err());
+            prop_assert!(c.open(NAME, &URL_SAFE_NO_PAD.encode(&bytes), NOW).is_err());
         }
 
         #[test]
         fn a_tampered_cookie_never_opens(pos in any::<prop::sample::Index>(), bit in 0u8..8) {
             let c = cookies(&key());
-            let value = c.seal(&[pending(0, "/x")]).expect("seal").expect("value");
+            let value = c.seal(NAME, &pending(0, "/x")).expect("seal");
             let mut sealed = URL_SAFE_NO_PAD.decode(&value).expect("base64");
             let i = pos.index(sealed.len());
             sealed[i] ^= 1 << bit;
-            prop_assert!(c.open(&URL_SAFE_NO_PAD.encode(&sealed), NOW).is_err());
+            prop_assert!(c.open(NAME, &URL_SAFE_NO_PAD.encode(&sealed), NOW).is_err());
+        }
+
+        #[test]
+        fn any_safe_return_to_round_trips(rt in "/[^\\\\\\s\\p{Cc}]{0,100}") {
+            let c = cookies(&key());
+            let login = pending(0, &rt);
+            let value = c.seal(NAME, &login).expect("seal");
+            prop_assert_eq!(c.open(NAME, &value, NOW), Ok(login));
         }
     }
 }

@@ -72,7 +72,8 @@ async fn session_cookie_is_random_httponly_lax_and_hashed_at_rest() {
     // The login cookie is cleared and the CSRF cookie is readable by the SPA.
     assert!(
         raw.iter()
-            .any(|c| c.starts_with(&format!("{SESSION_COOKIE}-login=;"))
+            .any(|c| c.starts_with(&format!("{SESSION_COOKIE}-login-"))
+                && c.contains("=;")
                 && c.to_ascii_lowercase().contains("max-age=0")),
         "{raw:?}"
     );
