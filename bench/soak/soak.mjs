@@ -323,7 +323,7 @@ class Browser {
       .map((c) => `${c.name}=${c.value}`).join('; ');
   }
 
-  store(url, headers) {
+  store(headers) {
     for (const line of headers.getSetCookie()) {
       const [pair, ...attrs] = line.split(';').map((s) => s.trim());
       const eq = pair.indexOf('=');
@@ -340,7 +340,6 @@ class Browser {
       const key = `${name} ${cpath}`;
       if (gone) this.jar.delete(key); else this.jar.set(key, { name, value, path: cpath });
     }
-    void url;
   }
 
   get(name) { return [...this.jar.values()].find((c) => c.name === name)?.value; }
@@ -356,7 +355,7 @@ class Browser {
     if (cookie) h.cookie = cookie;
     if (body) h['content-type'] = 'application/x-www-form-urlencoded';
     const resp = await fetch(url, { method, headers: h, body, redirect: 'manual', signal: AbortSignal.timeout(30_000) });
-    this.store(url, resp.headers);
+    this.store(resp.headers);
     const text = await resp.text();
     if (kind && url.startsWith(PUBLIC)) count(kind, start, resp.status);
     return { status: resp.status, location: resp.headers.get('location'), text, url };
