@@ -9,6 +9,8 @@
 //
 // Config file (all fields optional):
 //   issuer_host            "127.0.0.1"; issuer is http://<issuer_host>:<port>
+//   issuer                 full issuer URL, overrides the above (e.g. a proxy in
+//                          front of the OP, as bench/soak uses to cut it off)
 //   port                   0
 //   clients                [oidc-provider client metadata]; grant_types and
 //                          response_types default to code + refresh_token
@@ -505,7 +507,7 @@ const server = http.createServer();
 
 server.listen(listenPort, '127.0.0.1', async () => {
   const { port } = server.address();
-  const issuer = `http://${issuerHost}:${port}`;
+  const issuer = cfg.issuer ?? `http://${issuerHost}:${port}`;
   const provider = new Provider(issuer, configuration);
   hookEvents(provider);
 
