@@ -27,6 +27,10 @@ pub enum ApiError {
     Unauthorized,
     #[error("session expired")]
     SessionExpired,
+    /// The IdP refused to refresh (or named another user): the session has
+    /// been ended. Answers as [`ApiError::SessionExpired`]; logged as the IdP's.
+    #[error("session ended by the identity provider: {0}")]
+    SessionEndedByIdp(String),
     #[error("CSRF check failed: {0}")]
     Csrf(#[from] CsrfError),
     #[error("missing required role")]
@@ -94,7 +98,8 @@ impl From<RefreshError> for ApiError {
     fn from(e: RefreshError) -> Self {
         match e {
             // Ended by the IdP's refusal, or already gone: the user must log in.
-            RefreshError::Ended(_) | RefreshError::Gone => ApiError::SessionExpired,
+            RefreshError::Ended(reason) => ApiError::SessionEndedByIdp(reason),
+            RefreshError::Gone => ApiError::SessionExpired,
             RefreshError::IdpUnavailable(e) => ApiError::Idp(e),
             busy @ RefreshError::Busy => ApiError::Idp(OidcError::Unavailable(busy.to_string())),
             RefreshError::Store(e) => ApiError::Store(e),
@@ -106,7 +111,7 @@ impl ApiError {
     /// Who failed.
     pub fn fault(&self) -> Fault {
         match self {
-            ApiError::LoginFailed(_) => Fault::IdpRefused,
+            ApiError::LoginFailed(_) | ApiError::SessionEndedByIdp(_) => Fault::IdpRefused,
             ApiError::UpstreamUnavailable(_) | ApiError::UpstreamTimeout => Fault::Upstream,
             ApiError::Idp(e) => e.fault(),
             ApiError::Store(_) => Fault::Store,
@@ -125,7 +130,9 @@ impl ApiError {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::SessionExpired => (StatusCode::UNAUTHORIZED, "session_expired"),
+            ApiError::SessionExpired | ApiError::SessionEndedByIdp(_) => {
+                (StatusCode::UNAUTHORIZED, "session_expired")
+            }
             ApiError::Csrf(_) => (StatusCode::FORBIDDEN, "csrf"),
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::BadRequest(_) | ApiError::LoginFailed(_) => {
@@ -229,4 +236,34 @@ pub(crate) fn html_escape(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Who failed survives the conversion: an IdP refusal at refresh answers
+    /// like an expired session but is logged as the IdP's, and transient
+    /// faults answer 503 with `Retry-After`.
+    #[test]
+    fn refresh_errors_keep_who_failed() {
+        let ended = ApiError::from(RefreshError::Ended("invalid_grant".into()));
+        assert_eq!(ended.fault(), Fault::IdpRefused);
+        assert_eq!(
+            ended.status_and_code(),
+            (StatusCode::UNAUTHORIZED, "session_expired")
+        );
+        assert_eq!(ApiError::from(RefreshError::Gone).fault(), Fault::Client);
+        for transient in [
+            RefreshError::Busy,
+            RefreshError::IdpUnavailable(OidcError::Unavailable("down".into())),
+            RefreshError::Store(StoreError::Unavailable("down".into())),
+        ] {
+            let e = ApiError::from(transient);
+            assert!(e.fault().is_transient(), "{e}");
+            let resp = e.into_response();
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(resp.headers()[header::RETRY_AFTER], "5");
+        }
+    }
 }
