@@ -22,10 +22,10 @@ use std::{
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::{
     config::Secret,
+    oidc::{LoginState, Nonce, PkceVerifier},
     session::seal::{Keyring, SealError},
     time::UnixTime,
 };
@@ -62,11 +62,11 @@ const AAD: &[u8] = b"portcullis/login-cookie/v1";
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct PendingLogin {
     #[serde(rename = "s")]
-    pub state: String,
+    pub state: LoginState,
     #[serde(rename = "n")]
-    pub nonce: String,
+    pub nonce: Nonce,
     #[serde(rename = "v")]
-    pub pkce_verifier: String,
+    pub pkce_verifier: PkceVerifier,
     /// Same-origin path to return to after login.
     #[serde(rename = "r")]
     pub return_to: String,
@@ -167,9 +167,7 @@ impl LoginCookies {
 
     /// Take the login for `state` out of `logins` (constant-time comparison).
     pub fn take(logins: &mut Vec<PendingLogin>, state: &str) -> Option<PendingLogin> {
-        let pos = logins
-            .iter()
-            .position(|l| bool::from(l.state.as_bytes().ct_eq(state.as_bytes())))?;
+        let pos = logins.iter().position(|l| l.state.matches(state))?;
         Some(logins.remove(pos))
     }
 
@@ -179,7 +177,7 @@ impl LoginCookies {
         self.used
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .claim(&login.state, login.expires_at(), now)
+            .claim(login.state.as_str(), login.expires_at(), now)
     }
 }
 
@@ -228,9 +226,9 @@ mod tests {
 
     fn pending(i: usize, return_to: &str) -> PendingLogin {
         PendingLogin {
-            state: crate::session::random_token(32),
-            nonce: crate::session::random_token(32),
-            pkce_verifier: crate::session::random_token(32),
+            state: LoginState::random(),
+            nonce: Nonce::random(),
+            pkce_verifier: PkceVerifier::random(),
             return_to: return_to.to_string(),
             created_at: NOW + i as i64,
         }
