@@ -314,6 +314,17 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// A path on our own origin: one leading `/`, not `//` or `/\` (which
+/// browsers read as another host), no control characters. The one rule for
+/// every redirect target on our origin: `oidc.post_logout_redirect` as is,
+/// and a login's `return_to`, which adds limits of its own (`http/auth.rs`).
+pub(crate) fn is_same_origin_path(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.starts_with("//")
+        && !path.starts_with("/\\")
+        && !path.contains(|c: char| c.is_control())
+}
+
 impl Config {
     /// The exact `redirect_uri` registered at the IdP: `public_url` + auth prefix + `/callback`.
     pub fn redirect_uri(&self) -> String {
