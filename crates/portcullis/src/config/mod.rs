@@ -13,6 +13,10 @@ mod validate;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+use base64::{
+    Engine as _, alphabet,
+    engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig},
+};
 use ipnet::IpNet;
 use url::Url;
 
@@ -306,6 +310,19 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+}
+
+/// A 32-byte key in base64, standard or URL-safe alphabet, padding optional:
+/// how `session.encryption_keys` are written, for validation and for sealing.
+pub(crate) fn decode_key(text: &str) -> Option<[u8; 32]> {
+    const CONFIG: GeneralPurposeConfig =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    const STANDARD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, CONFIG);
+    const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, CONFIG);
+    [STANDARD, URL_SAFE]
+        .iter()
+        .find_map(|engine| engine.decode(text).ok())
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok())
 }
 
 impl std::fmt::Debug for Secret {

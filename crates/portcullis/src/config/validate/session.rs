@@ -2,14 +2,11 @@
 
 use std::time::Duration;
 
-use base64::{
-    Engine as _, alphabet,
-    engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig},
-};
 use toml::Value;
 use url::Url;
 
 use super::{Reported, Validator};
+use crate::config::decode_key;
 use crate::config::{Profile, Secret, SessionConfig, load::RawSession};
 
 const KEY_SHAPE: &str = "key must be 32 bytes of base64";
@@ -189,15 +186,9 @@ pub(super) fn is_cookie_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-/// Base64 (standard or url-safe, padding optional) of exactly 32 bytes.
+/// A `session.encryption_keys` entry as written, without surrounding space.
 fn is_key(text: &str) -> bool {
-    const CONFIG: GeneralPurposeConfig =
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
-    const STANDARD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, CONFIG);
-    const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, CONFIG);
-    [STANDARD, URL_SAFE]
-        .iter()
-        .any(|engine| engine.decode(text).is_ok_and(|bytes| bytes.len() == 32))
+    decode_key(text).is_some()
 }
 
 /// Accepts the store URL schemes the gateway knows. Messages never echo the
