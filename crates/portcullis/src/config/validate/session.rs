@@ -50,25 +50,25 @@ impl Validator<'_> {
             Duration::from_secs(30),
             true,
         );
-        if let (Some(idle), Some(absolute)) = (idle_timeout, absolute_timeout) {
-            if idle > absolute {
-                self.issue(
-                    "session.idle_timeout",
-                    "must not be longer than session.absolute_timeout",
-                );
-            }
+        if let (Some(idle), Some(absolute)) = (idle_timeout, absolute_timeout)
+            && idle > absolute
+        {
+            self.issue(
+                "session.idle_timeout",
+                "must not be longer than session.absolute_timeout",
+            );
         }
         let encryption_keys = self.encryption_keys(raw.encryption_keys, raw.encryption_keys_file);
         if let (Some(store), Some(keys), Some(Profile::Prod)) =
             (&store, &encryption_keys, self.profile)
+            && keys.is_empty()
+            && crate::session::store_options::is_persistent(store)
         {
-            if keys.is_empty() && crate::session::store_options::is_persistent(store) {
-                self.issue(
-                    "session.encryption_keys",
-                    "required with a persistent session store in the prod profile \
+            self.issue(
+                "session.encryption_keys",
+                "required with a persistent session store in the prod profile \
                      (records are encrypted at rest; generate a key with `portcullis keygen`)",
-                );
-            }
+            );
         }
         let key_prefix = self.string_or("session.key_prefix", raw.key_prefix, "portcullis:");
         let store_timeout = self.duration_or(
