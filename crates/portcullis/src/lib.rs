@@ -9,15 +9,15 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
-pub mod cors;
-pub mod csrf;
+pub(crate) mod cors;
+pub(crate) mod csrf;
 pub mod fault;
 pub mod gateway;
 pub mod http;
 pub mod metrics;
 pub mod oidc;
-pub mod proxy;
-pub mod refresh;
+pub(crate) mod proxy;
+pub(crate) mod refresh;
 pub mod session;
 pub mod time;
 mod workers;

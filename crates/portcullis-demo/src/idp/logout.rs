@@ -36,17 +36,17 @@ pub(crate) async fn end_session(
     }
     let target = params.get("post_logout_redirect_uri");
     let registered = target.filter(|t| state.cfg.post_logout_redirect_uris.iter().any(|r| r == t));
-    if let Some(target) = registered {
-        if let Some(location) = with_state(target, params.get("state")) {
-            return (
-                StatusCode::FOUND,
-                [
-                    (header::LOCATION, location),
-                    (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-                ],
-            )
-                .into_response();
-        }
+    if let Some(target) = registered
+        && let Some(location) = with_state(target, params.get("state"))
+    {
+        return (
+            StatusCode::FOUND,
+            [
+                (header::LOCATION, location),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            ],
+        )
+            .into_response();
     }
     let mut body = String::from("<h1>You are logged out</h1>\n");
     if let Some(target) = target {

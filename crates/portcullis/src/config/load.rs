@@ -184,14 +184,12 @@ pub(super) fn apply_env(
 /// one, otherwise the plain string.
 fn env_value(raw: &str) -> Value {
     // A newline would let the value smuggle in further keys.
-    if !raw.contains(['\n', '\r']) {
-        if let Ok(mut parsed) = toml::from_str::<Table>(&format!("v = {raw}")) {
-            if let Some(value @ (Value::Array(_) | Value::Boolean(_) | Value::Integer(_))) =
-                parsed.remove("v")
-            {
-                return value;
-            }
-        }
+    if !raw.contains(['\n', '\r'])
+        && let Ok(mut parsed) = toml::from_str::<Table>(&format!("v = {raw}"))
+        && let Some(value @ (Value::Array(_) | Value::Boolean(_) | Value::Integer(_))) =
+            parsed.remove("v")
+    {
+        return value;
     }
     Value::String(raw.to_owned())
 }

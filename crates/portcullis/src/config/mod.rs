@@ -13,12 +13,16 @@ mod validate;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+use base64::{
+    Engine as _, alphabet,
+    engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig},
+};
+use ipnet::IpNet;
+use url::Url;
+
 /// `server.csp` when the config does not set one.
 pub const DEFAULT_CSP: &str =
     "default-src 'self'; frame-ancestors 'none'; object-src 'none'; base-uri 'self'";
-
-use ipnet::IpNet;
-use url::Url;
 
 pub use load::{ConfigError, ConfigIssue};
 
@@ -312,10 +316,34 @@ impl Secret {
     }
 }
 
+/// A 32-byte key in base64, standard or URL-safe alphabet, padding optional:
+/// how `session.encryption_keys` are written, for validation and for sealing.
+pub(crate) fn decode_key(text: &str) -> Option<[u8; 32]> {
+    const CONFIG: GeneralPurposeConfig =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    const STANDARD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, CONFIG);
+    const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, CONFIG);
+    [STANDARD, URL_SAFE]
+        .iter()
+        .find_map(|engine| engine.decode(text).ok())
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok())
+}
+
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(***)")
     }
+}
+
+/// A path on our own origin: one leading `/`, not `//` or `/\` (which
+/// browsers read as another host), no control characters. The one rule for
+/// every redirect target on our origin: `oidc.post_logout_redirect` as is,
+/// and a login's `return_to`, which adds limits of its own (`http/auth.rs`).
+pub(crate) fn is_same_origin_path(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.starts_with("//")
+        && !path.starts_with("/\\")
+        && !path.contains(|c: char| c.is_control())
 }
 
 impl Config {

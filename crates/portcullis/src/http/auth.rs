@@ -17,8 +17,10 @@ use super::{
     login_cookie::{
         self, LoginCookieError, LoginCookies, MAX_PENDING, MAX_RETURN_TO, PendingLogin,
     },
+    wants_html, wants_json,
 };
 use crate::{
+    config::is_same_origin_path,
     gateway::Shared,
     oidc::{self, IdTokenClaims},
     refresh::RefreshError,
@@ -26,16 +28,14 @@ use crate::{
     time::{UnixTime, rfc3339},
 };
 
-/// Whether `path` is a same-origin path we may redirect to after login or
-/// logout. Refuses scheme-relative (`//x`), backslash tricks (`/\x`), any
-/// scheme (`javascript:`), control characters and whitespace.
+/// Whether `path`, sent by the client, is a same-origin path we may redirect
+/// to after login: [`is_same_origin_path`] (no `//x`, `/\x`, scheme or control
+/// characters), and since it comes from the request, also no backslash or
+/// whitespace anywhere and a bounded length.
 pub fn is_safe_return_path(path: &str) -> bool {
-    path.starts_with('/')
-        && !path.starts_with("//")
+    is_same_origin_path(path)
         && path.len() <= 2048
-        && !path
-            .chars()
-            .any(|c| c == '\\' || c.is_control() || c.is_whitespace())
+        && !path.chars().any(|c| c == '\\' || c.is_whitespace())
 }
 
 /// A 302 Found, the status the contract names for login redirects.
@@ -45,20 +45,6 @@ fn found(location: &str) -> Response {
         Err(_) => ApiError::BadRequest("redirect target is not a valid header value".into())
             .into_response(),
     }
-}
-
-fn wants_html(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/html"))
-}
-
-fn wants_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("application/json"))
 }
 
 /// `GET /auth/login?return_to=/path`: start a code flow with PKCE.
@@ -106,7 +92,7 @@ async fn start_login(
     }
     let request = shared.oidc.authorization_request().await?;
     let now = shared.clock.now();
-    let name = cookies::login_cookie_name(&shared.config, &request.state);
+    let name = cookies::login_cookie_name(&shared.config, request.state.as_str());
     // Only this login's cookie is set: logins started at once in several
     // tabs (each request carrying the same cookies) never overwrite each
     // other. The pending logins the request shows count towards the limit;

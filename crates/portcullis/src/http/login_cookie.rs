@@ -26,10 +26,10 @@ use std::{
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::{
     config::{Config, Secret},
+    oidc::{LoginState, Nonce, PkceVerifier},
     session::seal::{Keyring, SealError},
     time::UnixTime,
 };
@@ -84,9 +84,9 @@ pub(crate) fn is_name_suffix(suffix: &[u8]) -> bool {
 /// One login in flight.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct PendingLogin {
-    pub state: String,
-    pub nonce: String,
-    pub pkce_verifier: String,
+    pub state: LoginState,
+    pub nonce: Nonce,
+    pub pkce_verifier: PkceVerifier,
     /// Same-origin path to return to after login.
     pub return_to: String,
     pub created_at: UnixTime,
@@ -101,14 +101,22 @@ impl PendingLogin {
     /// `Cookie` header) and unambiguous, as the random tokens and the time
     /// never hold a space and `return_to` (no whitespace either) comes last.
     fn encode(&self) -> Option<Vec<u8>> {
-        let tokens = [&self.state, &self.nonce, &self.pkce_verifier];
+        let tokens = [
+            self.state.as_str(),
+            self.nonce.as_str(),
+            self.pkce_verifier.as_str(),
+        ];
         if tokens.iter().any(|t| t.is_empty() || t.contains(' ')) {
             return None;
         }
         Some(
             format!(
                 "{} {} {} {} {}",
-                self.created_at, self.state, self.nonce, self.pkce_verifier, self.return_to
+                self.created_at,
+                self.state.as_str(),
+                self.nonce.as_str(),
+                self.pkce_verifier.as_str(),
+                self.return_to
             )
             .into_bytes(),
         )
@@ -120,9 +128,9 @@ impl PendingLogin {
         let created_at = parts.next()?.parse().ok()?;
         let mut token = || parts.next().filter(|t| !t.is_empty()).map(str::to_string);
         Some(Self {
-            state: token()?,
-            nonce: token()?,
-            pkce_verifier: token()?,
+            state: LoginState::new(token()?),
+            nonce: Nonce::new(token()?),
+            pkce_verifier: PkceVerifier::new(token()?),
             return_to: token()?,
             created_at,
         })
@@ -248,7 +256,7 @@ impl LoginCookies {
 
     /// Whether `login` is the one for `state` (constant-time comparison).
     pub fn is_for(login: &PendingLogin, state: &str) -> bool {
-        bool::from(login.state.as_bytes().ct_eq(state.as_bytes()))
+        login.state.matches(state)
     }
 
     /// Claim `login`'s state for one callback in this process: `false` if it
@@ -257,7 +265,7 @@ impl LoginCookies {
         self.used
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .claim(&login.state, login.expires_at(), now)
+            .claim(login.state.as_str(), login.expires_at(), now)
     }
 }
 /// States of callbacks handled in this process, until their login would have
@@ -311,9 +319,9 @@ mod tests {
 
     fn pending(i: usize, return_to: &str) -> PendingLogin {
         PendingLogin {
-            state: crate::session::random_token(32),
-            nonce: crate::session::random_token(32),
-            pkce_verifier: crate::session::random_token(32),
+            state: LoginState::random(),
+            nonce: Nonce::random(),
+            pkce_verifier: PkceVerifier::random(),
             return_to: return_to.to_string(),
             created_at: NOW + i as i64,
         }
@@ -335,8 +343,8 @@ mod tests {
             c.open(NAME, &value, NOW - LOGIN_TTL - 1),
             Err(LoginCookieError::Expired)
         );
-        assert!(LoginCookies::is_for(&login, &login.state));
-        assert!(!LoginCookies::is_for(&login, &login.nonce));
+        assert!(LoginCookies::is_for(&login, login.state.as_str()));
+        assert!(!LoginCookies::is_for(&login, login.nonce.as_str()));
     }
 
     #[test]

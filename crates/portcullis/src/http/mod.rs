@@ -168,6 +168,25 @@ pub(crate) fn auth_subpath<'a>(shared: &Shared, path: &'a str) -> Option<&'a str
         .filter(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
+/// Whether the client's `Accept` names HTML (a browser navigating): it then
+/// gets a page or a redirect rather than JSON.
+pub(crate) fn wants_html(headers: &http::HeaderMap) -> bool {
+    accepts(headers, "text/html")
+}
+
+/// Whether the client's `Accept` names JSON (a script calling the endpoint).
+pub(crate) fn wants_json(headers: &http::HeaderMap) -> bool {
+    accepts(headers, "application/json")
+}
+
+/// A substring test, not full negotiation: any mention of `media_type` counts.
+fn accepts(headers: &http::HeaderMap, media_type: &str) -> bool {
+    headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains(media_type))
+}
+
 fn inner_router(shared: Arc<Shared>) -> Router {
     let prefix = shared.config.server.auth_prefix.clone();
     let auth = Router::new()

@@ -10,7 +10,7 @@ use http::{HeaderValue, Method, StatusCode, header};
 use tower::ServiceExt;
 use tower_http::services::{ServeDir, ServeFile};
 
-use super::ApiError;
+use super::{ApiError, wants_html};
 use crate::gateway::Shared;
 
 pub(crate) async fn serve(shared: &Shared, req: Request) -> Response {
@@ -19,17 +19,11 @@ pub(crate) async fn serve(shared: &Shared, req: Request) -> Response {
     }
     // `/auth/` and `/auth` do not reach the nested auth router; they are the
     // gateway's all the same and never a file or the SPA.
-    let auth = shared.config.server.auth_prefix.as_str();
-    if req
-        .uri()
-        .path()
-        .strip_prefix(auth)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-    {
+    if super::auth_subpath(shared, req.uri().path()).is_some() {
         return ApiError::NotFound.into_response();
     }
     if let Some(cfg) = &shared.config.static_files {
-        let accepts_html = accepts_html(&req);
+        let accepts_html = wants_html(req.headers());
         let index = cfg.dir.join("index.html");
         let dir = ServeDir::new(&cfg.dir)
             .precompressed_br()
@@ -71,13 +65,6 @@ pub(crate) async fn serve(shared: &Shared, req: Request) -> Response {
         }
     }
     ApiError::NotFound.into_response()
-}
-
-fn accepts_html(req: &Request) -> bool {
-    req.headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/html"))
 }
 
 fn clone_head(req: &Request) -> Request {

@@ -7,16 +7,16 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::{OidcClient, OidcError, http_client};
+use super::{LoginState, Nonce, OidcClient, OidcError, PkceVerifier, http_client};
 use crate::{config::ClientAuthMethod, session::random_token};
 
 /// A freshly built authorization request: the URL to send the browser to
 /// and the secrets to keep server-side until the callback.
 pub struct AuthorizationRequest {
     pub url: String,
-    pub state: String,
-    pub nonce: String,
-    pub pkce_verifier: String,
+    pub state: LoginState,
+    pub nonce: Nonce,
+    pub pkce_verifier: PkceVerifier,
 }
 
 /// The token endpoint's answer.
@@ -49,9 +49,9 @@ impl OidcClient {
     /// Build a new authorization request with fresh state, nonce and PKCE verifier.
     pub async fn authorization_request(&self) -> Result<AuthorizationRequest, OidcError> {
         let meta = self.metadata().await?;
-        let state = random_token(32);
-        let nonce = random_token(32);
-        let pkce_verifier = random_token(32);
+        let state = LoginState::random();
+        let nonce = Nonce::random();
+        let pkce_verifier = PkceVerifier::random();
         let mut url = url::Url::parse(&meta.authorization_endpoint).map_err(|_| {
             OidcError::InvalidResponse("authorization_endpoint is not a URL".into())
         })?;
@@ -60,9 +60,9 @@ impl OidcClient {
             .append_pair("client_id", &self.client_id)
             .append_pair("redirect_uri", &self.redirect_uri)
             .append_pair("scope", &self.scopes.join(" "))
-            .append_pair("state", &state)
-            .append_pair("nonce", &nonce)
-            .append_pair("code_challenge", &pkce_challenge(&pkce_verifier))
+            .append_pair("state", state.as_str())
+            .append_pair("nonce", nonce.as_str())
+            .append_pair("code_challenge", &pkce_challenge(pkce_verifier.as_str()))
             .append_pair("code_challenge_method", "S256");
         Ok(AuthorizationRequest {
             url: url.into(),
@@ -76,13 +76,13 @@ impl OidcClient {
     pub async fn exchange_code(
         &self,
         code: &str,
-        pkce_verifier: &str,
+        pkce_verifier: &PkceVerifier,
     ) -> Result<TokenResponse, OidcError> {
         self.token_request(&[
             ("grant_type", "authorization_code"),
             ("code", code),
             ("redirect_uri", &self.redirect_uri),
-            ("code_verifier", pkce_verifier),
+            ("code_verifier", pkce_verifier.as_str()),
         ])
         .await
     }

@@ -22,7 +22,7 @@ pub struct IdTokenClaims {
 /// What a particular ID token must match besides the static checks.
 pub struct Expectations<'a> {
     /// The nonce sent in the authorization request (login). `None` for refresh.
-    pub nonce: Option<&'a str>,
+    pub nonce: Option<&'a super::Nonce>,
     /// The session's subject (refresh): a refreshed ID token must keep it.
     pub sub: Option<&'a str>,
 }
@@ -131,9 +131,7 @@ impl OidcClient {
 
         if let Some(expected) = expect.nonce {
             let nonce = claims.get("nonce").and_then(Value::as_str);
-            let same = nonce.is_some_and(|n| {
-                subtle::ConstantTimeEq::ct_eq(n.as_bytes(), expected.as_bytes()).into()
-            });
+            let same = nonce.is_some_and(|n| expected.matches(n));
             if !same {
                 return Err(invalid("nonce does not match"));
             }

@@ -11,6 +11,7 @@ mod flow;
 mod http_client;
 pub mod id_token;
 mod jwks;
+mod login_secrets;
 pub mod logout_token;
 #[cfg(test)]
 mod proptests;
@@ -26,6 +27,7 @@ pub use discovery::ProviderMetadata;
 pub use flow::{AuthorizationRequest, TokenResponse, pkce_challenge};
 pub use id_token::IdTokenClaims;
 pub use jwks::JwksCache;
+pub use login_secrets::{LoginState, Nonce, PkceVerifier};
 pub use logout_token::LogoutToken;
 
 /// Everything that can go wrong talking to or trusting the IdP.

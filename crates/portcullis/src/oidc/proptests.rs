@@ -176,7 +176,7 @@ fn validate_id(token: &str) -> Result<super::IdTokenClaims, super::OidcError> {
     RUNTIME.block_on(CLIENT.validate_id_token(
         token,
         Expectations {
-            nonce: Some("n"),
+            nonce: Some(&super::Nonce::new("n".into())),
             sub: None,
         },
     ))

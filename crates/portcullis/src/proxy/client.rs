@@ -38,16 +38,9 @@ impl UpstreamClient {
     /// `timeout`, whichever is shorter.
     pub(super) fn new(upstream: &url::Url, timeout: Duration, workers: usize) -> Self {
         let connect_timeout = CONNECT_TIMEOUT.min(timeout);
-        let host = upstream
-            .host_str()
+        let host = super::authority(upstream)
             .filter(|_| upstream.scheme() == "http")
-            .and_then(|host| {
-                let authority = match upstream.port() {
-                    Some(port) => format!("{host}:{port}"),
-                    None => host.to_string(),
-                };
-                http::HeaderValue::from_str(&authority).ok()
-            });
+            .and_then(|authority| http::HeaderValue::from_str(&authority).ok());
         if let Some(host) = host
             && let Some(pool) = Pool::new(upstream, connect_timeout, workers)
         {

@@ -122,11 +122,7 @@ impl Proxy {
             .filter(|&j| !routes[j].case_insensitive)
             .collect();
         let public = &config.server.public_url;
-        let host = match (public.host_str(), public.port()) {
-            (Some(host), Some(port)) => format!("{host}:{port}"),
-            (Some(host), None) => host.to_string(),
-            _ => String::new(),
-        };
+        let host = authority(public).unwrap_or_default();
         Self {
             routes,
             clients,
@@ -182,6 +178,16 @@ impl Route {
     pub(crate) fn key(&self) -> RouteKey {
         self.key
     }
+}
+
+/// `host[:port]` of `url`, the port only when it is not the scheme's default:
+/// what a client puts in `Host` (RFC 9110 7.2). No user info. `None` without a host.
+fn authority(url: &url::Url) -> Option<String> {
+    let host = url.host_str()?;
+    Some(match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    })
 }
 
 /// `/api/` matches `/api/x`; `/api` matches `/api`, `/api/x` but not `/apix`.

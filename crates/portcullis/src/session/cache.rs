@@ -179,10 +179,10 @@ impl CachedStore {
     /// the other replicas' entries still expire after the TTL.
     async fn invalidate(&self, message: Invalidation) {
         self.forget(&message);
-        if let Some(bus) = &self.bus {
-            if let Err(e) = bus.publish(message).await {
-                tracing::warn!(error = %e, "cannot publish session cache invalidation");
-            }
+        if let Some(bus) = &self.bus
+            && let Err(e) = bus.publish(message).await
+        {
+            tracing::warn!(error = %e, "cannot publish session cache invalidation");
         }
     }
 }

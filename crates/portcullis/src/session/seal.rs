@@ -11,10 +11,6 @@
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
-use base64::{
-    Engine as _, alphabet,
-    engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig},
-};
 use sha2::{Digest, Sha256};
 
 use std::sync::Arc;
@@ -197,15 +193,9 @@ fn key_id(key: &[u8; 32]) -> [u8; KEY_ID_LEN] {
     id
 }
 
+/// A configured key; surrounding space (a key pasted with a newline) is ignored.
 fn decode_key(text: &str) -> Option<[u8; 32]> {
-    const CONFIG: GeneralPurposeConfig =
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
-    const STANDARD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, CONFIG);
-    const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, CONFIG);
-    [STANDARD, URL_SAFE]
-        .iter()
-        .find_map(|engine| engine.decode(text.trim()).ok())
-        .and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok())
+    crate::config::decode_key(text.trim())
 }
 
 fn hex(bytes: &[u8]) -> String {

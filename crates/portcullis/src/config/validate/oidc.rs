@@ -6,7 +6,7 @@ use jsonwebtoken::Algorithm;
 use toml::Value;
 
 use super::{Reported, Validator};
-use crate::config::{ClientAuthMethod, OidcConfig, Secret, load::RawOidc};
+use crate::config::{ClientAuthMethod, OidcConfig, Secret, is_same_origin_path, load::RawOidc};
 
 const DEFAULT_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access"];
 const DEFAULT_ALGS: &[&str] = &["RS256", "PS256", "ES256", "EdDSA"];
@@ -182,15 +182,6 @@ impl Validator<'_> {
         }
         ok.then_some(scopes)
     }
-}
-
-/// A path on our own origin: one leading `/`, not `//` or `/\` (which
-/// browsers read as another host), no control characters.
-fn is_same_origin_path(path: &str) -> bool {
-    path.starts_with('/')
-        && !path.starts_with("//")
-        && !path.starts_with("/\\")
-        && !path.contains(|c: char| c.is_control())
 }
 
 fn algorithm(name: &str) -> Result<Algorithm, String> {

@@ -59,11 +59,11 @@ impl Validator<'_> {
         if let Some((_, other)) = seen.iter().find(|(p, _)| *p == prefix) {
             return self.reject(&key, format!("route prefix clash with routes[{other}]"));
         }
-        if let Some(auth) = &self.auth_prefix {
-            if prefix.trim_end_matches('/') == auth || prefix.starts_with(&format!("{auth}/")) {
-                let message = format!("route prefix clash with server.auth_prefix (\"{auth}\")");
-                return self.reject(&key, message);
-            }
+        if let Some(auth) = &self.auth_prefix
+            && (prefix.trim_end_matches('/') == auth || prefix.starts_with(&format!("{auth}/")))
+        {
+            let message = format!("route prefix clash with server.auth_prefix (\"{auth}\")");
+            return self.reject(&key, message);
         }
         Some(prefix)
     }

@@ -2,14 +2,11 @@
 
 use std::time::Duration;
 
-use base64::{
-    Engine as _, alphabet,
-    engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig},
-};
 use toml::Value;
 use url::Url;
 
 use super::{Reported, Validator};
+use crate::config::decode_key;
 use crate::config::{Profile, Secret, SessionConfig, load::RawSession};
 
 const KEY_SHAPE: &str = "key must be 32 bytes of base64";
@@ -53,25 +50,25 @@ impl Validator<'_> {
             Duration::from_secs(30),
             true,
         );
-        if let (Some(idle), Some(absolute)) = (idle_timeout, absolute_timeout) {
-            if idle > absolute {
-                self.issue(
-                    "session.idle_timeout",
-                    "must not be longer than session.absolute_timeout",
-                );
-            }
+        if let (Some(idle), Some(absolute)) = (idle_timeout, absolute_timeout)
+            && idle > absolute
+        {
+            self.issue(
+                "session.idle_timeout",
+                "must not be longer than session.absolute_timeout",
+            );
         }
         let encryption_keys = self.encryption_keys(raw.encryption_keys, raw.encryption_keys_file);
         if let (Some(store), Some(keys), Some(Profile::Prod)) =
             (&store, &encryption_keys, self.profile)
+            && keys.is_empty()
+            && crate::session::store_options::is_persistent(store)
         {
-            if keys.is_empty() && crate::session::store_options::is_persistent(store) {
-                self.issue(
-                    "session.encryption_keys",
-                    "required with a persistent session store in the prod profile \
+            self.issue(
+                "session.encryption_keys",
+                "required with a persistent session store in the prod profile \
                      (records are encrypted at rest; generate a key with `portcullis keygen`)",
-                );
-            }
+            );
         }
         let key_prefix = self.string_or("session.key_prefix", raw.key_prefix, "portcullis:");
         let store_timeout = self.duration_or(
@@ -189,15 +186,9 @@ pub(super) fn is_cookie_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-/// Base64 (standard or url-safe, padding optional) of exactly 32 bytes.
+/// A `session.encryption_keys` entry as written, without surrounding space.
 fn is_key(text: &str) -> bool {
-    const CONFIG: GeneralPurposeConfig =
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
-    const STANDARD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, CONFIG);
-    const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, CONFIG);
-    [STANDARD, URL_SAFE]
-        .iter()
-        .any(|engine| engine.decode(text).is_ok_and(|bytes| bytes.len() == 32))
+    decode_key(text).is_some()
 }
 
 /// Accepts the store URL schemes the gateway knows. Messages never echo the

@@ -394,10 +394,10 @@ impl SessionStore for RedisStore {
         let ids: Vec<String> = self.run(conn.smembers(self.key("u:", sub))).await?;
         let mut records = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(r) = self.load_hash(&id).await? {
-                if r.sub == sub {
-                    records.push(r);
-                }
+            if let Some(r) = self.load_hash(&id).await?
+                && r.sub == sub
+            {
+                records.push(r);
             }
         }
         records.sort_by(|a, b| (a.created_at, a.id.as_str()).cmp(&(b.created_at, b.id.as_str())));
