@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Instructions per proxied request, counted by callgrind: repeatable to about
-# 0.1 % where wall-clock benchmarks on a shared machine move by ±30 %.
+# Instructions per proxied request, counted by callgrind: the median of a few
+# runs repeats to about 1 %, where wall-clock benchmarks on a shared machine
+# move by ±30 %. Method and results: docs/performance.md.
 #
 #   bench/instructions.sh                   # memory store
+#   NO_BUILD=1 bench/instructions.sh        # the binaries already built
 #   STORES="memory sqlite" ROUNDS=5 bench/instructions.sh
 #   N1=500 N2=2000 KEEP=/tmp/cg bench/instructions.sh   # keep the last run's callgrind dumps
 #
