@@ -137,10 +137,7 @@ impl PostgresStore {
         if let Some(path) = query_value(&parsed, SSLROOTCERT) {
             let pem = std::fs::read(&path)
                 .map_err(|e| StoreError::BadUrl(format!("sslrootcert {path}: {e}")))?;
-            if !pem
-                .windows(27)
-                .any(|w| w == b"-----BEGIN CERTIFICATE-----")
-            {
+            if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
                 return Err(StoreError::BadUrl(format!(
                     "sslrootcert {path}: no PEM certificate in the file"
                 )));

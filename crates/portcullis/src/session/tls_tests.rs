@@ -7,9 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::cache::{Invalidation, InvalidationBus};
 use super::contract::sample_record;
 use super::postgres::{PostgresOptions, PostgresStore};
-use super::cache::{Invalidation, InvalidationBus};
 use super::redis::{RedisOptions, RedisStore};
 use super::seal::{Keyring, PayloadCodec};
 use super::{SessionStore, StoreError, random_token};
@@ -182,10 +182,7 @@ impl TlsPostgres {
                 .arg(dir.path()),
         );
         // PostgreSQL refuses a key others can read.
-        run(
-            "chmod",
-            Command::new("chmod").arg("600").arg(&pki.key),
-        );
+        run("chmod", Command::new("chmod").arg("600").arg(&pki.key));
         let data = dir.path().join("data");
         let as_postgres = |program: PathBuf| {
             use std::os::unix::process::CommandExt;
@@ -228,7 +225,10 @@ impl TlsPostgres {
             _dir: dir,
         };
         eventually("postgres to accept TLS connections", || async {
-            server.connect(&server.url("verify-full", &server.pki.ca)).await.is_ok()
+            server
+                .connect(&server.url("verify-full", &server.pki.ca))
+                .await
+                .is_ok()
         })
         .await;
         server
@@ -244,7 +244,10 @@ impl TlsPostgres {
 
     async fn connect(&self, url: &str) -> Result<PostgresStore, StoreError> {
         let options = PostgresOptions {
-            schema: Some(format!("t_{}", random_token(6).to_lowercase().replace('-', "_"))),
+            schema: Some(format!(
+                "t_{}",
+                random_token(6).to_lowercase().replace('-', "_")
+            )),
             max_connections: 4,
             ..PostgresOptions::default()
         };
@@ -299,7 +302,10 @@ async fn postgres_store_refuses_a_wrong_ca_and_plaintext() {
     let wrong = server.url("verify-full", &server.pki.other_ca);
     match server.connect(&wrong).await {
         Err(StoreError::Unavailable(message)) => {
-            assert!(message.contains("certificate") || message.contains("TLS"), "{message}")
+            assert!(
+                message.contains("certificate") || message.contains("TLS"),
+                "{message}"
+            )
         }
         other => panic!("a server certificate from another CA was accepted: {other:?}"),
     }
@@ -343,7 +349,14 @@ impl TlsRedis {
             .arg(&pki.key)
             .arg("--tls-ca-cert-file")
             .arg(&pki.ca)
-            .args(["--tls-auth-clients", "no", "--save", "", "--appendonly", "no"])
+            .args([
+                "--tls-auth-clients",
+                "no",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())

@@ -118,16 +118,13 @@ pub(crate) fn split_cacert(url: &str) -> Result<(String, Option<TlsCertificates>
         )));
     }
     if fragment == Some("insecure") {
-        return Err(bad(format!(
-            "{CACERT} and #insecure contradict each other"
-        )));
+        return Err(bad(format!("{CACERT} and #insecure contradict each other")));
     }
     let pem = std::fs::read(&path).map_err(|e| bad(format!("{CACERT} {path}: {e}")))?;
-    if !pem
-        .windows(27)
-        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
-    {
-        return Err(bad(format!("{CACERT} {path}: no PEM certificate in the file")));
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err(bad(format!(
+            "{CACERT} {path}: no PEM certificate in the file"
+        )));
     }
     let mut stripped = base.to_owned();
     let kept = kept.finish();
