@@ -177,3 +177,60 @@ pub(super) fn cluster_nodes(url: &str) -> Result<Vec<String>, StoreError> {
     }
     Ok(nodes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ca_file() -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("ca.pem");
+        std::fs::write(
+            &path,
+            "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
+        let path = path.display().to_string();
+        (dir, path)
+    }
+
+    #[test]
+    fn cacert_is_taken_out_and_other_options_kept() {
+        let (_dir, ca) = ca_file();
+        let url = format!("rediss://:pw@h:6380/1?cacert={ca}&protocol=resp3");
+        let (stripped, certs) = split_cacert(&url).expect("split");
+        assert_eq!(stripped, "rediss://:pw@h:6380/1?protocol=resp3");
+        assert!(certs.and_then(|c| c.root_cert).is_some());
+        let url = format!("rediss+cluster://n1:7000,n2:7000/?cacert={ca}");
+        assert_eq!(
+            split_cacert(&url).expect("split").0,
+            "rediss+cluster://n1:7000,n2:7000/"
+        );
+        let plain = "rediss://h:6380/0?protocol=resp3#insecure";
+        let (same, none) = split_cacert(plain).expect("no cacert");
+        assert_eq!(same, plain);
+        assert!(none.is_none());
+    }
+
+    #[test]
+    fn cacert_needs_tls_a_readable_pem_and_no_insecure() {
+        let (dir, ca) = ca_file();
+        for url in [
+            format!("redis://:hunter2@h/?cacert={ca}"),
+            format!("redis+cluster://:hunter2@h:7000/?cacert={ca}"),
+            format!("rediss://:hunter2@h/?cacert={ca}#insecure"),
+            "rediss://:hunter2@h/?cacert=/nonexistent/ca.pem".to_owned(),
+        ] {
+            match split_cacert(&url) {
+                Err(StoreError::BadUrl(message)) => {
+                    assert!(!message.contains("hunter2"), "{message}")
+                }
+                other => panic!("{url}: expected BadUrl, got {:?}", other.map(|(u, _)| u)),
+            }
+        }
+        let not_pem = dir.path().join("key.txt");
+        std::fs::write(&not_pem, "not a certificate").expect("write");
+        let url = format!("rediss://h/?cacert={}", not_pem.display());
+        assert!(matches!(split_cacert(&url), Err(StoreError::BadUrl(_))));
+    }
+}
