@@ -331,7 +331,7 @@ pub const KEYS: &[Key] = &[
         "session",
         "store",
         Value("\"sqlite://portcullis.db\""),
-        "`memory`, `sqlite://PATH`, `redis://…`, `rediss://…`, `redis+sentinel://…`, `redis+cluster://SEED[,SEED…]`, `rediss+cluster://…`, `postgres://…` (password redacted in output).",
+        "`memory`, `sqlite://PATH`, `redis://…`, `rediss://…`, `redis+sentinel://…`, `redis+cluster://SEED[,SEED…]`, `rediss+cluster://…`, `postgres://…` (password redacted in output). TLS: `rediss://…?cacert=/path/ca.pem` (and `rediss+cluster://`) trusts only that CA; `postgres://…?sslmode=verify-full&sslrootcert=/path/ca.pem` verifies the server against it (`sslmode` as libpq: `disable`, `allow`, `prefer` (default), `require`, `verify-ca`, `verify-full`; `sslrootcert` only with `verify-ca`/`verify-full`).",
     ),
     key(
         "session",

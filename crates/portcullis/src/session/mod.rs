@@ -17,6 +17,8 @@ pub mod postgres;
 pub mod redis;
 pub mod seal;
 mod sqlite;
+#[cfg(test)]
+mod tls_tests;
 
 use std::sync::Arc;
 

@@ -53,6 +53,53 @@ impl Default for PostgresOptions {
     }
 }
 
+/// URL keys sqlx reads for the TLS mode and the CA file (with its aliases).
+const SSLMODE: [&str; 2] = ["sslmode", "ssl-mode"];
+const SSLROOTCERT: [&str; 3] = ["sslrootcert", "ssl-root-cert", "ssl-ca"];
+const SSL_MODES: [&str; 6] = [
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
+
+fn query_value<const N: usize>(url: &url::Url, keys: [&str; N]) -> Option<String> {
+    url.query_pairs()
+        .filter(|(k, _)| keys.contains(&k.as_ref()))
+        .map(|(_, v)| v.into_owned())
+        .last()
+}
+
+/// What is wrong with the TLS options of a `postgres://` URL, if anything.
+/// `sslmode` is libpq's (default `prefer`); `sslrootcert=PATH` names the CA
+/// the server certificate must chain to. Unlike libpq, sqlx checks that CA
+/// only with `verify-ca` or `verify-full` (`require` accepts any
+/// certificate), so a CA with a weaker mode is refused rather than silently
+/// ignored. The message never echoes the URL (it may carry a password).
+pub(crate) fn tls_problem(url: &url::Url) -> Option<String> {
+    let mode = query_value(url, SSLMODE);
+    if let Some(mode) = &mode {
+        if !SSL_MODES.contains(&mode.as_str()) {
+            return Some(format!(
+                "sslmode={mode} is unknown (expected one of {})",
+                SSL_MODES.join(", ")
+            ));
+        }
+    }
+    let verifies = matches!(mode.as_deref(), Some("verify-ca" | "verify-full"));
+    match query_value(url, SSLROOTCERT) {
+        Some(path) if path.is_empty() => Some("sslrootcert needs a file path".into()),
+        Some(_) if !verifies => Some(
+            "sslrootcert is only checked with sslmode=verify-full or verify-ca; \
+             add sslmode=verify-full"
+                .into(),
+        ),
+        _ => None,
+    }
+}
+
 /// Session store in PostgreSQL.
 #[derive(Clone)]
 pub struct PostgresStore {
@@ -79,6 +126,22 @@ impl PostgresStore {
     ) -> Result<Self, StoreError> {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(StoreError::BadUrl(redact_url(url)));
+        }
+        let parsed = url::Url::parse(url)
+            .map_err(|e| StoreError::BadUrl(format!("{}: {e}", redact_url(url))))?;
+        if let Some(problem) = tls_problem(&parsed) {
+            return Err(StoreError::BadUrl(problem));
+        }
+        // Read the CA here for a clear startup error; sqlx would only say
+        // "TLS error" on the first connection.
+        if let Some(path) = query_value(&parsed, SSLROOTCERT) {
+            let pem = std::fs::read(&path)
+                .map_err(|e| StoreError::BadUrl(format!("sslrootcert {path}: {e}")))?;
+            if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+                return Err(StoreError::BadUrl(format!(
+                    "sslrootcert {path}: no PEM certificate in the file"
+                )));
+            }
         }
         let mut connect = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::BadUrl(format!("{}: {e}", redact_url(url))))?;

@@ -200,6 +200,15 @@ fn store_syntax(store: &str) -> Result<(), String> {
     if store == "memory" {
         return Ok(());
     }
+    // A CA on a plaintext Redis URL would look protected and not be.
+    let tls = store.starts_with("rediss://") || store.starts_with("rediss+cluster://");
+    if store.starts_with("redis") && !tls && has_query_key(store, "cacert") {
+        return Err(
+            "cacert needs a TLS store URL: use rediss:// or rediss+cluster:// \
+             (redis+sentinel:// has no TLS form)"
+                .to_owned(),
+        );
+    }
     if let Some(rest) = store.strip_prefix("sqlite:") {
         return match rest.trim_start_matches("//") {
             "" => Err(format!("sqlite store needs a path; {HINT}")),
@@ -226,7 +235,12 @@ fn store_syntax(store: &str) -> Result<(), String> {
     let scheme = store.split_once("://").map(|(scheme, _)| scheme);
     match scheme {
         Some("redis" | "rediss" | "postgres" | "postgresql") => match Url::parse(store) {
-            Ok(url) if url.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
+            Ok(url) if url.host_str().is_some_and(|h| !h.is_empty()) => {
+                match crate::session::postgres::tls_problem(&url) {
+                    Some(problem) if url.scheme().starts_with("postgres") => Err(problem),
+                    _ => Ok(()),
+                }
+            }
             _ => Err(
                 "invalid store URL (expected e.g. redis://HOST:PORT/DB or postgres://USER@HOST/DB)"
                     .to_owned(),
@@ -234,6 +248,13 @@ fn store_syntax(store: &str) -> Result<(), String> {
         },
         _ => Err(format!("unsupported store; {HINT}")),
     }
+}
+
+/// Whether the query part of `store` (a URL `url` may not parse) has `key`.
+fn has_query_key(store: &str, key: &str) -> bool {
+    let query = store.split_once('?').map_or("", |(_, q)| q);
+    let query = query.split('#').next().unwrap_or("");
+    url::form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == key)
 }
 
 #[cfg(test)]
@@ -257,6 +278,11 @@ mod tests {
             "rediss+cluster://:pw@n1:7000/?protocol=resp3",
             "postgres://gw@db.example.com/portcullis",
             "postgresql://gw@db/portcullis",
+            "postgres://gw@db/p?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem",
+            "postgres://gw@db/p?sslmode=verify-ca&sslrootcert=/ca.pem",
+            "postgres://gw@db/p?sslmode=require",
+            "rediss://:pw@cache:6380/0?cacert=/etc/ssl/redis-ca.pem",
+            "rediss+cluster://n1:7000,n2:7000/?cacert=/ca.pem",
         ] {
             let c = prod_with(&[("session.store", &lit(ok))]).unwrap();
             assert_eq!(c.session.store, ok);
@@ -268,6 +294,13 @@ mod tests {
             "redis+cluster://",
             "memory://",
             "portcullis.db",
+            "postgres://gw@db/p?sslmode=requir",
+            // sqlx would accept any certificate: the CA would be ignored.
+            "postgres://gw@db/p?sslmode=require&sslrootcert=/ca.pem",
+            "postgres://gw@db/p?sslrootcert=/ca.pem",
+            "redis://cache:6379/0?cacert=/ca.pem",
+            "redis+cluster://n1:7000/?cacert=/ca.pem",
+            "redis+sentinel://s1:26379/mymaster?cacert=/ca.pem",
         ] {
             expect_issue(prod_with(&[("session.store", &lit(bad))]), "session.store");
         }

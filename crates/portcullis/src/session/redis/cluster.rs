@@ -40,7 +40,7 @@ use super::record::{
     self, EXPIRY_GRACE_SECS, RECORD_LUA, decode_record, fetch_record, save_args, touch_args,
     unavailable,
 };
-use super::url::cluster_nodes;
+use super::url::{cluster_nodes, split_cacert};
 use super::{GC_BATCH, RedisOptions};
 use crate::session::seal::PayloadCodec;
 use crate::session::{RefreshLease, SessionHash, SessionRecord, SessionStore, StoreError};
@@ -93,21 +93,27 @@ impl RedisClusterStore {
                     .into(),
             ));
         }
-        let nodes = cluster_nodes(url)?;
+        let (url, certs) = split_cacert(url)?;
+        let nodes = cluster_nodes(&url)?;
         let bad = |e: redis::RedisError| StoreError::BadUrl(format!("redis cluster URL: {e}"));
-        let client = ClusterClientBuilder::new(nodes.clone())
+        let mut builder = ClusterClientBuilder::new(nodes.clone())
             .connection_timeout(options.timeout)
             .response_timeout(options.timeout)
-            .retries(3)
-            .build()
-            .map_err(bad)?;
+            .retries(3);
+        if let Some(certs) = &certs {
+            builder = builder.certs(certs.clone());
+        }
+        let client = builder.build().map_err(bad)?;
         let conn = tokio::time::timeout(options.timeout * 2, client.get_async_connection())
             .await
             .map_err(|_| StoreError::Unavailable("redis cluster: timeout connecting".into()))?
             .map_err(|e| StoreError::Unavailable(format!("redis cluster: {e}")))?;
         let seeds = nodes
             .iter()
-            .map(|n| Client::open(n.as_str()))
+            .map(|n| match &certs {
+                Some(certs) => Client::build_with_tls(n.as_str(), certs.clone()),
+                None => Client::open(n.as_str()),
+            })
             .collect::<Result<_, _>>()
             .map_err(bad)?;
         Ok(Self {

@@ -1,7 +1,7 @@
 //! Parsing the Redis store URLs: `redis://`, `rediss://`,
-//! `redis+sentinel://` and the cluster seed lists.
+//! `redis+sentinel://`, the cluster seed lists and the `cacert` option.
 
-use redis::Client;
+use redis::{Client, TlsCertificates};
 
 use super::super::{StoreError, redact_url};
 
@@ -12,6 +12,10 @@ pub(super) async fn client_for(
 ) -> Result<(Client, Option<redis::sentinel::SentinelClient>), StoreError> {
     let bad = |why: &str| StoreError::BadUrl(format!("{}: {why}", redact_url(url)));
     if let Some(rest) = url.strip_prefix("redis+sentinel://") {
+        // The Sentinel URL has no TLS form; a CA here would protect nothing.
+        if rest.contains(&format!("{CACERT}=")) {
+            return Err(bad("cacert is not supported with redis+sentinel://"));
+        }
         let (auth, rest) = match rest.rsplit_once('@') {
             Some((auth, rest)) => (Some(auth), rest),
             None => (None, rest),
@@ -71,9 +75,72 @@ pub(super) async fn client_for(
     if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
         return Err(bad("not a redis URL"));
     }
-    Client::open(url)
-        .map(|c| (c, None))
-        .map_err(|e| bad(&e.to_string()))
+    let client = match split_cacert(url)? {
+        (url, Some(certs)) => Client::build_with_tls(url.as_str(), certs),
+        (_, None) => Client::open(url),
+    };
+    client.map(|c| (c, None)).map_err(|e| bad(&e.to_string()))
+}
+
+/// The URL option naming a PEM file of CA certificates, as `redis-cli --cacert`.
+pub(crate) const CACERT: &str = "cacert";
+
+/// Take the `cacert=PATH` option out of a `rediss://` or `rediss+cluster://`
+/// URL: the server certificate must then chain to a CA in that file (a
+/// private CA), and the system roots are not used. Returns the URL without
+/// the option (the redis crate does not know it) and the certificates to
+/// build the client with. Errors never echo the URL: it may carry a password.
+pub(crate) fn split_cacert(url: &str) -> Result<(String, Option<TlsCertificates>), StoreError> {
+    let bad = |why: String| StoreError::BadUrl(format!("redis store URL: {why}"));
+    let (head, fragment) = match url.split_once('#') {
+        Some((head, fragment)) => (head, Some(fragment)),
+        None => (url, None),
+    };
+    let Some((base, query)) = head.split_once('?') else {
+        return Ok((url.to_owned(), None));
+    };
+    let mut path = None;
+    let mut kept = url::form_urlencoded::Serializer::new(String::new());
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        if key == CACERT {
+            path = Some(value.into_owned());
+        } else {
+            kept.append_pair(&key, &value);
+        }
+    }
+    let Some(path) = path else {
+        return Ok((url.to_owned(), None));
+    };
+    // A CA on a plaintext URL would look protected and not be.
+    if !(url.starts_with("rediss://") || url.starts_with("rediss+cluster://")) {
+        return Err(bad(format!(
+            "{CACERT} needs TLS: use rediss:// or rediss+cluster://"
+        )));
+    }
+    if fragment == Some("insecure") {
+        return Err(bad(format!("{CACERT} and #insecure contradict each other")));
+    }
+    let pem = std::fs::read(&path).map_err(|e| bad(format!("{CACERT} {path}: {e}")))?;
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err(bad(format!(
+            "{CACERT} {path}: no PEM certificate in the file"
+        )));
+    }
+    let mut stripped = base.to_owned();
+    let kept = kept.finish();
+    if !kept.is_empty() {
+        stripped.push('?');
+        stripped.push_str(&kept);
+    }
+    if let Some(fragment) = fragment {
+        stripped.push('#');
+        stripped.push_str(fragment);
+    }
+    let certs = TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    };
+    Ok((stripped, Some(certs)))
 }
 
 /// Seed node URLs of a `redis+cluster://` or `rediss+cluster://` URL. Errors
@@ -109,4 +176,61 @@ pub(super) fn cluster_nodes(url: &str) -> Result<Vec<String>, StoreError> {
         return Err(bad("no seed node"));
     }
     Ok(nodes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ca_file() -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("ca.pem");
+        std::fs::write(
+            &path,
+            "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
+        let path = path.display().to_string();
+        (dir, path)
+    }
+
+    #[test]
+    fn cacert_is_taken_out_and_other_options_kept() {
+        let (_dir, ca) = ca_file();
+        let url = format!("rediss://:pw@h:6380/1?cacert={ca}&protocol=resp3");
+        let (stripped, certs) = split_cacert(&url).expect("split");
+        assert_eq!(stripped, "rediss://:pw@h:6380/1?protocol=resp3");
+        assert!(certs.and_then(|c| c.root_cert).is_some());
+        let url = format!("rediss+cluster://n1:7000,n2:7000/?cacert={ca}");
+        assert_eq!(
+            split_cacert(&url).expect("split").0,
+            "rediss+cluster://n1:7000,n2:7000/"
+        );
+        let plain = "rediss://h:6380/0?protocol=resp3#insecure";
+        let (same, none) = split_cacert(plain).expect("no cacert");
+        assert_eq!(same, plain);
+        assert!(none.is_none());
+    }
+
+    #[test]
+    fn cacert_needs_tls_a_readable_pem_and_no_insecure() {
+        let (dir, ca) = ca_file();
+        for url in [
+            format!("redis://:hunter2@h/?cacert={ca}"),
+            format!("redis+cluster://:hunter2@h:7000/?cacert={ca}"),
+            format!("rediss://:hunter2@h/?cacert={ca}#insecure"),
+            "rediss://:hunter2@h/?cacert=/nonexistent/ca.pem".to_owned(),
+        ] {
+            match split_cacert(&url) {
+                Err(StoreError::BadUrl(message)) => {
+                    assert!(!message.contains("hunter2"), "{message}")
+                }
+                other => panic!("{url}: expected BadUrl, got {:?}", other.map(|(u, _)| u)),
+            }
+        }
+        let not_pem = dir.path().join("key.txt");
+        std::fs::write(&not_pem, "not a certificate").expect("write");
+        let url = format!("rediss://h/?cacert={}", not_pem.display());
+        assert!(matches!(split_cacert(&url), Err(StoreError::BadUrl(_))));
+    }
 }
