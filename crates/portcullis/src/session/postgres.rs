@@ -80,13 +80,13 @@ fn query_value<const N: usize>(url: &url::Url, keys: [&str; N]) -> Option<String
 /// ignored. The message never echoes the URL (it may carry a password).
 pub(crate) fn tls_problem(url: &url::Url) -> Option<String> {
     let mode = query_value(url, SSLMODE);
-    if let Some(mode) = &mode {
-        if !SSL_MODES.contains(&mode.as_str()) {
-            return Some(format!(
-                "sslmode={mode} is unknown (expected one of {})",
-                SSL_MODES.join(", ")
-            ));
-        }
+    if let Some(mode) = &mode
+        && !SSL_MODES.contains(&mode.as_str())
+    {
+        return Some(format!(
+            "sslmode={mode} is unknown (expected one of {})",
+            SSL_MODES.join(", ")
+        ));
     }
     let verifies = matches!(mode.as_deref(), Some("verify-ca" | "verify-full"));
     match query_value(url, SSLROOTCERT) {
