@@ -20,6 +20,7 @@ pub(crate) mod proxy;
 pub(crate) mod refresh;
 pub mod session;
 pub mod time;
+mod worker_index;
 mod workers;
 
 pub use gateway::{Gateway, GatewayError, serve};

@@ -25,7 +25,6 @@ mod per_ip;
 mod request_body;
 
 use std::{
-    cell::Cell,
     io,
     net::SocketAddr,
     pin::Pin,
@@ -53,16 +52,6 @@ use self::{
     request_body::{BodyState, RequestBody},
 };
 use crate::config::ConnectionLimits;
-
-thread_local! {
-    static WORKER: Cell<usize> = const { Cell::new(0) };
-}
-
-/// The index of the serving worker running on this thread; 0 on any other
-/// thread (tests that serve the router on their own runtime use pool 0).
-pub(crate) fn current() -> usize {
-    WORKER.with(Cell::get)
-}
 
 pub(crate) type App = crate::http::PublicService;
 
@@ -427,7 +416,7 @@ fn run_worker(
     drain: watch::Receiver<bool>,
     mut cut: watch::Receiver<bool>,
 ) -> io::Result<()> {
-    WORKER.with(|w| w.set(index));
+    crate::worker_index::set(index);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

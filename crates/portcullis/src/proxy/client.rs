@@ -81,7 +81,7 @@ impl UpstreamClient {
             }
             Self::Pooled(clients) => clients,
         };
-        let client = &clients[crate::workers::current() % clients.len()];
+        let client = &clients[crate::worker_index::current() % clients.len()];
         match tokio::time::timeout(timeout, client.request(req)).await {
             Err(_) => Err(ApiError::UpstreamTimeout),
             Ok(Err(e)) => Err(ApiError::UpstreamUnavailable(if e.is_connect() {

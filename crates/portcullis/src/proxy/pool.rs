@@ -100,7 +100,7 @@ impl Pool {
         &self,
         mut req: http::Request<Body>,
     ) -> Result<http::Response<Body>, PoolError> {
-        let slot = &self.slots[crate::workers::current() % self.slots.len()];
+        let slot = &self.slots[crate::worker_index::current() % self.slots.len()];
         loop {
             let (mut sender, idle_for) = match slot.checkout() {
                 Some((sender, idle_for)) => (sender, Some(idle_for)),
