@@ -82,14 +82,19 @@ impl CsrfPolicy {
 
 fn counted(result: Result<(), CsrfError>) -> Result<(), CsrfError> {
     if let Err(e) = &result {
-        let reason = match e {
-            CsrfError::MissingToken => "missing_token",
-            CsrfError::BadToken => "bad_token",
-            CsrfError::CrossSite => "cross_site",
-        };
-        metrics::counter!(crate::metrics::CSRF_REJECTIONS_TOTAL, "reason" => reason).increment(1);
+        count_refusal(e);
     }
     result
+}
+
+/// One count per refused request, labelled with why.
+pub(crate) fn count_refusal(e: &CsrfError) {
+    let reason = match e {
+        CsrfError::MissingToken => "missing_token",
+        CsrfError::BadToken => "bad_token",
+        CsrfError::CrossSite => "cross_site",
+    };
+    metrics::counter!(crate::metrics::CSRF_REJECTIONS_TOTAL, "reason" => reason).increment(1);
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@ mod common;
 mod id_token;
 #[path = "login_security/login_cookie.rs"]
 mod login_cookie;
+#[path = "login_security/provider_params.rs"]
+mod provider_params;
 #[path = "login_security/session_and_input.rs"]
 mod session_and_input;
 

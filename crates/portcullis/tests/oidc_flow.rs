@@ -203,3 +203,54 @@ async fn client_secret_post_and_role_less_user() {
     assert_eq!(me["user"]["sub"], "carol");
     assert_eq!(me["roles"], json!([]));
 }
+
+/// Silent re-login (`prompt=none`) against a real OP: with a live OP session
+/// it completes without a form and the callback answers the message page;
+/// without one the OP answers `login_required` and the SPA hears that.
+#[tokio::test]
+async fn silent_login_against_oidc_provider() {
+    let s = setup("client_secret_basic").await;
+    let never = |_: &Url| false;
+
+    let mut fresh = Browser::new();
+    let landed = fresh
+        .navigate_until(&format!("{}/auth/login?prompt=none", s.base), &never)
+        .await;
+    let Landed::Page(page) = landed else {
+        panic!("silent login stopped")
+    };
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        page.url
+            .as_str()
+            .starts_with(&format!("{}/auth/callback", s.base))
+    );
+    assert!(
+        page.body.contains("data-result=\"login_required\""),
+        "{}",
+        page.body
+    );
+
+    let mut browser = Browser::new();
+    login(&s, &mut browser, "alice").await;
+    // The gateway session ends (here: deleted), the OP session lives on.
+    for r in s.store.list_by_sub("alice").await.expect("list") {
+        s.store.delete(&r.id).await.expect("delete");
+    }
+    let (status, _) = get_json(&mut browser, &format!("{}/auth/me", s.base)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let landed = browser
+        .navigate_until(&format!("{}/auth/login?prompt=none", s.base), &never)
+        .await;
+    let Landed::Page(page) = landed else {
+        panic!("silent login stopped")
+    };
+    assert!(
+        page.body.contains("data-result=\"success\""),
+        "{}",
+        page.body
+    );
+    let (status, me) = get_json(&mut browser, &format!("{}/auth/me", s.base)).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(me["user"]["sub"], "alice");
+}

@@ -330,6 +330,8 @@ pub(super) struct RawOidc {
     pub breaker_failures: Raw,
     pub breaker_backoff: Raw,
     pub breaker_max_backoff: Raw,
+    pub extra_auth_params: Raw,
+    pub extra_token_params: Raw,
 }
 
 #[derive(Deserialize, Default)]
@@ -354,6 +356,7 @@ pub(super) struct RawSession {
 pub(super) struct RawCsrf {
     pub cookie: Raw,
     pub header: Raw,
+    pub token_in_me: Raw,
 }
 
 #[derive(Deserialize, Default)]

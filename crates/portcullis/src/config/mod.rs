@@ -203,6 +203,13 @@ pub struct OidcConfig {
     pub breaker_backoff: Duration,
     /// `oidc.breaker_max_backoff`, default `60s`: the longest open period.
     pub breaker_max_backoff: Duration,
+    /// `oidc.extra_auth_params`, default none: extra parameters of the
+    /// authorization request (Auth0 `audience`, Google `access_type`, RFC 8707
+    /// `resource`). The protocol's own parameters cannot be set here.
+    pub extra_auth_params: Vec<(String, String)>,
+    /// `oidc.extra_token_params`, default none: extra parameters of every
+    /// token request (code exchange and refresh).
+    pub extra_token_params: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -244,6 +251,10 @@ pub struct CsrfConfig {
     pub cookie: String,
     /// `csrf.header`, default `X-XSRF-TOKEN`.
     pub header: String,
+    /// `csrf.token_in_me`, default `false`: `/auth/me` also returns the token
+    /// (`csrf_token`), for an SPA on another host name of the same site, which
+    /// cannot read the gateway's cookie. Only origins CORS allows can read it.
+    pub token_in_me: bool,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -94,7 +94,20 @@ fn redact(key: &Key, value: Value) -> Value {
 }
 
 fn render(path: &[&str], table: Table) -> String {
-    format!("[{}]\n{}\n", path.join("."), body(table))
+    // Serialized under its full path, so a nested table (`oidc.extra_auth_params`)
+    // prints as `[oidc.extra_auth_params]`, not as a top-level section; an
+    // empty section still prints its header.
+    let mut nested = table;
+    for name in path.iter().rev() {
+        let mut outer = Table::new();
+        outer.insert((*name).to_string(), Value::Table(nested));
+        nested = outer;
+    }
+    let text = body(nested);
+    match text.is_empty() {
+        true => format!("[{}]\n\n", path.join(".")),
+        false => format!("{text}\n"),
+    }
 }
 
 fn body(table: Table) -> String {

@@ -263,6 +263,18 @@ pub const KEYS: &[Key] = &[
     ),
     key(
         "oidc",
+        "extra_auth_params",
+        Value("{}"),
+        "Extra authorization-request parameters, e.g. `{ audience = \"https://api\" }` (Auth0), `{ access_type = \"offline\" }` (Google), `resource` (RFC 8707). The gateway's own parameters cannot be set.",
+    ),
+    key(
+        "oidc",
+        "extra_token_params",
+        Value("{}"),
+        "Extra parameters of every token request (code exchange and refresh), e.g. `resource`.",
+    ),
+    key(
+        "oidc",
         "roles_claim",
         Value("\"roles\""),
         "Dotted path to the roles in ID-token/userinfo claims (`realm_access.roles`).",
@@ -424,6 +436,12 @@ pub const KEYS: &[Key] = &[
         "header",
         Value("\"X-XSRF-TOKEN\""),
         "Header unsafe requests must echo the token in.",
+    ),
+    key(
+        "csrf",
+        "token_in_me",
+        Value("false"),
+        "`/auth/me` also returns `csrf_token`, for an SPA on another host of the same site (see front-end docs).",
     ),
     key(
         "cors",

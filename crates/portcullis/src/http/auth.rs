@@ -17,6 +17,7 @@ use super::{
     login_cookie::{
         self, LoginCookieError, LoginCookies, MAX_PENDING, MAX_RETURN_TO, PendingLogin,
     },
+    silent_login::{self, Outcome},
     wants_html, wants_json,
 };
 use crate::{
@@ -90,7 +91,20 @@ async fn start_login(
             "return_to is longer than {MAX_RETURN_TO} bytes"
         )));
     }
-    let request = shared.oidc.authorization_request().await?;
+    // `prompt=none` alone: a login that needs the user is a normal one.
+    let silent = match params.get("prompt").map(String::as_str) {
+        None => false,
+        Some(silent_login::SILENT_PROMPT) => true,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "prompt may only be \"none\" (silent login)".into(),
+            ));
+        }
+    };
+    let request = shared
+        .oidc
+        .authorization_request(silent.then_some(silent_login::SILENT_PROMPT))
+        .await?;
     let now = shared.clock.now();
     let name = cookies::login_cookie_name(&shared.config, request.state.as_str());
     // Only this login's cookie is set: logins started at once in several
@@ -115,6 +129,7 @@ async fn start_login(
         pkce_verifier: request.pkce_verifier,
         return_to: return_to.to_string(),
         created_at: now,
+        silent,
     };
     // Nothing is stored server-side: the sealed cookie is the whole login state.
     let value = shared
@@ -137,7 +152,8 @@ pub(crate) async fn callback(
     headers: HeaderMap,
 ) -> Response {
     let mut login_cookie = None;
-    let result = finish_login(&shared, &params, &headers, &mut login_cookie).await;
+    let mut silent = false;
+    let result = finish_login(&shared, &params, &headers, &mut login_cookie, &mut silent).await;
     // The used entry leaves the browser's cookie whatever the outcome.
     let login_cookie = match login_cookie {
         Some(c) => CookieJar::new().add(c),
@@ -154,6 +170,16 @@ pub(crate) async fn callback(
                 _ => "rejected",
             };
             metrics::counter!(crate::metrics::LOGINS_TOTAL, "result" => result).increment(1);
+            if silent {
+                // `login_required` is the expected answer when the IdP
+                // session is gone: the SPA hears it, the log need not.
+                tracing::debug!(reason = %e, "silent login did not complete");
+                let outcome = match (&e, params.get("error")) {
+                    (ApiError::LoginFailed(_), Some(error)) => Outcome::from_idp_error(error),
+                    _ => Outcome::Error,
+                };
+                return (login_cookie, silent_login::page(outcome)).into_response();
+            }
             if let ApiError::LoginFailed(_) = e {
                 tracing::warn!(reason = %e, "login rejected");
             }
@@ -172,6 +198,7 @@ async fn finish_login(
     params: &HashMap<String, String>,
     headers: &HeaderMap,
     used: &mut Option<axum_extra::extract::cookie::Cookie<'static>>,
+    silent: &mut bool,
 ) -> Result<Response, ApiError> {
     let bad = |m: &str| ApiError::BadRequest(m.to_string());
     let state_param = params.get("state").ok_or_else(|| bad("missing state"))?;
@@ -208,6 +235,7 @@ async fn finish_login(
                 }
             }
         })?;
+    *silent = login.silent;
     // Claim first: whatever happens next, this state is never used again here
     // (a racing callback, or a replay with a copy of the cookie, stops now).
     if !shared.login_cookies.claim(&login, now) {
@@ -292,7 +320,10 @@ async fn finish_login(
         ]);
     // The host-only login cookie is re-set by `callback` (the logins still
     // pending in other tabs).
-    let mut resp = found(&login.return_to);
+    let mut resp = match login.silent {
+        true => silent_login::page(Outcome::Success),
+        false => found(&login.return_to),
+    };
     for c in set {
         let value = HeaderValue::from_str(&c.encoded().to_string())
             .map_err(|_| ApiError::BadRequest("cookie is not a valid header value".into()))?;
@@ -364,7 +395,7 @@ pub(crate) async fn me(
                 }
                 Err(e @ RefreshError::Store(_)) => return Err(e.into()),
             };
-            Ok(Json(json!({
+            let mut body = json!({
                 "authenticated": true,
                 "user": r.claims,
                 "roles": r.roles,
@@ -372,8 +403,11 @@ pub(crate) async fn me(
                     "expires_at": rfc3339(r.expires_at),
                     "idle_expires_at": rfc3339(r.idle_expires_at),
                 },
-            }))
-            .into_response())
+            });
+            if shared.config.csrf.token_in_me {
+                body["csrf_token"] = Value::String(r.csrf_token.clone());
+            }
+            Ok(Json(body).into_response())
         }
         SessionLookup::None | SessionLookup::Expired => Ok((
             StatusCode::UNAUTHORIZED,

@@ -90,6 +90,9 @@ pub(crate) struct PendingLogin {
     /// Same-origin path to return to after login.
     pub return_to: String,
     pub created_at: UnixTime,
+    /// Started with `prompt=none`: the callback answers the silent-login
+    /// page (a message to the SPA), not a redirect.
+    pub silent: bool,
 }
 
 impl PendingLogin {
@@ -100,6 +103,8 @@ impl PendingLogin {
     /// `t s n v r`, space-separated: compact (six fit in a few KB of
     /// `Cookie` header) and unambiguous, as the random tokens and the time
     /// never hold a space and `return_to` (no whitespace either) comes last.
+    /// A silent login's `return_to` is written `!/path` (a path starts with
+    /// `/`, so the mark is unambiguous and older cookies still read).
     fn encode(&self) -> Option<Vec<u8>> {
         let tokens = [
             self.state.as_str(),
@@ -111,11 +116,12 @@ impl PendingLogin {
         }
         Some(
             format!(
-                "{} {} {} {} {}",
+                "{} {} {} {} {}{}",
                 self.created_at,
                 self.state.as_str(),
                 self.nonce.as_str(),
                 self.pkce_verifier.as_str(),
+                if self.silent { "!" } else { "" },
                 self.return_to
             )
             .into_bytes(),
@@ -127,12 +133,19 @@ impl PendingLogin {
         let mut parts = text.splitn(5, ' ');
         let created_at = parts.next()?.parse().ok()?;
         let mut token = || parts.next().filter(|t| !t.is_empty()).map(str::to_string);
+        let (state, nonce, pkce_verifier) = (token()?, token()?, token()?);
+        let return_to = token()?;
+        let (silent, return_to) = match return_to.strip_prefix('!') {
+            Some(path) => (true, path.to_string()),
+            None => (false, return_to),
+        };
         Some(Self {
-            state: LoginState::new(token()?),
-            nonce: Nonce::new(token()?),
-            pkce_verifier: PkceVerifier::new(token()?),
-            return_to: token()?,
+            state: LoginState::new(state),
+            nonce: Nonce::new(nonce),
+            pkce_verifier: PkceVerifier::new(pkce_verifier),
+            return_to,
             created_at,
+            silent,
         })
     }
 }
@@ -324,6 +337,7 @@ mod tests {
             pkce_verifier: PkceVerifier::random(),
             return_to: return_to.to_string(),
             created_at: NOW + i as i64,
+            silent: false,
         }
     }
 

@@ -12,6 +12,7 @@ mod login_cookie;
 mod logout_channels;
 pub(crate) mod pipeline;
 mod session;
+mod silent_login;
 mod static_files;
 
 use std::{net::SocketAddr, sync::Arc};

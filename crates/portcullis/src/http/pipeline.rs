@@ -227,7 +227,10 @@ where
     F: FnOnce(Request) -> Fut,
     Fut: Future<Output = Response>,
 {
-    let cross_site = || ApiError::Csrf(CsrfError::CrossSite).into_response();
+    let cross_site = || {
+        crate::csrf::count_refusal(&CsrfError::CrossSite);
+        ApiError::Csrf(CsrfError::CrossSite).into_response()
+    };
     let Some(policy) = policy else {
         if crate::cors::is_preflight(&req) {
             return cross_site();

@@ -46,8 +46,12 @@ pub fn pkce_challenge(verifier: &str) -> String {
 }
 
 impl OidcClient {
-    /// Build a new authorization request with fresh state, nonce and PKCE verifier.
-    pub async fn authorization_request(&self) -> Result<AuthorizationRequest, OidcError> {
+    /// Build a new authorization request with fresh state, nonce and PKCE
+    /// verifier. `prompt` (a silent login's `none`) wins over a configured one.
+    pub async fn authorization_request(
+        &self,
+        prompt: Option<&str>,
+    ) -> Result<AuthorizationRequest, OidcError> {
         let meta = self.metadata().await?;
         let state = LoginState::random();
         let nonce = Nonce::random();
@@ -64,6 +68,17 @@ impl OidcClient {
             .append_pair("nonce", nonce.as_str())
             .append_pair("code_challenge", &pkce_challenge(pkce_verifier.as_str()))
             .append_pair("code_challenge_method", "S256");
+        {
+            let mut query = url.query_pairs_mut();
+            for (name, value) in &self.extra_auth_params {
+                if !(prompt.is_some() && name == "prompt") {
+                    query.append_pair(name, value);
+                }
+            }
+            if let Some(prompt) = prompt {
+                query.append_pair("prompt", prompt);
+            }
+        }
         Ok(AuthorizationRequest {
             url: url.into(),
             state,
@@ -105,7 +120,15 @@ impl OidcClient {
                 return Err(e);
             }
         };
-        let out = http_client::observed("token", self.token_call(params)).await;
+        // Configured extras go after the protocol's own parameters, which
+        // config validation keeps them from repeating.
+        let mut all = params.to_vec();
+        all.extend(
+            self.extra_token_params
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str())),
+        );
+        let out = http_client::observed("token", self.token_call(&all)).await;
         permit.done(&out);
         out
     }

@@ -10,6 +10,34 @@ use crate::config::{ClientAuthMethod, OidcConfig, Secret, is_same_origin_path, l
 
 const DEFAULT_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access"];
 const DEFAULT_ALGS: &[&str] = &["RS256", "PS256", "ES256", "EdDSA"];
+/// What the gateway itself sends on an authorization request: an extra
+/// parameter may not replace one (a second `redirect_uri` or `state` would
+/// at best break the login and at worst weaken it).
+const RESERVED_AUTH_PARAMS: &[&str] = &[
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+    "response_mode",
+    "request",
+    "request_uri",
+];
+/// What the gateway itself sends on a token request, and client authentication.
+const RESERVED_TOKEN_PARAMS: &[&str] = &[
+    "grant_type",
+    "code",
+    "redirect_uri",
+    "code_verifier",
+    "refresh_token",
+    "client_id",
+    "client_secret",
+    "client_assertion",
+    "client_assertion_type",
+];
 const ALLOWED_ALGS: &str = "RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA";
 
 impl Validator<'_> {
@@ -104,6 +132,16 @@ impl Validator<'_> {
             Duration::from_secs(60),
             true,
         );
+        let extra_auth_params = self.extra_params(
+            "oidc.extra_auth_params",
+            raw.extra_auth_params,
+            RESERVED_AUTH_PARAMS,
+        );
+        let extra_token_params = self.extra_params(
+            "oidc.extra_token_params",
+            raw.extra_token_params,
+            RESERVED_TOKEN_PARAMS,
+        );
         if let (Some(b), Some(m)) = (breaker_backoff, breaker_max_backoff)
             && m < b
         {
@@ -129,6 +167,8 @@ impl Validator<'_> {
             clock_skew: clock_skew?,
             userinfo: userinfo?,
             backchannel_all_sessions: backchannel_all_sessions?,
+            extra_auth_params: extra_auth_params?,
+            extra_token_params: extra_token_params?,
         })
     }
 
@@ -166,6 +206,42 @@ impl Validator<'_> {
                 "missing client secret (set client_secret or client_secret_file)",
             ),
         }
+    }
+
+    /// A table of extra request parameters, name → string value.
+    fn extra_params(
+        &mut self,
+        key: &str,
+        value: Option<Value>,
+        reserved: &[&str],
+    ) -> Option<Vec<(String, String)>> {
+        let table = match value {
+            None => return Some(Vec::new()),
+            Some(Value::Table(t)) => t,
+            Some(other) => {
+                return self.reject(
+                    key,
+                    format!("expected a table of strings, found {}", other.type_str()),
+                );
+            }
+        };
+        let mut out = Vec::with_capacity(table.len());
+        let mut ok = true;
+        for (name, value) in table {
+            let item = format!("{key}.{name}");
+            if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c.is_control()) {
+                ok = false;
+                self.issue(&item, "a parameter name must be one non-empty word");
+            } else if reserved.iter().any(|r| r.eq_ignore_ascii_case(&name)) {
+                ok = false;
+                self.issue(&item, "is set by the gateway and cannot be overridden");
+            } else if let Ok(Some(v)) = self.string(&item, Some(value)) {
+                out.push((name, v));
+            } else {
+                ok = false;
+            }
+        }
+        ok.then_some(out)
     }
 
     fn scopes(&mut self, key: &str, scopes: Vec<String>) -> Option<Vec<String>> {

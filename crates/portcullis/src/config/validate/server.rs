@@ -232,7 +232,9 @@ impl Validator<'_> {
                     format!("\"{name}\" is not a valid header name"),
                 ),
             });
+        let token_in_me = self.bool_or("csrf.token_in_me", raw.token_in_me, false);
         Some(CsrfConfig {
+            token_in_me: token_in_me?,
             cookie: cookie?,
             header: header?,
         })
