@@ -205,6 +205,34 @@ impl Gateway {
     }
 }
 
+/// The public listener alone, on the same serving workers as [`serve`], but
+/// without the background tasks `serve` starts (IdP metadata refresh, store
+/// GC, metrics upkeep) and without the admin listener: for embedders and
+/// tests that drive those themselves. Returns once `shutdown` has resolved
+/// and the connections have drained.
+pub async fn serve_public(
+    gateway: &Gateway,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), GatewayError> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let served = crate::workers::serve(
+        gateway.service(),
+        listener,
+        gateway.config().server.workers,
+        gateway.config().server.limits,
+        rx,
+        gateway.config().server.drain_timeout,
+    );
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = tx.send(true);
+        // Held until the serving ends: a dropped sender would cut the workers.
+        tx.closed().await;
+    });
+    served.await.map_err(GatewayError::Io)
+}
+
 /// Serve the gateway on `listener` with `server.workers` threads (and the
 /// admin router on `admin`, if any, on the caller's runtime) until
 /// `shutdown` resolves. Then the listeners close at once (new

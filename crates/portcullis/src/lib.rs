@@ -23,4 +23,4 @@ pub mod time;
 mod worker_index;
 mod workers;
 
-pub use gateway::{Gateway, GatewayError, serve};
+pub use gateway::{Gateway, GatewayError, serve, serve_public};

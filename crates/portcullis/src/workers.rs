@@ -812,9 +812,11 @@ impl hyper::service::Service<http::Request<RequestBody>> for Connection {
         // Origin-form (`/path`) and absolute-form (hyper keeps the path) reach
         // the app; authority-form or a bare word (`GET host:443`, `GET aaa`)
         // has no path to route on: 400 here rather than a confused answer
-        // further in (it was a 500). `OPTIONS *` passes.
+        // further in (it was a 500). `OPTIONS *` passes, and so does CONNECT
+        // (authority-form by definition): the pipeline's screen answers it
+        // 405 with `Allow`, as for TRACE.
         let path = req.uri().path();
-        if !path.starts_with('/') && path != "*" {
+        if !path.starts_with('/') && path != "*" && req.method() != http::Method::CONNECT {
             tracing::debug!("request target without a path: 400");
             return Box::pin(std::future::ready(Ok(
                 axum::response::IntoResponse::into_response(http::StatusCode::BAD_REQUEST),

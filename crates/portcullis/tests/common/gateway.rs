@@ -1,14 +1,17 @@
-//! Starting a gateway for a test: config text in, a served router out.
+//! Starting a gateway for a test: config text in, a gateway served on the
+//! production path out (`portcullis::serve_public`: the serving workers and
+//! their hand-written connection handling, as `portcullis serve` runs them).
 
 #![allow(dead_code)]
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use portcullis::{Gateway, config::Config, session::SessionStore, time::Clock};
 use tokio::{net::TcpListener, task::JoinHandle};
 
 /// Build a gateway from `toml` with `store` (so the test can inspect it) and
-/// serve its public router on `listener` in a task. Panics on a bad config.
+/// serve it on `listener` in a task (aborting the task stops the workers).
+/// Panics on a bad config.
 pub async fn serve(
     listener: TcpListener,
     toml: &str,
@@ -31,11 +34,9 @@ pub async fn serve_with_clock(
         builder = builder.clock(clock);
     }
     let gateway = builder.build().await.expect("build the gateway");
-    let app = gateway
-        .router()
-        .into_make_service_with_connect_info::<SocketAddr>();
+    let served = gateway.clone();
     let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
+        let _ = portcullis::serve_public(&served, listener, std::future::pending()).await;
     });
     (gateway, server)
 }
