@@ -4,11 +4,9 @@
 //! limits come from `[server]`; every wait is a bounded read, never a
 //! fixed sleep.
 
-mod common;
-
 use std::time::Duration;
 
-use common::serving::{Served, one_request, read_response, read_until_closed};
+use crate::common::serving::{Served, one_request, read_response, read_until_closed};
 use tokio::io::AsyncWriteExt;
 
 /// Long enough for a loaded CI machine; a limit that works closes far sooner.
@@ -399,7 +397,7 @@ async fn stalled_request_body_after_the_response_began_closes_the_connection() {
     let mut seen = Vec::new();
     let began = tokio::time::timeout(BOUND, async {
         let mut buf = [0u8; 1024];
-        while common::serving::find(&seen, b"early").is_none() {
+        while crate::common::serving::find(&seen, b"early").is_none() {
             match tokio::io::AsyncReadExt::read(&mut tcp, &mut buf).await {
                 Ok(0) | Err(_) => return false,
                 Ok(n) => seen.extend_from_slice(&buf[..n]),

@@ -5,12 +5,10 @@
 //! of unsafe methods; HTTP/1.1 without `Host` is refused. Requests are
 //! written on raw TCP so no client library normalises the path first.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 
+use crate::common::crafted_idp::{CLIENT_ID, CLIENT_SECRET, CraftedIdp, now};
 use axum::{Router, extract::Request};
-use common::crafted_idp::{CLIENT_ID, CLIENT_SECRET, CraftedIdp, now};
 use portcullis::session::{
     MemoryStore, SessionId, SessionRecord, SessionStore, TokenSet, random_token,
 };
@@ -99,7 +97,8 @@ check_origin = false
             issuer = idp.issuer,
         );
         let store = Arc::new(MemoryStore::new());
-        let (_gateway, gw_task) = common::gateway::serve(listener, &toml, store.clone()).await;
+        let (_gateway, gw_task) =
+            crate::common::gateway::serve(listener, &toml, store.clone()).await;
         let user = session(&*store, &[]).await;
         Self {
             _idp: idp,

@@ -2,9 +2,7 @@
 //! tests run against: discovery, JWKS, and a full code flow with PKCE, refresh
 //! token rotation, reuse detection and revocation.
 
-mod common;
-
-use common::oidc_provider::{
+use crate::common::oidc_provider::{
     Browser, CLIENT_ID, CLIENT_SECRET, OidcProvider, OpOptions, jwt_payload, pkce_pair, query_map,
 };
 use serde_json::Value;

@@ -4,8 +4,6 @@
 //! `invalid_request` and end no session; a valid one ends exactly the
 //! sessions it names.
 
-mod common;
-
 use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, Header};
@@ -15,7 +13,7 @@ use portcullis::session::{
 use reqwest::{Client, StatusCode, header};
 use serde_json::{Value, json};
 
-use common::crafted_idp::{
+use crate::common::crafted_idp::{
     CLIENT_ID, CLIENT_SECRET, CraftedIdp, EcKey, hmac_jwt, now, unsigned_jwt,
 };
 
@@ -62,7 +60,7 @@ store = "memory"
 "#,
             issuer = idp.issuer,
         );
-        let (_, server) = common::gateway::serve(listener, &toml, store.clone()).await;
+        let (_, server) = crate::common::gateway::serve(listener, &toml, store.clone()).await;
         Self {
             idp,
             signer: signer.expect("signer"),

@@ -2,8 +2,6 @@
 //! and by hash behind the admin bearer token; never on the public listener;
 //! absent (404) without a configured token while health stays.
 
-mod common;
-
 use std::{net::SocketAddr, sync::Arc};
 
 use portcullis::{
@@ -14,7 +12,7 @@ use portcullis::{
 use reqwest::{Client, Method, StatusCode, header};
 use serde_json::Value;
 
-use common::crafted_idp::{CLIENT_ID, CLIENT_SECRET, CraftedIdp, now};
+use crate::common::crafted_idp::{CLIENT_ID, CLIENT_SECRET, CraftedIdp, now};
 use jsonwebtoken::{Algorithm, Header};
 use serde_json::json;
 

@@ -9,8 +9,6 @@
 //! bytes depend only on the seed and its index. `FUZZ_CASES` changes the
 //! count (default 3000; the run also stops after 20 s).
 
-mod common;
-
 use std::{
     collections::BTreeMap,
     sync::{
@@ -20,7 +18,7 @@ use std::{
     time::Duration,
 };
 
-use common::serving::{Served, UPSTREAM_MARK, find};
+use crate::common::serving::{Served, UPSTREAM_MARK, find};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -631,7 +629,7 @@ async fn request_smuggling_never_reaches_the_upstream() {
 /// `portcullis_upstream_errors_total` of the `/api/` route (all kinds), from
 /// the admin listener's `/metrics`.
 async fn api_upstream_errors(g: &Served) -> u64 {
-    let text = common::serving::one_request(g.admin, "/metrics")
+    let text = crate::common::serving::one_request(g.admin, "/metrics")
         .await
         .expect("metrics answered");
     text.lines()

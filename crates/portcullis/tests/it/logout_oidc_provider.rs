@@ -3,11 +3,9 @@
 //! reaches the gateway, and `POST /auth/logout` revokes the refresh token at
 //! the IdP (and logs out locally even when revocation fails).
 
-mod common;
-
 use std::{future::Future, sync::Arc, time::Duration};
 
-use common::oidc_provider::{
+use crate::common::oidc_provider::{
     Browser, CLIENT_ID, CLIENT_SECRET, Landed, OidcProvider, OpOptions, SCOPES,
 };
 use portcullis::session::{MemoryStore, SessionStore};
@@ -74,7 +72,7 @@ store = "memory"
         issuer = op.issuer
     );
     let store = Arc::new(MemoryStore::new());
-    let (_, server) = common::gateway::serve(listener, &toml, store.clone()).await;
+    let (_, server) = crate::common::gateway::serve(listener, &toml, store.clone()).await;
     Setup {
         base,
         op,

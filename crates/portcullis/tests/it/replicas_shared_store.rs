@@ -8,14 +8,14 @@
 //! (default `postgres://postgres@127.0.0.1:5432/test`). Each test uses its own
 //! key prefix / schema and removes it at the end.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::oidc_provider::{
+    Browser, CLIENT_ID, CLIENT_SECRET, Landed, OidcProvider, OpOptions,
+};
 use axum::{Json, Router, http::HeaderMap, routing::get};
-use common::oidc_provider::{Browser, CLIENT_ID, CLIENT_SECRET, Landed, OidcProvider, OpOptions};
 use portcullis::{Gateway, config::Config, time::ManualClock};
 use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
@@ -191,11 +191,10 @@ upstream = "http://{upstream}"
             .build()
             .await
             .expect("gateway");
-        let app = gateway
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
+        // The production path: the serving workers, as `portcullis serve`.
+        let served = gateway.clone();
         tasks.push(tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = portcullis::serve_public(&served, listener, std::future::pending()).await;
         }));
     }
     Replicas {

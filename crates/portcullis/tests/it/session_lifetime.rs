@@ -12,8 +12,6 @@
 //! on port 0. Sessions are stored directly; the gateway runs on a
 //! [`ManualClock`], so expiry is a clock move, not a wait.
 
-mod common;
-
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{Router, http::StatusCode as AxumStatus, routing::get};
@@ -30,7 +28,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 
-use common::crafted_idp::{CLIENT_ID, CLIENT_SECRET, CraftedIdp, IdTokenForm, SUBJECT, now};
+use crate::common::crafted_idp::{CLIENT_ID, CLIENT_SECRET, CraftedIdp, IdTokenForm, SUBJECT, now};
 
 /// Upper bound for anything the gateway must do "promptly"; tests wait on
 /// events, never for a fixed time.

@@ -12,8 +12,6 @@ use std::{
     },
 };
 
-mod common;
-
 use axum::{
     Json, Router,
     http::HeaderMap,
@@ -165,8 +163,8 @@ async fn start_full(
         None => (ORIGIN, "prod", "https://127.0.0.1:1"),
     };
     let (client_id, client_secret) = (
-        common::crafted_idp::CLIENT_ID,
-        common::crafted_idp::CLIENT_SECRET,
+        crate::common::crafted_idp::CLIENT_ID,
+        crate::common::crafted_idp::CLIENT_SECRET,
     );
     // `extra` goes before the first table header when it holds server keys.
     let text = format!(
@@ -198,10 +196,11 @@ upstream = "http://{upstream}"
         .build()
         .await
         .expect("gateway");
-    let app = gateway
-        .router()
-        .into_make_service_with_connect_info::<SocketAddr>();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    // The production path: the serving workers, as `portcullis serve`.
+    let served = gateway.clone();
+    tokio::spawn(async move {
+        let _ = portcullis::serve_public(&served, listener, std::future::pending()).await;
+    });
     Gw {
         base,
         store,
@@ -436,7 +435,7 @@ async fn upstream_set_cookie_with_empty_name_is_dropped() {
 
 #[tokio::test]
 async fn percent_encoded_login_cookie_name_is_not_reused() {
-    let idp = common::crafted_idp::CraftedIdp::start().await;
+    let idp = crate::common::crafted_idp::CraftedIdp::start().await;
     let gw = start_with(Some(&idp.url("")), "").await;
     let login = |cookie: String| {
         gw.req(Method::GET, "/auth/login?return_to=/")
@@ -484,7 +483,7 @@ async fn percent_encoded_login_cookie_name_is_not_reused() {
 /// removes the planted copy (before setting the new cookie).
 #[tokio::test]
 async fn planted_domain_session_cookie_cannot_lock_the_user_out() {
-    use common::crafted_idp::{CraftedIdp, now};
+    use crate::common::crafted_idp::{CraftedIdp, now};
     let idp = CraftedIdp::start().await;
     let gw = start_full(
         Some(&idp.url("")),

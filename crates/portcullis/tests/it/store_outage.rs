@@ -6,14 +6,11 @@
 //! finds its master through a real Sentinel, and follows a failover.
 //!
 //! PostgreSQL the same way, with a server the test initialises and starts
-//! itself ([`common::own_postgres`]). A session in the local cache keeps
+//! itself ([`crate::common::own_postgres`]). A session in the local cache keeps
 //! serving during an outage only within `session.cache_ttl`, and a
 //! back-channel logout the store could not carry out is served when the IdP
 //! retries it.
 
-mod common;
-
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -181,11 +178,10 @@ store_timeout = "500ms"
     let gateway = Gateway::builder(config).build().await.expect("gateway");
     let store = gateway.store().clone();
     let admin = gateway.admin_router();
-    let app = gateway
-        .router()
-        .into_make_service_with_connect_info::<SocketAddr>();
+    // The production path: the serving workers, as `portcullis serve`.
+    let served = gateway.clone();
     let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
+        let _ = portcullis::serve_public(&served, listener, std::future::pending()).await;
     });
 
     let now = SystemClock.now();
@@ -489,18 +485,17 @@ encryption_keys = ["{KEY}"]
 store_timeout = "500ms"
 cache_ttl = "{cache_ttl}"
 "#,
-        client_id = common::crafted_idp::CLIENT_ID,
-        client_secret = common::crafted_idp::CLIENT_SECRET,
+        client_id = crate::common::crafted_idp::CLIENT_ID,
+        client_secret = crate::common::crafted_idp::CLIENT_SECRET,
     );
     let config = Config::from_toml_str(&toml, Vec::new()).expect("config");
     let gateway = Gateway::builder(config).build().await.expect("gateway");
     let store = gateway.store().clone();
     let admin = gateway.admin_router();
-    let app = gateway
-        .router()
-        .into_make_service_with_connect_info::<SocketAddr>();
+    // The production path: the serving workers, as `portcullis serve`.
+    let served = gateway.clone();
     let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
+        let _ = portcullis::serve_public(&served, listener, std::future::pending()).await;
     });
     Running {
         base,
@@ -656,7 +651,7 @@ async fn assert_all_recover(client: &reqwest::Client, base: &str, ids: &[Session
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_restart_under_load_loses_no_session() {
-    let mut pg = common::own_postgres::OwnPostgres::start();
+    let mut pg = crate::common::own_postgres::OwnPostgres::start();
     let ttl = Duration::from_secs(3);
     let gw = gateway_on(&pg.url(), "3s", "http://127.0.0.1:1").await;
     let client = reqwest::Client::new();
@@ -732,10 +727,10 @@ async fn cached_session_serves_only_within_cache_ttl_during_outage() {
 /// while the `jti` table still answers).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backchannel_logout_failed_by_the_store_is_served_on_the_idps_retry() {
-    use common::crafted_idp::{CLIENT_ID, CraftedIdp, now};
+    use crate::common::crafted_idp::{CLIENT_ID, CraftedIdp, now};
     use jsonwebtoken::{Algorithm, Header};
 
-    let mut pg = common::own_postgres::OwnPostgres::start();
+    let mut pg = crate::common::own_postgres::OwnPostgres::start();
     let idp = CraftedIdp::start().await;
     let signer = idp.signer();
     let gw = gateway_on(&pg.url(), "2s", &idp.issuer).await;

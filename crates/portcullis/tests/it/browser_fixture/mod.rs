@@ -144,10 +144,11 @@ pub async fn start(opts: Opts<'_>) -> Gw {
         .build()
         .await
         .expect("gateway");
-    let app = gateway
-        .router()
-        .into_make_service_with_connect_info::<SocketAddr>();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    // The production path: the serving workers, as `portcullis serve`.
+    let served = gateway.clone();
+    tokio::spawn(async move {
+        let _ = portcullis::serve_public(&served, listener, std::future::pending()).await;
+    });
     Gw {
         base,
         origin,

@@ -7,8 +7,6 @@
 //! The gateway runs on a [`ManualClock`] so tests move a session's access
 //! token into the refresh window or past its expiry without waiting.
 
-mod common;
-
 use std::{
     convert::Infallible,
     net::SocketAddr,
@@ -19,6 +17,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::common::oidc_provider::{
+    Browser, CLIENT_ID, CLIENT_SECRET, Landed, OidcProvider, OpOptions,
+};
 use axum::{
     Json, Router,
     body::{Body, Bytes},
@@ -26,7 +27,6 @@ use axum::{
     http::HeaderMap,
     routing::{any, get},
 };
-use common::oidc_provider::{Browser, CLIENT_ID, CLIENT_SECRET, Landed, OidcProvider, OpOptions};
 use futures_util::{SinkExt, StreamExt};
 use portcullis::{
     Gateway,

@@ -2,14 +2,12 @@
 //! login redirect parameters, the OP's login form, callback, `/auth/me` with
 //! roles, the proxied API with the user's token, logout URL, session gone.
 
-mod common;
-
 use std::{net::SocketAddr, sync::Arc};
 
-use axum::{Json, Router, http::HeaderMap, routing::get};
-use common::oidc_provider::{
+use crate::common::oidc_provider::{
     Browser, CLIENT_ID, CLIENT_SECRET, Landed, OidcProvider, OpOptions, SCOPES,
 };
+use axum::{Json, Router, http::HeaderMap, routing::get};
 use portcullis::session::{MemoryStore, SessionStore};
 use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
@@ -76,7 +74,7 @@ upstream = "http://{upstream}"
         issuer = op.issuer
     );
     let store = Arc::new(MemoryStore::new());
-    common::gateway::serve(listener, &toml, store.clone()).await;
+    crate::common::gateway::serve(listener, &toml, store.clone()).await;
     Setup { base, op, store }
 }
 

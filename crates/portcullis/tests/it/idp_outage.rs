@@ -11,10 +11,8 @@
 //! - a back-channel logout whose delete fails can be retried by the IdP,
 //!   and a replayed one never ends a session begun after it.
 //!
-//! Real serving path ([`common::harness::Harness`]), crafted IdP, sessions
+//! Real serving path ([`crate::common::harness::Harness`]), crafted IdP, sessions
 //! stored directly, a manual clock.
-
-mod common;
 
 use std::time::{Duration, Instant};
 
@@ -22,7 +20,7 @@ use jsonwebtoken::{Algorithm, Header};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use common::{
+use crate::common::{
     crafted_idp::{CLIENT_ID, EcKey, RawReply, SUBJECT, now},
     harness::Harness,
 };

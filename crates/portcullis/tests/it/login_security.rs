@@ -10,7 +10,6 @@
 //! JWKS tests; `login_security/session_and_input.rs` the session id and
 //! garbage-input tests.
 
-mod common;
 #[path = "login_security/id_token.rs"]
 mod id_token;
 #[path = "login_security/login_cookie.rs"]
@@ -28,7 +27,7 @@ use reqwest::{Client, Response, StatusCode, header, redirect::Policy};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use common::crafted_idp::{CLIENT_ID, CLIENT_SECRET, CraftedIdp, IssParam, SUBJECT};
+use crate::common::crafted_idp::{CLIENT_ID, CLIENT_SECRET, CraftedIdp, IssParam, SUBJECT};
 
 /// Session cookie name in the dev profile.
 const SESSION_COOKIE: &str = "portcullis";
@@ -92,7 +91,7 @@ encryption_keys = ["{key}"]
             key = random_key_base64(),
         );
         let (_, server) =
-            common::gateway::serve_with_clock(listener, &toml, store.clone(), clock).await;
+            crate::common::gateway::serve_with_clock(listener, &toml, store.clone(), clock).await;
         Self {
             idp,
             base,

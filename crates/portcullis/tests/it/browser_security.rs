@@ -3,8 +3,7 @@
 //! default and exact when configured, security headers and CSP, prod profile
 //! rules, and session timeouts as the browser sees them.
 
-#[path = "browser_fixture/mod.rs"]
-mod fixture;
+use crate::browser_fixture as fixture;
 
 use fixture::{Opts, csrf_rejections, start};
 use portcullis::config::Config;

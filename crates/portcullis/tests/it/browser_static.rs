@@ -2,8 +2,7 @@
 //! Last-Modified, 304), precompressed variants, cache policy for hashed
 //! assets and index.html, the SPA fallback's limits, and no path traversal.
 
-#[path = "browser_fixture/mod.rs"]
-mod fixture;
+use crate::browser_fixture as fixture;
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! the gateway accepts: logging out at the IdP's `end_session` ends that
 //! user's gateway session and no one else's.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use portcullis::{
     Gateway,
@@ -66,11 +66,10 @@ store = "memory"
         .build()
         .await
         .expect("gateway");
-    let app = gateway
-        .router()
-        .into_make_service_with_connect_info::<SocketAddr>();
+    // The production path: the serving workers, as `portcullis serve`.
+    let served = gateway.clone();
     let gw_task = tokio::spawn(async move {
-        let _ = axum::serve(gw_listener, app).await;
+        let _ = portcullis::serve_public(&served, gw_listener, std::future::pending()).await;
     });
     Setup {
         base,

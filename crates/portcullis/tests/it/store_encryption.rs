@@ -3,7 +3,6 @@
 //! rotation keeps old sessions readable and re-seals them on the next write,
 //! and a dev gateway without keys generates one beside the database.
 
-use std::net::SocketAddr;
 use std::path::Path;
 
 use portcullis::{
@@ -68,11 +67,10 @@ store = "sqlite://{db}"
     );
     let config = Config::from_toml_str(&toml, Vec::new()).expect("config");
     let gateway = Gateway::builder(config).build().await.expect("gateway");
-    let app = gateway
-        .router()
-        .into_make_service_with_connect_info::<SocketAddr>();
+    // The production path: the serving workers, as `portcullis serve`.
+    let served = gateway.clone();
     let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
+        let _ = portcullis::serve_public(&served, listener, std::future::pending()).await;
     });
     (gateway, base, task)
 }
