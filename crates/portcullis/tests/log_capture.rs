@@ -8,6 +8,7 @@
 mod common;
 mod ops_support;
 
+use portcullis::session::SessionRecords;
 use std::{
     io::Write,
     sync::{Arc, Mutex},
@@ -15,7 +16,6 @@ use std::{
 
 use common::oidc_provider::CLIENT_SECRET;
 use ops_support::{Browser, login, setup};
-use portcullis::session::SessionStore;
 use reqwest::{Method, StatusCode, header, header::HeaderMap};
 use url::Url;
 

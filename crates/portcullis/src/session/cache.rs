@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use super::{RefreshLease, SessionHash, SessionRecord, SessionStore, StoreError};
+use super::{
+    RefreshLease, RefreshLeases, ReplayGuard, SessionHash, SessionRecord, SessionRecords,
+    SessionStore, StoreError, StoreUpkeep,
+};
 use crate::time::{Clock, SystemClock, UnixTime};
 
 /// What another replica must forget.
@@ -216,7 +219,7 @@ fn apply(entries: &mut HashMap<String, Entry>, message: &Invalidation) {
 }
 
 #[async_trait]
-impl SessionStore for CachedStore {
+impl SessionRecords for CachedStore {
     async fn load(&self, id: &SessionHash) -> Result<Option<SessionRecord>, StoreError> {
         Ok(self.load_shared(id).await?.map(Arc::unwrap_or_clone))
     }
@@ -299,19 +302,20 @@ impl SessionStore for CachedStore {
         self.inner.list_by_sub(sub).await
     }
 
-    async fn gc(&self, now: UnixTime) -> Result<u64, StoreError> {
-        let n = self.inner.gc(now).await?;
-        if n > 0 {
-            // Expired entries fail `is_expired` anyway; drop them to free memory.
-            self.entries().retain(|_, e| !e.record.is_expired(now));
-        }
-        Ok(n)
+    async fn save_if_version(
+        &self,
+        record: &SessionRecord,
+        expected_version: u64,
+    ) -> Result<bool, StoreError> {
+        let result = self.inner.save_if_version(record, expected_version).await;
+        self.invalidate(Invalidation::Session(record.id.as_str().to_owned()))
+            .await;
+        result
     }
+}
 
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
-    }
-
+#[async_trait]
+impl ReplayGuard for CachedStore {
     async fn remember_jti(
         &self,
         jti: &str,
@@ -324,22 +328,10 @@ impl SessionStore for CachedStore {
     async fn forget_jti(&self, jti: &str) -> Result<(), StoreError> {
         self.inner.forget_jti(jti).await
     }
+}
 
-    async fn count(&self) -> Result<Option<u64>, StoreError> {
-        self.inner.count().await
-    }
-
-    async fn save_if_version(
-        &self,
-        record: &SessionRecord,
-        expected_version: u64,
-    ) -> Result<bool, StoreError> {
-        let result = self.inner.save_if_version(record, expected_version).await;
-        self.invalidate(Invalidation::Session(record.id.as_str().to_owned()))
-            .await;
-        result
-    }
-
+#[async_trait]
+impl RefreshLeases for CachedStore {
     async fn acquire_refresh_lease(
         &self,
         id: &SessionHash,
@@ -368,6 +360,26 @@ impl SessionStore for CachedStore {
         lease: &RefreshLease,
     ) -> Result<(), StoreError> {
         self.inner.release_refresh_lease(id, lease).await
+    }
+}
+
+#[async_trait]
+impl StoreUpkeep for CachedStore {
+    async fn gc(&self, now: UnixTime) -> Result<u64, StoreError> {
+        let n = self.inner.gc(now).await?;
+        if n > 0 {
+            // Expired entries fail `is_expired` anyway; drop them to free memory.
+            self.entries().retain(|_, e| !e.record.is_expired(now));
+        }
+        Ok(n)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+
+    async fn count(&self) -> Result<Option<u64>, StoreError> {
+        self.inner.count().await
     }
 }
 

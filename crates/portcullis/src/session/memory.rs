@@ -8,7 +8,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Rw
 
 use async_trait::async_trait;
 
-use super::{RefreshLease, SessionHash, SessionRecord, SessionStore, StoreError, random_token};
+use super::{
+    RefreshLease, RefreshLeases, ReplayGuard, SessionHash, SessionRecord, SessionRecords,
+    StoreError, StoreUpkeep, random_token,
+};
 use crate::time::UnixTime;
 
 /// Sessions keyed by hash, with `sub` and `sid` indexes so logout does not
@@ -111,7 +114,7 @@ impl std::fmt::Debug for MemoryStore {
 // No method awaits while holding a guard: every lock is taken and released
 // inside one synchronous statement block.
 #[async_trait]
-impl SessionStore for MemoryStore {
+impl SessionRecords for MemoryStore {
     async fn load(&self, id: &SessionHash) -> Result<Option<SessionRecord>, StoreError> {
         Ok(self.read().records.get(id).map(|r| SessionRecord::clone(r)))
     }
@@ -176,43 +179,6 @@ impl SessionStore for MemoryStore {
         Ok(out)
     }
 
-    async fn gc(&self, now: UnixTime) -> Result<u64, StoreError> {
-        let removed = {
-            let mut sessions = self.write();
-            let expired: HashSet<SessionHash> = sessions
-                .records
-                .values()
-                .filter(|r| r.is_expired(now))
-                .map(|r| r.id.clone())
-                .collect();
-            sessions.remove_all(Some(expired))
-        };
-        self.jtis.gc(now);
-        Ok(removed)
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    async fn remember_jti(
-        &self,
-        jti: &str,
-        expires_at: UnixTime,
-        now: UnixTime,
-    ) -> Result<bool, StoreError> {
-        Ok(self.jtis.remember(jti, expires_at, now))
-    }
-
-    async fn forget_jti(&self, jti: &str) -> Result<(), StoreError> {
-        self.jtis.forget(jti);
-        Ok(())
-    }
-
-    async fn count(&self) -> Result<Option<u64>, StoreError> {
-        Ok(Some(self.read().records.len() as u64))
-    }
-
     async fn save_if_version(
         &self,
         record: &SessionRecord,
@@ -232,7 +198,27 @@ impl SessionStore for MemoryStore {
             _ => Ok(false),
         }
     }
+}
 
+#[async_trait]
+impl ReplayGuard for MemoryStore {
+    async fn remember_jti(
+        &self,
+        jti: &str,
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        Ok(self.jtis.remember(jti, expires_at, now))
+    }
+
+    async fn forget_jti(&self, jti: &str) -> Result<(), StoreError> {
+        self.jtis.forget(jti);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl RefreshLeases for MemoryStore {
     async fn acquire_refresh_lease(
         &self,
         id: &SessionHash,
@@ -281,8 +267,35 @@ impl SessionStore for MemoryStore {
     }
 }
 
+#[async_trait]
+impl StoreUpkeep for MemoryStore {
+    async fn gc(&self, now: UnixTime) -> Result<u64, StoreError> {
+        let removed = {
+            let mut sessions = self.write();
+            let expired: HashSet<SessionHash> = sessions
+                .records
+                .values()
+                .filter(|r| r.is_expired(now))
+                .map(|r| r.id.clone())
+                .collect();
+            sessions.remove_all(Some(expired))
+        };
+        self.jtis.gc(now);
+        Ok(removed)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn count(&self) -> Result<Option<u64>, StoreError> {
+        Ok(Some(self.read().records.len() as u64))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use crate::session::SessionStore;
     use std::sync::Arc;
 
     use super::*;

@@ -20,7 +20,8 @@ use tokio::sync::broadcast;
 use super::cache::{Invalidation, InvalidationBus};
 use super::seal::PayloadCodec;
 use super::{
-    RefreshLease, SessionHash, SessionRecord, SessionStore, StoreError, random_token, redact_url,
+    RefreshLease, RefreshLeases, ReplayGuard, SessionHash, SessionRecord, SessionRecords,
+    StoreError, StoreUpkeep, random_token, redact_url,
 };
 use crate::time::UnixTime;
 
@@ -284,7 +285,7 @@ impl PostgresStore {
 }
 
 #[async_trait]
-impl SessionStore for PostgresStore {
+impl SessionRecords for PostgresStore {
     async fn load(&self, id: &SessionHash) -> Result<Option<SessionRecord>, StoreError> {
         let row = self
             .run(
@@ -386,49 +387,10 @@ impl SessionStore for PostgresStore {
         }
         Ok(records)
     }
+}
 
-    async fn gc(&self, now: UnixTime) -> Result<u64, StoreError> {
-        // Batches keep each transaction (and its row locks) short.
-        let mut total = 0;
-        loop {
-            let done = self
-                .run(
-                    sqlx::query(
-                        "DELETE FROM sessions WHERE id IN (
-                             SELECT id FROM sessions
-                             WHERE expires_at <= $1 OR idle_expires_at <= $1
-                             LIMIT $2 FOR UPDATE SKIP LOCKED)",
-                    )
-                    .bind(now)
-                    .bind(GC_BATCH)
-                    .execute(&self.pool),
-                )
-                .await?;
-            total += done.rows_affected();
-            if done.rows_affected() < GC_BATCH as u64 {
-                break;
-            }
-        }
-        self.run(
-            sqlx::query("DELETE FROM logout_jtis WHERE expires_at <= $1")
-                .bind(now)
-                .execute(&self.pool),
-        )
-        .await?;
-        self.run(
-            sqlx::query("DELETE FROM refresh_leases WHERE expires_at < now() - interval '1 hour'")
-                .execute(&self.pool),
-        )
-        .await?;
-        Ok(total)
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.run(sqlx::query("SELECT 1").execute(&self.pool))
-            .await
-            .map(|_| ())
-    }
-
+#[async_trait]
+impl ReplayGuard for PostgresStore {
     async fn remember_jti(
         &self,
         jti: &str,
@@ -461,14 +423,10 @@ impl SessionStore for PostgresStore {
         .await
         .map(|_| ())
     }
+}
 
-    async fn count(&self) -> Result<Option<u64>, StoreError> {
-        let n: i64 = self
-            .run(sqlx::query_scalar("SELECT count(*) FROM sessions").fetch_one(&self.pool))
-            .await?;
-        Ok(Some(u64::try_from(n).unwrap_or(0)))
-    }
-
+#[async_trait]
+impl RefreshLeases for PostgresStore {
     async fn acquire_refresh_lease(
         &self,
         id: &SessionHash,
@@ -529,6 +487,58 @@ impl SessionStore for PostgresStore {
         )
         .await?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl StoreUpkeep for PostgresStore {
+    async fn gc(&self, now: UnixTime) -> Result<u64, StoreError> {
+        // Batches keep each transaction (and its row locks) short.
+        let mut total = 0;
+        loop {
+            let done = self
+                .run(
+                    sqlx::query(
+                        "DELETE FROM sessions WHERE id IN (
+                             SELECT id FROM sessions
+                             WHERE expires_at <= $1 OR idle_expires_at <= $1
+                             LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                    )
+                    .bind(now)
+                    .bind(GC_BATCH)
+                    .execute(&self.pool),
+                )
+                .await?;
+            total += done.rows_affected();
+            if done.rows_affected() < GC_BATCH as u64 {
+                break;
+            }
+        }
+        self.run(
+            sqlx::query("DELETE FROM logout_jtis WHERE expires_at <= $1")
+                .bind(now)
+                .execute(&self.pool),
+        )
+        .await?;
+        self.run(
+            sqlx::query("DELETE FROM refresh_leases WHERE expires_at < now() - interval '1 hour'")
+                .execute(&self.pool),
+        )
+        .await?;
+        Ok(total)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run(sqlx::query("SELECT 1").execute(&self.pool))
+            .await
+            .map(|_| ())
+    }
+
+    async fn count(&self) -> Result<Option<u64>, StoreError> {
+        let n: i64 = self
+            .run(sqlx::query_scalar("SELECT count(*) FROM sessions").fetch_one(&self.pool))
+            .await?;
+        Ok(Some(u64::try_from(n).unwrap_or(0)))
     }
 }
 
@@ -625,6 +635,7 @@ impl InvalidationBus for PgBus {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::session::SessionStore;
     use crate::session::contract::sample_record;
     use crate::session::seal::Keyring;
 

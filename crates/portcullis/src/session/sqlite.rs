@@ -18,7 +18,8 @@ use sqlx::sqlite::{
 
 use super::seal::{Keyring, PayloadCodec};
 use super::{
-    RefreshLease, SessionHash, SessionRecord, SessionStore, StoreError, random_token, redact_url,
+    RefreshLease, RefreshLeases, ReplayGuard, SessionHash, SessionRecord, SessionRecords,
+    StoreError, StoreUpkeep, random_token, redact_url,
 };
 use crate::time::UnixTime;
 
@@ -150,7 +151,7 @@ fn short(key: &str) -> &str {
 const GC_BATCH: i64 = 1000;
 
 #[async_trait]
-impl SessionStore for SqliteStore {
+impl SessionRecords for SqliteStore {
     async fn load(&self, id: &SessionHash) -> Result<Option<SessionRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT id, payload, last_seen_at, idle_expires_at FROM sessions WHERE id = ?1",
@@ -252,85 +253,6 @@ impl SessionStore for SqliteStore {
         Ok(records)
     }
 
-    async fn gc(&self, now: UnixTime) -> Result<u64, StoreError> {
-        // Same boundary as `SessionRecord::is_expired`: expired at `now >= expiry`.
-        // In batches, so a large backlog never holds SQLite's write lock for long.
-        let mut sessions = 0;
-        for (sql, counted) in [
-            (
-                "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions
-                     WHERE expires_at <= ?1 OR idle_expires_at <= ?1 LIMIT ?2)",
-                true,
-            ),
-            (
-                "DELETE FROM logout_jtis WHERE jti IN (SELECT jti FROM logout_jtis
-                     WHERE expires_at <= ?1 LIMIT ?2)",
-                false,
-            ),
-            (
-                "DELETE FROM refresh_leases WHERE id IN (SELECT id FROM refresh_leases
-                     WHERE expires_at_ms <= ?1 * 1000 LIMIT ?2)",
-                false,
-            ),
-        ] {
-            loop {
-                let done = sqlx::query(sql)
-                    .bind(now)
-                    .bind(GC_BATCH)
-                    .execute(&self.pool)
-                    .await?;
-                if counted {
-                    sessions += done.rows_affected();
-                }
-                if done.rows_affected() < GC_BATCH as u64 {
-                    break;
-                }
-            }
-        }
-        Ok(sessions)
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn remember_jti(
-        &self,
-        jti: &str,
-        expires_at: UnixTime,
-        now: UnixTime,
-    ) -> Result<bool, StoreError> {
-        // One statement: insert, or take over a row whose lifetime is over.
-        // Zero rows affected means a live row exists: a replay.
-        let done = sqlx::query(
-            "INSERT INTO logout_jtis (jti, expires_at) VALUES (?1, ?2)
-             ON CONFLICT (jti) DO UPDATE SET expires_at = excluded.expires_at
-             WHERE logout_jtis.expires_at <= ?3",
-        )
-        .bind(jti)
-        .bind(expires_at)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn forget_jti(&self, jti: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM logout_jtis WHERE jti = ?1")
-            .bind(jti)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn count(&self) -> Result<Option<u64>, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(Some(n.max(0) as u64))
-    }
-
     async fn save_if_version(
         &self,
         record: &SessionRecord,
@@ -363,7 +285,42 @@ impl SessionStore for SqliteStore {
         .await?;
         Ok(done.rows_affected() > 0)
     }
+}
 
+#[async_trait]
+impl ReplayGuard for SqliteStore {
+    async fn remember_jti(
+        &self,
+        jti: &str,
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        // One statement: insert, or take over a row whose lifetime is over.
+        // Zero rows affected means a live row exists: a replay.
+        let done = sqlx::query(
+            "INSERT INTO logout_jtis (jti, expires_at) VALUES (?1, ?2)
+             ON CONFLICT (jti) DO UPDATE SET expires_at = excluded.expires_at
+             WHERE logout_jtis.expires_at <= ?3",
+        )
+        .bind(jti)
+        .bind(expires_at)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn forget_jti(&self, jti: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM logout_jtis WHERE jti = ?1")
+            .bind(jti)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl RefreshLeases for SqliteStore {
     async fn acquire_refresh_lease(
         &self,
         id: &SessionHash,
@@ -420,6 +377,59 @@ impl SessionStore for SqliteStore {
     }
 }
 
+#[async_trait]
+impl StoreUpkeep for SqliteStore {
+    async fn gc(&self, now: UnixTime) -> Result<u64, StoreError> {
+        // Same boundary as `SessionRecord::is_expired`: expired at `now >= expiry`.
+        // In batches, so a large backlog never holds SQLite's write lock for long.
+        let mut sessions = 0;
+        for (sql, counted) in [
+            (
+                "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions
+                     WHERE expires_at <= ?1 OR idle_expires_at <= ?1 LIMIT ?2)",
+                true,
+            ),
+            (
+                "DELETE FROM logout_jtis WHERE jti IN (SELECT jti FROM logout_jtis
+                     WHERE expires_at <= ?1 LIMIT ?2)",
+                false,
+            ),
+            (
+                "DELETE FROM refresh_leases WHERE id IN (SELECT id FROM refresh_leases
+                     WHERE expires_at_ms <= ?1 * 1000 LIMIT ?2)",
+                false,
+            ),
+        ] {
+            loop {
+                let done = sqlx::query(sql)
+                    .bind(now)
+                    .bind(GC_BATCH)
+                    .execute(&self.pool)
+                    .await?;
+                if counted {
+                    sessions += done.rows_affected();
+                }
+                if done.rows_affected() < GC_BATCH as u64 {
+                    break;
+                }
+            }
+        }
+        Ok(sessions)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn count(&self) -> Result<Option<u64>, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Some(n.max(0) as u64))
+    }
+}
+
 /// Wall-clock unix milliseconds: leases are shared by every process on the database.
 fn unix_millis() -> i64 {
     std::time::SystemTime::now()
@@ -434,6 +444,7 @@ fn millis(d: Duration) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use crate::session::SessionStore;
     use std::sync::Arc;
     use std::time::Instant;
 

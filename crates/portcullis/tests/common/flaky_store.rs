@@ -11,7 +11,10 @@ use std::{
 
 use async_trait::async_trait;
 use portcullis::{
-    session::{MemoryStore, RefreshLease, SessionHash, SessionRecord, SessionStore, StoreError},
+    session::{
+        MemoryStore, RefreshLease, RefreshLeases, ReplayGuard, SessionHash, SessionRecord,
+        SessionRecords, StoreError, StoreUpkeep,
+    },
     time::UnixTime,
 };
 
@@ -43,14 +46,16 @@ impl FlakyStore {
 }
 
 #[async_trait]
-impl SessionStore for FlakyStore {
+impl SessionRecords for FlakyStore {
     async fn load(&self, id: &SessionHash) -> Result<Option<SessionRecord>, StoreError> {
         self.inner.load(id).await
     }
+
     async fn save(&self, record: &SessionRecord) -> Result<(), StoreError> {
         Self::check(&self.saves_fail)?;
         self.inner.save(record).await
     }
+
     async fn touch(
         &self,
         id: &SessionHash,
@@ -59,41 +64,26 @@ impl SessionStore for FlakyStore {
     ) -> Result<bool, StoreError> {
         self.inner.touch(id, last_seen_at, idle_expires_at).await
     }
+
     async fn delete(&self, id: &SessionHash) -> Result<bool, StoreError> {
         Self::check(&self.deletes_fail)?;
         self.inner.delete(id).await
     }
+
     async fn delete_by_sub(&self, sub: &str) -> Result<u64, StoreError> {
         Self::check(&self.deletes_fail)?;
         self.inner.delete_by_sub(sub).await
     }
+
     async fn delete_by_sid(&self, sid: &str) -> Result<u64, StoreError> {
         Self::check(&self.deletes_fail)?;
         self.inner.delete_by_sid(sid).await
     }
+
     async fn list_by_sub(&self, sub: &str) -> Result<Vec<SessionRecord>, StoreError> {
         self.inner.list_by_sub(sub).await
     }
-    async fn gc(&self, now: UnixTime) -> Result<u64, StoreError> {
-        self.inner.gc(now).await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
-    }
-    async fn remember_jti(
-        &self,
-        jti: &str,
-        expires_at: UnixTime,
-        now: UnixTime,
-    ) -> Result<bool, StoreError> {
-        self.inner.remember_jti(jti, expires_at, now).await
-    }
-    async fn forget_jti(&self, jti: &str) -> Result<(), StoreError> {
-        self.inner.forget_jti(jti).await
-    }
-    async fn count(&self) -> Result<Option<u64>, StoreError> {
-        self.inner.count().await
-    }
+
     async fn save_if_version(
         &self,
         record: &SessionRecord,
@@ -102,6 +92,26 @@ impl SessionStore for FlakyStore {
         Self::check(&self.saves_fail)?;
         self.inner.save_if_version(record, expected_version).await
     }
+}
+
+#[async_trait]
+impl ReplayGuard for FlakyStore {
+    async fn remember_jti(
+        &self,
+        jti: &str,
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.remember_jti(jti, expires_at, now).await
+    }
+
+    async fn forget_jti(&self, jti: &str) -> Result<(), StoreError> {
+        self.inner.forget_jti(jti).await
+    }
+}
+
+#[async_trait]
+impl RefreshLeases for FlakyStore {
     async fn acquire_refresh_lease(
         &self,
         id: &SessionHash,
@@ -109,6 +119,7 @@ impl SessionStore for FlakyStore {
     ) -> Result<Option<RefreshLease>, StoreError> {
         self.inner.acquire_refresh_lease(id, ttl).await
     }
+
     async fn renew_refresh_lease(
         &self,
         id: &SessionHash,
@@ -117,11 +128,27 @@ impl SessionStore for FlakyStore {
     ) -> Result<bool, StoreError> {
         self.inner.renew_refresh_lease(id, lease, ttl).await
     }
+
     async fn release_refresh_lease(
         &self,
         id: &SessionHash,
         lease: &RefreshLease,
     ) -> Result<(), StoreError> {
         self.inner.release_refresh_lease(id, lease).await
+    }
+}
+
+#[async_trait]
+impl StoreUpkeep for FlakyStore {
+    async fn gc(&self, now: UnixTime) -> Result<u64, StoreError> {
+        self.inner.gc(now).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+
+    async fn count(&self) -> Result<Option<u64>, StoreError> {
+        self.inner.count().await
     }
 }

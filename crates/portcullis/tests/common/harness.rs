@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+use portcullis::session::SessionRecords;
 use std::{net::SocketAddr, sync::Arc};
 
 use portcullis::{

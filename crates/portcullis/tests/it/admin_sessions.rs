@@ -2,12 +2,13 @@
 //! and by hash behind the admin bearer token; never on the public listener;
 //! absent (404) without a configured token while health stays.
 
+use portcullis::session::SessionRecords;
 use std::{net::SocketAddr, sync::Arc};
 
 use portcullis::{
     Gateway,
     config::Config,
-    session::{MemoryStore, SessionId, SessionRecord, SessionStore, TokenSet, random_token},
+    session::{MemoryStore, SessionId, SessionRecord, TokenSet, random_token},
 };
 use reqwest::{Client, Method, StatusCode, header};
 use serde_json::Value;

@@ -4,6 +4,7 @@
 //! upstream that shows what reached it and answers with hostile headers.
 //! Sessions are put straight into the store, so no IdP is needed.
 
+use portcullis::session::SessionRecords;
 use std::{
     net::SocketAddr,
     sync::{
@@ -21,7 +22,7 @@ use axum::{
 use portcullis::{
     Gateway,
     config::Config,
-    session::{MemoryStore, SessionId, SessionRecord, SessionStore, TokenSet, random_token},
+    session::{MemoryStore, SessionId, SessionRecord, TokenSet, random_token},
     time::{Clock, ManualClock},
 };
 use reqwest::{Method, StatusCode, header};

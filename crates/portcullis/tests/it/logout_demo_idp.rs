@@ -2,13 +2,10 @@
 //! the gateway accepts: logging out at the IdP's `end_session` ends that
 //! user's gateway session and no one else's.
 
+use portcullis::session::SessionRecords;
 use std::{sync::Arc, time::Duration};
 
-use portcullis::{
-    Gateway,
-    config::Config,
-    session::{MemoryStore, SessionStore},
-};
+use portcullis::{Gateway, config::Config, session::MemoryStore};
 use portcullis_demo::{DevIdp, DevIdpConfig};
 use reqwest::{Client, StatusCode, header};
 use tokio::net::TcpListener;

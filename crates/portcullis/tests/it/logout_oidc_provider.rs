@@ -3,12 +3,13 @@
 //! reaches the gateway, and `POST /auth/logout` revokes the refresh token at
 //! the IdP (and logs out locally even when revocation fails).
 
+use portcullis::session::SessionRecords;
 use std::{future::Future, sync::Arc, time::Duration};
 
 use crate::common::oidc_provider::{
     Browser, CLIENT_ID, CLIENT_SECRET, Landed, OidcProvider, OpOptions, SCOPES,
 };
-use portcullis::session::{MemoryStore, SessionStore};
+use portcullis::session::MemoryStore;
 use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde_json::Value;
 use tokio::net::TcpListener;

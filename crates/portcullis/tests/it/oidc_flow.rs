@@ -2,13 +2,14 @@
 //! login redirect parameters, the OP's login form, callback, `/auth/me` with
 //! roles, the proxied API with the user's token, logout URL, session gone.
 
+use portcullis::session::SessionRecords;
 use std::{net::SocketAddr, sync::Arc};
 
 use crate::common::oidc_provider::{
     Browser, CLIENT_ID, CLIENT_SECRET, Landed, OidcProvider, OpOptions, SCOPES,
 };
 use axum::{Json, Router, http::HeaderMap, routing::get};
-use portcullis::session::{MemoryStore, SessionStore};
+use portcullis::session::MemoryStore;
 use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;

@@ -43,7 +43,10 @@ use super::record::{
 use super::url::{cluster_nodes, split_cacert};
 use super::{GC_BATCH, RedisOptions};
 use crate::session::seal::PayloadCodec;
-use crate::session::{RefreshLease, SessionHash, SessionRecord, SessionStore, StoreError};
+use crate::session::{
+    RefreshLease, RefreshLeases, ReplayGuard, SessionHash, SessionRecord, SessionRecords,
+    StoreError, StoreUpkeep,
+};
 use crate::time::UnixTime;
 
 /// Session store on a Redis Cluster. See the module docs for the key layout.
@@ -369,7 +372,7 @@ return {'1', f[1] or '', f[2] or '', f[3] or ''}
 });
 
 #[async_trait]
-impl SessionStore for RedisClusterStore {
+impl SessionRecords for RedisClusterStore {
     async fn load(&self, id: &SessionHash) -> Result<Option<SessionRecord>, StoreError> {
         let key = self.record_key(id.as_str());
         let fields = self.run(fetch_record(&mut self.conn.clone(), &key)).await?;
@@ -446,7 +449,68 @@ impl SessionStore for RedisClusterStore {
         records.sort_by(|a, b| (a.created_at, a.id.as_str()).cmp(&(b.created_at, b.id.as_str())));
         Ok(records)
     }
+}
 
+#[async_trait]
+impl ReplayGuard for RedisClusterStore {
+    async fn remember_jti(
+        &self,
+        jti: &str,
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let key = self.key("jti:", jti);
+        self.run(record::remember_jti(
+            &mut self.conn.clone(),
+            key,
+            expires_at,
+            now,
+        ))
+        .await
+    }
+
+    async fn forget_jti(&self, jti: &str) -> Result<(), StoreError> {
+        let key = self.key("jti:", jti);
+        self.run(self.conn.clone().del::<_, ()>(key)).await
+    }
+}
+
+#[async_trait]
+impl RefreshLeases for RedisClusterStore {
+    async fn acquire_refresh_lease(
+        &self,
+        id: &SessionHash,
+        ttl: Duration,
+    ) -> Result<Option<RefreshLease>, StoreError> {
+        let key = self.lease_key(id.as_str());
+        self.run(record::acquire_lease(&mut self.conn.clone(), key, ttl))
+            .await
+    }
+
+    async fn renew_refresh_lease(
+        &self,
+        id: &SessionHash,
+        lease: &RefreshLease,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let key = self.lease_key(id.as_str());
+        self.run(record::renew_lease(&mut self.conn.clone(), key, lease, ttl))
+            .await
+    }
+
+    async fn release_refresh_lease(
+        &self,
+        id: &SessionHash,
+        lease: &RefreshLease,
+    ) -> Result<(), StoreError> {
+        let key = self.lease_key(id.as_str());
+        self.run(record::release_lease(&mut self.conn.clone(), key, lease))
+            .await
+    }
+}
+
+#[async_trait]
+impl StoreUpkeep for RedisClusterStore {
     async fn gc(&self, now: UnixTime) -> Result<u64, StoreError> {
         let expiry = self.key("x", "");
         let mut total = 0;
@@ -493,61 +557,9 @@ impl SessionStore for RedisClusterStore {
             .map(|_| ())
     }
 
-    async fn remember_jti(
-        &self,
-        jti: &str,
-        expires_at: UnixTime,
-        now: UnixTime,
-    ) -> Result<bool, StoreError> {
-        let key = self.key("jti:", jti);
-        self.run(record::remember_jti(
-            &mut self.conn.clone(),
-            key,
-            expires_at,
-            now,
-        ))
-        .await
-    }
-
-    async fn forget_jti(&self, jti: &str) -> Result<(), StoreError> {
-        let key = self.key("jti:", jti);
-        self.run(self.conn.clone().del::<_, ()>(key)).await
-    }
-
     async fn count(&self) -> Result<Option<u64>, StoreError> {
         let n: u64 = self.run(self.conn.clone().zcard(self.key("x", ""))).await?;
         Ok(Some(n))
-    }
-
-    async fn acquire_refresh_lease(
-        &self,
-        id: &SessionHash,
-        ttl: Duration,
-    ) -> Result<Option<RefreshLease>, StoreError> {
-        let key = self.lease_key(id.as_str());
-        self.run(record::acquire_lease(&mut self.conn.clone(), key, ttl))
-            .await
-    }
-
-    async fn renew_refresh_lease(
-        &self,
-        id: &SessionHash,
-        lease: &RefreshLease,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        let key = self.lease_key(id.as_str());
-        self.run(record::renew_lease(&mut self.conn.clone(), key, lease, ttl))
-            .await
-    }
-
-    async fn release_refresh_lease(
-        &self,
-        id: &SessionHash,
-        lease: &RefreshLease,
-    ) -> Result<(), StoreError> {
-        let key = self.lease_key(id.as_str());
-        self.run(record::release_lease(&mut self.conn.clone(), key, lease))
-            .await
     }
 }
 

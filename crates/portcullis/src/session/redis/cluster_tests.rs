@@ -1,6 +1,7 @@
 //! Tests of the Redis Cluster store against a local 3-master cluster that
 //! each test starts (Debian's `redis-server` and `redis-cli` on PATH).
 
+use crate::session::SessionStore;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;

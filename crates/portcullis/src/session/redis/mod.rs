@@ -35,7 +35,10 @@ use self::bus::{Publisher, Subscriber};
 use self::record::{RECORD_LUA, decode_record, fetch_record, save_args, touch_args, unavailable};
 use self::url::client_for;
 use super::seal::PayloadCodec;
-use super::{RefreshLease, SessionHash, SessionRecord, SessionStore, StoreError, redact_url};
+use super::{
+    RefreshLease, RefreshLeases, ReplayGuard, SessionHash, SessionRecord, SessionRecords,
+    StoreError, StoreUpkeep, redact_url,
+};
 use crate::time::UnixTime;
 
 /// How many expired records one GC script deletes before yielding.
@@ -329,7 +332,7 @@ return {n, #ids}
 });
 
 #[async_trait]
-impl SessionStore for RedisStore {
+impl SessionRecords for RedisStore {
     async fn load(&self, id: &SessionHash) -> Result<Option<SessionRecord>, StoreError> {
         self.load_hash(id.as_str()).await
     }
@@ -403,28 +406,10 @@ impl SessionStore for RedisStore {
         records.sort_by(|a, b| (a.created_at, a.id.as_str()).cmp(&(b.created_at, b.id.as_str())));
         Ok(records)
     }
+}
 
-    async fn gc(&self, now: UnixTime) -> Result<u64, StoreError> {
-        let mut total = 0u64;
-        loop {
-            let mut conn = self.conn();
-            let mut script = GC.prepare_invoke();
-            script.arg(&self.prefix).arg(now).arg(GC_BATCH);
-            let (deleted, scanned): (u64, usize) = self.run(script.invoke_async(&mut conn)).await?;
-            total += deleted;
-            if scanned < GC_BATCH {
-                return Ok(total);
-            }
-        }
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        self.run(redis::cmd("PING").query_async::<String>(&mut conn))
-            .await
-            .map(|_| ())
-    }
-
+#[async_trait]
+impl ReplayGuard for RedisStore {
     async fn remember_jti(
         &self,
         jti: &str,
@@ -441,13 +426,10 @@ impl SessionStore for RedisStore {
         let mut conn = self.conn();
         self.run(conn.del::<_, ()>(self.key("jti:", jti))).await
     }
+}
 
-    async fn count(&self) -> Result<Option<u64>, StoreError> {
-        let mut conn = self.conn();
-        let n: u64 = self.run(conn.zcard(self.key("x", ""))).await?;
-        Ok(Some(n))
-    }
-
+#[async_trait]
+impl RefreshLeases for RedisStore {
     async fn acquire_refresh_lease(
         &self,
         id: &SessionHash,
@@ -478,6 +460,36 @@ impl SessionStore for RedisStore {
         let mut conn = self.conn();
         let key = self.key("lease:", id.as_str());
         self.run(record::release_lease(&mut conn, key, lease)).await
+    }
+}
+
+#[async_trait]
+impl StoreUpkeep for RedisStore {
+    async fn gc(&self, now: UnixTime) -> Result<u64, StoreError> {
+        let mut total = 0u64;
+        loop {
+            let mut conn = self.conn();
+            let mut script = GC.prepare_invoke();
+            script.arg(&self.prefix).arg(now).arg(GC_BATCH);
+            let (deleted, scanned): (u64, usize) = self.run(script.invoke_async(&mut conn)).await?;
+            total += deleted;
+            if scanned < GC_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        self.run(redis::cmd("PING").query_async::<String>(&mut conn))
+            .await
+            .map(|_| ())
+    }
+
+    async fn count(&self) -> Result<Option<u64>, StoreError> {
+        let mut conn = self.conn();
+        let n: u64 = self.run(conn.zcard(self.key("x", ""))).await?;
+        Ok(Some(n))
     }
 }
 

@@ -2,6 +2,7 @@
 
 use super::record::EXPIRY_GRACE_SECS;
 use super::*;
+use crate::session::SessionStore;
 use crate::session::contract::sample_record;
 use crate::session::random_token;
 use crate::session::seal::Keyring;

@@ -4,6 +4,7 @@
 //! configured issuer is a closed port; the gateway starts without it).
 #![allow(dead_code)]
 
+use portcullis::session::SessionRecords;
 use std::{
     net::SocketAddr,
     sync::{
@@ -16,7 +17,7 @@ use axum::{Json, Router, http::HeaderMap, response::IntoResponse, routing::any};
 use portcullis::{
     Gateway,
     config::Config,
-    session::{MemoryStore, SessionId, SessionRecord, SessionStore, TokenSet, random_token},
+    session::{MemoryStore, SessionId, SessionRecord, TokenSet, random_token},
     time::{Clock, ManualClock},
 };
 use serde_json::json;
