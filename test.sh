@@ -31,6 +31,11 @@ fi
 # The binary the cargo tests above built (portcullis-cli's integration tests need it).
 export PORTCULLIS_BIN="${PORTCULLIS_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/portcullis}"
 [ -x "$PORTCULLIS_BIN" ] || cargo build -p portcullis-cli --bin portcullis
+
+# Every sample config in examples/ passes `portcullis check` with only the
+# secrets its header documents (the provider guides in docs/providers/ use them).
+echo "== examples: portcullis check on examples/*.toml"
+tests/check-examples.sh
 echo "== e2e: browser security (tests/e2e)"
 node tests/e2e/run.mjs
 

@@ -39,12 +39,20 @@ fn every_example_config_is_valid() {
         .filter(|n| n.ends_with(".toml"))
         .collect();
     names.sort();
-    // Every sample config in examples/ must load, these four at least.
+    // Every sample config in examples/ must load, these at least: one per
+    // provider guide in docs/providers/, and the local oidc-provider.
     for expected in [
         "auth0.toml",
+        "authentik.toml",
+        "cognito.toml",
+        "dex.toml",
         "entra-id.toml",
+        "gitlab.toml",
+        "google.toml",
         "keycloak.toml",
         "oidc-provider.toml",
+        "okta.toml",
+        "zitadel.toml",
     ] {
         assert!(names.iter().any(|n| n == expected), "{expected} missing");
     }
@@ -67,7 +75,39 @@ fn examples_say_what_their_idp_needs() {
     assert!(!entra.oidc.userinfo);
     let auth0 = load("auth0.toml");
     assert!(auth0.oidc.issuer.ends_with('/'));
+    // Without an audience Auth0's access token is not a JWT for the API.
+    assert!(param(&auth0.oidc.extra_auth_params, "audience").is_some());
+    let google = load("google.toml");
+    // Google's refresh token comes from access_type=offline (it refuses the
+    // offline_access scope), and on every login only with prompt=consent.
+    assert_eq!(
+        param(&google.oidc.extra_auth_params, "access_type"),
+        Some("offline")
+    );
+    assert_eq!(
+        param(&google.oidc.extra_auth_params, "prompt"),
+        Some("consent")
+    );
+    // Providers that refuse a scope they do not know.
+    for name in ["google.toml", "cognito.toml", "gitlab.toml"] {
+        let config = load(name);
+        assert!(
+            !config.oidc.scopes.iter().any(|s| s == "offline_access"),
+            "{name} must not ask for offline_access"
+        );
+    }
+    assert_eq!(load("cognito.toml").oidc.roles_claim, "cognito:groups");
+    assert!(load("authentik.toml").oidc.issuer.ends_with('/'));
+    let dex = load("dex.toml");
+    assert!(dex.oidc.scopes.iter().any(|s| s == "groups"));
     let local = load("oidc-provider.toml");
     assert_eq!(local.server.profile, Profile::Dev);
     assert_eq!(local.session.cookie_name, "portcullis");
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
 }
