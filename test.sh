@@ -70,3 +70,9 @@ frontend_step "examples/vue-spa typecheck + vite build" bash -c 'cd examples/vue
 frontend_step "examples/vue-spa e2e (Chromium)" node examples/vue-spa/e2e/run.mjs
 echo "frontend: $frontend_passed passed, $frontend_failed failed"
 [ "$frontend_failed" -eq 0 ]
+
+# ---------------------------------------------------------------------------
+# Documentation site (issue 21): `mdbook build` of docs/ (book.toml) and a
+# check of every internal link in README.md, docs/ and the built site
+# (.ci/check_links.py). Installs the pinned mdBook when missing.
+bash .ci/docs.sh
