@@ -260,7 +260,7 @@ export function createClient(options: PortcullisOptions = {}): PortcullisClient 
     async getUser() {
       const response = await call('me', { credentials, headers: { Accept: 'application/json' } });
       const body = response.ok && (await response.json());
-      if (body?.authenticated !== true) {
+      if (!body?.authenticated) {
         if (current) emit({ type: 'expired', error: null, remote: false }, false);
         return null;
       }
@@ -372,7 +372,7 @@ export function createClient(options: PortcullisOptions = {}): PortcullisClient 
     silentLogin({ mode = 'iframe', timeoutMs = 10_000 } = {}) {
       return (pending ??= (async () => {
         const result = await new Promise<SilentLoginResult>((resolve) => {
-          const url = `${prefix}/login?prompt=none&return_to=%2F`;
+          const url = `${prefix}/login?prompt=none&return_to=/`;
           const frame =
             mode === 'popup'
               ? null

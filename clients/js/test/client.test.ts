@@ -561,7 +561,7 @@ describe('silentLogin', () => {
       const c = client({ fetch: fakeGateway(() => json(200, ME)).fetch });
       const p = c.silentLogin();
       expect(frames).toHaveLength(1);
-      expect(frames[0].src).toBe('/auth/login?prompt=none&return_to=%2F');
+      expect(frames[0].src).toBe('/auth/login?prompt=none&return_to=/');
       expect(frames[0].hidden).toBe(true);
       post(msg(result), frames[0].contentWindow);
       expect(await p).toBe(result);
@@ -574,7 +574,7 @@ describe('silentLogin', () => {
     const c = client({ fetch: fakeGateway(() => json(200, ME)).fetch, authPrefix: '/bff/auth' });
     const p = c.silentLogin({ timeoutMs: 50 });
     const source = frames[0].contentWindow;
-    expect(frames[0].src).toBe('/bff/auth/login?prompt=none&return_to=%2F');
+    expect(frames[0].src).toBe('/bff/auth/login?prompt=none&return_to=/');
     post(msg('success'), source, 'https://evil.test');
     post(msg('success'), {}, 'https://app.test');
     post({ type: 'silent-login', result: 'success' }, source);
@@ -614,7 +614,7 @@ describe('silentLogin', () => {
   it('popup mode: window.open, its answer, closed on timeout; a blocked popup is an error', async () => {
     const c = client({ fetch: fakeGateway(() => json(200, ME)).fetch });
     let p = c.silentLogin({ mode: 'popup' });
-    expect(opened[0][0]).toBe('/auth/login?prompt=none&return_to=%2F');
+    expect(opened[0][0]).toBe('/auth/login?prompt=none&return_to=/');
     expect(frames).toHaveLength(0);
     post(msg('login_required'), popup);
     expect(await p).toBe('login_required');
