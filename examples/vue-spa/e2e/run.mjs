@@ -6,6 +6,8 @@
 // Env: PORTCULLIS_BIN (default <repo>/target/debug/portcullis),
 //      CHROMIUM (default /usr/bin/chromium).
 // Prints one line per test and `e2e: N passed, N failed`; exits 1 on any failure.
+// examples/react-spa/e2e/run.mjs is the same file: both apps have the same features and
+// test ids. Each example keeps its own copy so that it stands alone.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
