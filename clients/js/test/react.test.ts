@@ -34,7 +34,11 @@ afterEach(() => {
 
 function gateway(answer: () => Response) {
   const fetch = vi.fn(async () => answer());
-  const c = createClient({ fetch: fetch as unknown as typeof globalThis.fetch, channel: false });
+  const c = createClient({
+    fetch: fetch as unknown as typeof globalThis.fetch,
+    channel: false,
+    onSessionExpired: vi.fn(), // no navigation in happy-dom
+  });
   clients.push(c);
   return { c, fetch };
 }
