@@ -4,7 +4,9 @@
 // and an `XSRF-TOKEN` cookie whose value it echoes in the `X-XSRF-TOKEN` header
 // on unsafe requests (double-submit CSRF). This module wraps exactly that:
 // who am I (`/auth/me`), login and logout navigation, a CSRF-aware `fetch`,
-// and a cross-tab notice when the session changes.
+// a cross-tab notice when the session changes, the session's deadlines, and a
+// silent re-login that keeps the page. The core stays within 2 KiB min+gzip
+// (test/size.test.ts): hence some terse code below.
 
 /** Claims of the signed-in user as `/auth/me` returns them. */
 export interface User {
@@ -130,8 +132,9 @@ export interface PortcullisClient {
   /** Listens for session changes in this tab and others; returns the unsubscribe function. */
   onSessionChange(listener: (change: SessionChange) => void): () => void;
   /**
-   * Called whenever `current` changes (login, logout, expiry, new session times): the
-   * store interface the React and Vue bindings use. Returns the unsubscribe function.
+   * Called whenever `current` changes (login, logout, expiry, new session times) or the
+   * deadlines move: the store interface the React and Vue bindings use. Compare `current`
+   * to see whether the session itself changed. Returns the unsubscribe function.
    */
   subscribe(listener: () => void): () => void;
   /** Both deadlines of the current session, or `null` when signed out. */
