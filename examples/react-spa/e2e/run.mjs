@@ -251,7 +251,7 @@ test('a logout in one tab is seen by the second tab', async (ctx) => {
   if (status !== 401) fail(`/auth/me after logout: ${status}`);
 });
 
-test('two minutes before the idle deadline a banner asks; "I am still here" extends the session', async (ctx) => {
+test('a banner two minutes before the idle deadline; "I am still here" extends it; after the end, a popup silent login', async (ctx) => {
   // A gateway whose sessions idle out after 130 s: the banner (2 minutes ahead) comes
   // 10 s after the last request, past the gateway's touch interval (1/20 of 130 s).
   const demo = startDemo(['--spa', dist], { PORTCULLIS__SESSION__IDLE_TIMEOUT: '130s' });
@@ -269,6 +269,26 @@ test('two minutes before the idle deadline a banner asks; "I am still here" exte
     await page.getByTestId('expiring').waitFor({ state: 'detached' });
     const after = await waitText(page, 'idle-expires-at', (t) => t !== before, 'a later idle deadline');
     if (!(Date.parse(after) > Date.parse(before))) fail(`idle deadline ${before} → ${after}`);
+
+    // The session ends (its cookie gone, as on the gateway after the idle timeout): the
+    // next "I'm still here" finds it over, and "Continue session" tries a silent login in
+    // a popup. The demo IdP keeps no login session: the popup's callback page answers
+    // login_required and closes itself, and the app falls back to the full login.
+    await ctx.clearCookies({ name: 'portcullis' });
+    await page.getByTestId('still-here').waitFor({ timeout: 40_000 });
+    await page.getByTestId('still-here').click();
+    await waitText(page, 'notice', 'ended');
+    if ((await page.getByTestId('expiring').count()) !== 0) fail('expiry banner after the end');
+    const opened = page.waitForEvent('popup');
+    await page.getByTestId('continue').click();
+    const popup = await opened;
+    await popup.waitForEvent('close', { timeout: TIMEOUT });
+    // The full login follows the popup's answer, not the client's 10 s timeout.
+    const closed = Date.now();
+    await page.waitForURL((url) => !url.href.startsWith(short), { timeout: TIMEOUT });
+    if (Date.now() - closed > 5_000) fail('the fallback waited for the timeout: no answer from the popup');
+    await signIn(page, 'alice', short);
+    await waitText(page, 'username', 'alice');
   } finally {
     demo.stop();
   }

@@ -4,7 +4,7 @@ import { useSession } from 'portcullis-client/react';
 import { type ReactNode, useEffect } from 'react';
 import { Navigate, NavLink, Outlet, useLocation } from 'react-router-dom';
 import { ExpiryBanner } from './ExpiryBanner';
-import { auth, hasRole, noticeOf } from './session';
+import { auth, continueSession, hasRole, noticeOf } from './session';
 
 export function App() {
   const { me, loaded, change } = useSession(auth);
@@ -28,7 +28,14 @@ export function App() {
           loaded && <button data-testid="login" onClick={() => auth.login('/')}>Log in</button>
         )}
       </header>
-      {notice && <p className="notice" data-testid="notice">{notice}</p>}
+      {notice && (
+        <p className="notice" data-testid="notice">
+          {notice}{' '}
+          {change?.type === 'expired' && (
+            <button data-testid="continue" onClick={() => void continueSession()}>Continue session</button>
+          )}
+        </p>
+      )}
       <ExpiryBanner />
       <main>
         <Outlet />

@@ -18,3 +18,12 @@ export function noticeOf(change: SessionState['change']): string {
 }
 
 export const hasRole = (me: SessionState['me'], role: string) => !!me?.roles.includes(role);
+
+/**
+ * After the session ended: log in again in a popup without leaving the page if the IdP
+ * still knows the user (a popup needs this click; it has none of an iframe's limits),
+ * else the full login.
+ */
+export async function continueSession(): Promise<void> {
+  if ((await auth.silentLogin({ mode: 'popup' })) !== 'success') auth.login();
+}

@@ -21,3 +21,12 @@ export const notice = computed(() => {
   if (change?.type === 'expired') return 'Your session has ended.';
   return '';
 });
+
+/**
+ * After the session ended: log in again in a popup without leaving the page if the IdP
+ * still knows the user (a popup needs this click; it has none of an iframe's limits),
+ * else the full login.
+ */
+export async function continueSession(): Promise<void> {
+  if ((await auth.silentLogin({ mode: 'popup' })) !== 'success') auth.login();
+}
