@@ -40,9 +40,11 @@ echo "== e2e: browser security (tests/e2e)"
 node tests/e2e/run.mjs
 
 # ---------------------------------------------------------------------------
-# Front-end kit (issue 9): the JS client's unit tests, the Vue example's build,
-# and a Chromium (Debian package, never downloaded) e2e test of the built
-# example against `portcullis demo --spa` (the binary the cargo tests built).
+# Front-end kit (issues 9 and 20): the JS client's typecheck, build and unit tests
+# (incl. the per-entry size budgets), `npm pack` with a check of the tarball, and for
+# each example app (Vue, React): install, the packed client, typecheck, build, and a
+# Chromium (Debian package, never downloaded) e2e test of the built app against
+# `portcullis demo --spa` (the binary the cargo tests built).
 # Every step runs; the block ends with `frontend: N passed, N failed`.
 frontend_passed=0
 frontend_failed=0
@@ -59,15 +61,28 @@ frontend_step() {
 }
 npm_ci_if_stale() {
   if [ ! -d "$1/node_modules" ] || [ "$1/package-lock.json" -nt "$1/node_modules" ]; then
-    (cd "$1" && npm ci --no-audit --no-fund --loglevel=error)
+    (cd "$1" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
   fi
+}
+# The examples get the client as a user would: the tarball `npm pack` made, not a path
+# link to clients/js. It is in no package.json or lockfile of theirs, since its bytes
+# (and so its integrity hash) change with every client change and `npm ci` would then
+# refuse the lockfile. So: `npm ci` from the examples' own lockfiles (deterministic),
+# then the tarball on top with `--no-save` (lockfile and package.json untouched).
+client_tgz="$PWD/clients/js/pack/portcullis-client.tgz"
+example_install() {
+  npm_ci_if_stale "$1" && (cd "$1" && npm install --no-save --no-audit --no-fund --loglevel=error "$client_tgz")
 }
 frontend_step "clients/js npm ci" npm_ci_if_stale clients/js
 frontend_step "clients/js typecheck + build" bash -c 'cd clients/js && npx --no-install tsc -p tsconfig.json --noEmit && npm run -s build'
 frontend_step "clients/js vitest" bash -c 'cd clients/js && npx --no-install vitest run'
-frontend_step "examples/vue-spa npm ci" npm_ci_if_stale examples/vue-spa
+frontend_step "clients/js npm pack + tarball check" bash -c 'cd clients/js && node scripts/pack.mjs'
+frontend_step "examples/vue-spa npm ci + packed client" example_install examples/vue-spa
 frontend_step "examples/vue-spa typecheck + vite build" bash -c 'cd examples/vue-spa && npx --no-install vue-tsc --noEmit -p tsconfig.json && npx --no-install vite build'
 frontend_step "examples/vue-spa e2e (Chromium)" node examples/vue-spa/e2e/run.mjs
+frontend_step "examples/react-spa npm ci + packed client" example_install examples/react-spa
+frontend_step "examples/react-spa typecheck + vite build" bash -c 'cd examples/react-spa && npx --no-install tsc --noEmit -p tsconfig.json && npx --no-install vite build'
+frontend_step "examples/react-spa e2e (Chromium)" node examples/react-spa/e2e/run.mjs
 echo "frontend: $frontend_passed passed, $frontend_failed failed"
 [ "$frontend_failed" -eq 0 ]
 

@@ -1,22 +1,28 @@
-// The size budget of the issue: < 3 KiB minified + gzipped, no runtime dependencies.
-import { buildSync } from 'esbuild';
+// Size budgets: ≤ 2 KiB min+gzip for the core, ≤ 1 KiB for what each binding adds;
+// no runtime dependencies.
 import { readFileSync } from 'node:fs';
-import { gzipSync } from 'node:zlib';
 import { expect, it } from 'vitest';
+// @ts-expect-error: a plain .mjs script without types
+import { BUDGETS, sizes } from '../scripts/size.mjs';
 
-it('stays under 3 KiB min+gzip', () => {
-  const out = buildSync({
-    entryPoints: ['src/index.ts'],
-    bundle: true,
-    minify: true,
-    format: 'esm',
-    write: false,
-  });
-  expect(out.outputFiles[0].contents.length).toBeGreaterThan(500);
-  expect(gzipSync(out.outputFiles[0].contents, { level: 9 }).length).toBeLessThan(3 * 1024);
+type Size = { entry: string; min: number; gzip: number; budget: number };
+
+it.each((await sizes()) as Size[])('$entry stays within its budget min+gzip', (s: Size) => {
+  expect(s.min).toBeGreaterThan(200);
+  expect(s.gzip).toBeLessThanOrEqual(s.budget);
 });
 
-it('has no runtime dependencies', () => {
+it('the core budget is 2 KiB, and every package entry has a budget', () => {
+  expect(BUDGETS.index).toBe(2048);
+  const pkg = JSON.parse(readFileSync('package.json', 'utf8'));
+  const entries = Object.keys(pkg.exports).filter((k) => k !== './package.json');
+  expect(entries.map((k) => (k === '.' ? 'index' : k.slice(2))).sort()).toEqual(Object.keys(BUDGETS).sort());
+});
+
+it('has no runtime dependencies; React, Vue and axios are optional peers', () => {
   const pkg = JSON.parse(readFileSync('package.json', 'utf8'));
   expect(pkg.dependencies ?? {}).toEqual({});
+  for (const peer of ['react', 'vue', 'axios']) {
+    expect(pkg.peerDependenciesMeta[peer]).toEqual({ optional: true });
+  }
 });

@@ -6,6 +6,8 @@
 // Env: PORTCULLIS_BIN (default <repo>/target/debug/portcullis),
 //      CHROMIUM (default /usr/bin/chromium).
 // Prints one line per test and `e2e: N passed, N failed`; exits 1 on any failure.
+// examples/react-spa/e2e/run.mjs is the same file: both apps have the same features and
+// test ids. Each example keeps its own copy so that it stands alone.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -22,6 +24,11 @@ const artifacts = join(here, 'artifacts');
 const bin = process.env.PORTCULLIS_BIN ?? join(repo, 'target/debug/portcullis');
 const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const TIMEOUT = 30_000;
+// The gateway's default CSP plus `frame-src` for the IdP (the demo's, on a random
+// loopback port): the silent login's hidden iframe is redirected there, and
+// `default-src 'self'` alone would block it (see docs/frontend.md).
+const SILENT_LOGIN_CSP =
+  "default-src 'self'; frame-src 'self' http://127.0.0.1:*; frame-ancestors 'none'; object-src 'none'; base-uri 'self'";
 
 function fail(message) {
   throw new Error(message);
@@ -31,13 +38,13 @@ function fail(message) {
  * Starts `portcullis demo` on free ports with `args`; `ready` resolves with the
  * banner's `open` URL and, with `--public-url`, the gateway's own address.
  */
-function startDemo(args) {
+function startDemo(args, env = {}) {
   const data = mkdtempSync(join(tmpdir(), 'portcullis-e2e-'));
   const child = spawn(
     bin,
     ['demo', '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--store', 'memory',
       '--data-dir', data, ...args],
-    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, RUST_LOG: 'warn' } },
+    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, RUST_LOG: 'warn', ...env } },
   );
   const stop = () => {
     child.kill('SIGTERM');
@@ -100,7 +107,8 @@ async function startVite(port, gateway) {
 
 /** Waits until the element with `testid` has text that `match` accepts. */
 async function waitText(page, testid, match, what = match) {
-  const test = typeof match === 'string' ? (t) => t.includes(match) : (t) => match.test(t);
+  const test =
+    typeof match === 'string' ? (t) => t.includes(match) : typeof match === 'function' ? match : (t) => match.test(t);
   const deadline = Date.now() + TIMEOUT;
   let last = '<missing>';
   while (Date.now() < deadline) {
@@ -190,15 +198,33 @@ test('an anonymous deep link goes through login and back to the page', async (ct
   await waitText(page, 'result-status', '200');
 });
 
-test('an API call without a session sends the user to login and back', async (ctx) => {
+test('an API call without a session tries a silent login in an iframe, then login and back', async (ctx) => {
   const page = await ctx.newPage();
   await loginFromHome(page, 'bob');
   await page.getByTestId('nav-console').click();
   await page.waitForURL(`${base}/console`);
+  // The hidden frame's answer from the gateway's callback: the page that posts the
+  // result (its body is gone once the client removes the frame, so only the status).
+  const silent = [];
+  page.on('response', (r) => {
+    if (r.frame() !== page.mainFrame() && new URL(r.url()).pathname === '/auth/callback') {
+      silent.push(`${r.status()} ${r.headers()['content-type']}`);
+    }
+  });
+  const asked = page.waitForRequest((r) => r.url().includes('/auth/login?prompt=none'));
   // The session cookie is gone (as after a logout elsewhere): the API answers 401.
   await ctx.clearCookies({ name: 'portcullis' });
+  const clicked = Date.now();
   await page.getByTestId('call-whoami').click();
+  const req = await asked;
+  if (req.frame() === page.mainFrame()) fail('the silent login ran in the main frame');
+  // The full login follows the frame's answer, not the client's 10 s timeout.
+  await page.waitForURL((url) => !url.href.startsWith(base), { timeout: TIMEOUT });
+  if (Date.now() - clicked > 8_000) fail('the fallback waited for the timeout: no answer from the frame');
+  // The demo IdP keeps no login session: prompt=none answers login_required, and the
+  // client falls back to the full login.
   await signIn(page, 'bob');
+  if (!silent.some((a) => a.startsWith('200 text/html'))) fail(`silent login answers: ${JSON.stringify(silent)}`);
   await page.waitForURL(`${base}/console`, { timeout: TIMEOUT });
   await page.getByTestId('call-whoami').click();
   await waitText(page, 'result-status', '200');
@@ -223,6 +249,49 @@ test('a logout in one tab is seen by the second tab', async (ctx) => {
   if ((await second.getByTestId('whoami').count()) !== 0) fail('second tab still shows the user');
   const status = await second.evaluate(async () => (await fetch('/auth/me')).status);
   if (status !== 401) fail(`/auth/me after logout: ${status}`);
+});
+
+test('a banner two minutes before the idle deadline; "I am still here" extends it; after the end, a popup silent login', async (ctx) => {
+  // A gateway whose sessions idle out after 130 s: the banner (2 minutes ahead) comes
+  // 10 s after the last request, past the gateway's touch interval (1/20 of 130 s).
+  const demo = startDemo(['--spa', dist], { PORTCULLIS__SESSION__IDLE_TIMEOUT: '130s' });
+  try {
+    const { base: short } = await demo.ready;
+    const page = await ctx.newPage();
+    await page.goto(`${short}/`);
+    await page.getByTestId('login').click();
+    await signIn(page, 'alice', short);
+    await waitText(page, 'username', 'alice');
+    const before = await page.getByTestId('idle-expires-at').textContent();
+    await page.getByTestId('expiring').waitFor({ timeout: 40_000 });
+    await waitText(page, 'expiring', /ends in [12]:\d\d/, 'a countdown');
+    await page.getByTestId('still-here').click();
+    await page.getByTestId('expiring').waitFor({ state: 'detached' });
+    const after = await waitText(page, 'idle-expires-at', (t) => t !== before, 'a later idle deadline');
+    if (!(Date.parse(after) > Date.parse(before))) fail(`idle deadline ${before} → ${after}`);
+
+    // The session ends (its cookie gone, as on the gateway after the idle timeout): the
+    // next "I'm still here" finds it over, and "Continue session" tries a silent login in
+    // a popup. The demo IdP keeps no login session: the popup's callback page answers
+    // login_required and closes itself, and the app falls back to the full login.
+    await ctx.clearCookies({ name: 'portcullis' });
+    await page.getByTestId('still-here').waitFor({ timeout: 40_000 });
+    await page.getByTestId('still-here').click();
+    await waitText(page, 'notice', 'ended');
+    if ((await page.getByTestId('expiring').count()) !== 0) fail('expiry banner after the end');
+    const opened = page.waitForEvent('popup');
+    await page.getByTestId('continue').click();
+    const popup = await opened;
+    await popup.waitForEvent('close', { timeout: TIMEOUT });
+    // The full login follows the popup's answer, not the client's 10 s timeout.
+    const closed = Date.now();
+    await page.waitForURL((url) => !url.href.startsWith(short), { timeout: TIMEOUT });
+    if (Date.now() - closed > 5_000) fail('the fallback waited for the timeout: no answer from the popup');
+    await signIn(page, 'alice', short);
+    await waitText(page, 'username', 'alice');
+  } finally {
+    demo.stop();
+  }
 });
 
 test('the Vite dev server proxies /auth and /api to the gateway on one origin', async (ctx) => {
@@ -259,7 +328,7 @@ async function main() {
       process.exit(1);
     }
   }
-  const demo = startDemo(['--spa', dist]);
+  const demo = startDemo(['--spa', dist], { PORTCULLIS__SERVER__CSP: SILENT_LOGIN_CSP });
   let browser;
   let passed = 0;
   let failed = 0;

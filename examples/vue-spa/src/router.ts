@@ -1,7 +1,7 @@
 // Routes and the guard: anonymous users go to the gateway's login (and come back
 // to the page they asked for); views that need a role are refused without it.
 import { createRouter, createWebHistory } from 'vue-router';
-import { auth, hasRole, loadSession, session } from './session';
+import { auth, hasRole, ready, session } from './session';
 import Home from './views/Home.vue';
 
 declare module 'vue-router' {
@@ -32,14 +32,9 @@ export const router = createRouter({
 });
 
 router.beforeEach(async (to) => {
-  if (!session.loaded) {
-    try {
-      await loadSession();
-    } catch {
-      // Gateway or store down: treat as signed out; the home page says so.
-      session.loaded = true;
-    }
-  }
+  // The first /auth/me. If the gateway or store is down, `session.error` is set and
+  // the user counts as signed out.
+  await ready;
   if (to.meta.requiresAuth && !session.me) {
     auth.login(to.fullPath);
     return false;
