@@ -7,6 +7,7 @@
 //! `cache.rs` puts a local cache in front of the remote ones.
 
 mod bearer;
+pub mod bus;
 pub mod cache;
 #[cfg(any(test, feature = "test-support"))]
 pub mod contract;

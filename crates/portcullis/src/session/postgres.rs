@@ -15,9 +15,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
-use tokio::sync::broadcast;
 
-use super::cache::{Invalidation, InvalidationBus};
+use super::bus::{ReconnectingBus, Subscription, Transport};
 use super::seal::PayloadCodec;
 use super::{
     RefreshLease, RefreshLeases, ReplayGuard, SessionHash, SessionRecord, SessionRecords,
@@ -209,7 +208,12 @@ impl PostgresStore {
 
     /// The LISTEN/NOTIFY bus for caches over this store; spawns the listener task.
     pub fn invalidation_bus(&self) -> Arc<PgBus> {
-        PgBus::start(self.pool.clone(), self.channel.clone())
+        ReconnectingBus::start(
+            PgTransport {
+                pool: self.pool.clone(),
+            },
+            self.channel.clone(),
+        )
     }
 
     async fn run<T>(
@@ -542,93 +546,49 @@ impl StoreUpkeep for PostgresStore {
     }
 }
 
-/// Cache invalidation over PostgreSQL LISTEN/NOTIFY. After the listener
-/// reconnects, caches are told to drop everything (notifications sent while
-/// it was away are lost).
-pub struct PgBus {
+/// PostgreSQL LISTEN/NOTIFY as the transport of the [`ReconnectingBus`].
+pub struct PgTransport {
     pool: PgPool,
-    channel: String,
-    tx: broadcast::Sender<Invalidation>,
-    task: tokio::task::JoinHandle<()>,
 }
 
-impl PgBus {
-    fn start(pool: PgPool, channel: String) -> Arc<Self> {
-        let (tx, _) = broadcast::channel(4096);
-        let task = tokio::spawn(listen_loop(pool.clone(), channel.clone(), tx.clone()));
-        Arc::new(Self {
-            pool,
-            channel,
-            tx,
-            task,
-        })
-    }
-}
+/// Cache invalidation over PostgreSQL LISTEN/NOTIFY.
+pub type PgBus = ReconnectingBus<PgTransport>;
 
-impl Drop for PgBus {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+pub struct PgSubscription(PgListener);
 
-async fn listen_loop(pool: PgPool, channel: String, tx: broadcast::Sender<Invalidation>) {
-    let mut backoff = Duration::from_millis(50);
-    let mut first = true;
-    loop {
-        match PgListener::connect_with(&pool).await {
-            Ok(mut listener) => match listener.listen(&channel).await {
-                Ok(()) => {
-                    backoff = Duration::from_millis(50);
-                    // Notifications sent while we were away are gone: caches
-                    // forget everything once we listen again. Not at the
-                    // loss: during a store outage, cached sessions serve
-                    // until their TTL, which bounds a missed message anyway.
-                    if !first {
-                        let _ = tx.send(Invalidation::All);
-                    }
-                    first = false;
-                    loop {
-                        match listener.try_recv().await {
-                            Ok(Some(n)) => {
-                                let _ = tx.send(Invalidation::decode(n.payload()));
-                            }
-                            // Connection lost: reconnect here (not inside
-                            // sqlx) so the reconnect is seen above.
-                            Ok(None) => {
-                                tracing::warn!("session invalidation listener lost; reconnecting");
-                                break;
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "session invalidation listener failed");
-                                break;
-                            }
-                        }
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "cannot LISTEN for invalidations"),
-            },
-            Err(e) => tracing::debug!(error = %e, "cannot connect invalidation listener"),
+#[async_trait]
+impl Subscription for PgSubscription {
+    async fn next(&mut self) -> Option<String> {
+        // `try_recv`, not `recv`: the connection loss must reach the bus,
+        // which reconnects and clears the caches, not be hidden inside sqlx.
+        match self.0.try_recv().await {
+            Ok(Some(n)) => Some(n.payload().to_owned()),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "session invalidation listener failed");
+                None
+            }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }
 
 #[async_trait]
-impl InvalidationBus for PgBus {
-    async fn publish(&self, message: Invalidation) -> Result<(), StoreError> {
-        let op = sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(&self.channel)
-            .bind(message.encode())
-            .execute(&self.pool);
-        match tokio::time::timeout(Duration::from_secs(2), op).await {
-            Ok(r) => r.map(|_| ()).map_err(StoreError::from),
-            Err(_) => Err(StoreError::Unavailable("postgres: notify timed out".into())),
-        }
+impl Transport for PgTransport {
+    type Subscription = PgSubscription;
+
+    async fn subscribe(&self, _: usize, channel: &str) -> Result<PgSubscription, StoreError> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(channel).await?;
+        Ok(PgSubscription(listener))
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<Invalidation> {
-        self.tx.subscribe()
+    async fn publish(&self, channel: &str, text: String) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel)
+            .bind(text)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 

@@ -7,16 +7,14 @@
 //! moves on to the next seed.
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncCommands, Client};
-use tokio::sync::broadcast;
 
 use super::super::StoreError;
-use super::super::cache::{Invalidation, InvalidationBus};
+use super::super::bus::{ReconnectingBus, Subscription, Transport};
 use super::record::unavailable;
 use super::{Link, read};
 
@@ -48,103 +46,67 @@ impl Subscriber {
     }
 }
 
-/// Cache invalidation over Redis pub/sub. A background task keeps one
-/// subscriber connection and, after every (re)connect, tells the caches to
-/// drop everything, since messages sent while it was away are lost.
-pub struct RedisBus {
+/// Redis pub/sub as the transport of the [`ReconnectingBus`].
+pub struct RedisTransport {
     publisher: Publisher,
-    channel: String,
-    tx: broadcast::Sender<Invalidation>,
-    task: tokio::task::JoinHandle<()>,
+    subscriber: Subscriber,
 }
 
-impl RedisBus {
-    pub(super) fn start(
+/// Cache invalidation over Redis pub/sub.
+pub type RedisBus = ReconnectingBus<RedisTransport>;
+
+impl RedisTransport {
+    pub(super) fn bus(
         publisher: Publisher,
         subscriber: Subscriber,
         channel: String,
-    ) -> Arc<Self> {
-        let (tx, _) = broadcast::channel(4096);
-        let task = tokio::spawn(subscribe_loop(subscriber, channel.clone(), tx.clone()));
-        Arc::new(Self {
-            publisher,
-            channel,
-            tx,
-            task,
-        })
-    }
-}
-
-impl Drop for RedisBus {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn subscribe_loop(
-    subscriber: Subscriber,
-    channel: String,
-    tx: broadcast::Sender<Invalidation>,
-) {
-    let mut backoff = Duration::from_millis(50);
-    let mut first = true;
-    let mut attempt = 0usize;
-    loop {
-        let Some(client) = subscriber.client(attempt) else {
-            return;
-        };
-        attempt = attempt.wrapping_add(1);
-        match client.get_async_pubsub().await {
-            Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
-                Ok(()) => {
-                    backoff = Duration::from_millis(50);
-                    if !first {
-                        let _ = tx.send(Invalidation::All);
-                    }
-                    first = false;
-                    let mut messages = pubsub.on_message();
-                    while let Some(msg) = messages.next().await {
-                        let text = String::from_utf8_lossy(msg.get_payload_bytes());
-                        let _ = tx.send(Invalidation::decode(&text));
-                    }
-                    // No `Invalidation::All` here but once subscribed again
-                    // (above): during a store outage, cached sessions serve
-                    // until their TTL, which bounds a missed message anyway.
-                    tracing::warn!("session invalidation subscription lost; reconnecting");
-                    // Straight to the next node: this one just went away.
-                    continue;
-                }
-                Err(e) => tracing::debug!(error = %e, "cannot subscribe to invalidations"),
+    ) -> Arc<RedisBus> {
+        ReconnectingBus::start(
+            Self {
+                publisher,
+                subscriber,
             },
-            Err(e) => tracing::debug!(error = %e, "cannot connect invalidation subscriber"),
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(1));
+            channel,
+        )
+    }
+}
+
+pub struct RedisSubscription(redis::aio::PubSubStream);
+
+#[async_trait]
+impl Subscription for RedisSubscription {
+    async fn next(&mut self) -> Option<String> {
+        let msg = self.0.next().await?;
+        Some(String::from_utf8_lossy(msg.get_payload_bytes()).into_owned())
     }
 }
 
 #[async_trait]
-impl InvalidationBus for RedisBus {
-    async fn publish(&self, message: Invalidation) -> Result<(), StoreError> {
-        let text = message.encode();
-        let published = async {
-            match &self.publisher {
-                Publisher::Master(link) => {
-                    let mut conn = read(link).conn.clone();
-                    conn.publish::<_, _, i64>(&self.channel, text).await
-                }
-                Publisher::Cluster(conn) => {
-                    conn.clone().publish::<_, _, i64>(&self.channel, text).await
-                }
-            }
-        };
-        match tokio::time::timeout(Duration::from_secs(2), published).await {
-            Ok(r) => r.map(|_| ()).map_err(unavailable),
-            Err(_) => Err(StoreError::Unavailable("redis: publish timed out".into())),
-        }
+impl Transport for RedisTransport {
+    type Subscription = RedisSubscription;
+
+    async fn subscribe(
+        &self,
+        attempt: usize,
+        channel: &str,
+    ) -> Result<RedisSubscription, StoreError> {
+        let client = self
+            .subscriber
+            .client(attempt)
+            .ok_or_else(|| StoreError::Unavailable("redis: no node to subscribe on".into()))?;
+        let mut pubsub = client.get_async_pubsub().await.map_err(unavailable)?;
+        pubsub.subscribe(channel).await.map_err(unavailable)?;
+        Ok(RedisSubscription(pubsub.into_on_message()))
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<Invalidation> {
-        self.tx.subscribe()
+    async fn publish(&self, channel: &str, text: String) -> Result<(), StoreError> {
+        let published = match &self.publisher {
+            Publisher::Master(link) => {
+                let mut conn = read(link).conn.clone();
+                conn.publish::<_, _, i64>(channel, text).await
+            }
+            Publisher::Cluster(conn) => conn.clone().publish::<_, _, i64>(channel, text).await,
+        };
+        published.map(|_| ()).map_err(unavailable)
     }
 }

@@ -34,7 +34,7 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncCommands, Client, Script};
 
-use super::bus::{Publisher, RedisBus, Subscriber};
+use super::bus::{Publisher, RedisBus, RedisTransport, Subscriber};
 use super::index::{INDEX_ADD, INDEX_DROP, new_stamp, prunable};
 use super::record::{
     self, EXPIRY_GRACE_SECS, RECORD_LUA, decode_record, fetch_record, save_args, touch_args,
@@ -140,7 +140,7 @@ impl RedisClusterStore {
 
     /// The pub/sub bus for caches over this store; spawns the subscriber task.
     pub fn invalidation_bus(&self) -> Arc<RedisBus> {
-        RedisBus::start(
+        RedisTransport::bus(
             Publisher::Cluster(self.conn.clone()),
             Subscriber::Seeds(self.seeds.clone()),
             format!("{}invalidate", self.prefix),

@@ -31,7 +31,7 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Client, Script};
 
-use self::bus::{Publisher, Subscriber};
+use self::bus::{Publisher, RedisTransport, Subscriber};
 use self::record::{RECORD_LUA, decode_record, fetch_record, save_args, touch_args, unavailable};
 use self::url::client_for;
 use super::seal::PayloadCodec;
@@ -203,7 +203,7 @@ impl RedisStore {
 
     /// The pub/sub bus for caches over this store; spawns the subscriber task.
     pub fn invalidation_bus(&self) -> Arc<RedisBus> {
-        RedisBus::start(
+        RedisTransport::bus(
             Publisher::Master(self.link.clone()),
             Subscriber::Master(self.link.clone()),
             format!("{}invalidate", self.prefix),
