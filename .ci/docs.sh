@@ -30,3 +30,10 @@ if ! out=$(mdbook build 2>&1); then
 fi
 echo "$out" | grep -v ' \[INFO\] ' || true   # warnings only
 python3 .ci/check_links.py --book target/book
+
+# Self-contained: docs and source cite nothing a user of the repository cannot
+# open (no design notes kept outside it).
+if git grep -n -I 'DESIGN\.md' -- ':!.ci/docs.sh' ':!**/node_modules/**'; then
+  echo "docs: the lines above cite DESIGN.md, which is not in the repository" >&2
+  exit 1
+fi

@@ -1,6 +1,9 @@
 //! The `portcullis` binary: parse the command line, load config, run.
 #![forbid(unsafe_code)]
 
+// The demo pulls in the development IdP and sample app; a slim build
+// (`--no-default-features`) leaves them out.
+#[cfg(feature = "demo")]
 mod demo;
 mod telemetry;
 
@@ -11,7 +14,7 @@ use clap::{Parser, Subcommand};
 use portcullis::{Gateway, config::Config};
 
 // mimalloc: a request allocates a few dozen short-lived buffers, and glibc's
-// malloc cost about a tenth of the proxy's CPU (README, Performance).
+// malloc cost about a tenth of the proxy's CPU (docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -29,6 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the whole stack (gateway, development IdP, sample API and SPA) for a first look.
+    #[cfg(feature = "demo")]
     Demo(demo::DemoArgs),
     /// Run the gateway.
     Serve(ConfigArg),
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        #[cfg(feature = "demo")]
         Command::Demo(args) => {
             init_logging(false);
             demo::run(args).await?;
@@ -175,6 +180,7 @@ fn print_effective(path: &std::path::Path) -> ExitCode {
     }
 }
 
+#[cfg(feature = "demo")]
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -7,7 +7,7 @@
 //! A connection, its requests and the upstream connections they use stay on
 //! one thread, so a proxied request never waits for a wake-up on another
 //! thread; one multi-threaded runtime spent about a third more CPU per
-//! request (see README, Performance). Each worker has its own upstream pools
+//! request (see docs/performance.md). Each worker has its own upstream pools
 //! ([`current`] picks them). Background tasks (GC, IdP refresh, the admin
 //! listener, store drivers) stay on the caller's runtime.
 //!

@@ -1,4 +1,4 @@
-//! Typed, validated gateway configuration (DESIGN.md section 3).
+//! Typed, validated gateway configuration (reference: docs/config.md).
 //!
 //! `load.rs` turns a TOML file plus `PORTCULLIS__SECTION__KEY` overrides into
 //! a [`Config`], collecting every problem with its key path instead of

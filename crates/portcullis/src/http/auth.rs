@@ -1,5 +1,5 @@
 //! `/auth/login`, `/auth/callback`, `/auth/me`, `/auth/logout`
-//! (DESIGN.md section 4).
+//! (the HTTP interface: docs/http-interface.md).
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -39,7 +39,7 @@ pub fn is_safe_return_path(path: &str) -> bool {
         && !path.chars().any(|c| c == '\\' || c.is_whitespace())
 }
 
-/// A 302 Found, the status the contract names for login redirects.
+/// A 302 Found, the status docs/http-interface.md names for login redirects.
 fn found(location: &str) -> Response {
     match HeaderValue::from_str(location) {
         Ok(v) => (StatusCode::FOUND, [(header::LOCATION, v)]).into_response(),

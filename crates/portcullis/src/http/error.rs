@@ -1,6 +1,6 @@
 //! The one place errors become HTTP responses: every module error converts
 //! into [`ApiError`], which renders the contract's JSON body
-//! `{"error": code, "message": text}` (DESIGN.md section 4).
+//! `{"error": code, "message": text}` (docs/http-interface.md).
 //!
 //! Each error knows who failed ([`Fault`]); a transient fault (IdP or store
 //! unavailable) answers 503 with `Retry-After`, and is logged as an error

@@ -1,4 +1,4 @@
-//! Browser security rules (DESIGN.md sections 7 and 9.7), each with its
+//! Browser security rules (docs/security.md sections 7 and 12), each with its
 //! negative cases: CSRF on unsafe proxied requests and logout, CORS off by
 //! default and exact when configured, security headers and CSP, prod profile
 //! rules, and session timeouts as the browser sees them.

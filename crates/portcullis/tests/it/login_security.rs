@@ -1,5 +1,5 @@
-//! The login refuses every bad callback and every bad ID token (DESIGN.md
-//! section 9, items 1–4, 6 and 10). Each test runs the real gateway on a
+//! The login refuses every bad callback and every bad ID token (docs/security.md
+//! sections 1–4, 6 and 10). Each test runs the real gateway on a
 //! loopback port against [`CraftedIdp`], a provider the test bends, and a
 //! cookie-keeping client that does not follow redirects; a refused login must
 //! answer 4xx/5xx *and* leave no session, neither for the browser (`/auth/me`

@@ -1,4 +1,4 @@
-//! Back-Channel Logout 1.0 (DESIGN.md section 9, item 8) and Front-Channel
+//! Back-Channel Logout 1.0 (docs/security.md section 8) and Front-Channel
 //! Logout against [`CraftedIdp`], which signs whatever logout token the test
 //! builds with the key it publishes. Every invalid token must get 400
 //! `invalid_request` and end no session; a valid one ends exactly the
