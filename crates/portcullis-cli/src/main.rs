@@ -200,6 +200,9 @@ fn admin_store_options(config: &portcullis::config::Config) -> portcullis::sessi
         key_prefix: config.session.key_prefix.clone(),
         timeout: config.session.store_timeout,
         cache: None,
+        // Expired sessions only (gc) and the schema (migrate): safe beside a
+        // serving process that claims the file.
+        claim_sqlite_file: false,
         migrate: true,
         pg_schema: None,
     }

@@ -405,7 +405,7 @@ pub const KEYS: &[Key] = &[
         "session",
         "cache",
         Value("true"),
-        "Local cache in front of Redis/PostgreSQL.",
+        "Local cache of loaded sessions (Redis, PostgreSQL, SQLite). A cached SQLite process claims its file: processes sharing one file need `false`.",
     ),
     key(
         "session",

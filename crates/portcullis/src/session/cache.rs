@@ -9,8 +9,7 @@
 //! Leases and compare-and-swap always go to the store; taking a refresh
 //! lease evicts the session so the holder re-reads the freshest tokens.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -68,7 +67,8 @@ pub trait InvalidationBus: Send + Sync + 'static {
 pub struct CacheOptions {
     /// How long a loaded record is served from memory (default 2 s).
     pub ttl: Duration,
-    /// At most this many records (default 10 000); the oldest go first.
+    /// About this many records (default 10 000); beyond it the cache's S3-FIFO
+    /// policy evicts, so records read once go before the ones in use.
     pub capacity: usize,
 }
 
@@ -81,6 +81,7 @@ impl Default for CacheOptions {
     }
 }
 
+#[derive(Clone)]
 struct Entry {
     // Shared with the requests that loaded it (see `load_shared`).
     record: Arc<SessionRecord>,
@@ -92,7 +93,7 @@ pub struct CachedStore {
     inner: Arc<dyn SessionStore>,
     bus: Option<Arc<dyn InvalidationBus>>,
     options: CacheOptions,
-    entries: Arc<Mutex<HashMap<String, Entry>>>,
+    entries: Arc<Entries>,
     listener: Option<tokio::task::JoinHandle<()>>,
     /// `portcullis_session_cache_total` hit and miss handles, registered on
     /// first use (the recorder is installed by then): the `counter!` macro
@@ -107,7 +108,9 @@ impl CachedStore {
         bus: Option<Arc<dyn InvalidationBus>>,
         options: CacheOptions,
     ) -> Self {
-        let entries: Arc<Mutex<HashMap<String, Entry>>> = Arc::default();
+        // A sharded concurrent cache with constant-time eviction: a full cache
+        // costs an insert no more than an empty one (no scan under one lock).
+        let entries = Arc::new(Entries::new(options.capacity.max(1)));
         let listener = bus.as_ref().map(|bus| {
             let mut rx = bus.subscribe();
             let entries = Arc::downgrade(&entries);
@@ -121,7 +124,7 @@ impl CachedStore {
                     let Some(entries) = entries.upgrade() else {
                         break;
                     };
-                    apply(&mut lock(&entries), &message);
+                    apply(&entries, &message);
                 }
             })
         });
@@ -145,27 +148,8 @@ impl CachedStore {
         if hit { hits } else { misses }.increment(1);
     }
 
-    fn entries(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
-        lock(&self.entries)
-    }
-
     fn remember(&self, record: &Arc<SessionRecord>) {
-        let mut entries = self.entries();
-        if entries.len() >= self.options.capacity && !entries.contains_key(record.id.as_str()) {
-            let ttl = self.options.ttl;
-            entries.retain(|_, e| e.loaded.elapsed() < ttl);
-            if entries.len() >= self.options.capacity {
-                // Still full of fresh entries: drop the oldest.
-                if let Some(oldest) = entries
-                    .iter()
-                    .min_by_key(|(_, e)| e.loaded)
-                    .map(|(k, _)| k.clone())
-                {
-                    entries.remove(&oldest);
-                }
-            }
-        }
-        entries.insert(
+        self.entries.insert(
             record.id.as_str().to_owned(),
             Entry {
                 record: Arc::clone(record),
@@ -175,7 +159,7 @@ impl CachedStore {
     }
 
     fn forget(&self, message: &Invalidation) {
-        apply(&mut self.entries(), message);
+        apply(&self.entries, message);
     }
 
     /// Evict here, then tell the other replicas. A failed publish is logged:
@@ -198,14 +182,9 @@ impl Drop for CachedStore {
     }
 }
 
-fn lock(entries: &Mutex<HashMap<String, Entry>>) -> MutexGuard<'_, HashMap<String, Entry>> {
-    // A panic while holding the lock cannot leave a half-written map entry.
-    entries
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+type Entries = quick_cache::sync::Cache<String, Entry>;
 
-fn apply(entries: &mut HashMap<String, Entry>, message: &Invalidation) {
+fn apply(entries: &Entries, message: &Invalidation) {
     match message {
         Invalidation::Session(id) => {
             entries.remove(id);
@@ -228,7 +207,7 @@ impl SessionRecords for CachedStore {
         &self,
         id: &SessionHash,
     ) -> Result<Option<Arc<SessionRecord>>, StoreError> {
-        let cached = self.entries().get(id.as_str()).and_then(|e| {
+        let cached = self.entries.get(id.as_str()).and_then(|e| {
             // A copy that looks expired may only be stale (another replica
             // recorded activity since): ask the store before anyone acts on it.
             let expired = e.record.is_expired(SystemClock.now());
@@ -262,16 +241,16 @@ impl SessionRecords for CachedStore {
     ) -> Result<bool, StoreError> {
         let existed = self.inner.touch(id, last_seen_at, idle_expires_at).await?;
         // Activity only: update our copy; other replicas' copies age out.
-        let mut entries = self.entries();
-        match (existed, entries.get_mut(id.as_str())) {
-            (true, Some(e)) => {
-                // Copies only if a request still holds the old one.
+        match (existed, self.entries.get(id.as_str())) {
+            (true, Some(mut e)) => {
                 let record = Arc::make_mut(&mut e.record);
                 record.last_seen_at = last_seen_at;
                 record.idle_expires_at = idle_expires_at;
+                // Only if still cached: an invalidation since then wins.
+                let _ = self.entries.replace(id.as_str().to_owned(), e, true);
             }
             (false, Some(_)) => {
-                entries.remove(id.as_str());
+                self.entries.remove(id.as_str());
             }
             _ => {}
         }
@@ -369,7 +348,7 @@ impl StoreUpkeep for CachedStore {
         let n = self.inner.gc(now).await?;
         if n > 0 {
             // Expired entries fail `is_expired` anyway; drop them to free memory.
-            self.entries().retain(|_, e| !e.record.is_expired(now));
+            self.entries.retain(|_, e| !e.record.is_expired(now));
         }
         Ok(n)
     }
@@ -505,7 +484,7 @@ mod tests {
             cache.load(&r.id).await.expect("load");
             records.push(r);
         }
-        assert!(cache.entries().len() <= 3);
+        assert!(cache.entries.len() <= 3, "{}", cache.entries.len());
 
         let r = &records[4];
         let mut changed = r.clone();
@@ -518,6 +497,38 @@ mod tests {
             )
             .await
         );
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_one_time_sessions_does_not_evict_the_ones_in_use() {
+        // An attacker with many sessions, each used once, must not push the
+        // active users' sessions out of the cache (and onto the store).
+        let shared: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+        let cache = CachedStore::new(
+            shared.clone(),
+            None,
+            CacheOptions {
+                ttl: Duration::from_secs(600),
+                capacity: 100,
+            },
+        );
+        let now = SystemClock.now();
+        let (_, hot) = sample_record("alice", None, now);
+        shared.save(&hot).await.expect("save");
+        cache.load(&hot.id).await.expect("load");
+        cache.load(&hot.id).await.expect("hit");
+        for i in 0..2_000 {
+            let (_, r) = sample_record(&format!("flood{i}"), None, now);
+            shared.save(&r).await.expect("save");
+            cache.load(&r.id).await.expect("load");
+            if i % 50 == 0 {
+                cache.load(&hot.id).await.expect("still in use");
+            }
+        }
+        assert!(cache.entries.len() <= 110, "{}", cache.entries.len());
+        // Gone from the store, still served from memory: it was never evicted.
+        shared.delete(&hot.id).await.expect("delete");
+        assert!(cache.load(&hot.id).await.expect("load").is_some());
     }
 
     #[tokio::test]
@@ -551,7 +562,7 @@ mod tests {
 
     #[tokio::test]
     async fn subject_and_sid_invalidation() {
-        let mut entries = HashMap::new();
+        let entries = Entries::new(10);
         let (_, a) = sample_record("alice", Some("s1"), 1);
         let (_, b) = sample_record("bob", Some("s2"), 1);
         for r in [&a, &b] {
@@ -563,9 +574,9 @@ mod tests {
                 },
             );
         }
-        apply(&mut entries, &Invalidation::decode("d:s2"));
+        apply(&entries, &Invalidation::decode("d:s2"));
         assert_eq!(entries.len(), 1);
-        apply(&mut entries, &Invalidation::decode("u:alice"));
+        apply(&entries, &Invalidation::decode("u:alice"));
         assert!(entries.is_empty());
         assert_eq!(Invalidation::decode("garbage"), Invalidation::All);
         assert_eq!(

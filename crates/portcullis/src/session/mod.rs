@@ -18,6 +18,7 @@ pub mod postgres;
 pub mod redis;
 pub mod seal;
 mod sqlite;
+mod sqlite_claim;
 mod store;
 #[cfg(test)]
 mod tls_tests;

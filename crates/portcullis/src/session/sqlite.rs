@@ -39,6 +39,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// Seals payloads when the store has a keyring (see [`SqliteStore::with_keyring`]).
     codec: PayloadCodec,
+    /// Held while this store serves the file (see [`SqliteStore::claim_file`]).
+    claim: Option<std::sync::Arc<super::sqlite_claim::FileClaim>>,
 }
 
 impl SqliteStore {
@@ -89,6 +91,7 @@ impl SqliteStore {
         let store = Self {
             pool,
             codec: PayloadCodec::plain(),
+            claim: None,
         };
         store.migrate().await?;
         Ok(store)
@@ -107,6 +110,21 @@ impl SqliteStore {
     pub fn with_keyring(mut self, keyring: std::sync::Arc<Keyring>) -> Self {
         self.codec = PayloadCodec::sealed(keyring);
         self
+    }
+
+    /// Claim the database file for this process: exclusively when `cached`
+    /// (nobody else may write behind the cache), shared otherwise. An
+    /// in-memory database belongs to this process anyway.
+    pub fn claim_file(mut self, url: &str, cached: bool) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::BadUrl(format!("{}: {e}", redact_url(url))))?;
+        let path = options.get_filename();
+        if !(url.contains(":memory:") || url.contains("mode=memory")) {
+            self.claim = Some(std::sync::Arc::new(super::sqlite_claim::FileClaim::take(
+                path, cached,
+            )?));
+        }
+        Ok(self)
     }
 
     /// The connection pool, for admin queries and tests.

@@ -24,8 +24,11 @@ pub struct StoreOptions {
     pub key_prefix: String,
     /// Upper bound for one store operation (default 2 s).
     pub timeout: Duration,
-    /// Local cache in front of a remote (Redis, PostgreSQL) store; `None` disables it.
+    /// Local cache of loaded sessions; `None` disables it.
     pub cache: Option<CacheOptions>,
+    /// Serve sessions from a SQLite file: claim it, exclusively when cached
+    /// (see `sqlite_claim.rs`). Off for the admin commands (`gc`, `migrate`).
+    pub claim_sqlite_file: bool,
     /// Run SQL migrations on open (default true).
     pub migrate: bool,
     /// PostgreSQL schema to use instead of the URL's search_path.
@@ -39,6 +42,7 @@ impl Default for StoreOptions {
             key_prefix: "portcullis:".into(),
             timeout: Duration::from_secs(2),
             cache: Some(CacheOptions::default()),
+            claim_sqlite_file: true,
             migrate: true,
             pg_schema: None,
         }
@@ -78,6 +82,7 @@ impl StoreOptions {
                 ttl: session.cache_ttl,
                 capacity: session.cache_size,
             }),
+            claim_sqlite_file: true,
             migrate: session.migrate,
             pg_schema: None,
         })
@@ -108,11 +113,19 @@ pub async fn open_store_with(
         return Ok(Arc::new(MemoryStore::new()));
     }
     if url.starts_with("sqlite:") {
-        let store = SqliteStore::connect(url).await?;
-        return Ok(Arc::new(match &options.keyring {
-            Some(ring) => store.with_keyring(ring.clone()),
-            None => store,
-        }));
+        let mut store = SqliteStore::connect(url).await?;
+        if let Some(ring) = &options.keyring {
+            store = store.with_keyring(ring.clone());
+        }
+        if options.claim_sqlite_file {
+            store = store.claim_file(url, options.cache.is_some())?;
+        }
+        // Without a bus: this process is the only one writing the file
+        // (the exclusive claim), so its own writes are every write.
+        return Ok(match options.cache {
+            Some(cache) => Arc::new(CachedStore::new(Arc::new(store), None, cache)),
+            None => Arc::new(store),
+        });
     }
     let redis_options = || RedisOptions {
         key_prefix: options.key_prefix.clone(),

@@ -44,6 +44,8 @@ fn record(id: &SessionId, now: i64) -> SessionRecord {
 }
 
 /// A gateway on `db` with `keys` (TOML array body; empty: none), serving on port 0.
+/// Several run on one file at once, as separate processes would: without the
+/// local cache (a cached process claims the file for itself).
 async fn gateway(db: &Path, keys: &str) -> (Gateway, String, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
@@ -62,6 +64,7 @@ client_id = "c"
 client_secret = "s"
 [session]
 store = "sqlite://{db}"
+cache = false
 {keys}"#,
         db = db.display()
     );
