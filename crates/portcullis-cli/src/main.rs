@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod demo;
+mod health;
 mod telemetry;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -40,6 +41,9 @@ enum Command {
     Gc(ConfigArg),
     /// Print a new random session-encryption key.
     Keygen,
+    /// Ask the running gateway's admin listener for /healthz; exit 0 when healthy
+    /// (a container health check where there is no curl).
+    Health(health::HealthArgs),
 }
 
 #[derive(clap::Args)]
@@ -137,6 +141,17 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", portcullis::session::random_key_base64());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Health(args) => Ok(match health::run(args).await {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            // Always 1: Docker reserves exit code 2 of a health check.
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        }),
     }
 }
 
