@@ -27,7 +27,7 @@ const MAX_RESPONSE: usize = 8 * 1024;
 pub(crate) struct HealthArgs {
     /// URL to ask (plain http), e.g. `http://127.0.0.1:9090/healthz`. Default: the
     /// admin listener of the config (`admin.listen`, env `PORTCULLIS__ADMIN__LISTEN`).
-    #[arg(long, env = "PORTCULLIS_HEALTH_URL")]
+    #[arg(long)]
     url: Option<String>,
     /// Config file whose `admin.listen` is asked (read leniently; may be missing).
     #[arg(

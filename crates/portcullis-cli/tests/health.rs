@@ -23,7 +23,6 @@ fn health(args: &[&str], env: &[(&str, &str)]) -> Output {
         .arg("health")
         .args(args)
         .env_remove("PORTCULLIS_CONFIG")
-        .env_remove("PORTCULLIS_HEALTH_URL")
         .env_remove("PORTCULLIS__ADMIN__LISTEN")
         .envs(env.iter().copied())
         .output()
