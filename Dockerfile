@@ -9,14 +9,15 @@
 # See docs/deploy.md.
 
 FROM rust:1-bookworm AS build
+# The builder's own architecture: aarch64-unknown-linux-musl on an arm64 host.
+ARG TARGET=x86_64-unknown-linux-musl
 RUN apt-get update \
  && apt-get install -y --no-install-recommends musl-tools \
  && rm -rf /var/lib/apt/lists/* \
- && rustup target add x86_64-unknown-linux-musl
+ && rustup target add "$TARGET"
 WORKDIR /src
 # e.g. --build-arg FEATURES=otel for OpenTelemetry export
 ARG FEATURES=""
-ARG TARGET=x86_64-unknown-linux-musl
 
 # Dependencies in a layer of their own: it is rebuilt only when a manifest or
 # Cargo.lock changes, not on every source change. Empty stand-ins replace the
