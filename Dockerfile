@@ -2,7 +2,7 @@
 # non-root runtime image.
 #
 #   docker build -t portcullis .
-#   docker run --rm -p 8080:8080 -p 9090:9090 \
+#   docker run --rm -p 8080:8080 -p 127.0.0.1:9090:9090 \
 #     -v $PWD/portcullis.toml:/etc/portcullis/portcullis.toml:ro \
 #     -e PORTCULLIS__OIDC__CLIENT_SECRET=... portcullis
 #
