@@ -36,6 +36,17 @@ export PORTCULLIS_BIN="${PORTCULLIS_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/
 # secrets its header documents (the provider guides in docs/providers/ use them).
 echo "== examples: portcullis check on examples/*.toml"
 tests/check-examples.sh
+# Deployment files: the Dockerfile's stand-in workspace of its cached
+# dependency layer loads with Cargo.lock; the Kubernetes manifests against the Kubernetes schemas
+# (kubernetes-validate, installed into a virtualenv when missing), their
+# consistency and the ConfigMap's config; the systemd unit with
+# `systemd-analyze verify` where systemd is installed.
+echo "== deploy: Dockerfile dependency layer and health check"
+tests/check-dockerfile.sh
+echo "== deploy: Kubernetes manifests (deploy/kubernetes)"
+tests/check-kubernetes.sh
+echo "== deploy: systemd unit (deploy/systemd)"
+tests/check-systemd.sh
 echo "== e2e: browser security (tests/e2e)"
 node tests/e2e/run.mjs
 

@@ -5,6 +5,7 @@
 // (`--no-default-features`) leaves them out.
 #[cfg(feature = "demo")]
 mod demo;
+mod health;
 mod telemetry;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -44,6 +45,9 @@ enum Command {
     Gc(ConfigArg),
     /// Print a new random session-encryption key.
     Keygen,
+    /// Ask the running gateway's admin listener for /healthz; exit 0 when healthy
+    /// (a container health check where there is no curl).
+    Health(health::HealthArgs),
 }
 
 #[derive(clap::Args)]
@@ -142,6 +146,17 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", portcullis::session::random_key_base64());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Health(args) => Ok(match health::run(args).await {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            // Always 1: Docker reserves exit code 2 of a health check.
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        }),
     }
 }
 

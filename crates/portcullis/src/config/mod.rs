@@ -145,6 +145,10 @@ pub enum LogFormat {
     Text,
 }
 
+/// Default of `admin.listen`; `portcullis health` asks it when the config
+/// does not say otherwise.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     /// `admin.listen`, default `127.0.0.1:9090`; `None` when set to `""` (admin listener off).

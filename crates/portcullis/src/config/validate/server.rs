@@ -158,7 +158,11 @@ impl Validator<'_> {
 
     pub(super) fn admin(&mut self, raw: RawAdmin) -> Option<AdminConfig> {
         let listen = self
-            .string_or("admin.listen", raw.listen, "127.0.0.1:9090")
+            .string_or(
+                "admin.listen",
+                raw.listen,
+                crate::config::DEFAULT_ADMIN_LISTEN,
+            )
             .and_then(|s| match s.as_str() {
                 "" => Some(None),
                 _ => self.socket_addr("admin.listen", &s).map(Some),
