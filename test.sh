@@ -36,6 +36,10 @@ export PORTCULLIS_BIN="${PORTCULLIS_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/
 # secrets its header documents (the provider guides in docs/providers/ use them).
 echo "== examples: portcullis check on examples/*.toml"
 tests/check-examples.sh
+# Observability (issue 21): the Prometheus alert rules and their unit tests,
+# the Grafana dashboard's queries and series names, checked with promtool.
+echo "== observability: deploy/prometheus and deploy/grafana (promtool)"
+tests/check-observability.sh
 echo "== e2e: browser security (tests/e2e)"
 node tests/e2e/run.mjs
 
