@@ -457,6 +457,55 @@ mod tests {
         assert!(a.is_some());
     }
 
+    /// Every series the code describes is in the table of
+    /// docs/operations.md, and every `portcullis_*` row there is described.
+    #[test]
+    fn the_documented_series_are_the_described_ones() {
+        let docs = include_str!("../../../../docs/operations.md");
+        let documented: std::collections::BTreeSet<&str> = docs
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+            .filter(|n| n.starts_with("portcullis_"))
+            .collect();
+        let described: std::collections::BTreeSet<&str> = super::COUNTERS
+            .iter()
+            .chain(super::GAUGES)
+            .chain(super::HISTOGRAMS)
+            .map(|(name, _)| *name)
+            .collect();
+        assert_eq!(documented, described);
+    }
+
+    /// Each described series is rendered with its HELP and TYPE lines.
+    #[test]
+    fn every_described_series_renders_with_help() {
+        let handle = super::install().expect("recorder");
+        // Zero-valued touches: they register a series without moving any
+        // count another test of this binary reads.
+        for (name, _) in super::COUNTERS {
+            metrics::counter!(*name, "test" => "help").increment(0);
+        }
+        for (name, _) in super::GAUGES {
+            metrics::gauge!(*name, "test" => "help").increment(0.0);
+        }
+        for (name, _) in super::HISTOGRAMS {
+            metrics::histogram!(*name, "test" => "help").record(0.0);
+        }
+        let text = handle.render();
+        for (table, kind) in [
+            (super::COUNTERS, "counter"),
+            (super::GAUGES, "gauge"),
+            (super::HISTOGRAMS, "histogram"),
+        ] {
+            for (name, help) in table {
+                assert!(
+                    text.contains(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n")),
+                    "{name}:\n{text}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn request_ids_are_unique_base64url() {
         let a = super::new_request_id();
