@@ -47,6 +47,10 @@ echo "== deploy: Kubernetes manifests (deploy/kubernetes)"
 tests/check-kubernetes.sh
 echo "== deploy: systemd unit (deploy/systemd)"
 tests/check-systemd.sh
+# Observability (issue 21): the Prometheus alert rules and their unit tests,
+# the Grafana dashboard's queries and series names, checked with promtool.
+echo "== observability: deploy/prometheus and deploy/grafana (promtool)"
+tests/check-observability.sh
 echo "== e2e: browser security (tests/e2e)"
 node tests/e2e/run.mjs
 

@@ -13,7 +13,7 @@ pub struct DemoArgs {
     /// Address of the gateway (must be loopback).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Address of the admin listener (/healthz, /readyz); skipped if busy.
+    /// Address of the admin listener (/healthz, /readyz, /metrics); skipped if busy.
     #[arg(long, default_value = "127.0.0.1:9090")]
     admin_listen: SocketAddr,
     /// Session store URL; default: SQLite in the data dir.
@@ -152,7 +152,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  IdP       {issuer}  (development IdP, loopback only)");
     println!("  API       {public_url}/api/whoami  -> sample upstream at http://{api_addr}");
     if let Some(a) = admin_addr {
-        println!("  admin     http://{a}/healthz  http://{a}/readyz");
+        println!("  admin     http://{a}/healthz  http://{a}/readyz  http://{a}/metrics");
     }
     println!("  store     {}", portcullis::session::redact_url(&store));
     println!();

@@ -1,5 +1,6 @@
 //! `portcullis demo` end to end: the real binary, its development IdP's login
-//! form, the session cookie, the proxied sample API, CSRF and logout.
+//! form, the session cookie, the proxied sample API, CSRF and logout; its
+//! admin `/metrics` with exact values, checked by `promtool check metrics`.
 
 use std::{process::Stdio, sync::Arc, time::Duration};
 
@@ -12,6 +13,8 @@ use tokio::{
 
 struct Demo {
     base: String,
+    /// `http://ADDR` of the admin listener.
+    admin: String,
     _child: Child,
     _data: tempfile::TempDir,
 }
@@ -38,13 +41,25 @@ async fn start_demo(extra: &[&str]) -> Demo {
         .expect("spawn portcullis demo");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
-    let base = tokio::time::timeout(Duration::from_secs(60), async {
+    // The banner: `open <url>` first, `admin http://ADDR/healthz …` later,
+    // `store …` last.
+    let (base, admin) = tokio::time::timeout(Duration::from_secs(60), async {
+        let (mut base, mut admin) = (None, None);
         while let Some(line) = lines.next_line().await.expect("read stdout") {
-            if let Some(url) = line.trim().strip_prefix("open") {
-                return url.trim().trim_end_matches('/').to_string();
+            let line = line.trim();
+            if let Some(url) = line.strip_prefix("open") {
+                base = Some(url.trim().trim_end_matches('/').to_string());
+            } else if let Some(urls) = line.strip_prefix("admin") {
+                let healthz = urls.split_whitespace().next().expect("admin URL");
+                admin = healthz.strip_suffix("/healthz").map(str::to_string);
+            } else if line.starts_with("store") {
+                break;
             }
         }
-        panic!("demo exited before printing its URL");
+        (
+            base.expect("demo exited before printing its URL"),
+            admin.expect("demo printed no admin listener"),
+        )
     })
     .await
     .expect("demo did not start within 60 s");
@@ -52,6 +67,7 @@ async fn start_demo(extra: &[&str]) -> Demo {
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Demo {
         base,
+        admin,
         _child: child,
         _data: data,
     }
@@ -286,4 +302,145 @@ async fn demo_role_rules_and_memory_store() {
     );
     let body = stream.text().await.expect("events");
     assert_eq!(body.matches("data:").count(), 10, "{body}");
+}
+
+/// The sum of the samples of `name` whose labels include all of `labels`.
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// `promtool`: `$PROMTOOL`, else on `PATH`. Required under CI (`.ci/run`
+/// installs it); elsewhere a missing one skips only that check.
+fn promtool() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("PROMTOOL") {
+        return Some(p.into());
+    }
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("promtool"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is required under CI (Debian package `prometheus`)"
+        );
+        eprintln!("promtool not found: skipping `promtool check metrics`");
+    }
+    found
+}
+
+/// The live `/metrics` of a gateway that served a login, a proxied call and
+/// a CSRF refusal: exact values (the demo is its own process, so nothing
+/// else moves them), and a text `promtool check metrics` accepts (every
+/// series has HELP, names follow the conventions).
+#[tokio::test]
+async fn demo_metrics_are_exact_and_pass_promtool() {
+    let demo = start_demo(&["--store", "memory"]).await;
+    let base = demo.base.as_str();
+    let alice = Browser::new();
+    alice.login(base, "alice").await;
+    let (status, _) = alice.get_json(format!("{base}/api/whoami")).await;
+    assert_eq!(status, StatusCode::OK);
+    let refused = alice
+        .http
+        .post(format!("{base}/api/echo"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect("echo");
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+
+    let resp = reqwest::get(format!("{}/metrics", demo.admin))
+        .await
+        .expect("scrape");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = resp.text().await.expect("metrics text");
+
+    let exact = |name: &str, labels: &[(&str, &str)], want: f64| {
+        assert_eq!(
+            metric(&text, name, labels),
+            want,
+            "{name} {labels:?}:\n{text}"
+        );
+    };
+    exact("portcullis_logins_total", &[("result", "success")], 1.0);
+    exact(
+        "portcullis_idp_requests_total",
+        &[("endpoint", "token"), ("outcome", "ok")],
+        1.0,
+    );
+    exact(
+        "portcullis_idp_requests_total",
+        &[("endpoint", "token"), ("outcome", "unavailable")],
+        0.0,
+    );
+    exact(
+        "portcullis_requests_total",
+        &[("route", "/api/"), ("status", "200")],
+        1.0,
+    );
+    exact(
+        "portcullis_requests_total",
+        &[("route", "/api/"), ("status", "403")],
+        1.0,
+    );
+    exact("portcullis_csrf_rejections_total", &[], 1.0);
+    exact("portcullis_requests_in_flight", &[], 0.0);
+    exact("portcullis_build_info", &[], 1.0);
+    assert!(
+        metric(
+            &text,
+            "portcullis_idp_requests_total",
+            &[("endpoint", "discovery"), ("outcome", "ok")]
+        ) >= 1.0,
+        "{text}"
+    );
+    if cfg!(target_os = "linux") {
+        // CPU time may still be under one 10 ms tick: present is enough.
+        assert!(text.contains("\nprocess_cpu_seconds_total "), "{text}");
+        for name in [
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_start_time_seconds",
+            "process_threads",
+        ] {
+            assert!(metric(&text, name, &[]) > 0.0, "{name}:\n{text}");
+        }
+    }
+
+    let Some(promtool) = promtool() else {
+        return;
+    };
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(text.as_bytes()).expect("write to promtool");
+    }
+    let out = child.wait_with_output().expect("promtool output");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -1,6 +1,6 @@
 //! Operating the gateway against a real OpenID Provider (npm `oidc-provider`):
 //! Prometheus series move for a login, a proxied call, a CSRF rejection and a
-//! refresh; readiness reports an IdP that is down at start and recovers.
+//! refresh, each IdP call counted once by endpoint, every series with HELP; readiness reports an IdP that is down at start and recovers.
 //! (The log-capture test is alone in `log_capture.rs`: it installs a global
 //! subscriber.)
 
@@ -96,13 +96,100 @@ async fn login_proxy_csrf_and_refresh_move_their_series() {
         1.0,
         "{after}"
     );
+    // IdP calls by endpoint: the login's code exchange, then the refresh
+    // grant, each once (the other test never reaches the token endpoint).
+    assert_eq!(
+        delta(
+            "portcullis_idp_requests_total",
+            &[("endpoint", "token"), ("outcome", "ok")]
+        ),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        delta(
+            "portcullis_idp_requests_total",
+            &[("endpoint", "refresh"), ("outcome", "ok")]
+        ),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        delta(
+            "portcullis_idp_request_duration_seconds_count",
+            &[("endpoint", "refresh")]
+        ),
+        1.0,
+        "{after}"
+    );
+    for outcome in ["refused", "unavailable", "circuit_open"] {
+        for endpoint in ["token", "refresh"] {
+            assert_eq!(
+                delta(
+                    "portcullis_idp_requests_total",
+                    &[("endpoint", endpoint), ("outcome", outcome)]
+                ),
+                0.0,
+                "{endpoint} {outcome}: {after}"
+            );
+        }
+    }
+    // Nothing public is in flight while the admin listener answers (its own
+    // requests are not counted), and every request that started has ended.
+    assert_eq!(
+        metric(&after, "portcullis_requests_in_flight", &[]),
+        0.0,
+        "{after}"
+    );
+    assert!(
+        after.contains("\n# TYPE portcullis_requests_in_flight gauge\n"),
+        "{after}"
+    );
     assert!(after.contains("portcullis_build_info{version="), "{after}");
+    assert_every_family_has_help(&after);
+    // The process series, from /proc on Linux.
+    if cfg!(target_os = "linux") {
+        assert!(
+            metric(&after, "process_resident_memory_bytes", &[]) > 0.0,
+            "{after}"
+        );
+        assert!(metric(&after, "process_open_fds", &[]) > 0.0, "{after}");
+        assert!(
+            after.contains("\n# TYPE process_cpu_seconds_total counter\n"),
+            "{after}"
+        );
+    }
     // Bounded labels: no raw path, no user.
     assert!(
         !after.contains("/api/token") && !after.contains("alice") && !after.contains("nothing"),
         "{after}"
     );
     assert!(s.op.refresh_count().await >= 1);
+}
+
+/// Every `# TYPE` line of the scrape comes right after its family's
+/// non-empty `# HELP` line.
+fn assert_every_family_has_help(text: &str) {
+    let mut help: Option<&str> = None;
+    let mut families = 0;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, doc) = rest.split_once(' ').unwrap_or((rest, ""));
+            assert!(!doc.trim().is_empty(), "empty HELP for {name}");
+            help = Some(name);
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let name = rest.split(' ').next().unwrap_or_default();
+            assert_eq!(help, Some(name), "no HELP before TYPE of {name}:\n{text}");
+            families += 1;
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
+            assert!(
+                help.is_some_and(|h| name.starts_with(h)),
+                "{name} has no HELP:\n{text}"
+            );
+        }
+    }
+    assert!(families > 10, "{text}");
 }
 
 #[tokio::test]

@@ -136,6 +136,7 @@ where
     Fut: Future<Output = Response>,
 {
     let start = Instant::now();
+    let in_flight = shared.metrics.in_flight();
     let request_id = match req
         .headers()
         .get(&X_REQUEST_ID)
@@ -183,6 +184,7 @@ where
         }),
     };
     let elapsed = start.elapsed();
+    drop(in_flight);
     let status = resp.status();
     shared
         .metrics

@@ -93,30 +93,42 @@ impl OidcClient {
         code: &str,
         pkce_verifier: &PkceVerifier,
     ) -> Result<TokenResponse, OidcError> {
-        self.token_request(&[
-            ("grant_type", "authorization_code"),
-            ("code", code),
-            ("redirect_uri", &self.redirect_uri),
-            ("code_verifier", pkce_verifier.as_str()),
-        ])
+        self.token_request(
+            "token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", &self.redirect_uri),
+                ("code_verifier", pkce_verifier.as_str()),
+            ],
+        )
         .await
     }
 
     /// Redeem a refresh token.
     pub async fn refresh(&self, refresh_token: &str) -> Result<TokenResponse, OidcError> {
-        self.token_request(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token),
-        ])
+        self.token_request(
+            "refresh",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ],
+        )
         .await
     }
 
-    /// A token request, unless the circuit breaker is open.
-    async fn token_request(&self, params: &[(&str, &str)]) -> Result<TokenResponse, OidcError> {
+    /// A token request, unless the circuit breaker is open. `endpoint` is
+    /// its metrics label: `token` (code exchange) or `refresh`, so that
+    /// failing refreshes show apart from failing logins.
+    async fn token_request(
+        &self,
+        endpoint: &'static str,
+        params: &[(&str, &str)],
+    ) -> Result<TokenResponse, OidcError> {
         let permit = match self.breaker.permit() {
             Ok(p) => p,
             Err(e) => {
-                http_client::count("token", "circuit_open");
+                http_client::count(endpoint, "circuit_open");
                 return Err(e);
             }
         };
@@ -128,7 +140,7 @@ impl OidcClient {
                 .iter()
                 .map(|(n, v)| (n.as_str(), v.as_str())),
         );
-        let out = http_client::observed("token", self.token_call(&all)).await;
+        let out = http_client::observed(endpoint, self.token_call(&all)).await;
         permit.done(&out);
         out
     }

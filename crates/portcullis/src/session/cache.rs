@@ -141,8 +141,8 @@ impl CachedStore {
     fn count(&self, hit: bool) {
         let (hits, misses) = self.counters.get_or_init(|| {
             (
-                metrics::counter!("portcullis_session_cache_total", "result" => "hit"),
-                metrics::counter!("portcullis_session_cache_total", "result" => "miss"),
+                metrics::counter!(crate::metrics::SESSION_CACHE_TOTAL, "result" => "hit"),
+                metrics::counter!(crate::metrics::SESSION_CACHE_TOTAL, "result" => "miss"),
             )
         });
         if hit { hits } else { misses }.increment(1);

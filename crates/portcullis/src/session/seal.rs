@@ -279,7 +279,7 @@ impl PayloadCodec {
         match result {
             Ok(json) => Some(json),
             Err(e) => {
-                metrics::counter!("portcullis_sessions_unsealable_total", "record" => what.to_owned())
+                metrics::counter!(crate::metrics::SESSIONS_UNSEALABLE_TOTAL, "record" => what.to_owned())
                     .increment(1);
                 if !self.warned.swap(true, Ordering::Relaxed) {
                     tracing::warn!(

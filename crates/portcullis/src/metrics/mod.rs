@@ -7,9 +7,14 @@
 //! time. If the embedding application installed its own recorder first, our
 //! counters go there and `/metrics` answers 404.
 //!
+//! Every series is described (its `# HELP` line) in [`describe`]; the
+//! `process_*` series come from [`process`] on each scrape.
+//!
 //! Label cardinality is bounded: `route` is a configured route prefix, an
 //! auth endpoint name (`/auth/login`), `auth` for other auth paths, or
 //! `static`; never a raw path, never a user id.
+
+mod process;
 
 use std::sync::{
     OnceLock,
@@ -18,11 +23,14 @@ use std::sync::{
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
-use metrics::{Counter, Histogram};
+use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Requests on the public listener, by `route` and `status`.
 pub const REQUESTS_TOTAL: &str = "portcullis_requests_total";
+/// Public requests being handled: from their arrival until their response
+/// head is sent (a streamed body is not waited for).
+pub const REQUESTS_IN_FLIGHT: &str = "portcullis_requests_in_flight";
 /// Wall time of public requests until the response head, by `route`.
 pub const REQUEST_DURATION: &str = "portcullis_request_duration_seconds";
 /// Time to the upstream's response head, by `route`.
@@ -35,7 +43,8 @@ pub const LOGINS_TOTAL: &str = "portcullis_logins_total";
 pub const LOGOUTS_TOTAL: &str = "portcullis_logouts_total";
 /// Token refreshes by `result` (`success`, `refused`, `error`).
 pub const REFRESH_TOTAL: &str = "portcullis_refresh_total";
-/// Every call to the IdP by `endpoint` (`discovery`, `jwks`, `token`,
+/// Every call to the IdP by `endpoint` (`discovery`, `jwks`, `token` for
+/// the code exchange, `refresh` for the refresh grant at the token endpoint,
 /// `userinfo`, `revocation`) and `outcome` (`ok`, `refused`, `unavailable`,
 /// `circuit_open`: not sent because the breaker is open).
 pub const IDP_REQUESTS_TOTAL: &str = "portcullis_idp_requests_total";
@@ -49,6 +58,12 @@ pub const IDP_CIRCUIT_OPENED_TOTAL: &str = "portcullis_idp_circuit_opened_total"
 pub const REFRESH_DURATION: &str = "portcullis_refresh_duration_seconds";
 /// Sessions in the store, as last counted by the GC task.
 pub const SESSIONS_ACTIVE: &str = "portcullis_sessions_active";
+/// Session loads through the local cache of a remote store, by `result`
+/// (`hit`, `miss`).
+pub const SESSION_CACHE_TOTAL: &str = "portcullis_session_cache_total";
+/// Stored records that did not open with the configured keys, by `record`
+/// (`session`, `login`).
+pub const SESSIONS_UNSEALABLE_TOTAL: &str = "portcullis_sessions_unsealable_total";
 /// Failed session-store calls that reached a client as 503.
 pub const STORE_ERRORS_TOTAL: &str = "portcullis_store_errors_total";
 /// Unsafe requests refused by the CSRF check.
@@ -94,46 +109,108 @@ pub fn install() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// The `# HELP` text of every series. The exporter prints it only for
+/// described names, so a series added without a line here has no HELP
+/// (`promtool check metrics` and the tests catch that).
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(REQUESTS_TOTAL, "Public requests by route and status");
-    describe_histogram!(REQUEST_DURATION, Unit::Seconds, "Public request duration");
-    describe_histogram!(UPSTREAM_DURATION, Unit::Seconds, "Upstream response time");
-    describe_counter!(UPSTREAM_ERRORS_TOTAL, "Upstream failures by kind");
-    describe_counter!(LOGINS_TOTAL, "Login callbacks by result");
-    describe_counter!(LOGOUTS_TOTAL, "Logouts by kind");
-    describe_counter!(REFRESH_TOTAL, "Access-token refreshes by result");
-    describe_histogram!(REFRESH_DURATION, Unit::Seconds, "Refresh call duration");
-    describe_counter!(
-        IDP_REQUESTS_TOTAL,
-        "Calls to the IdP by endpoint and outcome"
-    );
-    describe_histogram!(
-        IDP_REQUEST_DURATION,
-        Unit::Seconds,
-        "IdP call duration by endpoint"
-    );
-    describe_gauge!(
-        IDP_CIRCUIT_STATE,
-        "IdP circuit breaker: 0 closed, 1 open, 2 probing"
-    );
-    describe_counter!(
-        IDP_CIRCUIT_OPENED_TOTAL,
-        "Times the IdP circuit breaker opened"
-    );
-    describe_gauge!(SESSIONS_ACTIVE, "Sessions in the store (counted by GC)");
-    describe_counter!(STORE_ERRORS_TOTAL, "Failed session-store calls");
-    describe_counter!(CSRF_REJECTIONS_TOTAL, "Requests refused by the CSRF check");
-    describe_counter!(
-        CONNECTIONS_CLOSED_TOTAL,
-        "Connections closed by the head, idle or body timeout"
-    );
-    describe_counter!(
-        CONNECTION_LIMIT_REACHED_TOTAL,
-        "Connection limits reached: max_connections (times), per_ip (connections closed)"
-    );
-    describe_gauge!(BUILD_INFO, "Build information");
+    for (name, help) in COUNTERS {
+        describe_counter!(*name, *help);
+    }
+    for (name, help) in GAUGES {
+        describe_gauge!(*name, *help);
+    }
+    for (name, help) in HISTOGRAMS {
+        describe_histogram!(*name, Unit::Seconds, *help);
+    }
 }
+
+/// Counters and their HELP text.
+pub(crate) const COUNTERS: &[(&str, &str)] = &[
+    (REQUESTS_TOTAL, "Public requests by route and status code."),
+    (
+        UPSTREAM_ERRORS_TOTAL,
+        "Upstream failures by route and kind (connect, timeout).",
+    ),
+    (
+        LOGINS_TOTAL,
+        "Finished login callbacks by result (success, rejected, error).",
+    ),
+    (
+        LOGOUTS_TOTAL,
+        "Logouts by kind (user, backchannel, frontchannel, admin).",
+    ),
+    (
+        REFRESH_TOTAL,
+        "Access-token refreshes by result (success, refused, error, limited).",
+    ),
+    (
+        IDP_REQUESTS_TOTAL,
+        "Calls to the IdP by endpoint and outcome (ok, refused, unavailable, circuit_open).",
+    ),
+    (
+        IDP_CIRCUIT_OPENED_TOTAL,
+        "Times the IdP circuit breaker opened.",
+    ),
+    (
+        SESSION_CACHE_TOTAL,
+        "Session loads through the local cache of a remote store, by result (hit, miss).",
+    ),
+    (
+        SESSIONS_UNSEALABLE_TOTAL,
+        "Stored records that did not open with the configured encryption keys, by record.",
+    ),
+    (
+        STORE_ERRORS_TOTAL,
+        "Session-store failures that reached a client as 503.",
+    ),
+    (
+        CSRF_REJECTIONS_TOTAL,
+        "Unsafe requests refused by the CSRF check.",
+    ),
+    (
+        CONNECTIONS_CLOSED_TOTAL,
+        "Connections closed by the header, idle or body timeout, by listener and reason.",
+    ),
+    (
+        CONNECTION_LIMIT_REACHED_TOTAL,
+        "Connection limits reached: max_connections (times), per_ip (connections closed).",
+    ),
+];
+
+/// Gauges and their HELP text.
+pub(crate) const GAUGES: &[(&str, &str)] = &[
+    (
+        REQUESTS_IN_FLIGHT,
+        "Public requests being handled, until their response head is sent.",
+    ),
+    (
+        IDP_CIRCUIT_STATE,
+        "IdP circuit breaker: 0 closed, 1 open, 2 one probe in flight.",
+    ),
+    (
+        SESSIONS_ACTIVE,
+        "Sessions in the store, as last counted by the GC task.",
+    ),
+    (BUILD_INFO, "Always 1; the version label is the gateway's."),
+];
+
+/// Histograms (all in seconds) and their HELP text.
+pub(crate) const HISTOGRAMS: &[(&str, &str)] = &[
+    (
+        REQUEST_DURATION,
+        "Public request time until the response head, by route.",
+    ),
+    (
+        UPSTREAM_DURATION,
+        "Time to the upstream's response head, by route.",
+    ),
+    (REFRESH_DURATION, "Time of one refresh call to the IdP."),
+    (
+        IDP_REQUEST_DURATION,
+        "Time of one call to the IdP, by endpoint.",
+    ),
+];
 
 /// Fold recorded histogram samples into their buckets every 5 s until the
 /// returned task is aborted. The recorder keeps every sample until then, so
@@ -159,7 +236,11 @@ pub(crate) async fn render() -> Response {
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
                 )],
-                handle.render(),
+                {
+                    let mut text = handle.render();
+                    text.push_str(&process::render());
+                    text
+                },
             )
                 .into_response()
         }
@@ -267,6 +348,17 @@ pub(crate) fn new_request_id() -> HeaderValue {
 pub(crate) struct RequestMetrics {
     /// Indexed by [`RouteKey`].
     routes: Box<[RouteMetrics]>,
+    in_flight: OnceLock<Gauge>,
+}
+
+/// One request counted in [`REQUESTS_IN_FLIGHT`] until dropped, so that a
+/// request whose client went away (its future dropped) is uncounted too.
+pub(crate) struct InFlight<'a>(&'a Gauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 struct RouteMetrics {
@@ -303,7 +395,19 @@ impl RequestMetrics {
                 requests: (100..1000).map(|_| OnceLock::new()).collect(),
             })
             .collect();
-        Self { routes }
+        Self {
+            routes,
+            in_flight: OnceLock::new(),
+        }
+    }
+
+    /// Count a request in [`REQUESTS_IN_FLIGHT`] while the guard lives.
+    pub(crate) fn in_flight(&self) -> InFlight<'_> {
+        let gauge = self
+            .in_flight
+            .get_or_init(|| metrics::gauge!(REQUESTS_IN_FLIGHT));
+        gauge.increment(1.0);
+        InFlight(gauge)
     }
 
     /// The `route` label of `key`.
@@ -351,6 +455,55 @@ mod tests {
         let b = super::install().map(|h| h as *const _);
         assert_eq!(a, b);
         assert!(a.is_some());
+    }
+
+    /// Every series the code describes is in the table of
+    /// docs/operations.md, and every `portcullis_*` row there is described.
+    #[test]
+    fn the_documented_series_are_the_described_ones() {
+        let docs = include_str!("../../../../docs/operations.md");
+        let documented: std::collections::BTreeSet<&str> = docs
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+            .filter(|n| n.starts_with("portcullis_"))
+            .collect();
+        let described: std::collections::BTreeSet<&str> = super::COUNTERS
+            .iter()
+            .chain(super::GAUGES)
+            .chain(super::HISTOGRAMS)
+            .map(|(name, _)| *name)
+            .collect();
+        assert_eq!(documented, described);
+    }
+
+    /// Each described series is rendered with its HELP and TYPE lines.
+    #[test]
+    fn every_described_series_renders_with_help() {
+        let handle = super::install().expect("recorder");
+        // Zero-valued touches: they register a series without moving any
+        // count another test of this binary reads.
+        for (name, _) in super::COUNTERS {
+            metrics::counter!(*name, "test" => "help").increment(0);
+        }
+        for (name, _) in super::GAUGES {
+            metrics::gauge!(*name, "test" => "help").increment(0.0);
+        }
+        for (name, _) in super::HISTOGRAMS {
+            metrics::histogram!(*name, "test" => "help").record(0.0);
+        }
+        let text = handle.render();
+        for (table, kind) in [
+            (super::COUNTERS, "counter"),
+            (super::GAUGES, "gauge"),
+            (super::HISTOGRAMS, "histogram"),
+        ] {
+            for (name, help) in table {
+                assert!(
+                    text.contains(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n")),
+                    "{name}:\n{text}"
+                );
+            }
+        }
     }
 
     #[test]
