@@ -12,7 +12,10 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use portcullis::{Gateway, config::Config};
+use portcullis::{
+    Gateway,
+    config::{Config, ConfigIssue},
+};
 
 // mimalloc: a request allocates a few dozen short-lived buffers, and glibc's
 // malloc cost about a tenth of the proxy's CPU (docs/performance.md).
@@ -61,14 +64,37 @@ struct CheckArgs {
 
 #[derive(clap::Args)]
 struct ConfigArg {
-    /// Config file.
-    #[arg(
-        long,
-        short,
-        env = "PORTCULLIS_CONFIG",
-        default_value = "portcullis.toml"
-    )]
-    config: PathBuf,
+    /// Config file [default: portcullis.toml when it exists, else the PORTCULLIS__… variables
+    /// alone]. A file named here (or by PORTCULLIS_CONFIG) must exist.
+    #[arg(long, short, env = "PORTCULLIS_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+/// The file read when neither `--config` nor `PORTCULLIS_CONFIG` names one.
+const DEFAULT_CONFIG: &str = "portcullis.toml";
+
+impl ConfigArg {
+    /// The file to read: the one named, else `portcullis.toml` if it exists;
+    /// `None` means the environment alone (12-factor). A named file that is
+    /// missing stays an error: a typo in a path must not silently drop the
+    /// whole file.
+    fn file(&self) -> Option<PathBuf> {
+        match &self.config {
+            Some(path) => Some(path.clone()),
+            None => {
+                let default = PathBuf::from(DEFAULT_CONFIG);
+                default.exists().then_some(default)
+            }
+        }
+    }
+
+    /// How messages name the configuration's source.
+    fn label(&self) -> String {
+        match self.file() {
+            Some(path) => path.display().to_string(),
+            None => format!("environment (no {DEFAULT_CONFIG})"),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -98,25 +124,33 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(a) => {
-            let Some(config) = load(&a.config) else {
+            let Some((config, stray)) = load(&a) else {
                 return Ok(ExitCode::FAILURE);
             };
             let _telemetry = telemetry::init(&config.server);
+            for issue in &stray {
+                tracing::warn!(variable = %issue.key, "{}", issue.message);
+            }
             serve(config).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check(CheckArgs { config: a, print }) => Ok(match load(&a.config) {
-            Some(_) if print => print_effective(&a.config),
-            Some(_) => {
-                println!("{}: configuration OK", a.config.display());
-                ExitCode::SUCCESS
+        Command::Check(CheckArgs { config: a, print }) => Ok(match load(&a) {
+            Some((_, stray)) => {
+                warn_stray(&stray);
+                if print {
+                    print_effective(&a)
+                } else {
+                    println!("{}: configuration OK", a.label());
+                    ExitCode::SUCCESS
+                }
             }
             None => ExitCode::FAILURE,
         }),
         Command::Migrate(a) => {
-            let Some(config) = load(&a.config) else {
+            let Some((config, stray)) = load(&a) else {
                 return Ok(ExitCode::FAILURE);
             };
+            warn_stray(&stray);
             // Opening a SQL store applies pending migrations (whatever `session.migrate` says).
             portcullis::session::open_store_with(
                 &config.session.store,
@@ -128,9 +162,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Gc(a) => {
-            let Some(config) = load(&a.config) else {
+            let Some((config, stray)) = load(&a) else {
                 return Ok(ExitCode::FAILURE);
             };
+            warn_stray(&stray);
             let store = portcullis::session::open_store_with(
                 &config.session.store,
                 &admin_store_options(&config),
@@ -160,12 +195,21 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Load and validate; print every problem with its key on failure.
-fn load(path: &std::path::Path) -> Option<Config> {
-    match Config::load(path, std::env::vars()) {
-        Ok(c) => Some(c),
+/// Load and validate; print every problem with its key on failure. Also
+/// returns the stray `PORTCULLIS_…` variables (see
+/// [`portcullis::config::stray_env_vars`]): warnings, printed with the errors
+/// on failure since a typo there is a likely cause.
+fn load(source: &ConfigArg) -> Option<(Config, Vec<ConfigIssue>)> {
+    let stray = portcullis::config::stray_env_vars(std::env::vars());
+    let loaded = match source.file() {
+        Some(path) => Config::load(&path, std::env::vars()),
+        None => Config::from_env(std::env::vars()),
+    };
+    match loaded {
+        Ok(c) => Some((c, stray)),
         Err(e) => {
-            eprintln!("{}: invalid configuration:", path.display());
+            warn_stray(&stray);
+            eprintln!("{}: invalid configuration:", source.label());
             for issue in &e.0 {
                 eprintln!("  {issue}");
             }
@@ -174,14 +218,24 @@ fn load(path: &std::path::Path) -> Option<Config> {
     }
 }
 
+/// Stray variables on stderr, for the commands that do not log.
+fn warn_stray(stray: &[ConfigIssue]) {
+    for issue in stray {
+        eprintln!("warning: {issue}");
+    }
+}
+
 /// `check --print`: the effective config as TOML on stdout, secrets redacted.
-fn print_effective(path: &std::path::Path) -> ExitCode {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("{}: cannot read: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
+fn print_effective(source: &ConfigArg) -> ExitCode {
+    let text = match source.file() {
+        Some(path) => match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("{}: cannot read: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => String::new(),
     };
     match portcullis::config::print::effective_toml(&text, std::env::vars()) {
         Ok(printed) => {
@@ -189,7 +243,7 @@ fn print_effective(path: &std::path::Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{}: invalid configuration:\n{e}", path.display());
+            eprintln!("{}: invalid configuration:\n{e}", source.label());
             ExitCode::FAILURE
         }
     }
@@ -199,7 +253,9 @@ fn print_effective(path: &std::path::Path) -> ExitCode {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(telemetry::colour());
     if json {
         builder.json().init();
     } else {

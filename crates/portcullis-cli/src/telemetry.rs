@@ -26,6 +26,14 @@ impl Drop for TelemetryGuard {
     }
 }
 
+/// Whether text logs get ANSI colours: only when stdout (where they go) is a
+/// terminal, so files, pipes and log collectors get plain text, and never
+/// when `NO_COLOR` is set to a non-empty value (the common `NO_COLOR` convention).
+pub fn colour() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 pub fn init(server: &ServerConfig) -> TelemetryGuard {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&server.log_level))
@@ -37,7 +45,7 @@ pub fn init(server: &ServerConfig) -> TelemetryGuard {
             .with_current_span(true)
             .with_span_list(false)
             .boxed(),
-        LogFormat::Text => fmt::layer().boxed(),
+        LogFormat::Text => fmt::layer().with_ansi(colour()).boxed(),
     };
     let registry = tracing_subscriber::registry().with(filter).with(logs);
 

@@ -90,6 +90,14 @@ impl Config {
         }
     }
 
+    /// The configuration from the `PORTCULLIS__…` variables in `env` alone,
+    /// without a file (12-factor style); the same rules as [`Config::load`].
+    pub fn from_env(
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        Self::from_toml_str("", env)
+    }
+
     /// Parses `toml`, applies the `PORTCULLIS__…` overrides found in `env`
     /// (they win over the file), and validates the result, collecting every
     /// problem.
@@ -156,7 +164,10 @@ pub(super) fn apply_env(
         .filter(|(name, _)| name.starts_with(ENV_PREFIX))
         .collect();
     // Process env order is arbitrary; sorting makes conflicts deterministic.
-    overrides.sort();
+    // Indices compare as numbers so that `ROUTES__2` comes before `ROUTES__10`
+    // and env-defined array elements are appended in order; a whole value
+    // (`PORTCULLIS__ROUTES`) sorts before the overrides inside it.
+    overrides.sort_by_cached_key(|(name, _)| (override_order(name), name.clone()));
     let mut strings = HashMap::new();
     for (name, raw) in overrides {
         let segments: Vec<String> = name[ENV_PREFIX.len()..]
@@ -178,6 +189,80 @@ pub(super) fn apply_env(
         }
     }
     strings
+}
+
+/// `PORTCULLIS_…` variables the binary reads that are not config overrides:
+/// the config file, and the tools of this repository (the test scripts' binary
+/// path, the example SPAs' dev-server proxy target).
+const OTHER_VARS: &[&str] = &["PORTCULLIS_CONFIG", "PORTCULLIS_BIN", "PORTCULLIS_URL"];
+
+/// Variables that look meant for portcullis but configure nothing: a name
+/// that starts with `PORTCULLIS_` in any case and is neither a
+/// `PORTCULLIS__…` override nor one of [`OTHER_VARS`], such as the
+/// single-underscore typo `PORTCULLIS_OIDC__ISSUER`. [`Config::load`]
+/// ignores them, so a typo would otherwise silently leave a key unset; the
+/// CLI reports them as warnings (`check`) and logs them at start (`serve`).
+/// An override of an unknown key (`PORTCULLIS__SERVER__LISTN`) is not listed
+/// here: the load reports it as an error, like an unknown key in the file.
+pub fn stray_env_vars(env: impl IntoIterator<Item = (String, String)>) -> Vec<ConfigIssue> {
+    let mut stray: Vec<ConfigIssue> = env
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| {
+            name.get(..ENV_PREFIX.len() - 1)
+                .is_some_and(|p| p.eq_ignore_ascii_case(&ENV_PREFIX[..ENV_PREFIX.len() - 1]))
+                && !name.starts_with(ENV_PREFIX)
+                && !OTHER_VARS.contains(&name.as_str())
+        })
+        .map(|name| {
+            let hint = match suggest_override(&name) {
+                Some(var) => format!("; did you mean {var}?"),
+                None => String::new(),
+            };
+            let message = format!(
+                "ignored: not a configuration variable (overrides are named \
+                 PORTCULLIS__SECTION__KEY, with double underscores){hint}"
+            );
+            ConfigIssue::new(name, message)
+        })
+        .collect();
+    stray.sort_by(|a, b| a.key.cmp(&b.key));
+    stray
+}
+
+/// The override a stray variable most likely meant: its name compared with
+/// every key's variable ignoring case and underscores (`PORTCULLIS_OIDC_ISSUER`
+/// → `PORTCULLIS__OIDC__ISSUER`; a route index is kept).
+fn suggest_override(name: &str) -> Option<String> {
+    let squash = |s: &str| -> String {
+        s.chars()
+            .filter(|c| *c != '_')
+            .map(|c| c.to_ascii_lowercase())
+            .collect()
+    };
+    let rest = squash(&name["PORTCULLIS".len()..]);
+    super::reference::KEYS.iter().find_map(|key| {
+        let name = squash(key.name);
+        if key.section == "routes" {
+            let index = rest.strip_prefix("routes")?.strip_suffix(name.as_str())?;
+            (!index.is_empty() && index.bytes().all(|b| b.is_ascii_digit())).then(|| {
+                format!(
+                    "PORTCULLIS__ROUTES__{index}__{}",
+                    key.name.to_ascii_uppercase()
+                )
+            })
+        } else {
+            (rest == format!("{}{name}", key.section)).then(|| key.env_var())
+        }
+    })
+}
+
+/// Sort key of an override name: its `__` segments, numeric ones by value.
+fn override_order(name: &str) -> Vec<(Option<u64>, String)> {
+    name[ENV_PREFIX.len()..]
+        .split("__")
+        .map(|segment| (segment.parse().ok(), segment.to_owned()))
+        .collect()
 }
 
 /// An override value: a TOML array, boolean or integer when it parses as
@@ -226,9 +311,17 @@ fn set_in(
                 key.push('.');
             }
             key.push_str(first);
+            // A numeric next segment makes a missing key an array, so that
+            // `PORTCULLIS__ROUTES__0__PREFIX` can define routes without a file.
+            let next_is_index = rest
+                .first()
+                .is_some_and(|next| next.parse::<usize>().is_ok());
             table
                 .entry(first.clone())
-                .or_insert_with(|| Value::Table(Table::new()))
+                .or_insert_with(|| match next_is_index {
+                    true => Value::Array(Vec::new()),
+                    false => Value::Table(Table::new()),
+                })
         }
         Value::Array(items) => {
             let index: usize = first.parse().map_err(|_| {
@@ -236,9 +329,16 @@ fn set_in(
             })?;
             let len = items.len();
             key.push_str(&format!("[{index}]"));
-            items
-                .get_mut(index)
-                .ok_or_else(|| format!("{key} does not exist (the array has {len} elements)"))?
+            if index == len {
+                // The next element: appended (overrides are applied in index order).
+                items.push(Value::Table(Table::new()));
+            }
+            items.get_mut(index).ok_or_else(|| {
+                format!(
+                    "{key} does not exist (the array has {len} elements; \
+                     number new elements from {len} without gaps)"
+                )
+            })?
         }
         other => return Err(format!("{key} is a {}, not a table", other.type_str())),
     };
@@ -337,6 +437,7 @@ pub(super) struct RawOidc {
 #[derive(Deserialize, Default)]
 pub(super) struct RawSession {
     pub store: Raw,
+    pub store_password_file: Raw,
     pub cookie_name: Raw,
     pub idle_timeout: Raw,
     pub absolute_timeout: Raw,
@@ -718,6 +819,148 @@ encryption_keys = ["cG9ydGN1bGxpcy10ZXN0LWtleS0wMTIzNDU2Nzg5YWI="]
         let vars = env(&[("PORTCULLIS__SERVER__LISTN", "127.0.0.1:1")]);
         let message = expect_issue(Config::from_toml_str(PROD, vars), "server.listn");
         assert_eq!(message, "unknown key");
+    }
+
+    /// [`PROD`] as environment variables: a complete config without a file.
+    fn prod_env() -> Vec<(String, String)> {
+        env(&[
+            ("PORTCULLIS__SERVER__PUBLIC_URL", "https://app.example.com"),
+            (
+                "PORTCULLIS__OIDC__ISSUER",
+                "https://idp.example.com/realms/demo",
+            ),
+            ("PORTCULLIS__OIDC__CLIENT_ID", "portal"),
+            ("PORTCULLIS__OIDC__CLIENT_SECRET", SECRET),
+            (
+                "PORTCULLIS__SESSION__ENCRYPTION_KEYS",
+                &format!("[\"{KEY}\"]"),
+            ),
+        ])
+    }
+
+    #[test]
+    fn env_alone_is_a_complete_config_with_routes() {
+        let mut vars = prod_env();
+        // Eleven routes: `ROUTES__10` must come after `ROUTES__9`, not after `ROUTES__1`.
+        for i in 0..=10 {
+            vars.push((
+                format!("PORTCULLIS__ROUTES__{i}__PREFIX"),
+                format!("/r{i}/"),
+            ));
+            vars.push((
+                format!("PORTCULLIS__ROUTES__{i}__UPSTREAM"),
+                format!("http://10.0.0.{i}:8000"),
+            ));
+        }
+        vars.push((
+            "PORTCULLIS__ROUTES__3__REQUIRE_ROLES".into(),
+            r#"["admin"]"#.into(),
+        ));
+        vars.reverse();
+        let config = Config::from_env(vars).unwrap();
+        assert_eq!(config.oidc.client_secret.expose(), SECRET);
+        assert_eq!(config.routes.len(), 11);
+        for (i, route) in config.routes.iter().enumerate() {
+            assert_eq!(route.prefix, format!("/r{i}/"));
+            assert_eq!(route.upstream.as_str(), format!("http://10.0.0.{i}:8000/"));
+        }
+        assert_eq!(config.routes[3].require_roles, ["admin"]);
+    }
+
+    #[test]
+    fn env_without_the_required_keys_names_each_of_them() {
+        let keys: Vec<String> = issues(Config::from_env(no_env()))
+            .into_iter()
+            .map(|i| i.key)
+            .collect();
+        for key in [
+            "server.public_url",
+            "oidc.issuer",
+            "oidc.client_id",
+            "oidc.client_secret",
+        ] {
+            assert!(keys.iter().any(|k| k == key), "{key} not in {keys:?}");
+        }
+    }
+
+    #[test]
+    fn env_routes_as_one_toml_array_of_inline_tables() {
+        let mut vars = prod_env();
+        vars.push((
+            "PORTCULLIS__ROUTES".into(),
+            r#"[{ prefix = "/api/", upstream = "http://api:8080" }, { prefix = "/pub/", upstream = "http://pub:8080", token = "none" }]"#.into(),
+        ));
+        // An element override applies on top of the whole array.
+        vars.push(("PORTCULLIS__ROUTES__1__STRIP_PREFIX".into(), "true".into()));
+        let config = Config::from_env(vars).unwrap();
+        assert_eq!(config.routes.len(), 2);
+        assert_eq!(config.routes[0].upstream.as_str(), "http://api:8080/");
+        assert!(config.routes[1].strip_prefix);
+    }
+
+    #[test]
+    fn env_appends_routes_after_the_file_ones() {
+        let vars = env(&[
+            ("PORTCULLIS__ROUTES__1__PREFIX", "/more/"),
+            ("PORTCULLIS__ROUTES__1__UPSTREAM", "http://10.0.0.9:8000"),
+        ]);
+        let config = Config::from_toml_str(PROD, vars).unwrap();
+        assert_eq!(config.routes.len(), 2);
+        assert_eq!(config.routes[0].prefix, "/api/");
+        assert_eq!(config.routes[1].prefix, "/more/");
+    }
+
+    #[test]
+    fn env_route_indices_with_a_gap_are_reported() {
+        let mut vars = prod_env();
+        vars.push(("PORTCULLIS__ROUTES__0__PREFIX".into(), "/a/".into()));
+        vars.push(("PORTCULLIS__ROUTES__0__UPSTREAM".into(), "http://a".into()));
+        vars.push(("PORTCULLIS__ROUTES__2__PREFIX".into(), "/c/".into()));
+        let message = expect_issue(Config::from_env(vars), "PORTCULLIS__ROUTES__2__PREFIX");
+        assert!(message.contains("without gaps"), "{message}");
+    }
+
+    #[test]
+    fn stray_portcullis_variables_are_listed_with_a_suggestion() {
+        let stray = stray_env_vars(env(&[
+            ("PORTCULLIS_OIDC__ISSUER", "https://idp"),
+            ("PORTCULLIS_SESSION_STORE_PASSWORD_FILE", "/run/x"),
+            ("portcullis__server__listen", "0.0.0.0:8080"),
+            ("PORTCULLIS_ROUTES_0_PREFIX", "/api/"),
+            ("PORTCULLIS_COLOUR", "blue"),
+            // Not stray: overrides (an unknown key is a load error instead),
+            // the binary's own and the repository tools' variables, others.
+            ("PORTCULLIS__SERVER__LISTN", "x"),
+            ("PORTCULLIS__OIDC__CLIENT_SECRET", SECRET),
+            ("PORTCULLIS_CONFIG", "/etc/portcullis.toml"),
+            ("PORTCULLIS_BIN", "target/debug/portcullis"),
+            ("PORTCULLISH", "x"),
+            ("HOME", "/root"),
+        ]));
+        let found: Vec<(&str, &str)> = stray
+            .iter()
+            .map(|i| {
+                let hint = i.message.split("did you mean ").nth(1).unwrap_or("");
+                (i.key.as_str(), hint.trim_end_matches('?'))
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("PORTCULLIS_COLOUR", ""),
+                ("PORTCULLIS_OIDC__ISSUER", "PORTCULLIS__OIDC__ISSUER"),
+                (
+                    "PORTCULLIS_ROUTES_0_PREFIX",
+                    "PORTCULLIS__ROUTES__0__PREFIX"
+                ),
+                (
+                    "PORTCULLIS_SESSION_STORE_PASSWORD_FILE",
+                    "PORTCULLIS__SESSION__STORE_PASSWORD_FILE"
+                ),
+                ("portcullis__server__listen", "PORTCULLIS__SERVER__LISTEN"),
+            ]
+        );
+        assert!(stray.iter().all(|i| !i.message.contains(SECRET)));
     }
 
     /// The `[[routes]]` entry of [`PROD`].

@@ -24,7 +24,7 @@ use url::Url;
 pub const DEFAULT_CSP: &str =
     "default-src 'self'; frame-ancestors 'none'; object-src 'none'; base-uri 'self'";
 
-pub use load::{ConfigError, ConfigIssue};
+pub use load::{ConfigError, ConfigIssue, stray_env_vars};
 
 /// The whole, validated configuration. Build it with [`Config::load`] or
 /// [`Config::from_toml_str`]; every field has passed validation.

@@ -347,6 +347,12 @@ pub const KEYS: &[Key] = &[
     ),
     key(
         "session",
+        "store_password_file",
+        Unset,
+        "File holding the Redis or PostgreSQL password (trimmed), put into the `store` URL, which must then carry no password itself; keeps the secret out of the URL and the environment.",
+    ),
+    key(
+        "session",
         "cookie_name",
         ByProfile {
             prod: "\"__Host-portcullis\"",
@@ -564,7 +570,9 @@ pub fn markdown() -> String {
          `UPDATE_DOCS=1 cargo test -p portcullis --lib config::reference`. Do not edit by hand. -->\n\n\
          portcullis reads a TOML file (`portcullis serve --config FILE`, default `portcullis.toml`,\n\
          or env `PORTCULLIS_CONFIG`). Every key can be overridden by an environment variable\n\
-         `PORTCULLIS__<SECTION>__<KEY>`; array elements by index (`PORTCULLIS__ROUTES__0__UPSTREAM`).\n\
+         `PORTCULLIS__<SECTION>__<KEY>`; array elements by index (`PORTCULLIS__ROUTES__0__UPSTREAM`),\n\
+         and the next free index adds a route. Without a file (and no `--config`), the environment\n\
+         alone is the configuration ([Configuration](configuration.md#configuration-from-the-environment-alone)).\n\
          A value that parses as a TOML array, boolean or integer is taken as such.\n\
          Durations are strings like `\"30s\"`, `\"15m\"`, `\"1h30m\"`.\n\n\
          `portcullis check --config FILE` validates; `portcullis check --print` prints the\n\

@@ -130,7 +130,10 @@ impl Validator<'_> {
     fn required_string(&mut self, key: &str, value: Option<Value>) -> Option<String> {
         match self.string(key, value) {
             Ok(Some(s)) => Some(s),
-            Ok(None) => self.reject(key, "missing required key"),
+            Ok(None) => self.reject(
+                key,
+                format!("missing required key (or env {})", env_var(key)),
+            ),
             Err(Reported) => None,
         }
     }
@@ -250,6 +253,13 @@ impl Validator<'_> {
             .collect();
         converted.into_iter().collect()
     }
+}
+
+/// The environment variable that sets the key at dotted path `key`:
+/// `routes[0].prefix` → `PORTCULLIS__ROUTES__0__PREFIX`.
+pub(super) fn env_var(key: &str) -> String {
+    let path = key.replace('[', ".").replace(']', "").replace('.', "__");
+    format!("PORTCULLIS__{}", path.to_ascii_uppercase())
 }
 
 fn is_loopback(url: &Url) -> bool {

@@ -203,7 +203,8 @@ impl Validator<'_> {
             }
             (Ok(None), Ok(None)) => self.reject(
                 KEY,
-                "missing client secret (set client_secret or client_secret_file)",
+                "missing client secret (set client_secret or client_secret_file, \
+                 or env PORTCULLIS__OIDC__CLIENT_SECRET or PORTCULLIS__OIDC__CLIENT_SECRET_FILE)",
             ),
         }
     }
@@ -338,6 +339,14 @@ mod tests {
             "oidc.client_secret",
         );
         assert!(message.starts_with("missing client secret"), "{message}");
+        // Every way to set it is named, the environment variable included.
+        for way in [
+            "client_secret_file",
+            "PORTCULLIS__OIDC__CLIENT_SECRET",
+            "PORTCULLIS__OIDC__CLIENT_SECRET_FILE",
+        ] {
+            assert!(message.contains(way), "{message}");
+        }
         expect_issue(
             prod_with(&[("oidc.client_secret", "\"\"")]),
             "oidc.client_secret",

@@ -282,6 +282,9 @@ upstream = "http://c"
             ),
             "static.dir",
         );
-        assert_eq!(message, "missing required key");
+        assert_eq!(
+            message,
+            "missing required key (or env PORTCULLIS__STATIC__DIR)"
+        );
     }
 }

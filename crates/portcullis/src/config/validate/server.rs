@@ -514,7 +514,10 @@ mod tests {
             Config::from_toml_str(&text, Vec::new()),
             "server.public_url",
         );
-        assert_eq!(message, "missing required key");
+        assert_eq!(
+            message,
+            "missing required key (or env PORTCULLIS__SERVER__PUBLIC_URL)"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ impl Validator<'_> {
     pub(super) fn session(&mut self, raw: RawSession) -> Option<SessionConfig> {
         let store = self
             .string_or("session.store", raw.store, "sqlite://portcullis.db")
+            .and_then(|s| self.store_password(s, raw.store_password_file))
             .and_then(|s| match store_syntax(&s) {
                 Ok(()) => Some(s),
                 Err(message) => self.reject("session.store", message),
@@ -67,7 +68,9 @@ impl Validator<'_> {
             self.issue(
                 "session.encryption_keys",
                 "required with a persistent session store in the prod profile \
-                     (records are encrypted at rest; generate a key with `portcullis keygen`)",
+                     (records are encrypted at rest; generate a key with `portcullis keygen`; \
+                     set encryption_keys or encryption_keys_file, or env \
+                     PORTCULLIS__SESSION__ENCRYPTION_KEYS or PORTCULLIS__SESSION__ENCRYPTION_KEYS_FILE)",
             );
         }
         let key_prefix = self.string_or("session.key_prefix", raw.key_prefix, "portcullis:");
@@ -101,6 +104,26 @@ impl Validator<'_> {
             cache_size: cache_size?,
             migrate: migrate?,
         })
+    }
+
+    /// `store` with the password from `session.store_password_file` put into
+    /// its user-info, percent-encoded; `store` unchanged without the file.
+    fn store_password(&mut self, store: String, file: Option<Value>) -> Option<String> {
+        const FILE_KEY: &str = "session.store_password_file";
+        let path = match self.string(FILE_KEY, file) {
+            Ok(Some(path)) => path,
+            Ok(None) => return Some(store),
+            Err(Reported) => return None,
+        };
+        let text = self.read_file(FILE_KEY, &path)?;
+        let password = text.trim();
+        if password.is_empty() {
+            return self.reject(FILE_KEY, format!("{path} is empty"));
+        }
+        match with_password(&store, password) {
+            Ok(store) => Some(store),
+            Err(message) => self.reject(FILE_KEY, message),
+        }
     }
 
     /// A positive integer.
@@ -250,6 +273,45 @@ fn store_syntax(store: &str) -> Result<(), String> {
     }
 }
 
+/// `store` with `password` in its user-info (`scheme://[user]:password@…`).
+/// Works on the text, not a parsed URL, because the sentinel and cluster forms
+/// list several hosts. Messages never echo the URL or the password.
+fn with_password(store: &str, password: &str) -> Result<String, String> {
+    const SCHEMES: &[&str] = &[
+        "redis",
+        "rediss",
+        "redis+sentinel",
+        "redis+cluster",
+        "rediss+cluster",
+        "postgres",
+        "postgresql",
+    ];
+    let Some((scheme, rest)) = store.split_once("://").filter(|(s, _)| SCHEMES.contains(s)) else {
+        return Err("needs a Redis or PostgreSQL session.store URL".to_owned());
+    };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let (user, hosts) = match authority.rfind('@') {
+        Some(at) => (&authority[..at], &rest[at + 1..]),
+        None => ("", rest),
+    };
+    if user.contains(':') {
+        return Err(
+            "session.store already has a password; set it in the URL or in the file, not both"
+                .to_owned(),
+        );
+    }
+    let encoded: String = password
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    Ok(format!("{scheme}://{user}:{encoded}@{hosts}"))
+}
+
 /// Whether the query part of `store` (a URL `url` may not parse) has `key`.
 fn has_query_key(store: &str, key: &str) -> bool {
     let query = store.split_once('?').map_or("", |(_, q)| q);
@@ -264,6 +326,84 @@ mod tests {
     use crate::config::load::tests::{
         KEY, PROD, dev_with, expect_issue, lit, prod_with, temp_file,
     };
+
+    /// A password with every kind of URL-special character.
+    const STORE_PW: &str = "p@ss:w/rd?#%é x";
+
+    fn with_store_password(
+        store: &str,
+        file: &tempfile::NamedTempFile,
+    ) -> Result<Config, crate::config::ConfigError> {
+        let path = file.path().to_str().unwrap();
+        prod_with(&[
+            ("session.store", &lit(store)),
+            ("session.store_password_file", &lit(path)),
+        ])
+    }
+
+    #[test]
+    fn store_password_file_goes_into_the_url_percent_encoded() {
+        let file = temp_file(&format!("{STORE_PW}\n"));
+        for (store, expected) in [
+            (
+                "redis://cache:6379/0",
+                "redis://:p%40ss%3Aw%2Frd%3F%23%25%C3%A9%20x@cache:6379/0",
+            ),
+            (
+                "rediss://gw@cache:6380",
+                "rediss://gw:p%40ss%3Aw%2Frd%3F%23%25%C3%A9%20x@cache:6380",
+            ),
+            (
+                "redis+sentinel://s1:26379,s2:26379/mymaster",
+                "redis+sentinel://:p%40ss%3Aw%2Frd%3F%23%25%C3%A9%20x@s1:26379,s2:26379/mymaster",
+            ),
+            (
+                "postgres://gw@db/portcullis?sslmode=require",
+                "postgres://gw:p%40ss%3Aw%2Frd%3F%23%25%C3%A9%20x@db/portcullis?sslmode=require",
+            ),
+        ] {
+            let c = with_store_password(store, &file).unwrap();
+            assert_eq!(c.session.store, expected);
+        }
+        // The Redis client reads back exactly the password in the file.
+        let c = with_store_password("redis://gw@cache:6379/0", &file).unwrap();
+        let info =
+            redis::IntoConnectionInfo::into_connection_info(c.session.store.as_str()).unwrap();
+        assert_eq!(info.redis.password.as_deref(), Some(STORE_PW));
+        assert_eq!(info.redis.username.as_deref(), Some("gw"));
+    }
+
+    #[test]
+    fn store_password_file_rules() {
+        let file = temp_file(STORE_PW);
+        let message = expect_issue(
+            with_store_password("redis://:inline@cache:6379", &file),
+            "session.store_password_file",
+        );
+        assert!(message.contains("not both"), "{message}");
+        assert!(
+            !message.contains("inline") && !message.contains(STORE_PW),
+            "{message}"
+        );
+        expect_issue(
+            with_store_password("sqlite://portcullis.db", &file),
+            "session.store_password_file",
+        );
+        let empty = temp_file("  \n");
+        expect_issue(
+            with_store_password("redis://cache:6379", &empty),
+            "session.store_password_file",
+        );
+        let missing = prod_with(&[
+            ("session.store", "\"redis://cache:6379\""),
+            (
+                "session.store_password_file",
+                "\"/nonexistent/portcullis-pw\"",
+            ),
+        ]);
+        let message = expect_issue(missing, "session.store_password_file");
+        assert!(message.contains("/nonexistent/portcullis-pw"), "{message}");
+    }
 
     #[test]
     fn store_schemes() {
