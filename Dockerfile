@@ -44,7 +44,10 @@ RUN cargo build --release --locked --target "$TARGET" -p portcullis-cli --featur
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /portcullis /usr/local/bin/portcullis
 USER 65532:65532
-ENV PORTCULLIS_CONFIG=/etc/portcullis/portcullis.toml
+# A config mounted at /etc/portcullis/portcullis.toml is read (the working
+# directory's portcullis.toml); without one the gateway runs from the
+# PORTCULLIS__... variables alone.
+WORKDIR /etc/portcullis
 # Inside a container loopback is unreachable from outside, so both listeners
 # bind every interface. These variables override the config file's
 # server.listen / admin.listen; pass other values with `docker run -e` to change them.
