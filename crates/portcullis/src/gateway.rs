@@ -7,11 +7,11 @@ use std::{future::Future, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 
 use crate::{
-    config::Config,
+    config::{Config, Profile},
     csrf::CsrfPolicy,
     oidc::{OidcClient, OidcError},
     proxy::Proxy,
-    session::{SessionStore, StoreError},
+    session::{SessionStore, StoreError, StoreOptions, cache::CacheOptions, seal::Keyring},
     time::{Clock, SystemClock},
 };
 
@@ -51,6 +51,47 @@ pub(crate) struct Shared {
     pub login_cookies: crate::http::LoginCookies,
 }
 
+/// Store options from `[session]`. A persistent store without
+/// `encryption_keys` is refused in prod; in dev a key is generated into
+/// `portcullis-session.key` beside the SQLite file (or in the working
+/// directory) and reused on the next start, with a warning. Here rather
+/// than in `session`, so that the stores never read the `Config`.
+fn store_options(config: &Config) -> Result<StoreOptions, StoreError> {
+    let session = &config.session;
+    let keyring = if session.encryption_keys.is_empty() {
+        if !crate::session::is_persistent(&session.store) {
+            None
+        } else if config.server.profile == Profile::Dev {
+            Some(Arc::new(crate::session::store_options::dev_keyring(
+                &session.store,
+            )?))
+        } else {
+            return Err(StoreError::BadUrl(
+                "session.encryption_keys is required for a persistent session store \
+                 in the prod profile (generate one with `portcullis keygen`)"
+                    .into(),
+            ));
+        }
+    } else {
+        Some(Arc::new(
+            Keyring::from_secrets(&session.encryption_keys)
+                .map_err(|e| StoreError::BadUrl(format!("session.encryption_keys: {e}")))?,
+        ))
+    };
+    Ok(StoreOptions {
+        keyring,
+        key_prefix: session.key_prefix.clone(),
+        timeout: session.store_timeout,
+        cache: session.cache.then_some(CacheOptions {
+            ttl: session.cache_ttl,
+            capacity: session.cache_size,
+        }),
+        claim_sqlite_file: true,
+        migrate: session.migrate,
+        pg_schema: None,
+    })
+}
+
 /// A built gateway. Cheap to clone.
 #[derive(Clone)]
 pub struct Gateway {
@@ -87,7 +128,7 @@ impl GatewayBuilder {
         let store = match self.store {
             Some(s) => s,
             None => {
-                let options = crate::session::StoreOptions::from_config(&config)?;
+                let options = store_options(&config)?;
                 crate::session::open_store_with(&config.session.store, &options).await?
             }
         };

@@ -13,10 +13,6 @@ mod validate;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use base64::{
-    Engine as _, alphabet,
-    engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig},
-};
 use ipnet::IpNet;
 use url::Url;
 
@@ -24,6 +20,8 @@ use url::Url;
 pub const DEFAULT_CSP: &str =
     "default-src 'self'; frame-ancestors 'none'; object-src 'none'; base-uri 'self'";
 
+pub use crate::secret::Secret;
+pub(crate) use crate::secret::decode_key;
 pub use load::{ConfigError, ConfigIssue, stray_env_vars};
 
 /// The whole, validated configuration. Build it with [`Config::load`] or
@@ -316,38 +314,6 @@ pub struct StaticConfig {
     pub dir: PathBuf,
     /// `static.spa_fallback`, default `true`.
     pub spa_fallback: bool,
-}
-
-/// A secret string: redacted in `Debug`, no `PartialEq` (compare in constant time).
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-/// A 32-byte key in base64, standard or URL-safe alphabet, padding optional:
-/// how `session.encryption_keys` are written, for validation and for sealing.
-pub(crate) fn decode_key(text: &str) -> Option<[u8; 32]> {
-    const CONFIG: GeneralPurposeConfig =
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
-    const STANDARD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, CONFIG);
-    const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, CONFIG);
-    [STANDARD, URL_SAFE]
-        .iter()
-        .find_map(|engine| engine.decode(text).ok())
-        .and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok())
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
 }
 
 /// A path on our own origin: one leading `/`, not `//` or `/\` (which

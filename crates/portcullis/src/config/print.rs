@@ -88,7 +88,9 @@ fn redact(key: &Key, value: Value) -> Value {
         };
     }
     match (key.section, key.name, value) {
-        ("session", "store", Value::String(url)) => Value::String(crate::session::redact_url(&url)),
+        ("session", "store", Value::String(url)) => {
+            Value::String(crate::store_url::redact_url(&url))
+        }
         (_, _, value) => value,
     }
 }

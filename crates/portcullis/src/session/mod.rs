@@ -17,6 +17,7 @@ mod memory;
 pub mod postgres;
 pub mod redis;
 pub mod seal;
+mod sql_row;
 mod sqlite;
 mod sqlite_claim;
 mod store;
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::time::UnixTime;
 
+pub use crate::store_url::{is_persistent, redact_url};
 pub use bearer::BearerHeader;
 pub use id::{SessionHash, SessionId, hex_sha256, random_key_base64, random_token};
 pub use memory::MemoryStore;
@@ -124,68 +126,4 @@ pub struct RefreshLease(pub String);
 /// uses [`open_store_with`] and [`StoreOptions::from_config`].
 pub async fn open_store(url: &str) -> Result<Arc<dyn SessionStore>, StoreError> {
     open_store_with(url, &StoreOptions::default()).await
-}
-
-/// Drop credentials from a store URL before it is shown anywhere.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        Ok(_) => url.to_string(),
-        // The sentinel and cluster forms list several hosts, which `url`
-        // refuses: mask the user-info's password in the text instead.
-        Err(_) => redact_userinfo(url),
-    }
-}
-
-/// `scheme://user:***@hosts…` for a URL `url` cannot parse.
-fn redact_userinfo(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    match authority
-        .rfind('@')
-        .map(|at| (&authority[..at], &rest[at..]))
-    {
-        Some((userinfo, hosts)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***{hosts}"),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod redact_tests {
-    use super::redact_url;
-
-    /// A store URL with several hosts is not a URL the `url` crate parses;
-    /// its password must be masked all the same (errors, `check --print`).
-    #[test]
-    fn multi_host_store_url_password_is_not_leaked() {
-        for (url, expected) in [
-            (
-                "redis+sentinel://u:hunter2@s1:26379,s2:26379/mymaster",
-                "redis+sentinel://u:***@s1:26379,s2:26379/mymaster",
-            ),
-            (
-                "rediss+cluster://:p%40ss@n1:7000,n2:7001/?protocol=resp3",
-                "rediss+cluster://:***@n1:7000,n2:7001/?protocol=resp3",
-            ),
-            ("redis://:hunter2@cache:6379/0", "redis://:***@cache:6379/0"),
-            (
-                "redis+cluster://n1:7000,n2:7001",
-                "redis+cluster://n1:7000,n2:7001",
-            ),
-            (
-                "redis+sentinel://u@s1:1,s2:2/m",
-                "redis+sentinel://u@s1:1,s2:2/m",
-            ),
-        ] {
-            assert_eq!(redact_url(url), expected);
-        }
-    }
 }

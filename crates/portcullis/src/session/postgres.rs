@@ -13,15 +13,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::Row;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 
 use super::bus::{ReconnectingBus, Subscription, Transport};
 use super::seal::PayloadCodec;
+use super::sql_row::{SessionRow, record_from_row};
 use super::{
     RefreshLease, RefreshLeases, ReplayGuard, SessionHash, SessionRecord, SessionRecords,
     StoreError, StoreUpkeep, random_token, redact_url,
 };
+use crate::store_url::{SSLROOTCERT, postgres_tls_problem, query_value};
 use crate::time::UnixTime;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -50,53 +51,6 @@ impl Default for PostgresOptions {
             schema: None,
             migrate: true,
         }
-    }
-}
-
-/// URL keys sqlx reads for the TLS mode and the CA file (with its aliases).
-const SSLMODE: [&str; 2] = ["sslmode", "ssl-mode"];
-const SSLROOTCERT: [&str; 3] = ["sslrootcert", "ssl-root-cert", "ssl-ca"];
-const SSL_MODES: [&str; 6] = [
-    "disable",
-    "allow",
-    "prefer",
-    "require",
-    "verify-ca",
-    "verify-full",
-];
-
-fn query_value<const N: usize>(url: &url::Url, keys: [&str; N]) -> Option<String> {
-    url.query_pairs()
-        .filter(|(k, _)| keys.contains(&k.as_ref()))
-        .map(|(_, v)| v.into_owned())
-        .last()
-}
-
-/// What is wrong with the TLS options of a `postgres://` URL, if anything.
-/// `sslmode` is libpq's (default `prefer`); `sslrootcert=PATH` names the CA
-/// the server certificate must chain to. Unlike libpq, sqlx checks that CA
-/// only with `verify-ca` or `verify-full` (`require` accepts any
-/// certificate), so a CA with a weaker mode is refused rather than silently
-/// ignored. The message never echoes the URL (it may carry a password).
-pub(crate) fn tls_problem(url: &url::Url) -> Option<String> {
-    let mode = query_value(url, SSLMODE);
-    if let Some(mode) = &mode
-        && !SSL_MODES.contains(&mode.as_str())
-    {
-        return Some(format!(
-            "sslmode={mode} is unknown (expected one of {})",
-            SSL_MODES.join(", ")
-        ));
-    }
-    let verifies = matches!(mode.as_deref(), Some("verify-ca" | "verify-full"));
-    match query_value(url, SSLROOTCERT) {
-        Some(path) if path.is_empty() => Some("sslrootcert needs a file path".into()),
-        Some(_) if !verifies => Some(
-            "sslrootcert is only checked with sslmode=verify-full or verify-ca; \
-             add sslmode=verify-full"
-                .into(),
-        ),
-        _ => None,
     }
 }
 
@@ -129,7 +83,7 @@ impl PostgresStore {
         }
         let parsed = url::Url::parse(url)
             .map_err(|e| StoreError::BadUrl(format!("{}: {e}", redact_url(url))))?;
-        if let Some(problem) = tls_problem(&parsed) {
+        if let Some(problem) = postgres_tls_problem(&parsed) {
             return Err(StoreError::BadUrl(problem));
         }
         // Read the CA here for a clear startup error; sqlx would only say
@@ -229,25 +183,12 @@ impl PostgresStore {
         }
     }
 
-    fn record_from_row(&self, row: &PgRow) -> Result<Option<SessionRecord>, StoreError> {
-        let corrupt = |e: sqlx::Error| StoreError::Corrupt(format!("session row: {e}"));
-        let id: String = row.try_get("id").map_err(corrupt)?;
-        let payload: Vec<u8> = row.try_get("payload").map_err(corrupt)?;
-        let Some(mut record) = self.codec.decode_session(&id, &payload)? else {
-            return Ok(None);
-        };
-        record.last_seen_at = row.try_get("last_seen_at").map_err(corrupt)?;
-        record.idle_expires_at = row.try_get("idle_expires_at").map_err(corrupt)?;
-        Ok(Some(record))
-    }
-
     async fn write(
         &self,
         record: &SessionRecord,
         expected: Option<u64>,
     ) -> Result<bool, StoreError> {
-        let payload = self.codec.encode_session(record)?;
-        let version = i64::try_from(record.version).unwrap_or(i64::MAX);
+        let SessionRow { payload, version } = SessionRow::encode(&self.codec, record)?;
         let query = match expected {
             None => sqlx::query(
                 "INSERT INTO sessions
@@ -301,7 +242,7 @@ impl SessionRecords for PostgresStore {
             )
             .await?;
         match row {
-            Some(row) => self.record_from_row(&row),
+            Some(row) => record_from_row(&self.codec, &row),
             None => Ok(None),
         }
     }
@@ -385,7 +326,7 @@ impl SessionRecords for PostgresStore {
             .await?;
         let mut records = Vec::with_capacity(rows.len());
         for row in &rows {
-            if let Some(r) = self.record_from_row(row)? {
+            if let Some(r) = record_from_row(&self.codec, row)? {
                 records.push(r);
             }
         }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{SessionRecord, StoreError};
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// Marks a sealed value (format version 1); plain JSON never starts with it.
 const MAGIC: [u8; 2] = [0xA7, 0x01];
@@ -195,7 +195,7 @@ fn key_id(key: &[u8; 32]) -> [u8; KEY_ID_LEN] {
 
 /// A configured key; surrounding space (a key pasted with a newline) is ignored.
 fn decode_key(text: &str) -> Option<[u8; 32]> {
-    crate::config::decode_key(text.trim())
+    crate::secret::decode_key(text.trim())
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -10,13 +10,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::Row;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
 use super::seal::{Keyring, PayloadCodec};
+use super::sql_row::{SessionRow, record_from_row};
 use super::{
     RefreshLease, RefreshLeases, ReplayGuard, SessionHash, SessionRecord, SessionRecords,
     StoreError, StoreUpkeep, random_token, redact_url,
@@ -133,38 +132,6 @@ impl SqliteStore {
     }
 }
 
-/// Decode a `payload` column into a record, checking it belongs to the row;
-/// `None` when a sealed payload does not open (treated as no session).
-fn record_from_row(
-    codec: &PayloadCodec,
-    row: &SqliteRow,
-) -> Result<Option<SessionRecord>, StoreError> {
-    let id: String = row
-        .try_get("id")
-        .map_err(|e| StoreError::Corrupt(format!("session row id: {e}")))?;
-    let label = short(&id);
-    let payload: Vec<u8> = row
-        .try_get("payload")
-        .map_err(|e| StoreError::Corrupt(format!("session {label}: payload column: {e}")))?;
-    let Some(mut record) = codec.decode_session(&id, &payload)? else {
-        return Ok(None);
-    };
-    // `touch` updates these columns alone; they are newer than the payload's copies.
-    record.last_seen_at = row
-        .try_get("last_seen_at")
-        .map_err(|e| StoreError::Corrupt(format!("session {label}: last_seen_at: {e}")))?;
-    record.idle_expires_at = row
-        .try_get("idle_expires_at")
-        .map_err(|e| StoreError::Corrupt(format!("session {label}: idle_expires_at: {e}")))?;
-    Ok(Some(record))
-}
-
-/// First 8 chars of a key for messages; keys read back from the database may
-/// be any length, so never slice blindly.
-fn short(key: &str) -> &str {
-    key.get(..8).unwrap_or(key)
-}
-
 /// Rows deleted per GC statement.
 const GC_BATCH: i64 = 1000;
 
@@ -184,9 +151,7 @@ impl SessionRecords for SqliteStore {
     }
 
     async fn save(&self, record: &SessionRecord) -> Result<(), StoreError> {
-        let payload = self.codec.encode_session(record)?;
-        // The column is for operators only; the payload keeps the exact u64.
-        let version = i64::try_from(record.version).unwrap_or(i64::MAX);
+        let SessionRow { payload, version } = SessionRow::encode(&self.codec, record)?;
         sqlx::query(
             "INSERT INTO sessions
                  (id, sub, sid, payload, expires_at, idle_expires_at, version, created_at, updated_at, last_seen_at)
@@ -277,8 +242,7 @@ impl SessionRecords for SqliteStore {
         expected_version: u64,
     ) -> Result<bool, StoreError> {
         // Same payload encoding as `save`.
-        let payload = self.codec.encode_session(record)?;
-        let version = i64::try_from(record.version).unwrap_or(i64::MAX);
+        let SessionRow { payload, version } = SessionRow::encode(&self.codec, record)?;
         let expected = i64::try_from(expected_version).unwrap_or(i64::MAX);
         // One conditional UPDATE: the version check and the write are atomic.
         // Activity columns only move forward, so a concurrent `touch` survives.

@@ -10,7 +10,6 @@ use super::postgres::{PostgresOptions, PostgresStore};
 use super::redis::{RedisClusterStore, RedisOptions, RedisStore};
 use super::seal::{Keyring, PayloadCodec};
 use super::{MemoryStore, SessionStore, SqliteStore, StoreError, random_key_base64, redact_url};
-use crate::config::{Config, Profile};
 
 /// File name of the key a dev gateway generates when none is configured.
 pub const DEV_KEY_FILE: &str = "portcullis-session.key";
@@ -50,55 +49,12 @@ impl Default for StoreOptions {
 }
 
 impl StoreOptions {
-    /// Options from `[session]`. A persistent store without
-    /// `encryption_keys` is refused in prod; in dev a key is generated into
-    /// [`DEV_KEY_FILE`] beside the SQLite file (or in the working directory)
-    /// and reused on the next start, with a warning.
-    pub fn from_config(config: &Config) -> Result<Self, StoreError> {
-        let session = &config.session;
-        let keyring = if session.encryption_keys.is_empty() {
-            if !is_persistent(&session.store) {
-                None
-            } else if config.server.profile == Profile::Dev {
-                Some(Arc::new(dev_keyring(&session.store)?))
-            } else {
-                return Err(StoreError::BadUrl(
-                    "session.encryption_keys is required for a persistent session store \
-                     in the prod profile (generate one with `portcullis keygen`)"
-                        .into(),
-                ));
-            }
-        } else {
-            Some(Arc::new(
-                Keyring::from_secrets(&session.encryption_keys)
-                    .map_err(|e| StoreError::BadUrl(format!("session.encryption_keys: {e}")))?,
-            ))
-        };
-        Ok(Self {
-            keyring,
-            key_prefix: session.key_prefix.clone(),
-            timeout: session.store_timeout,
-            cache: session.cache.then_some(CacheOptions {
-                ttl: session.cache_ttl,
-                capacity: session.cache_size,
-            }),
-            claim_sqlite_file: true,
-            migrate: session.migrate,
-            pg_schema: None,
-        })
-    }
-
     fn codec(&self) -> PayloadCodec {
         match &self.keyring {
             Some(ring) => PayloadCodec::sealed(ring.clone()),
             None => PayloadCodec::plain(),
         }
     }
-}
-
-/// Whether `url` names a store whose records outlive the process.
-pub fn is_persistent(url: &str) -> bool {
-    url != "memory" && !url.contains(":memory:") && !url.contains("mode=memory")
 }
 
 /// Open the store `url` names: `memory`, `sqlite://PATH`, `redis://`,
@@ -163,7 +119,7 @@ pub async fn open_store_with(
 }
 
 /// The dev profile's generated key: read from, or created in, the key file.
-fn dev_keyring(store_url: &str) -> Result<Keyring, StoreError> {
+pub(crate) fn dev_keyring(store_url: &str) -> Result<Keyring, StoreError> {
     let path = dev_key_path(store_url);
     let fail = |what: &str, e: std::io::Error| {
         StoreError::Unavailable(format!("{what} {}: {e}", path.display()))
@@ -214,6 +170,7 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store_url::is_persistent;
 
     #[test]
     fn persistence_and_key_path() {

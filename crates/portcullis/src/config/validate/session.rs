@@ -63,7 +63,7 @@ impl Validator<'_> {
         if let (Some(store), Some(keys), Some(Profile::Prod)) =
             (&store, &encryption_keys, self.profile)
             && keys.is_empty()
-            && crate::session::store_options::is_persistent(store)
+            && crate::store_url::is_persistent(store)
         {
             self.issue(
                 "session.encryption_keys",
@@ -259,7 +259,7 @@ fn store_syntax(store: &str) -> Result<(), String> {
     match scheme {
         Some("redis" | "rediss" | "postgres" | "postgresql") => match Url::parse(store) {
             Ok(url) if url.host_str().is_some_and(|h| !h.is_empty()) => {
-                match crate::session::postgres::tls_problem(&url) {
+                match crate::store_url::postgres_tls_problem(&url) {
                     Some(problem) if url.scheme().starts_with("postgres") => Err(problem),
                     _ => Ok(()),
                 }
