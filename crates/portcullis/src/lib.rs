@@ -20,6 +20,7 @@ pub(crate) mod proxy;
 pub(crate) mod refresh;
 pub mod session;
 pub mod time;
+pub mod tls;
 mod worker_index;
 mod workers;
 
