@@ -28,6 +28,8 @@ pub enum GatewayError {
     Header(String),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error("upstream TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("login cookie keys: {0}")]
     Seal(#[from] crate::session::seal::SealError),
 }
@@ -139,7 +141,7 @@ impl GatewayBuilder {
             public_origin: config.public_origin(),
             allowed_origins: config.cors.allowed_origins.clone(),
         };
-        let proxy = Proxy::new(&config);
+        let proxy = Proxy::new(&config)?;
         let metrics =
             crate::metrics::RequestMetrics::new(&config.server.auth_prefix, proxy.prefixes());
         let cors = crate::cors::CorsPolicy::from_config(&config);

@@ -22,6 +22,7 @@ mod secret;
 pub mod session;
 mod store_url;
 pub mod time;
+pub mod tls;
 mod worker_index;
 mod workers;
 

@@ -846,6 +846,7 @@ mod tests {
             security_headers: false,
             case_insensitive: false,
             check_origin: true,
+            tls: Default::default(),
         };
         assert_eq!(
             anchor_period(&[route(30.0), route(5.0)]),

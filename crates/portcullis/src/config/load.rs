@@ -432,6 +432,8 @@ pub(super) struct RawOidc {
     pub breaker_max_backoff: Raw,
     pub extra_auth_params: Raw,
     pub extra_token_params: Raw,
+    pub ca_file: Raw,
+    pub tls_roots: Raw,
 }
 
 #[derive(Deserialize, Default)]
@@ -479,6 +481,10 @@ pub(super) struct RawRoute {
     pub security_headers: Raw,
     pub case_insensitive: Raw,
     pub check_origin: Raw,
+    pub ca_file: Raw,
+    pub tls_roots: Raw,
+    pub client_cert_file: Raw,
+    pub client_key_file: Raw,
 }
 
 #[derive(Deserialize, Default)]

@@ -212,6 +212,9 @@ pub struct OidcConfig {
     /// `oidc.extra_token_params`, default none: extra parameters of every
     /// token request (code exchange and refresh).
     pub extra_token_params: Vec<(String, String)>,
+    /// `oidc.ca_file` and `oidc.tls_roots`: whom the IdP client trusts.
+    /// Default: the bundled Mozilla roots; a `ca_file` alone: only that file.
+    pub tls: crate::tls::TrustConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -306,6 +309,10 @@ pub struct RouteConfig {
     /// `routes[].check_origin`, default `true`: on a `token = "none"` route,
     /// refuse unsafe methods whose `Origin` / `Sec-Fetch-Site` is cross-site.
     pub check_origin: bool,
+    /// `routes[].ca_file`, `tls_roots`, `client_cert_file` and
+    /// `client_key_file` (https upstreams only). Default: the bundled
+    /// Mozilla roots, no client certificate.
+    pub tls: crate::tls::TlsSettings,
 }
 
 #[derive(Debug, Clone)]

@@ -275,6 +275,18 @@ pub const KEYS: &[Key] = &[
     ),
     key(
         "oidc",
+        "ca_file",
+        Unset,
+        "PEM bundle of CA certificates the IdP client trusts (a private CA). Set alone, it is the only trust: the bundled roots are off unless `tls_roots` is set too (see docs/deploy.md, \"Private CA and mTLS\").",
+    ),
+    key(
+        "oidc",
+        "tls_roots",
+        Unset,
+        "Public roots the IdP client trusts: `webpki` (the Mozilla roots bundled into the binary), `system` (the operating system's store, read at startup) or `both`; `ca_file` is added to them. Unset: `webpki`, or none when `ca_file` is set.",
+    ),
+    key(
+        "oidc",
         "roles_claim",
         Value("\"roles\""),
         "Dotted path to the roles in ID-token/userinfo claims (`realm_access.roles`).",
@@ -526,6 +538,30 @@ pub const KEYS: &[Key] = &[
         "check_origin",
         Value("true"),
         "On a `token = \"none\"` route, refuse unsafe methods (POST, PUT, PATCH, DELETE, …) whose `Origin` / `Sec-Fetch-Site` is cross-site (403 `csrf`).",
+    ),
+    key(
+        "routes",
+        "ca_file",
+        Unset,
+        "PEM bundle of CA certificates trusted for this https upstream (a private CA). Set alone, it is the only trust; `tls_roots` adds public roots back.",
+    ),
+    key(
+        "routes",
+        "tls_roots",
+        Unset,
+        "Public roots trusted for this https upstream: `webpki` (bundled Mozilla roots), `system` or `both`; `ca_file` is added to them. Unset: `webpki`, or none when `ca_file` is set.",
+    ),
+    key(
+        "routes",
+        "client_cert_file",
+        Unset,
+        "PEM client certificate (chain, leaf first) presented to an upstream that asks for one (mTLS); needs `client_key_file`.",
+    ),
+    key(
+        "routes",
+        "client_key_file",
+        Unset,
+        "PEM private key (PKCS#8, PKCS#1 or SEC1, unencrypted) of `client_cert_file`; must match it. Its contents never appear in logs or errors.",
     ),
     key(
         "static",

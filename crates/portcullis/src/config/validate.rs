@@ -17,6 +17,7 @@ mod oidc;
 mod routes;
 mod server;
 mod session;
+mod tls;
 
 /// Validates `raw` into a [`Config`]. `env_strings` holds the raw text of
 /// every environment override by dotted key (see `load.rs`).

@@ -1,4 +1,5 @@
-//! The HTTP client used for every IdP call: rustls, timeouts, no redirects
+//! The HTTP client used for every IdP call: rustls with the roots of
+//! `oidc.ca_file` / `oidc.tls_roots` (`tls.rs`), timeouts, no redirects
 //! (a redirect from a token endpoint is never legitimate and invites SSRF),
 //! and response bodies read with a size cap.
 
@@ -7,12 +8,22 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use super::OidcError;
+use crate::tls::{TlsSettings, TrustConfig};
 
 /// Largest IdP response body we read (metadata, JWKS, token, userinfo).
 const MAX_BODY: usize = 1024 * 1024;
 
-pub(super) fn build(timeout: Duration) -> Result<reqwest::Client, OidcError> {
+pub(super) fn build(timeout: Duration, trust: &TrustConfig) -> Result<reqwest::Client, OidcError> {
+    let settings = TlsSettings {
+        trust: trust.clone(),
+        identity: None,
+    };
+    let mut tls = crate::tls::client_config(&settings)
+        .map_err(|e| OidcError::Unavailable(format!("IdP client TLS: {e}")))?;
+    // What reqwest offers when it builds its own TLS config.
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .connect_timeout(timeout)
@@ -23,11 +34,13 @@ pub(super) fn build(timeout: Duration) -> Result<reqwest::Client, OidcError> {
 
 pub(super) fn transport_error(what: &str, e: reqwest::Error) -> OidcError {
     let kind = if e.is_timeout() {
-        "timed out"
+        "timed out".into()
+    } else if let Some(reason) = crate::tls::refusal_reason(&e) {
+        reason
     } else if e.is_connect() {
-        "connection failed"
+        "connection failed".into()
     } else {
-        "request failed"
+        "request failed".into()
     };
     OidcError::Unavailable(format!("{what}: {kind}"))
 }

@@ -120,7 +120,7 @@ impl OidcClient {
             allowed_algs: oidc.allowed_algs.clone(),
             clock_skew: oidc.clock_skew.as_secs() as i64,
             use_userinfo: oidc.userinfo,
-            http: http_client::build(oidc.http_timeout)?,
+            http: http_client::build(oidc.http_timeout, &oidc.tls)?,
             metadata: RwLock::new(None),
             jwks: RwLock::new(None),
             clock,

@@ -1,7 +1,8 @@
 //! The upstream HTTP client (one per upstream, pooled per serving worker),
 //! with connect and response-header timeouts mapped to 502/504. Plain-http
 //! upstreams use the HTTP/1.1 pool of `pool.rs`; https ones hyper-util's
-//! client (HTTP/1.1 or HTTP/2, as ALPN decides).
+//! client (HTTP/1.1 or HTTP/2, as ALPN decides), with the route's TLS
+//! settings (`tls.rs`: trusted roots, client certificate).
 
 use std::time::Duration;
 
@@ -13,7 +14,10 @@ use hyper_util::{
 };
 
 use super::pool::Pool;
-use crate::http::ApiError;
+use crate::{
+    http::ApiError,
+    tls::{TlsError, TlsSettings},
+};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -35,8 +39,14 @@ pub(super) enum UpstreamClient {
 impl UpstreamClient {
     /// A client for one upstream with a pool for each of `workers`;
     /// connecting may take at most `CONNECT_TIMEOUT` or the route's
-    /// `timeout`, whichever is shorter.
-    pub(super) fn new(upstream: &url::Url, timeout: Duration, workers: usize) -> Self {
+    /// `timeout`, whichever is shorter. `tls` is read (its files loaded)
+    /// only for an https upstream.
+    pub(super) fn new(
+        upstream: &url::Url,
+        timeout: Duration,
+        workers: usize,
+        tls: &TlsSettings,
+    ) -> Result<Self, TlsError> {
         let connect_timeout = CONNECT_TIMEOUT.min(timeout);
         let host = super::authority(upstream)
             .filter(|_| upstream.scheme() == "http")
@@ -44,9 +54,14 @@ impl UpstreamClient {
         if let Some(host) = host
             && let Some(pool) = Pool::new(upstream, connect_timeout, workers)
         {
-            return Self::Http1 { host, pool };
+            return Ok(Self::Http1 { host, pool });
         }
-        Self::Pooled((0..workers.max(1)).map(|_| pool(connect_timeout)).collect())
+        let tls = crate::tls::client_config(tls)?;
+        Ok(Self::Pooled(
+            (0..workers.max(1))
+                .map(|_| pool(connect_timeout, tls.clone()))
+                .collect(),
+        ))
     }
 
     /// The `Host` to send, when the client does not set it itself.
@@ -84,23 +99,28 @@ impl UpstreamClient {
         let client = &clients[crate::worker_index::current() % clients.len()];
         match tokio::time::timeout(timeout, client.request(req)).await {
             Err(_) => Err(ApiError::UpstreamTimeout),
-            Ok(Err(e)) => Err(ApiError::UpstreamUnavailable(if e.is_connect() {
-                "connection failed".into()
-            } else {
-                "request failed".into()
-            })),
+            Ok(Err(e)) => Err(ApiError::UpstreamUnavailable(
+                match crate::tls::refusal_reason(&e) {
+                    Some(reason) => reason,
+                    None if e.is_connect() => "connection failed".into(),
+                    None => "request failed".into(),
+                },
+            )),
             Ok(Ok(resp)) => Ok(resp.map(Body::new)),
         }
     }
 }
 
-fn pool(connect_timeout: Duration) -> Client<HttpsConnector<HttpConnector>, Body> {
+fn pool(
+    connect_timeout: Duration,
+    tls: rustls::ClientConfig,
+) -> Client<HttpsConnector<HttpConnector>, Body> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
+        .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .enable_http2()
@@ -125,13 +145,16 @@ mod tests {
             ("http://[::1]:8080", "[::1]:8080"),
         ] {
             let url = url::Url::parse(upstream).unwrap();
-            let client = UpstreamClient::new(&url, Duration::from_secs(1), 2);
+            let client =
+                UpstreamClient::new(&url, Duration::from_secs(1), 2, &TlsSettings::default())
+                    .unwrap();
             assert_eq!(client.host().unwrap(), host, "{upstream}");
             assert!(matches!(client, UpstreamClient::Http1 { .. }), "{upstream}");
         }
         // https: HTTP/1 or HTTP/2 is only known per connection; the client decides.
         let url = url::Url::parse("https://api.example.com:8443").unwrap();
-        let client = UpstreamClient::new(&url, Duration::from_secs(1), 2);
+        let client =
+            UpstreamClient::new(&url, Duration::from_secs(1), 2, &TlsSettings::default()).unwrap();
         assert!(client.host().is_none());
         assert!(matches!(client, UpstreamClient::Pooled(c) if c.len() == 2));
     }

@@ -41,8 +41,8 @@ const RETRY_BUFFER_LIMIT: u64 = 1024 * 1024;
 pub struct Proxy {
     /// Sorted longest prefix first.
     routes: Vec<Route>,
-    /// One pooled client per upstream base URL; routes sharing an upstream
-    /// share its pool.
+    /// One pooled client per upstream base URL and TLS settings; routes
+    /// sharing both share its pool.
     clients: Vec<client::UpstreamClient>,
     owned_cookies: Vec<String>,
     /// `X-Forwarded-Proto` and `X-Forwarded-Host` from `server.public_url`,
@@ -75,22 +75,27 @@ impl std::ops::Deref for Route {
 }
 
 impl Proxy {
-    pub fn new(config: &Config) -> Self {
+    /// The route table with each route's client chosen once, here, so a
+    /// request pays nothing for TLS settings. Fails when a TLS file that
+    /// passed config validation can no longer be read.
+    pub fn new(config: &Config) -> Result<Self, crate::tls::TlsError> {
         let mut configs = config.routes.clone();
         configs.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-        let mut upstreams: Vec<&str> = Vec::new();
+        let mut upstreams: Vec<(&str, &crate::tls::TlsSettings)> = Vec::new();
         let mut clients = Vec::new();
         let mut routes = Vec::with_capacity(configs.len());
         for r in &configs {
-            let client = match upstreams.iter().position(|u| *u == r.upstream.as_str()) {
+            let id = (r.upstream.as_str(), &r.tls);
+            let client = match upstreams.iter().position(|u| *u == id) {
                 Some(i) => i,
                 None => {
-                    upstreams.push(r.upstream.as_str());
+                    upstreams.push(id);
                     clients.push(client::UpstreamClient::new(
                         &r.upstream,
                         r.timeout,
                         config.server.workers,
-                    ));
+                        &r.tls,
+                    )?);
                     clients.len() - 1
                 }
             };
@@ -123,14 +128,14 @@ impl Proxy {
             .collect();
         let public = &config.server.public_url;
         let host = authority(public).unwrap_or_default();
-        Self {
+        Ok(Self {
             routes,
             clients,
             owned_cookies: crate::http::owned_cookie_names(config).to_vec(),
             forwarded_proto: HeaderValue::from_str(public.scheme()).ok(),
             forwarded_host: HeaderValue::from_str(&host).ok(),
             unrouted_shadows,
-        }
+        })
     }
 
     fn client_for(&self, route: &Route) -> &client::UpstreamClient {
@@ -536,7 +541,49 @@ mod tests {
             security_headers: false,
             case_insensitive: false,
             check_origin: true,
+            tls: Default::default(),
         }
+    }
+
+    /// Routes share a client (and its pools) exactly when upstream and TLS
+    /// settings are equal.
+    #[test]
+    fn routes_share_a_client_per_upstream_and_tls_settings() {
+        let dir = crate::tls::tests::files();
+        let private = crate::tls::TlsSettings {
+            trust: crate::tls::TrustConfig {
+                roots: None,
+                ca_file: Some(dir.path().join("ca.pem")),
+            },
+            identity: None,
+        };
+        let mut config = crate::config::Config::from_toml_str(
+            "[server]\npublic_url = \"https://app.example.com\"\n\
+             [oidc]\nissuer = \"https://idp.example.com\"\nclient_id = \"c\"\n\
+             client_secret = \"s\"\n[session]\nencryption_keys = \
+             [\"cG9ydGN1bGxpcy10ZXN0LWtleS0wMTIzNDU2Nzg5YWI=\"]\n",
+            Vec::new(),
+        )
+        .expect("config");
+        let with = |prefix: &str, upstream: &str, tls: &crate::tls::TlsSettings| RouteConfig {
+            tls: tls.clone(),
+            ..route(prefix, upstream, false)
+        };
+        let default = crate::tls::TlsSettings::default();
+        config.routes = vec![
+            with("/a/", "https://api.internal", &default),
+            with("/b/", "https://api.internal", &default),
+            with("/c/", "https://api.internal", &private),
+            with("/d/", "https://api.internal", &private),
+            with("/e/", "https://other.internal", &private),
+        ];
+        let proxy = super::Proxy::new(&config).expect("proxy");
+        assert_eq!(proxy.clients.len(), 3);
+        let client = |prefix: &str| proxy.match_route(prefix).expect("route").client;
+        assert_eq!(client("/a/"), client("/b/"));
+        assert_eq!(client("/c/"), client("/d/"));
+        assert_ne!(client("/a/"), client("/c/"));
+        assert_ne!(client("/d/"), client("/e/"));
     }
 
     /// Origin-form for the HTTP/1 pool (the incoming URI itself when

@@ -234,21 +234,40 @@ struct Inner {
 pub struct CraftedIdp {
     pub issuer: String,
     inner: Arc<Inner>,
-    task: tokio::task::JoinHandle<()>,
+    task: Serving,
+}
+
+/// How the provider is served: plain http in a task, or over TLS.
+enum Serving {
+    Plain(tokio::task::JoinHandle<()>),
+    Tls(super::pki::TlsServer),
 }
 
 impl Drop for CraftedIdp {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Serving::Plain(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
 impl CraftedIdp {
     pub async fn start() -> Self {
+        Self::start_on(None).await
+    }
+
+    /// The provider over https (issuer `https://127.0.0.1:<port>`),
+    /// presenting the certificate of `tls`.
+    pub async fn start_tls(tls: std::sync::Arc<tokio_rustls::rustls::ServerConfig>) -> Self {
+        Self::start_on(Some(tls)).await
+    }
+
+    async fn start_on(tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the crafted IdP");
-        let issuer = format!("http://{}", listener.local_addr().expect("local addr"));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let issuer = format!("{scheme}://{}", listener.local_addr().expect("local addr"));
         let key = EcKey::generate("k1");
         let inner = Arc::new(Inner {
             issuer: issuer.clone(),
@@ -277,9 +296,12 @@ impl CraftedIdp {
             .route("/token", post(token))
             .route("/userinfo", get(userinfo))
             .with_state(inner.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
+        let task = match tls {
+            Some(tls) => Serving::Tls(super::pki::TlsServer::serve(listener, router, tls)),
+            None => Serving::Plain(tokio::spawn(async move {
+                let _ = axum::serve(listener, router).await;
+            })),
+        };
         Self {
             issuer,
             inner,

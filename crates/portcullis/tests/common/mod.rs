@@ -6,4 +6,5 @@ pub mod gateway;
 pub mod harness;
 pub mod oidc_provider;
 pub mod own_postgres;
+pub mod pki;
 pub mod serving;

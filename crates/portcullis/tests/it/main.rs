@@ -22,6 +22,7 @@ mod logout_oidc_provider;
 mod oidc_flow;
 mod oidc_provider_smoke;
 mod path_security;
+mod private_pki;
 mod proxy_lifecycle;
 mod raw_http_fuzz;
 mod replicas_shared_store;

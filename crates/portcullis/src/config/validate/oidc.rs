@@ -5,7 +5,7 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use toml::Value;
 
-use super::{Reported, Validator};
+use super::{Reported, Validator, tls::RawTls};
 use crate::config::{ClientAuthMethod, OidcConfig, Secret, is_same_origin_path, load::RawOidc};
 
 const DEFAULT_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access"];
@@ -150,6 +150,18 @@ impl Validator<'_> {
                 "must be at least oidc.breaker_backoff",
             );
         }
+        let tls = self
+            .tls(
+                RawTls {
+                    prefix: "oidc",
+                    ca_file: raw.ca_file,
+                    tls_roots: raw.tls_roots,
+                    client_cert_file: None,
+                    client_key_file: None,
+                },
+                None,
+            )
+            .map(|settings| settings.trust);
         Some(OidcConfig {
             frontchannel_logout: frontchannel_logout?,
             breaker_failures: breaker_failures?,
@@ -169,6 +181,7 @@ impl Validator<'_> {
             backchannel_all_sessions: backchannel_all_sessions?,
             extra_auth_params: extra_auth_params?,
             extra_token_params: extra_token_params?,
+            tls: tls?,
         })
     }
 

@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use toml::Value;
 use url::Url;
 
-use super::Validator;
+use super::{Validator, tls::RawTls};
 use crate::config::{
     RouteConfig, StaticConfig, TokenMode,
     load::{RawRoute, RawStatic},
@@ -110,6 +110,16 @@ impl Validator<'_> {
         let security_headers = self.bool_or(&key("security_headers"), raw.security_headers, false);
         let case_insensitive = self.bool_or(&key("case_insensitive"), raw.case_insensitive, false);
         let check_origin = self.bool_or(&key("check_origin"), raw.check_origin, true);
+        let tls = self.tls(
+            RawTls {
+                prefix: &format!("routes[{index}]"),
+                ca_file: raw.ca_file,
+                tls_roots: raw.tls_roots,
+                client_cert_file: raw.client_cert_file,
+                client_key_file: raw.client_key_file,
+            },
+            upstream.as_ref().map(|u| u.scheme() == "https"),
+        );
         Some(RouteConfig {
             prefix: prefix?,
             upstream: upstream?,
@@ -120,6 +130,7 @@ impl Validator<'_> {
             security_headers: security_headers?,
             case_insensitive: case_insensitive?,
             check_origin: check_origin?,
+            tls: tls?,
         })
     }
 

@@ -23,6 +23,7 @@ fn route(prefix: &str, case_insensitive: bool) -> RouteConfig {
         security_headers: false,
         case_insensitive,
         check_origin: true,
+        tls: Default::default(),
     }
 }
 
@@ -39,7 +40,7 @@ encryption_keys = ["cG9ydGN1bGxpcy10ZXN0LWtleS0wMTIzNDU2Nzg5YWI="]
 "#;
     let mut config = Config::from_toml_str(MINIMAL, Vec::new()).expect("config");
     config.routes = prefixes.iter().map(|(p, ci)| route(p, *ci)).collect();
-    Proxy::new(&config)
+    Proxy::new(&config).expect("proxy")
 }
 
 /// The gateway's reading: the matched prefix, `None` unrouted; `Err` refused.
