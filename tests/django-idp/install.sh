@@ -24,3 +24,4 @@ else
 fi
 "${pip[@]}" install --quiet --disable-pip-version-check --no-input -r requirements.txt
 cp requirements.txt "$stamp"
+echo "django-idp: installed in ${SECONDS}s"

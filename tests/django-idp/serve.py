@@ -58,7 +58,7 @@ def main():
     from django.core.management import call_command
 
     django.setup()
-    call_command("migrate", verbosity=0, interactive=False)
+    call_command("migrate", run_syncdb=True, verbosity=0, interactive=False)
     seed = ["--client-id", args.client_id, "--client-secret", args.client_secret]
     for uri in args.redirect_uri:
         seed += ["--redirect-uri", uri]

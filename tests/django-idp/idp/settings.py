@@ -42,6 +42,10 @@ DATABASES = {
         "NAME": os.environ["DJANGO_IDP_DB"],
     }
 }
+# Tables straight from the models (`migrate --run-syncdb`), as Django's test
+# runner does without migrations: a fresh database in about a second instead
+# of replaying every migration (about ten on a loaded CI machine).
+MIGRATION_MODULES = {app: None for app in ["auth", "contenttypes", "sessions", "oauth2_provider"]}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
 LOGIN_URL = "/accounts/login/"
