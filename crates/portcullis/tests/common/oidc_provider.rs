@@ -29,7 +29,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use url::Url;
 
-// The browser lived here first; its users import it from here too.
+// The browser lived here first; its users import it from here too (not every
+// test binary uses every item).
+#[allow(unused_imports)]
 pub use super::browser::{Browser, Landed, jwt_payload, pkce_pair, query_map};
 
 /// Client id registered by default.

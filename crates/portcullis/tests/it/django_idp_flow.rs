@@ -43,7 +43,10 @@ async fn start_upstream(userinfo: String) -> SocketAddr {
             .unwrap_or_default()
             .to_owned();
         let Some(token) = authorization.strip_prefix("Bearer ") else {
-            return (AxumStatus::UNAUTHORIZED, Json(json!({"error": "no bearer"})));
+            return (
+                AxumStatus::UNAUTHORIZED,
+                Json(json!({"error": "no bearer"})),
+            );
         };
         let Ok(resp) = reqwest::Client::new()
             .get(&userinfo)
@@ -212,7 +215,11 @@ async fn login_me_proxy_and_roles_against_django_oauth_toolkit() {
     assert_eq!(resp.status(), StatusCode::FOUND);
     let authorize = Url::parse(resp.headers()[header::LOCATION].to_str().expect("location"))
         .expect("authorize url");
-    assert!(authorize.as_str().starts_with(&format!("{}/authorize/", s.idp.issuer)));
+    assert!(
+        authorize
+            .as_str()
+            .starts_with(&format!("{}/authorize/", s.idp.issuer))
+    );
     let q: std::collections::HashMap<_, _> = authorize.query_pairs().into_owned().collect();
     assert_eq!(q["response_type"], "code");
     assert_eq!(q["code_challenge_method"], "S256");
@@ -225,7 +232,10 @@ async fn login_me_proxy_and_roles_against_django_oauth_toolkit() {
     assert_eq!(me["user"]["sub"], s.idp.sub("alice"));
     assert_eq!(me["roles"], json!(["admin", "hr"]));
     let session = s.session_of("alice").await;
-    assert!(session.tokens.refresh_token.is_some(), "DOT sent a refresh token");
+    assert!(
+        session.tokens.refresh_token.is_some(),
+        "DOT sent a refresh token"
+    );
 
     // The upstream gets alice's access token, and DOT accepts it.
     let (status, seen) = get_json(&mut alice, &s.url("/api/whoami")).await;
@@ -367,7 +377,9 @@ async fn rp_initiated_logout_at_django_oauth_toolkit() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
     let page = alice.navigate(&s.url("/auth/login")).await;
     assert!(
-        page.url.as_str().starts_with(&s.idp.url("/accounts/login/")),
+        page.url
+            .as_str()
+            .starts_with(&s.idp.url("/accounts/login/")),
         "{}",
         page.url
     );
