@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as README.md and CI run it. Installs what the tests
-# need (the pinned npm packages of the test IdP) and then runs every test.
+# need (the pinned npm packages and PyPI packages of the test IdPs) and then
+# runs every test.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -12,6 +13,14 @@ fi
 if [ ! -d tests/oidc-provider/node_modules ] || [ tests/oidc-provider/package-lock.json -nt tests/oidc-provider/node_modules ]; then
   (cd tests/oidc-provider && npm ci --no-audit --no-fund --loglevel=error)
 fi
+# The second real OpenID Provider (django-oauth-toolkit from PyPI, pinned by
+# tests/django-idp/requirements.txt) in tests/django-idp/.venv, installed when
+# missing or stale. Without it the django_idp_flow tests fail, saying so.
+if ! command -v python3 >/dev/null 2>&1; then
+  echo "test.sh: Python 3 is required for the django-oauth-toolkit IdP used by the integration tests" >&2
+  exit 1
+fi
+tests/django-idp/install.sh
 
 cargo test --workspace --all-targets "$@"
 

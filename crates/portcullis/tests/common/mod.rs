@@ -1,6 +1,8 @@
 //! Helpers shared by the portcullis integration tests.
 
+pub mod browser;
 pub mod crafted_idp;
+pub mod django_idp;
 pub mod flaky_store;
 pub mod gateway;
 pub mod harness;

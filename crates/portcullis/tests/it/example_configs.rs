@@ -46,6 +46,7 @@ fn every_example_config_is_valid() {
         "authentik.toml",
         "cognito.toml",
         "dex.toml",
+        "django-oauth-toolkit.toml",
         "entra-id.toml",
         "gitlab.toml",
         "google.toml",
@@ -89,7 +90,12 @@ fn examples_say_what_their_idp_needs() {
         Some("consent")
     );
     // Providers that refuse a scope they do not know.
-    for name in ["google.toml", "cognito.toml", "gitlab.toml"] {
+    for name in [
+        "google.toml",
+        "cognito.toml",
+        "gitlab.toml",
+        "django-oauth-toolkit.toml",
+    ] {
         let config = load(name);
         assert!(
             !config.oidc.scopes.iter().any(|s| s == "offline_access"),
