@@ -60,6 +60,11 @@ tests/check-systemd.sh
 # the Grafana dashboard's queries and series names, checked with promtool.
 echo "== observability: deploy/prometheus and deploy/grafana (promtool)"
 tests/check-observability.sh
+# The benchmark chart (issue 19): bench/chart.sh draws a fixed sample of
+# results with Debian's gnuplot (installed when missing); the SVG must parse
+# and name every row. No benchmark runs here.
+echo "== bench: chart from a sample of results (bench/chart.sh)"
+tests/check-bench-chart.sh
 echo "== e2e: browser security (tests/e2e)"
 node tests/e2e/run.mjs
 

@@ -4,15 +4,25 @@
 #   bench/run.sh            # 3 rounds, 10 s per row, 2 wrk threads, 32 connections
 #   ROUNDS=5 DURATION=30s CONNECTIONS=64 bench/run.sh
 #   ONLY="memory redis_cache" bench/run.sh   # just these rows (and nginx)
+#   OUT=/tmp/bench bench/run.sh              # where the results go (default target/bench)
 #
 # Builds the release examples `bench_upstream` (fixed 1 KiB JSON) and
 # `bench_gateway` (portcullis with one authenticated session put straight into
 # the store), installs wrk and nginx from Debian if missing, and prints one
-# row per target: requests/s, p50, p99 and throughput relative to nginx.
+# row per target: requests/s, p50, p99, throughput relative to nginx, and the
+# p99 it adds at half load. Writes OUT/results.tsv (the figures, with the
+# date, machine, load and command), OUT/table.md and OUT/chart.svg (drawn by
+# bench/chart.sh from results.tsv; docs/performance.md shows the latest).
 # Not a test: numbers depend on the machine (and on anything else running).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+# The command as given, for the record: the settings taken from the environment.
+COMMAND=bench/run.sh
+for var in SKIP_HALF_LOAD SKIP_REMOTE ONLY CONNECTIONS THREADS DURATION ROUNDS; do
+    if [ -n "${!var:-}" ]; then COMMAND="$var=${!var// /\\ } $COMMAND"; fi
+done
+LOAD_START=$(uptime)
 DURATION=${DURATION:-10s}
 THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-32}
@@ -20,6 +30,10 @@ WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    # The PostgreSQL rows' schema, once the half-load part is done with them.
+    if [ -n "${PG_SCHEMA:-}" ] && [ -z "${SKIP_REMOTE:-}" ]; then
+        psql "$DATABASE_URL" -qc "SET client_min_messages = warning; DROP SCHEMA IF EXISTS $PG_SCHEMA CASCADE" >/dev/null || true
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -186,7 +200,6 @@ for round in $(seq 1 "$ROUNDS"); do
         RATIOS[$row]="${RATIOS[$row]:-} $(echo "${NOW[$row]}" | awk -v n="$nginx_rps" '{printf "%.3f", $1 / n}')"
     done
 done
-[ -n "${SKIP_REMOTE:-}" ] || psql "$DATABASE_URL" -qc "DROP SCHEMA IF EXISTS $PG_SCHEMA CASCADE" >/dev/null
 
 # row -> "req/s p50 p99" medians over the rounds
 declare -A RESULT
@@ -195,42 +208,23 @@ for row in "${ROWS[@]}"; do
     RESULT[$row]="$(echo "$samples" | awk '{print $1}' | median) $(echo "$samples" | awk '{print $2}' | median) $(echo "$samples" | awk '{print $3}' | median)"
 done
 
-echo
-echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, 1 KiB JSON upstream, $(nproc) cores, median of $ROUNDS rounds"
-echo
-echo "| target | req/s | p50 ms | p99 ms | vs nginx (median, range) |"
-echo "|---|---:|---:|---:|---:|"
-for row in "${ROWS[@]}"; do
-    read -r rps p50 p99 <<<"${RESULT[$row]}"
-    label=$row
-    case $row in
-        memory) label="portcullis (memory store)" ;;
-        sqlite) label="portcullis (SQLite store)" ;;
-        redis_cache) label="portcullis (Redis + local cache)" ;;
-        redis) label="portcullis (Redis, no cache)" ;;
-        postgres_cache) label="portcullis (PostgreSQL + local cache)" ;;
-        postgres) label="portcullis (PostgreSQL, no cache)" ;;
-        replicas) label="2 replicas sharing Redis + cache (sum)" ;;
-        nginx) label="nginx proxy_pass" ;;
-        direct) label="direct to upstream" ;;
-    esac
-    ratios=$(echo "${RATIOS[$row]}" | tr ' ' '\n' | grep . | sort -g)
-    ratio=$(printf '%.2f× (%.2f–%.2f)' "$(echo "$ratios" | median)" "$(echo "$ratios" | head -1)" "$(echo "$ratios" | tail -1)")
-    echo "| $label | $rps | $p50 | $p99 | $ratio |"
-done
-
 # ---------------------------------------------------------------------------
-# Added latency at half load: a fixed request rate (half of the memory row's
-# maximum) against the upstream directly, through nginx and through portcullis. wrk cannot
-# hold a rate, oha (-q, with latency correction) can; `cargo install oha`
-# when it is missing. SKIP_HALF_LOAD=1 leaves this part out.
+# Added latency at half load: every row (and the upstream reached directly,
+# the baseline) at one fixed request rate, half the memory row's maximum (or
+# nginx's, when the memory row is not measured). wrk cannot hold a rate, oha
+# (-q, with latency correction) can; `cargo install oha` when it is missing.
+# SKIP_HALF_LOAD=1 leaves this part out. The replicas row is not measured
+# here (two gateways, one rate).
+declare -A HALF
+RATE=
 if [ -z "${SKIP_HALF_LOAD:-}" ]; then
     if ! need oha; then
         cargo install oha --locked >/dev/null 2>&1 || true
         export PATH="$HOME/.cargo/bin:$PATH"
     fi
     if need oha; then
-        RATE=$(echo "${RESULT[memory]}" | awk '{printf "%d", $1 / 2}')
+        base=${RESULT[memory]:-${RESULT[nginx]}}
+        RATE=$(echo "$base" | awk '{printf "%d", $1 / 2}')
         fixed_rate() { # url [cookie] -> "req/s p50_ms p99_ms"
             local args=(-z "$DURATION" -c "$CONNECTIONS" -q "$RATE" --latency-correction
                 --no-tui --output-format json)
@@ -244,23 +238,81 @@ if set(codes) - {"200"}:
 p = r["latencyPercentiles"]
 print("%.0f %.3f %.3f" % (r["summary"]["requestsPerSec"], p["p50"] * 1000, p["p99"] * 1000))'
         }
-        HALF_DIRECT=$(fixed_rate "${URL[direct]}")
-        HALF_NGINX=$(fixed_rate "${URL[nginx]}")
-        HALF_GW=$(fixed_rate "${URL[memory]}" "${COOKIE[memory]}")
-        echo
-        echo "Half load: oha -q $RATE (half the memory row), -c$CONNECTIONS -z$DURATION, latency-corrected"
-        echo
-        echo "| target | req/s | p50 ms | p99 ms |"
-        echo "|---|---:|---:|---:|"
-        read -r rps p50 p99 <<<"$HALF_DIRECT"
-        echo "| direct to upstream | $rps | $p50 | $p99 |"
-        read -r rps1 p50a p99a <<<"$HALF_NGINX"
-        echo "| nginx proxy_pass | $rps1 | $p50a | $p99a |"
-        read -r rps2 p50b p99b <<<"$HALF_GW"
-        echo "| portcullis (memory store) | $rps2 | $p50b | $p99b |"
-        awk -v a="$p99b" -v b="$p99" -v c="$p50b" -v d="$p50" -v e="$p50a" -v f="$p99a" \
-            'BEGIN { printf "\nadded over direct at half load: portcullis p50 %+.3f ms, p99 %+.3f ms; nginx p50 %+.3f ms, p99 %+.3f ms\n", c - d, a - b, e - d, f - b }'
+        echo "half load: $RATE req/s per row" >&2
+        HALF[direct]=$(fixed_rate "${URL[direct]}")
+        for row in "${ROWS[@]}"; do
+            [ "$row" = direct ] || [ "$row" = replicas ] && continue
+            HALF[$row]=$(fixed_rate "${URL[$row]}" "${COOKIE[$row]:-}")
+        done
     else
         echo "oha not available: half-load latency skipped" >&2
     fi
 fi
+LOAD_END=$(uptime)
+
+label_of() {
+    case $1 in
+        memory) echo "portcullis (memory store)" ;;
+        sqlite) echo "portcullis (SQLite store)" ;;
+        redis_cache) echo "portcullis (Redis + local cache)" ;;
+        redis) echo "portcullis (Redis, no cache)" ;;
+        postgres_cache) echo "portcullis (PostgreSQL + local cache)" ;;
+        postgres) echo "portcullis (PostgreSQL, no cache)" ;;
+        replicas) echo "2 replicas sharing Redis + cache (sum)" ;;
+        nginx) echo "nginx proxy_pass" ;;
+        direct) echo "direct to upstream" ;;
+        *) echo "$1" ;;
+    esac
+}
+
+# Results: a table (stdout and table.md), the figures (results.tsv) and the
+# chart (chart.svg, drawn by bench/chart.sh from results.tsv) in OUT.
+OUT=${OUT:-target/bench}
+mkdir -p "$OUT"
+DATE=$(date -u +%Y-%m-%dT%H:%MZ)
+CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+MACHINE="$(nproc) cores ($CPU), Linux $(uname -r)"
+SETUP="wrk -t$THREADS -c$CONNECTIONS -d$DURATION, 1 KiB JSON upstream, median of $ROUNDS rounds"
+HALF_SETUP=${RATE:+"half load: oha -q $RATE -c$CONNECTIONS -z$DURATION, latency-corrected, added p99 over direct"}
+{
+    echo "# portcullis bench/run.sh results"
+    echo "# title: portcullis against nginx proxy_pass, $DATE"
+    echo "# subtitle: wrk -c$CONNECTIONS, median of $ROUNDS rounds; half load ${RATE:-not run}${RATE:+ req/s}; $(nproc) cores, load ${LOAD_START##*: }"
+    echo "# date: $DATE"
+    echo "# machine: $MACHINE"
+    echo "# command: $COMMAND"
+    echo "# load at start: $LOAD_START"
+    echo "# load at end: $LOAD_END"
+    printf '# %s\n' "row	label	rps	p50_ms	p99_ms	ratio	ratio_min	ratio_max	half_rps	half_p99_ms	added_p99_ms"
+    direct_p99=$(echo "${HALF[direct]:-- - -}" | awk '{print $3}')
+    for row in "${ROWS[@]}"; do
+        read -r rps p50 p99 <<<"${RESULT[$row]}"
+        ratios=$(echo "${RATIOS[$row]}" | tr ' ' '\n' | grep . | sort -g)
+        read -r hrps _ hp99 <<<"${HALF[$row]:-- - -}"
+        added=-
+        if [ "$hp99" != - ] && [ "$direct_p99" != - ]; then
+            added=$(awk -v a="$hp99" -v b="$direct_p99" 'BEGIN {printf "%.3f", a - b}')
+        fi
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$row" "$(label_of "$row")" \
+            "$rps" "$p50" "$p99" "$(echo "$ratios" | median)" "$(echo "$ratios" | head -1)" \
+            "$(echo "$ratios" | tail -1)" "$hrps" "$hp99" "$added"
+    done
+} >"$OUT/results.tsv"
+
+# The Markdown table, from results.tsv.
+{
+    echo "$SETUP; ${HALF_SETUP:-no half-load run}."
+    echo "$MACHINE; \`$COMMAND\`, $DATE."
+    echo "Load at start: ${LOAD_START#*load average: }; at end: ${LOAD_END#*load average: }."
+    echo
+    echo "| target | req/s | p50 ms | p99 ms | vs nginx, median (range) | p99 at half load, ms | added p99, ms |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    awk -F'\t' '!/^#/ {
+        printf "| %s | %.0f | %s | %s | %.2f× (%.2f–%.2f) | %s | %s |\n", $2, $3, $4, $5, $6, $7, $8, $10, ($11 == "-" ? "-" : sprintf("%+.2f", $11))
+    }' "$OUT/results.tsv"
+} >"$OUT/table.md"
+echo
+cat "$OUT/table.md"
+bench/chart.sh "$OUT/results.tsv" "$OUT/chart.svg"
+echo
+echo "written: $OUT/results.tsv, $OUT/table.md, $OUT/chart.svg"

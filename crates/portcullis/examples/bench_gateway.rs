@@ -9,16 +9,19 @@
 //! Prints `COOKIE=<name>=<value>`. Served by `portcullis::serve` with the
 //! binary's allocator, so it measures what `portcullis serve` runs;
 //! `BENCH_WORKERS=N` sets `server.workers` (default: one per CPU);
-//! `BENCH_SERVER` adds lines to `[server]`.
+//! `BENCH_SERVER` adds lines to `[server]`; `BENCH_SESSIONS=N` stores N − 1
+//! more sessions, shaped like a real login's (ID token, claims, user agent),
+//! before it listens, and prints `SESSIONS=N` (bench/scale.sh: their memory);
+//! `BENCH_KEY_PREFIX` sets the Redis key prefix (default `pcbench:<random>:`).
 
 use portcullis::{
     Gateway,
     config::Config,
     session::{
-        SessionId, SessionRecord, StoreOptions, TokenSet, open_store_with, random_key_base64,
-        random_token, seal::Keyring,
+        SessionHash, SessionId, SessionRecord, StoreOptions, TokenSet, open_store_with,
+        random_key_base64, random_token, seal::Keyring,
     },
-    time::{Clock, SystemClock},
+    time::{Clock, SystemClock, UnixTime},
 };
 
 #[global_allocator]
@@ -60,7 +63,8 @@ upstream = "{upstream}"
     let key = random_key_base64();
     let options = StoreOptions {
         keyring: Some(std::sync::Arc::new(Keyring::from_base64([key.as_str()])?)),
-        key_prefix: format!("pcbench:{}:", random_token(6)),
+        key_prefix: std::env::var("BENCH_KEY_PREFIX")
+            .unwrap_or_else(|_| format!("pcbench:{}:", random_token(6))),
         cache: match std::env::var("BENCH_CACHE").as_deref() {
             Ok("0") => None,
             _ => StoreOptions::default().cache,
@@ -70,33 +74,65 @@ upstream = "{upstream}"
     let store = open_store_with(&store_url, &options).await?;
     let now = SystemClock.now();
     let id = SessionId::generate();
-    let record = SessionRecord {
-        id: id.hash(),
-        sub: "bench-user".into(),
-        sid: None,
-        claims: serde_json::Map::new(),
-        roles: vec!["user".into()],
-        tokens: TokenSet {
-            access_token: random_token(600),
-            // As a real session has: so the proxy keeps what a retry after
-            // an upstream 401 needs, as in production.
-            refresh_token: Some(random_token(40)),
-            id_token: None,
-            access_expires_at: Some(now + 86_400),
-            bearer: Default::default(),
-        },
-        csrf_token: random_token(32),
-        user_agent: None,
-        created_at: now,
-        last_seen_at: now,
-        expires_at: now + 86_400,
-        idle_expires_at: now + 86_400,
-        version: 1,
-    };
+    let record = bench_session(id.hash(), now, "bench-user".into(), false);
     store.save(&record).await?;
+    let sessions: usize = std::env::var("BENCH_SESSIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    for n in 1..sessions {
+        let extra = bench_session(SessionId::generate().hash(), now, format!("user-{n}"), true);
+        store.save(&extra).await?;
+    }
+    if sessions > 1 {
+        println!("SESSIONS={sessions}");
+    }
     let gateway = Gateway::builder(config).store(store).build().await?;
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("COOKIE={cookie_name}={}", id.as_cookie_value());
     portcullis::serve(gateway, listener, None, std::future::pending()).await?;
     Ok(())
+}
+
+/// A session as the store holds it. The one that `bench/run.sh` requests with
+/// has an access and a refresh token, as a real one does, so the proxy keeps
+/// what a retry after an upstream 401 needs. `like_login` adds what a login
+/// through an IdP also leaves (ID token, sid, claims, user agent), sized like
+/// the development IdP's.
+fn bench_session(id: SessionHash, now: UnixTime, sub: String, like_login: bool) -> SessionRecord {
+    let mut claims = serde_json::Map::new();
+    if like_login {
+        for (claim, value) in [
+            ("name", "Bench User"),
+            ("email", "bench.user@example.com"),
+            ("preferred_username", "bench-user"),
+        ] {
+            claims.insert(claim.into(), value.into());
+        }
+    }
+    SessionRecord {
+        id,
+        sub,
+        sid: like_login.then(|| random_token(22)),
+        claims,
+        roles: vec!["user".into()],
+        tokens: TokenSet {
+            access_token: random_token(600),
+            refresh_token: Some(random_token(40)),
+            id_token: like_login.then(|| random_token(700)),
+            access_expires_at: Some(now + 86_400),
+            bearer: Default::default(),
+        },
+        csrf_token: random_token(32),
+        user_agent: like_login.then(|| {
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \
+             Chrome/130.0 Safari/537.36"
+                .into()
+        }),
+        created_at: now,
+        last_seen_at: now,
+        expires_at: now + 86_400,
+        idle_expires_at: now + 86_400,
+        version: 1,
+    }
 }
