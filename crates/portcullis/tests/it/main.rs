@@ -12,6 +12,7 @@ mod admin_sessions;
 mod browser_security;
 mod browser_static;
 mod conn_limits;
+mod demo_events;
 mod example_configs;
 mod header_hygiene;
 mod idp_outage;
