@@ -8,7 +8,7 @@
 //
 // Env: PORTCULLIS_BIN (default ../../target/debug/portcullis),
 //      CHROMIUM (default /usr/bin/chromium),
-//      E2E_SUITE=demo|oidc-provider (default: both).
+//      E2E_SUITE=demo|teach|oidc-provider (default: all).
 // Screenshots of the key steps go to tests/e2e/artifacts/. Prints
 // "N passed, N failed" at the end and exits 1 on any failure.
 import { spawn } from 'node:child_process';
@@ -46,11 +46,11 @@ async function test(name, fn) {
 }
 
 /** `portcullis demo` on free ports; resolves with the URL of its `open` line. */
-function startDemo() {
+function startDemo(extraArgs = []) {
   const dataDir = mkdtempSync(join(tmpdir(), 'portcullis-e2e-'));
   const child = spawn(
     BIN,
-    ['demo', '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--data-dir', dataDir, '--store', 'memory'],
+    ['demo', '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--data-dir', dataDir, '--store', 'memory', ...extraArgs],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' } },
   );
   cleanups.push(() => {
@@ -424,6 +424,108 @@ async function suite(tag, base, sessionCookie, confirmLogout) {
   });
 }
 
+
+/**
+ * The demo page that teaches (issue 20): timeline, who holds what, refresh countdown,
+ * log out at the IdP; at 1280x800 and at a phone size. Access tokens live 63 s, so the
+ * gateway's proactive refresh (60 s before expiry) is due 3 s after login.
+ */
+async function teachingSuite(base, viewport, tag) {
+  const profileDir = mkdtempSync(join(tmpdir(), 'portcullis-chromium-'));
+  cleanups.push(() => rmSync(profileDir, { recursive: true, force: true }));
+  const context = await chromium.launchPersistentContext(profileDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    viewport,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+  });
+  cleanups.unshift(() => context.close());
+  const page = context.pages()[0] || (await context.newPage());
+  page.setDefaultTimeout(TIMEOUT);
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  const t = (name, fn) => test(`[${tag}] ${name}`, fn);
+  const noOverflow = async () => {
+    const o = await page.evaluate(() => ({ scroll: document.documentElement.scrollWidth, client: document.documentElement.clientWidth }));
+    assert(o.scroll <= o.client, `horizontal overflow: ${o.scroll} > ${o.client}`);
+  };
+  const timelineHas = (kind) => page.waitForSelector(`#timeline li.${kind}`, { timeout: TIMEOUT });
+  const noTokenText = async () => {
+    const html = await page.evaluate(() => document.documentElement.outerHTML);
+    assert(!/eyJ[A-Za-z0-9_-]{10,}\./.test(html), 'no token-like string on the page');
+  };
+
+  await t('signed out: user table, empty panels', async () => {
+    await page.goto(`${base}/`);
+    await page.waitForFunction(() => document.getElementById('user').textContent.includes('not logged in'));
+    const users = await page.textContent('#users');
+    for (const u of ['alice', 'bob', 'carol', 'admin/ping']) assert(users.includes(u), `user table lacks ${u}`);
+    assert((await page.textContent('#gateway-holds')).includes('none'), 'gateway holds no session');
+    await noOverflow();
+    await shot(page, `${tag}-01-signed-out`);
+  });
+
+  await t('signed in: the timeline shows redirect, code exchange, session created', async () => {
+    await login(page, base, 'bob', tag);
+    await timelineHas('login_redirect');
+    await timelineHas('code_exchanged');
+    await timelineHas('session_created');
+    await page.waitForFunction(() => document.getElementById('gateway-holds').textContent.includes('refresh token'));
+    const holds = await page.textContent('#gateway-holds');
+    assert(holds.includes('hr') && holds.includes('held'), `gateway panel: ${holds}`);
+    assert((await page.textContent('#browser-cookies')).includes('XSRF-TOKEN'), 'browser panel lists XSRF-TOKEN');
+    await noTokenText();
+    await noOverflow();
+    await shot(page, `${tag}-02-signed-in-timeline`);
+  });
+
+  await t('after an API call: token attached; bob is refused the admin call', async () => {
+    await page.uncheck('#auto-refresh');
+    await page.click('#hr');
+    await page.waitForFunction(() => document.getElementById('output').textContent.startsWith('GET /api/hr/ping -> 200'));
+    await timelineHas('token_attached');
+    await page.click('#admin');
+    await page.waitForFunction(() => document.getElementById('output').textContent.startsWith('GET /api/admin/ping -> 403'));
+    await noTokenText();
+    await noOverflow();
+    await shot(page, `${tag}-03-after-api-call`);
+  });
+
+  await t('after a refresh: the countdown runs out, the next call refreshes first', async () => {
+    await page.waitForFunction(() => document.getElementById('countdown').textContent.includes('due now'), null, { timeout: TIMEOUT });
+    await page.check('#auto-refresh');
+    await timelineHas('refreshed');
+    await page.waitForFunction(() => /refreshes\s*[1-9]/.test(document.getElementById('gateway-holds').textContent));
+    await noTokenText();
+    await noOverflow();
+    await shot(page, `${tag}-04-after-refresh`);
+  });
+
+  await t('log out at the IdP: back-channel logout ends the session, live', async () => {
+    await page.uncheck('#auto-refresh');
+    const href = await page.getAttribute('#idp-logout', 'href');
+    assert(href && href.includes('/logout?sid='), `IdP logout link: ${href}`);
+    const [idp] = await Promise.all([context.waitForEvent('page'), page.click('#idp-logout')]);
+    await idp.waitForSelector('#sign-out');
+    await shot(idp, `${tag}-05a-idp-sign-out`);
+    await Promise.all([idp.waitForSelector('#signed-out'), idp.click('#sign-out')]);
+    await idp.close();
+    await timelineHas('session_ended');
+    const ended = await page.textContent('#timeline li.session_ended');
+    assert(ended.includes('back-channel'), `ended by back-channel logout: ${ended}`);
+    await page.waitForFunction(() => document.getElementById('user').textContent.includes('not logged in'));
+    const me = await fetchIn(page, 'GET', '/auth/me', false);
+    assert(me.status === 401, `session gone: ${me.status}`);
+    await noOverflow();
+    await shot(page, `${tag}-05-after-idp-logout`);
+  });
+
+  await t('no script errors on the teaching page', async () => {
+    assert(errors.length === 0, errors.join('\n'));
+  });
+  await context.close();
+}
+
 async function main() {
   mkdirSync(ARTIFACTS, { recursive: true });
   assert(existsSync(BIN), `${BIN} missing: run cargo build -p portcullis-cli first`);
@@ -434,6 +536,11 @@ async function main() {
     const base = await startDemo();
     // The demo IdP redirects straight back after logout.
     await suite('demo', base, 'portcullis', async () => {});
+  }
+  if (!only || only === 'demo' || only === 'teach') {
+    const base = await startDemo(['--access-token-ttl', '63s']);
+    await teachingSuite(base, { width: 1280, height: 800 }, 'teach-desktop');
+    await teachingSuite(base, { width: 390, height: 844 }, 'teach-phone');
   }
   if (!only || only === 'oidc-provider') {
     const { base, stderr } = await startGatewayWithOidcProvider();

@@ -1,10 +1,10 @@
 //! `portcullis demo`: gateway (dev profile) + development IdP + sample API +
 //! sample SPA in one process, all on loopback, no config file needed.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context, bail};
-use portcullis::{Gateway, config::Config};
+use portcullis::{Gateway, config::Config, demo_events::DemoEvents};
 use portcullis_demo::{DevIdp, DevIdpConfig, SampleApi};
 use tokio::net::TcpListener;
 
@@ -22,8 +22,9 @@ pub struct DemoArgs {
     /// Where the IdP signing key and the SQLite store live.
     #[arg(long, default_value = "./portcullis-demo")]
     data_dir: PathBuf,
-    /// Lifetime of access tokens the development IdP issues.
-    #[arg(long, default_value = "5m", value_parser = humantime_duration)]
+    /// Lifetime of access tokens the development IdP issues. Short, so that the gateway's
+    /// proactive refresh (`session.refresh_before`, 60 s before expiry) shows within a minute.
+    #[arg(long, default_value = "90s", value_parser = humantime_duration)]
     access_token_ttl: Duration,
     /// Serve this built SPA (e.g. `examples/vue-spa/dist`) instead of the plain demo page.
     #[arg(long, value_name = "DIR")]
@@ -130,7 +131,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 .join("\n")
         )
     })?;
-    let mut builder = Gateway::builder(config);
+    // The page's timeline and "what the gateway holds": demo only, never in `serve`.
+    let events = Arc::new(DemoEvents::new(Some(format!("{issuer}/logout"))));
+    let mut builder = Gateway::builder(config).demo_events(events);
     if spa_dir.is_none() {
         builder = builder.embedded_static(portcullis_demo::spa::files());
     }
@@ -151,6 +154,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     println!("  IdP       {issuer}  (development IdP, loopback only)");
     println!("  API       {public_url}/api/whoami  -> sample upstream at http://{api_addr}");
+    println!(
+        "  tokens    access tokens live {}; the gateway refreshes them 60 s before expiry",
+        humantime::format_duration(args.access_token_ttl)
+    );
     if let Some(a) = admin_addr {
         println!("  admin     http://{a}/healthz  http://{a}/readyz  http://{a}/metrics");
     }

@@ -51,6 +51,24 @@ pub(crate) struct Shared {
     pub metrics: crate::metrics::RequestMetrics,
     /// Seals the login-in-flight cookie; no login state lives in the store.
     pub login_cookies: crate::http::LoginCookies,
+    /// `portcullis demo`'s event stream; `None` everywhere else (no config
+    /// key sets it). Every emitting site costs one `Option` check without it.
+    pub demo: Option<Arc<crate::demo_events::DemoEvents>>,
+}
+
+impl Shared {
+    /// Report to the demo's event stream. Without one (always, outside
+    /// `portcullis demo`) this is one `Option` check: `kind` is not built.
+    #[inline]
+    pub(crate) fn demo_event(
+        &self,
+        session: &crate::session::SessionHash,
+        kind: impl FnOnce(&crate::demo_events::DemoEvents) -> crate::demo_events::EventKind,
+    ) {
+        if let Some(demo) = &self.demo {
+            demo.emit(session, self.clock.now(), kind(demo));
+        }
+    }
 }
 
 /// Store options from `[session]`. A persistent store without
@@ -106,6 +124,7 @@ pub struct GatewayBuilder {
     store: Option<Arc<dyn SessionStore>>,
     clock: Arc<dyn Clock>,
     embedded: Option<EmbeddedFiles>,
+    demo: Option<Arc<crate::demo_events::DemoEvents>>,
 }
 
 impl GatewayBuilder {
@@ -120,6 +139,12 @@ impl GatewayBuilder {
     /// Serve these files at `/` when no `[static]` dir is configured (the demo SPA).
     pub fn embedded_static(mut self, files: EmbeddedFiles) -> Self {
         self.embedded = Some(files);
+        self
+    }
+    /// Report what the gateway does per session to `events` and serve it at
+    /// `/demo/events` and `/demo/session`. For `portcullis demo` only.
+    pub fn demo_events(mut self, events: Arc<crate::demo_events::DemoEvents>) -> Self {
+        self.demo = Some(events);
         self
     }
 
@@ -170,6 +195,7 @@ impl GatewayBuilder {
                 tunnel_ends: Default::default(),
                 metrics,
                 login_cookies,
+                demo: self.demo,
             }),
         };
         // The IdP may be down at start; login then fails with 503 and readiness says so.
@@ -187,6 +213,7 @@ impl Gateway {
             store: None,
             clock: Arc::new(SystemClock),
             embedded: None,
+            demo: None,
         }
     }
 

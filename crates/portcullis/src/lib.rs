@@ -11,6 +11,7 @@
 pub mod config;
 pub(crate) mod cors;
 pub(crate) mod csrf;
+pub mod demo_events;
 pub mod fault;
 pub mod gateway;
 pub mod http;

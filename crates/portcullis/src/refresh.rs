@@ -34,6 +34,7 @@ use std::{
 };
 
 use crate::{
+    demo_events::{EndReason, EventKind, RefreshReason, TokenInfo},
     fault::Fault,
     gateway::Shared,
     oidc::{self, OidcError, id_token::Expectations},
@@ -192,9 +193,12 @@ pub(crate) async fn ensure_fresh(
     }
     // Boxed: the refresh future is large and rare, and inlined it would be
     // moved with every proxied request's future.
-    Box::pin(single_flight(shared, &record.id, move |r, now| {
-        needs_refresh(r, now, before)
-    }))
+    Box::pin(single_flight(
+        shared,
+        &record.id,
+        RefreshReason::Proactive,
+        move |r, now| needs_refresh(r, now, before),
+    ))
     .await
     .map(Arc::new)
 }
@@ -208,9 +212,12 @@ pub(crate) async fn ensure_valid(
     if still_valid(&record, shared.clock.now()) {
         return Ok(record);
     }
-    Box::pin(single_flight(shared, &record.id, |r, now| {
-        !still_valid(r, now)
-    }))
+    Box::pin(single_flight(
+        shared,
+        &record.id,
+        RefreshReason::Expired,
+        |r, now| !still_valid(r, now),
+    ))
     .await
     .map(Arc::new)
 }
@@ -234,18 +241,23 @@ pub(crate) async fn after_rejection(
     // (under the session's lock): re-checks must not count again.
     let allowed = std::sync::OnceLock::new();
     let id = &rejected.id;
-    Box::pin(single_flight(shared, id, move |r, now| {
-        r.tokens.access_token == rejected_token
-            && *allowed.get_or_init(|| {
-                let ok = shared.refresh_locks.take_401_refresh(id, now, interval);
-                if !ok {
-                    tracing::debug!(session = id.short(), "upstream 401; refresh rate limited");
-                    metrics::counter!(crate::metrics::REFRESH_TOTAL, "result" => "limited")
-                        .increment(1);
-                }
-                ok
-            })
-    }))
+    Box::pin(single_flight(
+        shared,
+        id,
+        RefreshReason::UpstreamRejected,
+        move |r, now| {
+            r.tokens.access_token == rejected_token
+                && *allowed.get_or_init(|| {
+                    let ok = shared.refresh_locks.take_401_refresh(id, now, interval);
+                    if !ok {
+                        tracing::debug!(session = id.short(), "upstream 401; refresh rate limited");
+                        metrics::counter!(crate::metrics::REFRESH_TOTAL, "result" => "limited")
+                            .increment(1);
+                    }
+                    ok
+                })
+        },
+    ))
     .await
 }
 
@@ -255,6 +267,7 @@ pub(crate) async fn after_rejection(
 async fn single_flight(
     shared: &Shared,
     id: &SessionHash,
+    reason: RefreshReason,
     stale: impl Fn(&SessionRecord, UnixTime) -> bool,
 ) -> Result<SessionRecord, RefreshError> {
     let lock = shared.refresh_locks.lock_for(id);
@@ -279,7 +292,7 @@ async fn single_flight(
     let wait_until = Instant::now() + lease_wait(shared);
     loop {
         if let Some(lease) = shared.store.acquire_refresh_lease(id, LEASE_TTL).await? {
-            let outcome = refresh_holding(shared, id, &lease, &stale).await;
+            let outcome = refresh_holding(shared, id, &lease, reason, &stale).await;
             if let Err(e) = shared.store.release_refresh_lease(id, &lease).await {
                 // It expires by itself; the refresh result stands.
                 tracing::warn!(session = id.short(), error = %e, "refresh lease release failed");
@@ -322,6 +335,7 @@ async fn refresh_holding(
     shared: &Shared,
     id: &SessionHash,
     lease: &RefreshLease,
+    reason: RefreshReason,
     stale: &impl Fn(&SessionRecord, UnixTime) -> bool,
 ) -> Result<SessionRecord, RefreshError> {
     // Re-read under the lease: the previous holder may have just saved.
@@ -348,6 +362,7 @@ async fn refresh_holding(
             Ok(current)
         } else {
             end_session(shared, &current.id).await?;
+            report_ended(shared, id);
             Err(RefreshError::Ended(
                 "access token expired and no refresh token".into(),
             ))
@@ -369,6 +384,7 @@ async fn refresh_holding(
         Err(e) if e.fault() == Fault::IdpRefused => {
             tracing::info!(session = id.short(), error = %e, "refresh refused; session ended");
             end_session(shared, id).await?;
+            report_ended(shared, id);
             return Err(RefreshError::Ended(e.to_string()));
         }
         // Transient: nothing was spent, the session stays as it is.
@@ -379,12 +395,26 @@ async fn refresh_holding(
         Err(e) => return Err(RefreshError::IdpUnavailable(e)),
     };
     let expected = current.version;
+    let old_refresh_token = current.tokens.refresh_token.clone();
     let updated = apply(shared, current, tokens).await?;
+    // For the demo's timeline, once the new tokens are in use (saved or kept).
+    let report = || {
+        shared.demo_event(id, |demo| EventKind::Refreshed {
+            reason,
+            access_token: Some(TokenInfo::of(
+                &updated.tokens.access_token,
+                updated.tokens.access_expires_at,
+            )),
+            refresh_token_rotated: updated.tokens.refresh_token != old_refresh_token,
+            refresh_count: demo.next_refresh_count(id),
+        })
+    };
     // Saved before any waiter proceeds: they will read these tokens.
     // The version check fences out a holder whose lease was lost.
     match shared.store.save_if_version(&updated, expected).await {
         Ok(true) => {
             tracing::debug!(session = id.short(), "access token refreshed");
+            report();
             return Ok(updated);
         }
         Ok(false) => {}
@@ -393,6 +423,7 @@ async fn refresh_holding(
             // refresh, and serve this request with the new access token.
             tracing::warn!(session = id.short(), error = %e, "refreshed tokens not saved; kept in this process");
             shared.refresh_locks.keep_unsaved(expected, updated.clone());
+            report();
             return Ok(updated);
         }
     }
@@ -406,6 +437,12 @@ async fn refresh_holding(
     } else {
         Err(RefreshError::Busy)
     }
+}
+
+fn report_ended(shared: &Shared, id: &SessionHash) {
+    shared.demo_event(id, |_| EventKind::SessionEnded {
+        reason: EndReason::RefreshRefused,
+    });
 }
 
 /// Run `call` while renewing the lease every third of its TTL.

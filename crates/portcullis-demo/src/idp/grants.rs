@@ -207,6 +207,14 @@ impl Grants {
         }
     }
 
+    /// The login with this `sid`, if any of its refresh-token families is still live.
+    pub(crate) fn live_login(&self, sid: &str) -> Option<Login> {
+        self.families
+            .values()
+            .find(|f| f.login.sid == sid && !f.revoked)
+            .map(|f| f.login.clone())
+    }
+
     /// Revokes every family born of the login with this `sid`.
     pub(crate) fn revoke_sid(&mut self, sid: &str) {
         for family in self.families.values_mut() {

@@ -1,4 +1,5 @@
-//! `/end_session` (RP-initiated logout) and `/revoke` (RFC 7009).
+//! `/end_session` (RP-initiated logout), `/logout` (sign-out started at the IdP, as a user
+//! signing out of their IdP account elsewhere) and `/revoke` (RFC 7009).
 
 use std::sync::Arc;
 
@@ -56,6 +57,72 @@ pub(crate) async fn end_session(
         ));
     }
     page(StatusCode::OK, "portcullis dev IdP: logged out", &body)
+}
+
+/// `GET /logout?sid=`: asks whether to end the IdP session `sid`. A form, not a link
+/// that logs out, so a page that merely loads this URL ends nothing.
+pub(crate) async fn sign_out_form(
+    State(state): State<Arc<IdpState>>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let params = match Params::parse(query.unwrap_or_default().as_bytes()) {
+        Ok(p) => p,
+        Err(e) => return error_page(StatusCode::BAD_REQUEST, &e),
+    };
+    let sid = params.get("sid").unwrap_or_default();
+    let Some(login) = state.grants().live_login(sid) else {
+        return signed_out_page(&state, "There is no such sign-in at this IdP (any more).");
+    };
+    let body = format!(
+        "<h1>Sign out of the dev IdP</h1>\n\
+         <p>Signed in as <code>{user}</code>. Signing out here ends this IdP session, and the \
+         IdP tells the gateway by back-channel logout (server to server), which ends the \
+         gateway session made from it.</p>\n\
+         <form method=\"post\" action=\"logout\">\n\
+         <input type=\"hidden\" name=\"sid\" value=\"{sid}\">\n\
+         <button type=\"submit\" id=\"sign-out\">Sign out at the IdP</button>\n</form>",
+        user = escape(&login.username),
+        sid = escape(sid),
+    );
+    page(StatusCode::OK, "portcullis dev IdP: sign out", &body)
+}
+
+/// `POST /logout` (form `sid`): ends the IdP session and sends back-channel logout for it.
+pub(crate) async fn sign_out(
+    State(state): State<Arc<IdpState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = match Params::from_form(&headers, &body) {
+        Ok(p) => p,
+        Err(e) => return error_page(StatusCode::BAD_REQUEST, &e),
+    };
+    let sid = params.get("sid").unwrap_or_default().to_owned();
+    let login = state.grants().live_login(&sid);
+    let Some(login) = login else {
+        return signed_out_page(&state, "There is no such sign-in at this IdP (any more).");
+    };
+    state.grants().revoke_sid(&sid);
+    send_backchannel_logout(&state, &login.username, &sid).await;
+    tracing::info!(sub = %login.username, "dev IdP: sign-out at the IdP");
+    signed_out_page(
+        &state,
+        "You are signed out at the IdP. The gateway was told by back-channel logout.",
+    )
+}
+
+fn signed_out_page(state: &IdpState, message: &str) -> Response {
+    let mut body = format!(
+        "<h1>Signed out</h1>\n<p id=\"signed-out\">{}</p>\n",
+        escape(message)
+    );
+    if let Some(app) = state.cfg.post_logout_redirect_uris.first() {
+        body.push_str(&format!(
+            "<p><a href=\"{}\">Back to the app</a></p>",
+            escape(app)
+        ));
+    }
+    page(StatusCode::OK, "portcullis dev IdP: signed out", &body)
 }
 
 /// Back-Channel Logout 1.0: post a signed logout token for this login to the client's

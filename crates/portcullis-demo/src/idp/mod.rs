@@ -1,5 +1,6 @@
 //! The development OpenID Connect provider: code flow with PKCE S256, ES256 tokens,
-//! rotating refresh tokens with reuse detection, revocation and RP-initiated logout.
+//! rotating refresh tokens with reuse detection, revocation, RP-initiated logout and a
+//! sign-out page of its own (`/logout?sid=`) that sends back-channel logout.
 //!
 //! It is meant for `portcullis demo` and for tests: loopback only, users fixed
 //! ([`DEMO_USERS`]), state in memory. It is strict where a real provider is strict, so a
@@ -198,6 +199,7 @@ impl DevIdp {
             .route("/token", post(token::token))
             .route("/userinfo", get(token::userinfo).post(token::userinfo))
             .route("/end_session", get(logout::end_session))
+            .route("/logout", get(logout::sign_out_form).post(logout::sign_out))
             .route("/revoke", post(logout::revoke))
             .with_state(self.state.clone())
     }

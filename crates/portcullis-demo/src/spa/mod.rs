@@ -42,7 +42,22 @@ mod tests {
         let html = text("/index.html");
         assert!(html.contains("<title>portcullis demo</title>"));
         for id in [
-            "user", "login", "me", "whoami", "admin", "hr", "echo", "stream", "logout", "output",
+            "user",
+            "login",
+            "me",
+            "whoami",
+            "admin",
+            "hr",
+            "echo",
+            "stream",
+            "logout",
+            "output",
+            "timeline",
+            "countdown",
+            "gateway-holds",
+            "browser-cookies",
+            "idp-logout",
+            "users",
         ] {
             assert!(html.contains(&format!("id=\"{id}\"")), "missing #{id}");
         }
@@ -53,6 +68,20 @@ mod tests {
             !name.is_empty() && rest[name.len()..].starts_with('=')
         });
         assert!(!inline_handler, "no inline event handlers");
+    }
+
+    #[test]
+    fn user_table_matches_the_idp_users() {
+        let html = text("/index.html");
+        let table = &html[html.find("<table id=\"users\">").expect("user table")..];
+        for user in crate::DEMO_USERS {
+            let roles = match user.roles {
+                [] => "(none)".to_string(),
+                roles => roles.join(", "),
+            };
+            let row = format!("<tr><td>{}</td><td>{roles}</td>", user.username);
+            assert!(table.contains(&row), "no row {row}");
+        }
     }
 
     #[test]
@@ -67,6 +96,8 @@ mod tests {
             "same-origin",
             "EventSource",
             "logout_url",
+            "/demo/events",
+            "/demo/session",
         ] {
             assert!(js.contains(needle), "app.js lacks {needle}");
         }

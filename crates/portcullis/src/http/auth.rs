@@ -308,6 +308,9 @@ async fn finish_login(
     let record = new_record(shared, &session_id, &id, &claims, tokens, headers);
     shared.store.save(&record).await?;
     tracing::info!(session = record.id.short(), "login succeeded");
+    if let Some(demo) = &shared.demo {
+        report_login(demo, &record, login.created_at, now);
+    }
 
     // Copies of our cookies scoped to a parent domain are removed first (a
     // jar would keep one cookie per name, and order matters: see
@@ -330,6 +333,42 @@ async fn finish_login(
         resp.headers_mut().append(header::SET_COOKIE, value);
     }
     Ok(resp)
+}
+
+/// The demo's timeline of this login: told now that the session exists
+/// (the redirect to the IdP happened at `started`, before there was one).
+fn report_login(
+    demo: &crate::demo_events::DemoEvents,
+    record: &SessionRecord,
+    started: UnixTime,
+    now: UnixTime,
+) {
+    use crate::demo_events::{EventKind, TokenInfo};
+    let tokens = &record.tokens;
+    demo.set_sid(&record.id, record.sid.clone());
+    demo.emit(&record.id, started, EventKind::LoginRedirect);
+    demo.emit(
+        &record.id,
+        now,
+        EventKind::CodeExchanged {
+            access_token: Some(TokenInfo::of(
+                &tokens.access_token,
+                tokens.access_expires_at,
+            )),
+            refresh_token: tokens.refresh_token.is_some(),
+            id_token: tokens.id_token.is_some(),
+        },
+    );
+    demo.emit(
+        &record.id,
+        now,
+        EventKind::SessionCreated {
+            sub: record.sub.clone(),
+            roles: record.roles.clone(),
+            idle_expires_at: record.idle_expires_at,
+            expires_at: record.expires_at,
+        },
+    );
 }
 
 fn new_record(
@@ -434,6 +473,11 @@ pub(crate) async fn logout(
                 .tunnel_ends
                 .notify(crate::proxy::SessionEnd::Session(record.id.clone()));
             tracing::info!(session = record.id.short(), "logout");
+            shared.demo_event(&record.id, |_| {
+                crate::demo_events::EventKind::SessionEnded {
+                    reason: crate::demo_events::EndReason::Logout,
+                }
+            });
             metrics::counter!(crate::metrics::LOGOUTS_TOTAL, "kind" => "user").increment(1);
             spawn_revocation(shared.clone(), record.tokens.clone());
             id_token_hint = record.tokens.id_token.clone();

@@ -92,6 +92,11 @@ async fn end_sessions(shared: &Shared, logout: &LogoutToken) -> Result<u64, Stor
         // its sid: nothing to filter by time.
         (Some(sid), None) => {
             let n = shared.store.delete_by_sid(sid).await?;
+            if let Some(demo) = &shared.demo {
+                for session in demo.sessions_of_sid(sid) {
+                    demo.emit(&session, shared.clock.now(), backchannel_ended());
+                }
+            }
             shared
                 .tunnel_ends
                 .notify(SessionEnd::IdpSession(sid.clone()));
@@ -114,11 +119,18 @@ async fn end_matching(
             && matches(&record)
             && shared.store.delete(&record.id).await?
         {
+            shared.demo_event(&record.id, |_| backchannel_ended());
             shared.tunnel_ends.notify(SessionEnd::Session(record.id));
             ended += 1;
         }
     }
     Ok(ended)
+}
+
+fn backchannel_ended() -> crate::demo_events::EventKind {
+    crate::demo_events::EventKind::SessionEnded {
+        reason: crate::demo_events::EndReason::BackchannelLogout,
+    }
 }
 
 #[derive(Deserialize)]

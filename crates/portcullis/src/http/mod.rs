@@ -6,6 +6,7 @@ mod admin;
 mod admin_sessions;
 mod auth;
 mod cookies;
+mod demo;
 pub mod error;
 mod headers;
 mod login_cookie;
@@ -224,10 +225,16 @@ fn inner_router(shared: Arc<Shared>) -> Router {
             shared.clone(),
             headers::auth_headers,
         ));
-    Router::new()
-        .nest(&prefix, auth)
-        .fallback(static_fallback)
-        .with_state(shared)
+    let router = Router::new().nest(&prefix, auth);
+    // Only `portcullis demo` sets the event sink; without it these paths
+    // do not exist and fall through to the static files.
+    let router = match shared.demo {
+        Some(_) => router
+            .route("/demo/events", get(demo::events))
+            .route("/demo/session", get(demo::session)),
+        None => router,
+    };
+    router.fallback(static_fallback).with_state(shared)
 }
 
 pub(crate) fn admin_router(shared: Arc<Shared>) -> Router {

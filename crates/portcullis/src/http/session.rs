@@ -90,6 +90,9 @@ pub(crate) async fn current_session_by_hash(
     if record.is_expired(now) {
         shared.store.delete(&hash).await?;
         tracing::info!(session = hash.short(), "session expired");
+        shared.demo_event(&hash, |_| crate::demo_events::EventKind::SessionEnded {
+            reason: crate::demo_events::EndReason::Expired,
+        });
         return Ok(SessionLookup::Expired);
     }
     if now - record.last_seen_at >= touch_interval(shared) {

@@ -26,6 +26,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version, request::Pa
 use crate::{
     config::{Config, RouteConfig, TokenMode},
     csrf,
+    demo_events::{EventKind, TokenInfo},
     gateway::Shared,
     http::{ApiError, RequestContext, SessionLookup, current_session_by_hash},
     metrics::RouteKey,
@@ -253,6 +254,14 @@ async fn forward(
                 shared.csrf.check(&parts.headers, &record.csrf_token)?;
             }
             let fresh = refresh::ensure_fresh(shared, record).await?;
+            shared.demo_event(&fresh.id, |_| EventKind::TokenAttached {
+                method: parts.method.to_string(),
+                path: parts.uri.path().to_string(),
+                access_token: Some(TokenInfo::of(
+                    &fresh.tokens.access_token,
+                    fresh.tokens.access_expires_at,
+                )),
+            });
             // A refresh may have brought new roles (one removed at the IdP);
             // without `require_roles` this is one `is_empty`.
             if !has_required_role(route, &fresh) {
@@ -353,6 +362,10 @@ async fn retry_with_refreshed_token(
     head: RequestHead,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    shared.demo_event(&record.id, |_| EventKind::UpstreamRejected {
+        method: head.method.to_string(),
+        path: head.uri.path().to_string(),
+    });
     let refreshed = refresh::after_rejection(shared, record).await?;
     if refreshed.tokens.access_token == record.tokens.access_token {
         return Ok(finish(shared, route, rejected));

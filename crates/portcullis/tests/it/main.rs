@@ -13,6 +13,7 @@ mod browser_security;
 mod browser_static;
 mod conn_limits;
 mod django_idp_flow;
+mod demo_events;
 mod example_configs;
 mod header_hygiene;
 mod idp_outage;
