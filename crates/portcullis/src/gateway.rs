@@ -10,13 +10,14 @@ use crate::{
     config::{Config, Profile},
     csrf::CsrfPolicy,
     oidc::{OidcClient, OidcError},
-    proxy::Proxy,
+    routes::RouteTable,
     session::{SessionStore, StoreError, StoreOptions, cache::CacheOptions, seal::Keyring},
+    state::Shared,
     time::{Clock, SystemClock},
 };
 
 /// Files compiled into the binary: `(path, content type, bytes)`.
-pub type EmbeddedFiles = &'static [(&'static str, &'static str, &'static [u8])];
+pub use crate::state::EmbeddedFiles;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -32,43 +33,6 @@ pub enum GatewayError {
     Tls(#[from] crate::tls::TlsError),
     #[error("login cookie keys: {0}")]
     Seal(#[from] crate::session::seal::SealError),
-}
-
-/// State shared by every request.
-pub(crate) struct Shared {
-    pub config: Config,
-    pub store: Arc<dyn SessionStore>,
-    pub oidc: OidcClient,
-    pub clock: Arc<dyn Clock>,
-    pub proxy: Proxy,
-    pub csrf: CsrfPolicy,
-    /// `None` when CORS is off (no `cors.allowed_origins`).
-    pub cors: Option<crate::cors::CorsPolicy>,
-    pub embedded: Option<EmbeddedFiles>,
-    pub refresh_locks: crate::refresh::RefreshLocks,
-    /// Tells open WebSocket tunnels that their session ended here.
-    pub tunnel_ends: crate::proxy::TunnelEnds,
-    pub metrics: crate::metrics::RequestMetrics,
-    /// Seals the login-in-flight cookie; no login state lives in the store.
-    pub login_cookies: crate::http::LoginCookies,
-    /// `portcullis demo`'s event stream; `None` everywhere else (no config
-    /// key sets it). Every emitting site costs one `Option` check without it.
-    pub demo: Option<Arc<crate::demo_events::DemoEvents>>,
-}
-
-impl Shared {
-    /// Report to the demo's event stream. Without one (always, outside
-    /// `portcullis demo`) this is one `Option` check: `kind` is not built.
-    #[inline]
-    pub(crate) fn demo_event(
-        &self,
-        session: &crate::session::SessionHash,
-        kind: impl FnOnce(&crate::demo_events::DemoEvents) -> crate::demo_events::EventKind,
-    ) {
-        if let Some(demo) = &self.demo {
-            demo.emit(session, self.clock.now(), kind(demo));
-        }
-    }
 }
 
 /// Store options from `[session]`. A persistent store without
@@ -116,6 +80,8 @@ fn store_options(config: &Config) -> Result<StoreOptions, StoreError> {
 #[derive(Clone)]
 pub struct Gateway {
     pub(crate) shared: Arc<Shared>,
+    /// The routes' upstream clients, handed to the public service.
+    upstreams: Arc<crate::proxy::Upstreams>,
 }
 
 /// Builds a [`Gateway`], optionally with a given store, clock or embedded SPA.
@@ -166,11 +132,15 @@ impl GatewayBuilder {
             public_origin: config.public_origin(),
             allowed_origins: config.cors.allowed_origins.clone(),
         };
-        let proxy = Proxy::new(&config)?;
+        let routes = RouteTable::new(&config);
+        let upstreams = Arc::new(crate::proxy::Upstreams::new(
+            &routes,
+            config.server.workers,
+        )?);
         let metrics =
-            crate::metrics::RequestMetrics::new(&config.server.auth_prefix, proxy.prefixes());
+            crate::metrics::RequestMetrics::new(&config.server.auth_prefix, routes.prefixes());
         let cors = crate::cors::CorsPolicy::from_config(&config);
-        let login_cookies = crate::http::LoginCookies::new(&config)?;
+        let login_cookies = crate::login_cookie::LoginCookies::new(&config)?;
         let shared_store = ["redis", "postgres"]
             .iter()
             .any(|scheme| config.session.store.starts_with(scheme));
@@ -187,7 +157,7 @@ impl GatewayBuilder {
                 store,
                 oidc,
                 clock: self.clock,
-                proxy,
+                routes,
                 csrf,
                 cors,
                 embedded: self.embedded,
@@ -197,6 +167,7 @@ impl GatewayBuilder {
                 login_cookies,
                 demo: self.demo,
             }),
+            upstreams,
         };
         // The IdP may be down at start; login then fails with 503 and readiness says so.
         if let Err(e) = gateway.shared.oidc.warm_up().await {
@@ -238,7 +209,7 @@ impl Gateway {
     /// The public service itself, as [`serve`] runs it (without the
     /// `Router` that [`Gateway::router`] wraps it in).
     pub(crate) fn service(&self) -> crate::http::PublicService {
-        crate::http::PublicService::new(self.shared.clone())
+        crate::http::PublicService::new(self.shared.clone(), self.upstreams.clone())
     }
 
     /// The admin router: `/healthz`, `/readyz`.

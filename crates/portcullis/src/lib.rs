@@ -8,22 +8,33 @@
 //! [`Gateway::router`] or call [`serve`].
 #![forbid(unsafe_code)]
 
+mod api_error;
 pub mod config;
+mod context;
+mod cookies;
 pub(crate) mod cors;
 pub(crate) mod csrf;
 pub mod demo_events;
 pub mod fault;
 pub mod gateway;
 pub mod http;
+mod login_cookie;
 pub mod metrics;
 pub mod oidc;
+mod path;
 pub(crate) mod proxy;
 pub(crate) mod refresh;
+mod refresh_locks;
+mod routes;
 mod secret;
+mod security_headers;
 pub mod session;
+mod session_lookup;
+mod state;
 mod store_url;
 pub mod time;
 pub mod tls;
+mod tunnel_ends;
 mod worker_index;
 mod workers;
 

@@ -6,7 +6,7 @@ use axum::{Json, extract::State, response::IntoResponse};
 use http::StatusCode;
 use serde_json::json;
 
-use crate::gateway::Shared;
+use crate::state::Shared;
 
 pub(crate) async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))

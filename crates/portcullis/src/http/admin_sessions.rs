@@ -20,8 +20,8 @@ use subtle::ConstantTimeEq;
 use super::ApiError;
 use crate::{
     config::Secret,
-    gateway::Shared,
     session::{SessionHash, SessionRecord, hex_sha256},
+    state::Shared,
     time::rfc3339,
 };
 
@@ -120,7 +120,7 @@ pub(crate) async fn delete_by_sub(
     // Their WebSocket tunnels here close now; other replicas' at their next check.
     shared
         .tunnel_ends
-        .notify(crate::proxy::SessionEnd::Subject(sub.clone()));
+        .notify(crate::tunnel_ends::SessionEnd::Subject(sub.clone()));
     if deleted > 0 {
         metrics::counter!(crate::metrics::LOGOUTS_TOTAL, "kind" => "admin").increment(1);
     }
@@ -140,7 +140,7 @@ pub(crate) async fn delete_one(
     }
     shared
         .tunnel_ends
-        .notify(crate::proxy::SessionEnd::Session(hash.clone()));
+        .notify(crate::tunnel_ends::SessionEnd::Session(hash.clone()));
     metrics::counter!(crate::metrics::LOGOUTS_TOTAL, "kind" => "admin").increment(1);
     tracing::info!(session = hash.short(), "admin ended a session");
     Ok(Json(json!({ "deleted": 1 })).into_response())

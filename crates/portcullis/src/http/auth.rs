@@ -14,18 +14,18 @@ use serde_json::{Value, json};
 
 use super::{
     ApiError, SessionLookup, cookies, current_session,
-    login_cookie::{
-        self, LoginCookieError, LoginCookies, MAX_PENDING, MAX_RETURN_TO, PendingLogin,
-    },
     silent_login::{self, Outcome},
     wants_html, wants_json,
 };
 use crate::{
     config::is_same_origin_path,
-    gateway::Shared,
+    login_cookie::{
+        self, LoginCookieError, LoginCookies, MAX_PENDING, MAX_RETURN_TO, PendingLogin,
+    },
     oidc::{self, IdTokenClaims},
     refresh::RefreshError,
     session::{SessionId, SessionRecord, StoreError, TokenSet, hex_sha256, random_token},
+    state::Shared,
     time::{UnixTime, rfc3339},
 };
 
@@ -471,7 +471,7 @@ pub(crate) async fn logout(
             shared.store.delete(&record.id).await?;
             shared
                 .tunnel_ends
-                .notify(crate::proxy::SessionEnd::Session(record.id.clone()));
+                .notify(crate::tunnel_ends::SessionEnd::Session(record.id.clone()));
             tracing::info!(session = record.id.short(), "logout");
             shared.demo_event(&record.id, |_| {
                 crate::demo_events::EventKind::SessionEnded {

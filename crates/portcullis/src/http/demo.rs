@@ -21,8 +21,8 @@ use tokio::sync::broadcast::error::RecvError;
 use super::{ApiError, SessionLookup, current_session_by_hash, session_cookie_hash};
 use crate::{
     demo_events::{DemoEvent, DemoEvents},
-    gateway::Shared,
     session::SessionHash,
+    state::Shared,
 };
 
 /// Comments sent on an idle stream, so proxies and browsers keep it open.

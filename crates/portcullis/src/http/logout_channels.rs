@@ -26,7 +26,7 @@ use http::{HeaderValue, StatusCode, header};
 use serde::Deserialize;
 
 use super::ApiError;
-use crate::{gateway::Shared, oidc::LogoutToken, proxy::SessionEnd, session::StoreError};
+use crate::{oidc::LogoutToken, session::StoreError, state::Shared, tunnel_ends::SessionEnd};
 
 /// `POST /auth/backchannel-logout` (form field `logout_token`). Exempt from
 /// CSRF: the caller is the IdP, authenticated by the token's signature.

@@ -5,14 +5,9 @@
 mod admin;
 mod admin_sessions;
 mod auth;
-mod cookies;
 mod demo;
-pub mod error;
-mod headers;
-mod login_cookie;
 mod logout_channels;
 pub(crate) mod pipeline;
-mod session;
 mod silent_login;
 mod static_files;
 
@@ -26,12 +21,18 @@ use axum::{
     routing::get,
 };
 
-use crate::gateway::Shared;
+use crate::state::Shared;
 
-pub use error::{Allow, ApiError};
-pub use headers::DEFAULT_CSP;
-pub(crate) use login_cookie::LoginCookies;
-pub(crate) use pipeline::RequestContext;
+pub use crate::api_error::{Allow, ApiError};
+pub use crate::security_headers::DEFAULT_CSP;
+// The request-level building blocks the handlers below share with `proxy`
+// live in their own modules (below both); named here for the handlers.
+use crate::cookies;
+pub(crate) use crate::security_headers::apply_security_headers;
+pub(crate) use crate::session_lookup::{
+    SessionLookup, all_session_cookie_hashes, current_session, current_session_by_hash,
+    session_cookie_hash,
+};
 
 /// Longest request URI (path + query) we accept; longer → 414.
 const MAX_URI_LEN: usize = 8 * 1024;
@@ -45,6 +46,8 @@ const AUTH_BODY_LIMIT: usize = 64 * 1024;
 #[derive(Clone)]
 pub(crate) struct PublicService {
     shared: Arc<Shared>,
+    /// The routes' upstream clients (see `proxy::Upstreams`).
+    upstreams: Arc<crate::proxy::Upstreams>,
     /// `auth_prefix` endpoints, then static files.
     inner: Router,
 }
@@ -55,10 +58,11 @@ pub(crate) type PublicFuture = std::pin::Pin<
 >;
 
 impl PublicService {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, upstreams: Arc<crate::proxy::Upstreams>) -> Self {
         Self {
             inner: inner_router(shared.clone()),
             shared,
+            upstreams,
         }
     }
 
@@ -71,7 +75,9 @@ impl PublicService {
     /// layers boxed (and moved) the request's future at every layer.
     pub(crate) fn serve(this: &Arc<Self>, req: Request, peer: Option<SocketAddr>) -> PublicFuture {
         let this = this.clone();
-        Box::pin(async move { Ok(pipeline::public(&this.shared, &this.inner, req, peer).await) })
+        Box::pin(async move {
+            Ok(pipeline::public(&this.shared, &this.upstreams, &this.inner, req, peer).await)
+        })
     }
 }
 
@@ -95,7 +101,9 @@ impl tower::Service<Request> for PublicService {
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0);
-        Box::pin(async move { Ok(pipeline::public(&this.shared, &this.inner, req, peer).await) })
+        Box::pin(async move {
+            Ok(pipeline::public(&this.shared, &this.upstreams, &this.inner, req, peer).await)
+        })
     }
 }
 
@@ -120,16 +128,16 @@ fn allowed_methods(shared: &Shared, path: &str) -> Allow {
         };
     }
     // Refused before `screen`: read the path as routing would.
-    let canonical = crate::proxy::path::canonical(path);
+    let canonical = crate::path::canonical(path);
     let path = canonical.as_deref().unwrap_or(path);
-    match shared.proxy.match_route(path) {
+    match shared.routes.match_route(path) {
         Some(_) => Allow::Proxied,
         None => Allow::Read,
     }
 }
 
 /// What no public handler may see, refused, and the path made canonical
-/// (`proxy::path`; rewritten in the URI only when it changes, query kept):
+/// (`path`; rewritten in the URI only when it changes, query kept):
 /// - an HTTP/1.1 request without `Host`, any request with two (RFC 9112
 ///   section 3.2); HTTP/2 carries `:authority` instead;
 /// - a path with no single reading (400).
@@ -143,7 +151,7 @@ fn screen(req: &mut Request) -> Result<(), ApiError> {
         }
         _ => {}
     }
-    let canonical = match crate::proxy::path::canonical(req.uri().path()) {
+    let canonical = match crate::path::canonical(req.uri().path()) {
         Ok(std::borrow::Cow::Borrowed(_)) => return Ok(()),
         Ok(std::borrow::Cow::Owned(path)) => path,
         Err(reason) => return Err(ApiError::BadRequest(reason.into())),
@@ -223,7 +231,7 @@ fn inner_router(shared: Arc<Shared>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(AUTH_BODY_LIMIT))
         .layer(middleware::from_fn_with_state(
             shared.clone(),
-            headers::auth_headers,
+            crate::security_headers::auth_headers,
         ));
     let router = Router::new().nest(&prefix, auth);
     // Only `portcullis demo` sets the event sink; without it these paths
@@ -270,7 +278,7 @@ fn admin_session_routes(shared: Arc<Shared>) -> Router<Arc<Shared>> {
 /// Everything outside the auth prefix and the routes: static files.
 async fn static_fallback(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let mut resp = static_files::serve(&shared, req).await;
-    headers::apply_security_headers(&shared, resp.headers_mut());
+    apply_security_headers(&shared, resp.headers_mut());
     resp
 }
 
@@ -291,15 +299,6 @@ fn uri_too_long(req: &Request) -> Option<Response> {
             .into_response()
     })
 }
-
-pub(crate) use cookies::{
-    is_lookalike as is_owned_cookie_lookalike, owned_names as owned_cookie_names,
-};
-pub(crate) use headers::apply_security_headers;
-pub(crate) use session::{
-    SessionLookup, all_session_cookie_hashes, current_session, current_session_by_hash,
-    session_cookie_hash, touch_interval,
-};
 
 #[cfg(test)]
 mod tests {

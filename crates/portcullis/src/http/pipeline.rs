@@ -34,34 +34,23 @@ use axum::{
     extract::{ConnectInfo, Request},
     response::{IntoResponse, Response},
 };
-use http::HeaderValue;
 use tracing::Instrument as _;
 
 use super::{ApiError, allowed_methods, auth_subpath, is_refused_method, screen, uri_too_long};
 use crate::{
+    context::RequestContext,
     cors::CorsPolicy,
     csrf::CsrfError,
-    gateway::Shared,
     metrics::{RouteKey, UpstreamDuration, X_REQUEST_ID, new_request_id},
+    proxy::Upstreams,
     session::SessionHash,
+    state::Shared,
 };
-
-/// What the pipeline knows about a request, built once in [`observe`]. (The
-/// route is not in it: the dispatch stage hands the proxy its `Route`.)
-pub(crate) struct RequestContext {
-    /// The request's id, also in its `X-Request-ID` header (kept from the
-    /// client when sane, else new; passed on to upstreams, echoed back).
-    pub request_id: HeaderValue,
-    /// The hash of a well-formed session cookie; the cookie itself never
-    /// leaves the headers.
-    pub session: Option<SessionHash>,
-    /// The connection's peer, for `X-Forwarded-For`.
-    pub peer: Option<SocketAddr>,
-}
 
 /// One public request through every stage.
 pub(crate) async fn public(
     shared: &Arc<Shared>,
+    upstreams: &Upstreams,
     inner: &Router,
     mut req: Request,
     peer: Option<SocketAddr>,
@@ -82,8 +71,8 @@ pub(crate) async fn public(
         None => auth_subpath(shared, path),
     };
     let route = match (&refused, auth) {
-        (None, None) => shared.proxy.route_for(path).unwrap_or_else(|e| {
-            refused = Some(e);
+        (None, None) => shared.routes.route_for(path).unwrap_or_else(|e| {
+            refused = Some(e.into());
             None
         }),
         _ => None,
@@ -102,7 +91,7 @@ pub(crate) async fn public(
             }
             // 6. dispatch
             if let Some(route) = route {
-                return Box::pin(crate::proxy::handle(shared, route, req, ctx)).await;
+                return Box::pin(crate::proxy::handle(shared, upstreams, route, req, ctx)).await;
             }
             // Handlers may extract `ConnectInfo`, as under `axum::serve`.
             let mut req = req;
@@ -152,7 +141,7 @@ where
     let method = req.method().clone();
     // Hashed once here; the session lookup gets it from the context.
     // Two different session cookies are refused here, before any handler
-    // could pick one (see `http::cookies::find_exact`).
+    // could pick one (see `cookies::find_exact`).
     // Login and callback run as without a session instead: a second cookie
     // planted by a sibling subdomain must not keep the user from logging in
     // again, and the callback clears such copies.

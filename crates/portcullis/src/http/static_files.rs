@@ -11,7 +11,7 @@ use tower::ServiceExt;
 use tower_http::services::{ServeDir, ServeFile};
 
 use super::{ApiError, wants_html};
-use crate::gateway::Shared;
+use crate::state::Shared;
 
 pub(crate) async fn serve(shared: &Shared, req: Request) -> Response {
     if !matches!(*req.method(), Method::GET | Method::HEAD) {

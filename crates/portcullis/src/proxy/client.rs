@@ -15,7 +15,8 @@ use hyper_util::{
 
 use super::pool::Pool;
 use crate::{
-    http::ApiError,
+    api_error::ApiError,
+    routes::{Route, RouteTable},
     tls::{TlsError, TlsSettings},
 };
 
@@ -36,6 +37,26 @@ pub(super) enum UpstreamClient {
     Pooled(Vec<Client<HttpsConnector<HttpConnector>, Body>>),
 }
 
+/// One client per upstream of the route table, in its index order: kept
+/// beside [`crate::state::Shared`] (by the public service) rather than in
+/// it, so that `proxy` sits above the state it reads.
+pub(crate) struct Upstreams(Vec<UpstreamClient>);
+
+impl Upstreams {
+    /// Fails when a TLS file that passed config validation can no longer be read.
+    pub(crate) fn new(table: &RouteTable, workers: usize) -> Result<Self, TlsError> {
+        table
+            .upstreams()
+            .map(|r| UpstreamClient::new(&r.upstream, r.timeout, workers, &r.tls))
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+
+    pub(super) fn for_route(&self, route: &Route) -> &UpstreamClient {
+        &self.0[route.upstream()]
+    }
+}
+
 impl UpstreamClient {
     /// A client for one upstream with a pool for each of `workers`;
     /// connecting may take at most `CONNECT_TIMEOUT` or the route's
@@ -48,7 +69,7 @@ impl UpstreamClient {
         tls: &TlsSettings,
     ) -> Result<Self, TlsError> {
         let connect_timeout = CONNECT_TIMEOUT.min(timeout);
-        let host = super::authority(upstream)
+        let host = crate::routes::authority(upstream)
             .filter(|_| upstream.scheme() == "http")
             .and_then(|authority| http::HeaderValue::from_str(&authority).ok());
         if let Some(host) = host

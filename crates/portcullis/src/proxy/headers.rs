@@ -293,7 +293,7 @@ fn strip_owned_cookies(h: &mut HeaderMap, owned: &[String]) {
             // A pair without `=` is a nameless cookie's value; some readers
             // take it for a name, so it is checked as one.
             let name = pair.split(|&b| b == b'=').next().unwrap_or(pair);
-            if crate::http::is_owned_cookie_lookalike(name, owned) {
+            if crate::cookies::is_lookalike(name, owned) {
                 continue;
             }
             if !kept.is_empty() {
@@ -335,7 +335,7 @@ pub(super) fn rewrite_response(h: &mut HeaderMap, owned: &[String]) {
         .iter()
         .filter(|v| {
             let name = set_cookie_name(v);
-            let ours = crate::http::is_owned_cookie_lookalike(name, owned);
+            let ours = crate::cookies::is_lookalike(name, owned);
             if ours {
                 // The name only (cut short): the value may be a credential.
                 tracing::warn!(

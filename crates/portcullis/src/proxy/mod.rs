@@ -6,12 +6,11 @@
 
 mod client;
 mod headers;
-pub(crate) mod path;
 mod pool;
 mod request_body;
 mod websocket;
 
-pub(crate) use websocket::{SessionEnd, TunnelEnds};
+pub(crate) use client::Upstreams;
 
 use std::time::Instant;
 
@@ -21,202 +20,35 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version, request::Parts};
+use http::{HeaderMap, Method, StatusCode, Uri, Version, request::Parts};
 
 use crate::{
-    config::{Config, RouteConfig, TokenMode},
+    api_error::ApiError,
+    config::{RouteConfig, TokenMode},
+    context::RequestContext,
     csrf,
     demo_events::{EventKind, TokenInfo},
-    gateway::Shared,
-    http::{ApiError, RequestContext, SessionLookup, current_session_by_hash},
-    metrics::RouteKey,
-    refresh,
+    path, refresh,
+    routes::Route,
     session::{SessionRecord, TokenSet},
+    session_lookup::{SessionLookup, current_session_by_hash},
+    state::Shared,
 };
 
 /// Request bodies up to this size are buffered so an upstream 401 can be
 /// retried after a token refresh; larger (or unsized) bodies stream, unretried.
 const RETRY_BUFFER_LIMIT: u64 = 1024 * 1024;
 
-/// The route table and the upstream HTTP clients.
-pub struct Proxy {
-    /// Sorted longest prefix first.
-    routes: Vec<Route>,
-    /// One pooled client per upstream base URL and TLS settings; routes
-    /// sharing both share its pool.
-    clients: Vec<client::UpstreamClient>,
-    owned_cookies: Vec<String>,
-    /// `X-Forwarded-Proto` and `X-Forwarded-Host` from `server.public_url`,
-    /// the same for every request, so built once.
-    forwarded_proto: Option<HeaderValue>,
-    forwarded_host: Option<HeaderValue>,
-    /// Indexes of the case-sensitive routes: a path no route matches must
-    /// not case-fold onto any of them.
-    unrouted_shadows: Vec<usize>,
-}
-
-/// A configured route with what the hot path needs of it prebuilt.
-pub struct Route {
-    config: RouteConfig,
-    /// Its `route` metric label (the prefix).
-    key: RouteKey,
-    /// Index of the upstream's client in `Proxy::clients`.
-    client: usize,
-    /// Indexes of the longer, case-sensitive routes a path of this route
-    /// could be read as (`/api/admin/` for `/api/`); usually none.
-    shadows: Vec<usize>,
-}
-
-impl std::ops::Deref for Route {
-    type Target = RouteConfig;
-
-    fn deref(&self) -> &RouteConfig {
-        &self.config
-    }
-}
-
-impl Proxy {
-    /// The route table with each route's client chosen once, here, so a
-    /// request pays nothing for TLS settings. Fails when a TLS file that
-    /// passed config validation can no longer be read.
-    pub fn new(config: &Config) -> Result<Self, crate::tls::TlsError> {
-        let mut configs = config.routes.clone();
-        configs.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-        let mut upstreams: Vec<(&str, &crate::tls::TlsSettings)> = Vec::new();
-        let mut clients = Vec::new();
-        let mut routes = Vec::with_capacity(configs.len());
-        for r in &configs {
-            let id = (r.upstream.as_str(), &r.tls);
-            let client = match upstreams.iter().position(|u| *u == id) {
-                Some(i) => i,
-                None => {
-                    upstreams.push(id);
-                    clients.push(client::UpstreamClient::new(
-                        &r.upstream,
-                        r.timeout,
-                        config.server.workers,
-                        &r.tls,
-                    )?);
-                    clients.len() - 1
-                }
-            };
-            routes.push(Route {
-                config: r.clone(),
-                key: RouteKey::route(routes.len()),
-                client,
-                shadows: Vec::new(),
-            });
-        }
-        // Known at startup, so the per-request fold check compares only
-        // against prefixes that can actually differ from the match by case.
-        for i in 0..routes.len() {
-            let mine = routes[i].prefix.trim_end_matches('/');
-            let shadows = (0..routes.len())
-                .filter(|&j| {
-                    let other = &routes[j];
-                    !other.case_insensitive
-                        && other.prefix.len() > routes[i].prefix.len()
-                        && other
-                            .prefix
-                            .get(..mine.len())
-                            .is_some_and(|p| p.eq_ignore_ascii_case(mine))
-                })
-                .collect();
-            routes[i].shadows = shadows;
-        }
-        let unrouted_shadows = (0..routes.len())
-            .filter(|&j| !routes[j].case_insensitive)
-            .collect();
-        let public = &config.server.public_url;
-        let host = authority(public).unwrap_or_default();
-        Ok(Self {
-            routes,
-            clients,
-            owned_cookies: crate::http::owned_cookie_names(config).to_vec(),
-            forwarded_proto: HeaderValue::from_str(public.scheme()).ok(),
-            forwarded_host: HeaderValue::from_str(&host).ok(),
-            unrouted_shadows,
-        })
-    }
-
-    fn client_for(&self, route: &Route) -> &client::UpstreamClient {
-        &self.clients[route.client]
-    }
-
-    /// The route with the longest prefix matching `path` (exactly, or
-    /// folded for a `case_insensitive` route).
-    pub fn match_route(&self, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| {
-            if r.case_insensitive {
-                path::fold_matches(&r.prefix, path)
-            } else {
-                prefix_matches(&r.prefix, path)
-            }
-        })
-    }
-
-    /// [`Self::match_route`] for a canonical path, refused when an upstream
-    /// could read it as a more specific route than the one it matches:
-    /// `/api/ADMIN/x` is `/api/admin/x` to ASP.NET or Express,
-    /// `/api/admin.json` is `/api/admin` to older Spring MVC.
-    pub(crate) fn route_for(&self, path: &str) -> Result<Option<&Route>, ApiError> {
-        let route = self.match_route(path);
-        let shadows = route.map_or(&self.unrouted_shadows, |r| &r.shadows);
-        if shadows
-            .iter()
-            .any(|&j| path::shadow_matches(&self.routes[j].prefix, path))
-        {
-            return Err(ApiError::BadRequest(
-                "path differs from a more specific route only by case".into(),
-            ));
-        }
-        Ok(route)
-    }
-
-    /// The route prefixes, in the order of their [`RouteKey`]s.
-    pub(crate) fn prefixes(&self) -> impl Iterator<Item = &str> {
-        self.routes.iter().map(|r| r.prefix.as_str())
-    }
-}
-
-impl Route {
-    /// Its `route` metric label.
-    pub(crate) fn key(&self) -> RouteKey {
-        self.key
-    }
-}
-
-/// `host[:port]` of `url`, the port only when it is not the scheme's default:
-/// what a client puts in `Host` (RFC 9110 7.2). No user info. `None` without a host.
-fn authority(url: &url::Url) -> Option<String> {
-    let host = url.host_str()?;
-    Some(match url.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_string(),
-    })
-}
-
-/// `/api/` matches `/api/x`; `/api` matches `/api`, `/api/x` but not `/apix`.
-fn prefix_matches(prefix: &str, path: &str) -> bool {
-    if prefix.ends_with('/') {
-        path.starts_with(prefix) || path == prefix.trim_end_matches('/')
-    } else {
-        path == prefix
-            || path
-                .strip_prefix(prefix)
-                .is_some_and(|rest| rest.starts_with('/'))
-    }
-}
-
 /// Proxy one request; always answers (errors become contract JSON).
 pub(crate) async fn handle(
     shared: &Shared,
+    upstreams: &Upstreams,
     route: &Route,
     req: Request,
     caller: RequestContext,
 ) -> Response {
     let request_id = caller.request_id.clone();
-    let mut resp = match forward(shared, route, req, caller).await {
+    let mut resp = match forward(shared, upstreams, route, req, caller).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
@@ -227,6 +59,7 @@ pub(crate) async fn handle(
 
 async fn forward(
     shared: &Shared,
+    upstreams: &Upstreams,
     route: &Route,
     req: Request,
     caller: RequestContext,
@@ -279,15 +112,15 @@ async fn forward(
         shared.csrf.check_origin(&parts.headers)?;
     }
 
-    let client = shared.proxy.client_for(route);
+    let client = upstreams.for_route(route);
     let target = upstream_uri(route, &parts.uri, client.takes_origin_form())?;
     headers::rewrite_request(
         &mut parts,
         headers::Forwarding {
             config: &shared.config,
-            owned_cookies: &shared.proxy.owned_cookies,
-            forwarded_proto: shared.proxy.forwarded_proto.as_ref(),
-            forwarded_host: shared.proxy.forwarded_host.as_ref(),
+            owned_cookies: &shared.routes.owned_cookies,
+            forwarded_proto: shared.routes.forwarded_proto.as_ref(),
+            forwarded_host: shared.routes.forwarded_host.as_ref(),
             peer: caller.peer,
             tokens: session.as_ref().map(|r| &r.tokens),
             request_id: &caller.request_id,
@@ -383,9 +216,9 @@ async fn retry_with_refreshed_token(
 /// Response head hygiene; the body streams as it arrives.
 fn finish(shared: &Shared, route: &RouteConfig, resp: http::Response<Body>) -> Response {
     let (mut parts, body) = resp.into_parts();
-    headers::rewrite_response(&mut parts.headers, &shared.proxy.owned_cookies);
+    headers::rewrite_response(&mut parts.headers, &shared.routes.owned_cookies);
     if route.security_headers {
-        crate::http::apply_security_headers(shared, &mut parts.headers);
+        crate::security_headers::apply_security_headers(shared, &mut parts.headers);
     }
     Response::from_parts(parts, body)
 }
@@ -419,7 +252,7 @@ async fn timed_send(
         let took = started.elapsed();
         shared
             .metrics
-            .record_upstream(route.key, took.as_secs_f64());
+            .record_upstream(route.key(), took.as_secs_f64());
         // Only the access line reads it: skip the extension map otherwise.
         if tracing::enabled!(target: "portcullis::access", tracing::Level::INFO)
             && let Ok(resp) = &mut result
@@ -540,7 +373,7 @@ fn upstream_uri(
 
 #[cfg(test)]
 mod tests {
-    use super::{prefix_matches, upstream_uri};
+    use super::upstream_uri;
     use crate::config::{RouteConfig, TokenMode};
 
     fn route(prefix: &str, upstream: &str, strip_prefix: bool) -> RouteConfig {
@@ -556,47 +389,6 @@ mod tests {
             check_origin: true,
             tls: Default::default(),
         }
-    }
-
-    /// Routes share a client (and its pools) exactly when upstream and TLS
-    /// settings are equal.
-    #[test]
-    fn routes_share_a_client_per_upstream_and_tls_settings() {
-        let dir = crate::tls::tests::files();
-        let private = crate::tls::TlsSettings {
-            trust: crate::tls::TrustConfig {
-                roots: None,
-                ca_file: Some(dir.path().join("ca.pem")),
-            },
-            identity: None,
-        };
-        let mut config = crate::config::Config::from_toml_str(
-            "[server]\npublic_url = \"https://app.example.com\"\n\
-             [oidc]\nissuer = \"https://idp.example.com\"\nclient_id = \"c\"\n\
-             client_secret = \"s\"\n[session]\nencryption_keys = \
-             [\"cG9ydGN1bGxpcy10ZXN0LWtleS0wMTIzNDU2Nzg5YWI=\"]\n",
-            Vec::new(),
-        )
-        .expect("config");
-        let with = |prefix: &str, upstream: &str, tls: &crate::tls::TlsSettings| RouteConfig {
-            tls: tls.clone(),
-            ..route(prefix, upstream, false)
-        };
-        let default = crate::tls::TlsSettings::default();
-        config.routes = vec![
-            with("/a/", "https://api.internal", &default),
-            with("/b/", "https://api.internal", &default),
-            with("/c/", "https://api.internal", &private),
-            with("/d/", "https://api.internal", &private),
-            with("/e/", "https://other.internal", &private),
-        ];
-        let proxy = super::Proxy::new(&config).expect("proxy");
-        assert_eq!(proxy.clients.len(), 3);
-        let client = |prefix: &str| proxy.match_route(prefix).expect("route").client;
-        assert_eq!(client("/a/"), client("/b/"));
-        assert_eq!(client("/c/"), client("/d/"));
-        assert_ne!(client("/a/"), client("/c/"));
-        assert_ne!(client("/d/"), client("/e/"));
     }
 
     /// Origin-form for the HTTP/1 pool (the incoming URI itself when
@@ -685,14 +477,5 @@ mod tests {
             let got = upstream_uri(&r, &incoming, true).unwrap().unwrap();
             assert_eq!(got.to_string(), want, "{incoming}");
         }
-    }
-
-    #[test]
-    fn prefixes_match_on_segment_boundaries() {
-        assert!(prefix_matches("/api/", "/api/x"));
-        assert!(prefix_matches("/api/", "/api"));
-        assert!(!prefix_matches("/api/", "/apix"));
-        assert!(prefix_matches("/api", "/api/x"));
-        assert!(!prefix_matches("/api", "/apix"));
     }
 }

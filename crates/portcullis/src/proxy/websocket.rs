@@ -39,48 +39,15 @@ use tokio::{
     time::{Instant, MissedTickBehavior},
 };
 
-use super::Route;
 use super::{client::UpstreamClient, finish, headers, timed_send};
 use crate::{
-    gateway::Shared,
-    http::ApiError,
+    api_error::ApiError,
+    routes::Route,
     session::{SessionHash, SessionRecord, SessionStore},
+    state::Shared,
     time::Clock,
+    tunnel_ends::SessionEnd,
 };
-
-/// A session (or sessions) that just ended in this process.
-#[derive(Debug, Clone)]
-pub(crate) enum SessionEnd {
-    Session(SessionHash),
-    /// Every session of this subject.
-    Subject(String),
-    /// Every session of this IdP session id.
-    IdpSession(String),
-}
-
-/// In-process notice of ended sessions to open tunnels, so they close at
-/// once rather than at their next store check. Bounded: a tunnel that lags
-/// behind re-checks the store instead.
-pub(crate) struct TunnelEnds {
-    tx: broadcast::Sender<SessionEnd>,
-}
-
-impl Default for TunnelEnds {
-    fn default() -> Self {
-        Self {
-            tx: broadcast::channel(256).0,
-        }
-    }
-}
-
-impl TunnelEnds {
-    /// Tell every open tunnel that `end` happened; a no-op without tunnels.
-    pub(crate) fn notify(&self, end: SessionEnd) {
-        if self.tx.receiver_count() > 0 {
-            let _ = self.tx.send(end);
-        }
-    }
-}
 
 /// A `GET` with `Upgrade: websocket` and `Connection: upgrade`.
 pub(super) fn is_upgrade(parts: &Parts) -> bool {
@@ -126,7 +93,7 @@ pub(super) async fn tunnel(
         ends: shared.tunnel_ends.tx.subscribe(),
         every: shared.config.server.websocket_session_check,
         idle_timeout: shared.config.session.idle_timeout.as_secs() as i64,
-        touch_after: crate::http::touch_interval(shared),
+        touch_after: crate::session_lookup::touch_interval(shared),
     });
     let mut resp = timed_send(
         shared,
@@ -161,7 +128,7 @@ pub(super) async fn tunnel(
         }
     });
     let (mut head, _) = resp.into_parts();
-    headers::rewrite_response(&mut head.headers, &shared.proxy.owned_cookies);
+    headers::rewrite_response(&mut head.headers, &shared.routes.owned_cookies);
     restore_upgrade_headers(&mut head.headers);
     Ok(Response::from_parts(head, Body::empty()))
 }

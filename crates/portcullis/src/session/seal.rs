@@ -1,6 +1,6 @@
 //! Encryption at rest: the [`Keyring`] that seals session payloads with
 //! AES-256-GCM before a persistent store writes them (and, with keys derived
-//! for the purpose, the login cookie: `http/login_cookie.rs`).
+//! for the purpose, the login cookie: `login_cookie.rs`).
 //!
 //! A sealed value is `MAGIC (2) | key id (8) | nonce (12) | ciphertext+tag`.
 //! The key id (the first 8 bytes of SHA-256 over the key) says which key of

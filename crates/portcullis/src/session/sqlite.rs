@@ -3,7 +3,7 @@
 //! Each row keeps the whole serialized record in `payload`; the other columns
 //! are copies for lookups and GC. Schema: `migrations/sqlite/`. Its
 //! `login_states` table is unused since logins in flight live in the sealed
-//! login cookie (`http/login_cookie.rs`); it stays for older replicas during
+//! login cookie (`login_cookie.rs`); it stays for older replicas during
 //! an upgrade and is neither read, written nor collected.
 
 use std::str::FromStr;

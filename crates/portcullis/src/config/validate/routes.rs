@@ -39,7 +39,7 @@ impl Validator<'_> {
         if !prefix.starts_with('/') {
             return self.reject(&key, "must start with /");
         }
-        // Request paths are matched in canonical form (proxy/path.rs):
+        // Request paths are matched in canonical form (path.rs):
         // only unreserved characters are decoded there, and `//`, `.` and
         // `..` segments are refused, so a prefix with anything else could
         // never match, or match what an upstream reads differently.

@@ -10,7 +10,7 @@ use axum::{
 };
 use http::{HeaderMap, HeaderValue, header};
 
-use crate::{config::Profile, gateway::Shared};
+use crate::{config::Profile, state::Shared};
 
 pub use crate::config::DEFAULT_CSP;
 

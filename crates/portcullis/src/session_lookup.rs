@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 
-use super::{ApiError, cookies};
 use crate::{
-    gateway::Shared,
+    api_error::ApiError,
+    cookies,
     session::{SessionHash, SessionId, SessionRecord},
+    state::Shared,
 };
 
 /// What the session cookie led to.

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use super::{canonical, fold_matches};
 use crate::{
     config::{Config, RouteConfig, TokenMode},
-    proxy::Proxy,
+    routes::RouteTable,
 };
 
 fn route(prefix: &str, case_insensitive: bool) -> RouteConfig {
@@ -27,7 +27,7 @@ fn route(prefix: &str, case_insensitive: bool) -> RouteConfig {
     }
 }
 
-fn proxy(prefixes: &[(&str, bool)]) -> Proxy {
+fn proxy(prefixes: &[(&str, bool)]) -> RouteTable {
     const MINIMAL: &str = r#"
 [server]
 public_url = "https://app.example.com"
@@ -40,11 +40,11 @@ encryption_keys = ["cG9ydGN1bGxpcy10ZXN0LWtleS0wMTIzNDU2Nzg5YWI="]
 "#;
     let mut config = Config::from_toml_str(MINIMAL, Vec::new()).expect("config");
     config.routes = prefixes.iter().map(|(p, ci)| route(p, *ci)).collect();
-    Proxy::new(&config).expect("proxy")
+    RouteTable::new(&config)
 }
 
 /// The gateway's reading: the matched prefix, `None` unrouted; `Err` refused.
-fn gateway(proxy: &Proxy, raw: &str) -> Result<Option<String>, ()> {
+fn gateway(proxy: &RouteTable, raw: &str) -> Result<Option<String>, ()> {
     let path = canonical(raw).map_err(|_| ())?;
     let route = proxy.route_for(&path).map_err(|_| ())?;
     Ok(route.map(|r| r.prefix.clone()))

@@ -17,6 +17,12 @@ use crate::{
     csrf::CsrfError, fault::Fault, oidc::OidcError, refresh::RefreshError, session::StoreError,
 };
 
+impl From<crate::routes::CaseShadowed> for ApiError {
+    fn from(e: crate::routes::CaseShadowed) -> Self {
+        ApiError::BadRequest(e.to_string())
+    }
+}
+
 /// Seconds a client should wait before retrying a 503: long enough not to
 /// hammer a recovering dependency, short enough that a blip goes unnoticed.
 const RETRY_AFTER_SECS: &str = "5";

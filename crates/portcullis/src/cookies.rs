@@ -236,7 +236,7 @@ pub(crate) fn login_cookie_name(config: &Config, state: &str) -> String {
     format!(
         "{}{}",
         login_cookie_prefix(config),
-        crate::http::login_cookie::name_suffix(state)
+        crate::login_cookie::name_suffix(state)
     )
 }
 
@@ -274,7 +274,7 @@ pub(crate) fn session(config: &Config, value: &str) -> Cookie<'static> {
 /// The login cookie `name` (see [`login_cookie_name`]).
 pub(crate) fn login(config: &Config, name: String, value: &str) -> Cookie<'static> {
     let mut c = base(config, name, value.to_string(), true);
-    c.set_max_age(max_age(crate::http::login_cookie::LOGIN_TTL));
+    c.set_max_age(max_age(crate::login_cookie::LOGIN_TTL));
     c
 }
 
@@ -388,7 +388,7 @@ store = "memory"
             name,
             format!(
                 "__Host-portcullis-login-{}",
-                crate::http::login_cookie::name_suffix("state")
+                crate::login_cookie::name_suffix("state")
             )
         );
         let login = login(&cfg, name.clone(), "b").to_string();
@@ -564,7 +564,7 @@ store = "memory"
 
     #[test]
     fn the_login_family_is_read_by_exact_prefix_and_suffix() {
-        let ok = crate::http::login_cookie::is_name_suffix;
+        let ok = crate::login_cookie::is_name_suffix;
         let h = cookie_headers(&[
             "p-login-0123abcd=v1; p-login-0123ABCD=v2; p%2Dlogin-0123abcd=v3; p-login=v4",
             "p-login-0123abcd=v1; p-login-0123abcd=v5; p-login-0123abc=v6; x=y; p-login-00000000=%41",
