@@ -4,7 +4,7 @@
 # query parsed by promtool (as a recording rule, Grafana's variables filled
 # in), and every series the two name documented in docs/operations.md. The
 # live /metrics text is checked by `promtool check metrics` in the demo test
-# (crates/portcullis-cli/tests/demo.rs).
+# (crates/portcullis-cli/tests/it/demo.rs).
 #
 # promtool: $PROMTOOL, else `promtool` on PATH (Debian package `prometheus`).
 set -euo pipefail

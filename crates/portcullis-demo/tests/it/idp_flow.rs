@@ -1,8 +1,6 @@
 //! The dev IdP's authorization-code flow, end to end over HTTP.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 #[tokio::test]

@@ -1,9 +1,7 @@
 //! The dev IdP after login: refresh rotation, revocation, logout, its key file, and its
 //! refusal to serve beyond loopback.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use portcullis_demo::{DevIdp, SampleApi};
 use serde_json::Value;
 use tokio::net::TcpListener;

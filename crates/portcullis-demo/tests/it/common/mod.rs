@@ -1,6 +1,5 @@
 //! Shared fixtures: a dev IdP and sample API on 127.0.0.1:0, a non-redirecting HTTP
 //! client, and a scripted browser login.
-#![allow(dead_code)] // each test binary uses a different subset
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,8 +1,6 @@
 //! The sample API, with tokens from a real dev IdP.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 async fn get(url: String, token: Option<&str>) -> reqwest::Response {
