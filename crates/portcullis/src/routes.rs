@@ -187,11 +187,12 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::prefix_matches;
     use crate::config::{RouteConfig, TokenMode};
 
-    fn route(prefix: &str, upstream: &str, strip_prefix: bool) -> RouteConfig {
+    /// A user-token route, for tests here and in `proxy`.
+    pub(crate) fn route(prefix: &str, upstream: &str, strip_prefix: bool) -> RouteConfig {
         RouteConfig {
             prefix: prefix.into(),
             upstream: url::Url::parse(upstream).unwrap(),

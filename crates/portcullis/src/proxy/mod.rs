@@ -374,22 +374,7 @@ fn upstream_uri(
 #[cfg(test)]
 mod tests {
     use super::upstream_uri;
-    use crate::config::{RouteConfig, TokenMode};
-
-    fn route(prefix: &str, upstream: &str, strip_prefix: bool) -> RouteConfig {
-        RouteConfig {
-            prefix: prefix.into(),
-            upstream: url::Url::parse(upstream).unwrap(),
-            token: TokenMode::User,
-            require_roles: Vec::new(),
-            strip_prefix,
-            timeout: std::time::Duration::from_secs(1),
-            security_headers: false,
-            case_insensitive: false,
-            check_origin: true,
-            tls: Default::default(),
-        }
-    }
+    use crate::routes::tests::route;
 
     /// Origin-form for the HTTP/1 pool (the incoming URI itself when
     /// nothing changes), absolute for hyper-util's client.
