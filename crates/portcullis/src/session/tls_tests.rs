@@ -35,16 +35,22 @@ fn free_port() -> u16 {
 }
 
 /// A CA, a server certificate it signed for `localhost` and `127.0.0.1`,
-/// and a second CA that signed nothing (the "wrong CA").
-struct Pki {
-    ca: PathBuf,
-    other_ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
+/// and a second CA that signed nothing (the "wrong CA"). Also used by the
+/// TLS cluster tests (`redis/cluster_tls_tests.rs`).
+pub(super) struct Pki {
+    pub(super) ca: PathBuf,
+    pub(super) other_ca: PathBuf,
+    pub(super) cert: PathBuf,
+    pub(super) key: PathBuf,
 }
 
 impl Pki {
-    fn create(dir: &Path) -> Self {
+    pub(super) fn create(dir: &Path) -> Self {
+        Self::create_naming(dir, "DNS:localhost,IP:127.0.0.1")
+    }
+
+    /// With a server certificate for `names` (`subjectAltName` syntax).
+    pub(super) fn create_naming(dir: &Path, names: &str) -> Self {
         let p = |name: &str| dir.join(name);
         let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
         for (name, cn) in [("ca", "portcullis test CA"), ("other-ca", "other CA")] {
@@ -72,10 +78,15 @@ impl Pki {
                 .arg("-out")
                 .arg(p("server.csr")),
         );
+        // clientAuth too: Redis Cluster nodes present this certificate to
+        // each other on the cluster bus, which always checks it (without it
+        // they never join and `redis-cli --cluster create` waits forever).
         std::fs::write(
             p("server.ext"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+            format!(
+                "subjectAltName={names}\nbasicConstraints=CA:FALSE\n\
+                 keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n"
+            ),
         )
         .expect("ext file");
         run(

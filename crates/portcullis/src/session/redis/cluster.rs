@@ -34,6 +34,7 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncCommands, Client, Script};
 
+use super::announced::check_announced_nodes;
 use super::bus::{Publisher, RedisBus, RedisTransport, Subscriber};
 use super::index::{INDEX_ADD, INDEX_DROP, new_stamp, prunable};
 use super::record::{
@@ -117,8 +118,9 @@ impl RedisClusterStore {
                 Some(certs) => Client::build_with_tls(n.as_str(), certs.clone()),
                 None => Client::open(n.as_str()),
             })
-            .collect::<Result<_, _>>()
+            .collect::<Result<Vec<_>, _>>()
             .map_err(bad)?;
+        check_announced_nodes(&seeds, options.timeout).await?;
         Ok(Self {
             conn,
             seeds,

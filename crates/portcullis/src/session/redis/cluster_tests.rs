@@ -1,5 +1,6 @@
 //! Tests of the Redis Cluster store against a local 3-master cluster that
-//! each test starts (Debian's `redis-server` and `redis-cli` on PATH).
+//! each test starts (Debian's `redis-server` and `redis-cli` on PATH); the
+//! same over TLS in `cluster_tls_tests.rs`.
 
 use crate::session::SessionStore;
 use std::path::Path;
@@ -11,7 +12,11 @@ use crate::session::cache::{CacheOptions, CachedStore};
 use crate::session::contract::sample_record;
 use crate::session::random_token;
 use crate::session::seal::Keyring;
+use crate::session::tls_tests::Pki;
 use crate::time::{Clock, SystemClock};
+
+#[path = "cluster_tls_tests.rs"]
+mod tls;
 
 /// Ports nobody listens on right now: every listener is held until all are
 /// chosen, so the list has no duplicates.
@@ -34,63 +39,127 @@ fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
-fn node_query<T: redis::FromRedisValue>(port: u16, cmd: &redis::Cmd) -> redis::RedisResult<T> {
-    let client = Client::open(format!("redis://127.0.0.1:{port}"))?;
-    let mut conn = client.get_connection_with_timeout(Duration::from_secs(1))?;
-    cmd.query(&mut conn)
-}
-
 /// Three cluster-enabled redis-servers (no replicas) in a temp dir, joined
 /// by `redis-cli --cluster create`; every process is killed on drop, also
-/// when the test panics.
+/// when the test panics, and the temp dir (certificates too) removed.
 pub(crate) struct LocalCluster {
     children: Vec<Child>,
     pub(crate) ports: Vec<u16>,
+    /// With TLS, the test CA and the certificate every node serves.
+    pki: Option<Pki>,
     _dir: tempfile::TempDir,
 }
 
 impl LocalCluster {
     pub(crate) fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// TLS only: `--port 0`, TLS on the client port, the cluster bus and
+    /// replication, with certificates from a CA created for this cluster,
+    /// for `localhost` and `127.0.0.1`.
+    pub(crate) fn start_tls() -> Self {
+        Self::start_with(Some("DNS:localhost,IP:127.0.0.1"))
+    }
+
+    /// TLS with node certificates for `names` only (`subjectAltName` syntax).
+    pub(crate) fn start_tls_naming(names: &str) -> Self {
+        Self::start_with(Some(names))
+    }
+
+    fn start_with(tls_names: Option<&str>) -> Self {
         let dir = tempfile::tempdir().expect("dir");
+        let pki = tls_names.map(|names| Pki::create_naming(dir.path(), names));
         // Client and cluster-bus port per node.
         let ports = free_ports(6);
         let mut cluster = Self {
             children: Vec::new(),
             ports: ports.chunks(2).map(|pair| pair[0]).collect(),
+            pki,
             _dir: dir,
         };
         for (i, pair) in ports.chunks(2).enumerate() {
             let node_dir = cluster._dir.path().join(format!("n{i}"));
             std::fs::create_dir(&node_dir).expect("node dir");
-            cluster
-                .children
-                .push(spawn_node(pair[0], pair[1], &node_dir));
+            let node = spawn_node(pair[0], pair[1], &node_dir, cluster.pki.as_ref());
+            cluster.children.push(node);
         }
         for &port in &cluster.ports {
             wait_until("a cluster node to listen", || {
                 std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
             });
         }
-        let created = Command::new("redis-cli")
+        let mut cli = Command::new("redis-cli");
+        if let Some(pki) = &cluster.pki {
+            cli.arg("--tls").arg("--cacert").arg(&pki.ca);
+        }
+        // `--cluster create` waits without end for nodes that never join
+        // (a failed handshake on the cluster bus): bounded here.
+        let log = cluster._dir.path().join("create.log");
+        let out = std::fs::File::create(&log).expect("create.log");
+        let mut create = cli
             .arg("--cluster")
             .arg("create")
             .args(cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")))
             .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .output()
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("create.log"))
+            .stderr(out)
+            .spawn()
             .expect("redis-cli on PATH");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let created = loop {
+            if let Some(status) = create.try_wait().expect("redis-cli") {
+                break status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = create.kill();
+                let _ = create.wait();
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         assert!(
-            created.status.success(),
-            "redis-cli --cluster create failed: {}{}",
-            String::from_utf8_lossy(&created.stdout),
-            String::from_utf8_lossy(&created.stderr)
+            created,
+            "redis-cli --cluster create failed or timed out: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
         );
         for &port in &cluster.ports {
             wait_until("cluster_state:ok", || {
-                node_query::<String>(port, redis::cmd("CLUSTER").arg("INFO"))
+                cluster
+                    .query::<String>(port, redis::cmd("CLUSTER").arg("INFO"))
                     .is_ok_and(|info| info.contains("cluster_state:ok"))
             });
         }
         cluster
+    }
+
+    /// The test CA and the nodes' certificate (TLS clusters only).
+    pub(crate) fn pki(&self) -> &Pki {
+        self.pki.as_ref().expect("a TLS cluster")
+    }
+
+    /// `cmd` on the node at `port` alone, over TLS on a TLS cluster.
+    pub(crate) fn query<T: redis::FromRedisValue>(
+        &self,
+        port: u16,
+        cmd: &redis::Cmd,
+    ) -> redis::RedisResult<T> {
+        let client = match &self.pki {
+            Some(pki) => {
+                let certs = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(std::fs::read(&pki.ca)?),
+                };
+                // Every test certificate names `localhost`, not all `127.0.0.1`.
+                Client::build_with_tls(format!("rediss://localhost:{port}"), certs)?
+            }
+            None => Client::open(format!("redis://127.0.0.1:{port}"))?,
+        };
+        let mut conn = client.get_connection_with_timeout(Duration::from_secs(1))?;
+        // A node that stalls fails the poll instead of hanging the test.
+        conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+        cmd.query(&mut conn)
     }
 
     /// `127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3`.
@@ -103,8 +172,18 @@ impl LocalCluster {
         seeds.join(",")
     }
 
+    /// `redis+cluster://SEEDS`, or on a TLS cluster
+    /// `rediss+cluster://SEEDS/?cacert=CA` with the cluster's own CA.
     pub(crate) fn url(&self) -> String {
-        format!("redis+cluster://{}", self.seeds())
+        match &self.pki {
+            Some(pki) => self.tls_url(&self.seeds(), &pki.ca),
+            None => format!("redis+cluster://{}", self.seeds()),
+        }
+    }
+
+    /// `rediss+cluster://SEEDS/?cacert=CA`.
+    pub(crate) fn tls_url(&self, seeds: &str, ca: &Path) -> String {
+        format!("rediss+cluster://{seeds}/?cacert={}", ca.display())
     }
 
     /// Stop node `i` (SIGKILL) and wait until its port is closed.
@@ -118,9 +197,29 @@ impl LocalCluster {
     }
 }
 
-fn spawn_node(port: u16, bus_port: u16, dir: &Path) -> Child {
-    Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+fn spawn_node(port: u16, bus_port: u16, dir: &Path, pki: Option<&Pki>) -> Child {
+    let mut server = Command::new("redis-server");
+    server.args(["--bind", "127.0.0.1"]);
+    match pki {
+        // The nodes then announce their TLS port, in CLUSTER SLOTS and in
+        // MOVED redirections alike.
+        Some(pki) => {
+            server
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .args(["--tls-cluster", "yes", "--tls-replication", "yes"])
+                .args(["--tls-auth-clients", "no"])
+                .arg("--tls-cert-file")
+                .arg(&pki.cert)
+                .arg("--tls-key-file")
+                .arg(&pki.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&pki.ca);
+        }
+        None => {
+            server.args(["--port", &port.to_string()]);
+        }
+    }
+    server
         .args([
             "--cluster-enabled",
             "yes",
@@ -171,7 +270,10 @@ fn fresh_prefix() -> String {
 /// other on one cluster (starting a cluster per check would be slow).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contract_suite_runs_on_a_3_master_cluster() {
-    let cluster = LocalCluster::start();
+    contract_suite(&LocalCluster::start()).await;
+}
+
+async fn contract_suite(cluster: &LocalCluster) {
     let url = cluster.url();
     crate::session_store_contract_tests!(serial async {
         Arc::new(store_at(&url, &fresh_prefix()).await) as Arc<dyn SessionStore>
@@ -192,11 +294,12 @@ async fn record_and_lease_share_a_slot() {
     let (_, record) = sample_record("alice", Some("sid-1"), SystemClock.now());
     let id = record.id.as_str();
     let slot = |key: String| -> i64 {
-        node_query(
-            cluster.ports[0],
-            redis::cmd("CLUSTER").arg("KEYSLOT").arg(key),
-        )
-        .expect("slot")
+        cluster
+            .query(
+                cluster.ports[0],
+                redis::cmd("CLUSTER").arg("KEYSLOT").arg(key),
+            )
+            .expect("slot")
     };
     assert_eq!(slot(store.record_key(id)), slot(store.lease_key(id)));
 }
@@ -243,7 +346,10 @@ async fn stale_index_entries_are_pruned_after_the_grace() {
 /// other's cache through the cluster's pub/sub, not through the cache TTL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_on_a_cluster_see_each_others_delete() {
-    let cluster = LocalCluster::start();
+    replicas_see_each_others_delete(&LocalCluster::start()).await;
+}
+
+async fn replicas_see_each_others_delete(cluster: &LocalCluster) {
     let url = cluster.url();
     let prefix = fresh_prefix();
     let cache = CacheOptions {
@@ -259,11 +365,12 @@ async fn replicas_on_a_cluster_see_each_others_delete() {
     // Both subscribers listen on the first seed before anything is published.
     let channel = format!("{prefix}invalidate");
     wait_until("both replicas to subscribe", || {
-        node_query::<(String, i64)>(
-            cluster.ports[0],
-            redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel),
-        )
-        .is_ok_and(|(_, n)| n >= 2)
+        cluster
+            .query::<(String, i64)>(
+                cluster.ports[0],
+                redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel),
+            )
+            .is_ok_and(|(_, n)| n >= 2)
     });
 
     let (_, record) = sample_record("alice", None, SystemClock.now());
@@ -294,23 +401,25 @@ async fn invalidation_subscriber_moves_to_another_seed() {
     let bus = store.invalidation_bus();
     let mut rx = crate::session::cache::InvalidationBus::subscribe(&*bus);
     let channel = format!("{prefix}invalidate");
-    let subscribed = |port: u16| {
-        node_query::<(String, i64)>(port, redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel))
+    let subscribed = |cluster: &LocalCluster, port: u16| {
+        cluster
+            .query::<(String, i64)>(port, redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel))
             .is_ok_and(|(_, n)| n >= 1)
     };
     wait_until("the subscriber on the first seed", || {
-        subscribed(cluster.ports[0])
+        subscribed(&cluster, cluster.ports[0])
     });
     cluster.kill_node(0);
     wait_until("the subscriber on another seed", || {
-        subscribed(cluster.ports[1]) || subscribed(cluster.ports[2])
+        subscribed(&cluster, cluster.ports[1]) || subscribed(&cluster, cluster.ports[2])
     });
     // Published through another node: the subscriber hears it.
     let port = cluster.ports[1];
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let _: i64 =
-            node_query(port, redis::cmd("PUBLISH").arg(&channel).arg("s:ping")).expect("publish");
+        let _: i64 = cluster
+            .query(port, redis::cmd("PUBLISH").arg(&channel).arg("s:ping"))
+            .expect("publish");
         match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
             Ok(Ok(crate::session::cache::Invalidation::All)) | Err(_) => {}
             Ok(Ok(_)) => break,

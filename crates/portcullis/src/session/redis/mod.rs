@@ -14,6 +14,7 @@
 //! hash slot per session. Records also carry a Redis TTL (their expiry plus
 //! a grace period) so a store without a GC task does not grow without bound.
 
+mod announced;
 mod bus;
 pub mod cluster;
 mod index;
