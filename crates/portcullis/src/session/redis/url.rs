@@ -154,6 +154,11 @@ pub(super) fn cluster_nodes(url: &str) -> Result<Vec<String>, StoreError> {
     } else {
         return Err(bad("expected redis+cluster:// or rediss+cluster://"));
     };
+    // `#insecure` (and any fragment) belongs to every seed's URL, after its query.
+    let (rest, fragment) = match rest.split_once('#') {
+        Some((rest, fragment)) => (rest, format!("#{fragment}")),
+        None => (rest, String::new()),
+    };
     let (auth, rest) = match rest.rsplit_once('@') {
         Some((auth, rest)) => (format!("{auth}@"), rest),
         None => (String::new(), rest),
@@ -170,7 +175,7 @@ pub(super) fn cluster_nodes(url: &str) -> Result<Vec<String>, StoreError> {
         .split(',')
         .map(str::trim)
         .filter(|h| !h.is_empty())
-        .map(|h| format!("{scheme}{auth}{h}/{query}"))
+        .map(|h| format!("{scheme}{auth}{h}/{query}{fragment}"))
         .collect();
     if nodes.is_empty() {
         return Err(bad("no seed node"));
@@ -192,6 +197,31 @@ mod tests {
         .expect("write");
         let path = path.display().to_string();
         (dir, path)
+    }
+
+    /// `#insecure` after the seeds (with or without options) reaches every
+    /// seed's URL instead of being read as a database number.
+    #[test]
+    fn cluster_fragment_is_kept_for_every_seed() {
+        for (url, want) in [
+            (
+                "rediss+cluster://a:1,b:2#insecure",
+                "rediss://b:2/#insecure",
+            ),
+            (
+                "rediss+cluster://:pw@a:1,b:2/?protocol=resp3#insecure",
+                "rediss://:pw@b:2/?protocol=resp3#insecure",
+            ),
+            (
+                "rediss+cluster://a:1,b:2/#insecure",
+                "rediss://b:2/#insecure",
+            ),
+        ] {
+            let nodes = cluster_nodes(url).expect(url);
+            assert_eq!(nodes.len(), 2, "{url}");
+            assert_eq!(nodes[1], want, "{url}");
+        }
+        assert!(cluster_nodes("redis+cluster://a:1/0#insecure").is_err());
     }
 
     #[test]
