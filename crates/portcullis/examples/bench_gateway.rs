@@ -114,7 +114,7 @@ fn bench_session(id: SessionHash, now: UnixTime, sub: String, like_login: bool) 
         id,
         sub,
         sid: like_login.then(|| random_token(22)),
-        claims,
+        claims: claims.into(),
         roles: vec!["user".into()],
         tokens: TokenSet {
             access_token: random_token(600),

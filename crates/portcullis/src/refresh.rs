@@ -458,9 +458,9 @@ async fn apply_identity(
             false
         }
     };
-    let mut merged = record.claims.clone();
+    let mut merged = record.claims.to_map();
     merged.extend(oidc::user_claims(&all));
-    record.claims = merged;
+    record.claims = merged.into();
     // The IdP's answer wins, also when the claim is absent or empty
     // (the last role removed). Without userinfo's part of the answer, a
     // role is kept only if both the old roles and the new token have it.

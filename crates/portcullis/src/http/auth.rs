@@ -386,7 +386,7 @@ fn new_record(
         id: session_id.hash(),
         sub: id.sub.clone(),
         sid: id.sid.clone(),
-        claims: oidc::user_claims(claims),
+        claims: oidc::user_claims(claims).into(),
         roles: oidc::roles_from_claims(claims, &shared.config.oidc.roles_claim),
         tokens: TokenSet {
             access_expires_at: tokens.expires_in.map(|s| now + s),
@@ -399,7 +399,12 @@ fn new_record(
         user_agent: headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
-            .map(|ua| ua.chars().take(200).collect()),
+            // The first 200 characters, copied at their exact size (the
+            // record may live in memory for hours).
+            .map(|ua| {
+                let end = ua.char_indices().nth(200).map_or(ua.len(), |(i, _)| i);
+                ua[..end].to_string()
+            }),
         created_at: now,
         last_seen_at: now,
         expires_at,

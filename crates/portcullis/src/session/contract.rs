@@ -123,8 +123,8 @@ pub fn sample_record(sub: &str, sid: Option<&str>, now: UnixTime) -> (SessionId,
         "nested": { "groups": ["a", "b"], "n": 7, "ok": true, "none": null },
     });
     let claims = match claims {
-        serde_json::Value::Object(map) => map,
-        _ => serde_json::Map::new(),
+        serde_json::Value::Object(map) => map.into(),
+        _ => Default::default(),
     };
     let record = SessionRecord {
         id: id.hash(),

@@ -3,10 +3,12 @@
 //! Nothing survives a restart, and replicas do not share it: use SQLite for a
 //! single durable node, Redis or PostgreSQL for several.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
+use hashbrown::HashTable;
 
 use super::{
     RefreshLease, RefreshLeases, ReplayGuard, SessionHash, SessionRecord, SessionRecords,
@@ -15,63 +17,169 @@ use super::{
 use crate::time::UnixTime;
 
 /// Sessions keyed by hash, with `sub` and `sid` indexes so logout does not
-/// scan every session.
+/// scan every session. Nothing is held twice: `records` is keyed by the id
+/// inside each record, and the indexes hold hashes only, checked against the
+/// records themselves on lookup (hashes may collide). Owned keys (a copy of
+/// the id per map, a `String` and a `HashSet` per subject and IdP session)
+/// cost some 700 bytes per session.
 #[derive(Default)]
 struct Sessions {
     // Shared with the requests that loaded them (see `load_shared`).
-    records: HashMap<SessionHash, Arc<SessionRecord>>,
-    by_sub: HashMap<String, HashSet<SessionHash>>,
-    by_sid: HashMap<String, HashSet<SessionHash>>,
+    records: HashTable<Arc<SessionRecord>>,
+    by_sub: HashTable<IndexEntry>,
+    by_sid: HashTable<IndexEntry>,
+}
+
+/// The sessions under one index key: the hash of the key (`sub` or `sid`;
+/// keys whose hashes collide share the entry) and the hashes of the
+/// sessions' ids.
+struct IndexEntry {
+    key: u64,
+    records: RecordHashes,
+}
+
+/// Most keys have one session. A subject signed in from many browsers gets a
+/// set, so adding and removing one of its sessions stays O(1). The set holds
+/// keyed hashes already, so each value is its own hash. Equal values are
+/// allowed (colliding ids): each session adds one and its removal takes one.
+enum RecordHashes {
+    One(u64),
+    Many(Box<HashTable<u64>>),
+}
+
+#[derive(Clone, Copy)]
+enum Index {
+    Sub,
+    Sid,
 }
 
 impl Sessions {
-    fn insert(&mut self, record: SessionRecord) {
-        // An overwrite may change sub or sid; drop the old index entries first.
-        self.remove(&record.id);
-        index_add(&mut self.by_sub, &record.sub, &record.id);
-        if let Some(sid) = &record.sid {
-            index_add(&mut self.by_sid, sid, &record.id);
-        }
-        self.records.insert(record.id.clone(), Arc::new(record));
+    fn get(&self, hash: u64, id: &SessionHash) -> Option<&Arc<SessionRecord>> {
+        self.records.find(hash, |r| r.id == *id)
     }
 
-    fn remove(&mut self, id: &SessionHash) -> Option<Arc<SessionRecord>> {
-        let record = self.records.remove(id)?;
-        index_remove(&mut self.by_sub, &record.sub, id);
+    fn insert(&mut self, hasher: &impl BuildHasher, record: SessionRecord) {
+        let hash = hasher.hash_one(&record.id);
+        // An overwrite may change sub or sid; drop the old index entries first.
+        self.remove(hasher, hash, &record.id);
+        index_add(&mut self.by_sub, hasher.hash_one(record.sub.as_str()), hash);
         if let Some(sid) = &record.sid {
-            index_remove(&mut self.by_sid, sid, id);
+            index_add(&mut self.by_sid, hasher.hash_one(sid.as_str()), hash);
+        }
+        self.records
+            .insert_unique(hash, Arc::new(record), |r| hasher.hash_one(&r.id));
+    }
+
+    fn remove(
+        &mut self,
+        hasher: &impl BuildHasher,
+        hash: u64,
+        id: &SessionHash,
+    ) -> Option<Arc<SessionRecord>> {
+        let (record, _) = self
+            .records
+            .find_entry(hash, |r| r.id == *id)
+            .ok()?
+            .remove();
+        index_remove(&mut self.by_sub, hasher.hash_one(record.sub.as_str()), hash);
+        if let Some(sid) = &record.sid {
+            index_remove(&mut self.by_sid, hasher.hash_one(sid.as_str()), hash);
         }
         Some(record)
     }
 
-    /// Remove every session whose hash is in `ids` (an index entry). Returns how many.
-    fn remove_all(&mut self, ids: Option<HashSet<SessionHash>>) -> u64 {
-        ids.unwrap_or_default()
-            .iter()
-            .filter(|id| self.remove(id).is_some())
+    /// The ids of the sessions whose `sub` (or `sid`) is `key`, each once.
+    fn ids_under(&self, hasher: &impl BuildHasher, index: Index, key: &str) -> Vec<SessionHash> {
+        let key_hash = hasher.hash_one(key);
+        let (entries, matches): (_, fn(&SessionRecord, &str) -> bool) = match index {
+            Index::Sub => (&self.by_sub, |r, key| r.sub == key),
+            Index::Sid => (&self.by_sid, |r, key| r.sid.as_deref() == Some(key)),
+        };
+        let mut hashes: Vec<u64> = match entries.find(key_hash, |e| e.key == key_hash) {
+            None => return Vec::new(),
+            Some(IndexEntry {
+                records: RecordHashes::One(h),
+                ..
+            }) => vec![*h],
+            Some(IndexEntry {
+                records: RecordHashes::Many(set),
+                ..
+            }) => set.iter().copied().collect(),
+        };
+        hashes.sort_unstable();
+        hashes.dedup();
+        // `iter_hash` may also yield records of other hashes: the key decides,
+        // and a record reached through two hashes is listed once.
+        let mut ids: Vec<SessionHash> = hashes
+            .into_iter()
+            .flat_map(|h| self.records.iter_hash(h))
+            .filter(|r| matches(r, key))
+            .map(|r| r.id.clone())
+            .collect();
+        ids.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+        ids.dedup();
+        ids
+    }
+
+    /// Remove every session in `ids`. Returns how many existed.
+    fn remove_all(&mut self, hasher: &impl BuildHasher, ids: &[SessionHash]) -> u64 {
+        ids.iter()
+            .filter(|id| self.remove(hasher, hasher.hash_one(*id), id).is_some())
             .count() as u64
     }
 }
 
-fn index_add(index: &mut HashMap<String, HashSet<SessionHash>>, key: &str, id: &SessionHash) {
-    index.entry(key.to_string()).or_default().insert(id.clone());
+fn index_add(index: &mut HashTable<IndexEntry>, key: u64, record: u64) {
+    let Some(entry) = index.find_mut(key, |e| e.key == key) else {
+        let records = RecordHashes::One(record);
+        index.insert_unique(key, IndexEntry { key, records }, |e| e.key);
+        return;
+    };
+    match &mut entry.records {
+        RecordHashes::One(first) => {
+            let mut set = HashTable::with_capacity(2);
+            for h in [*first, record] {
+                set.insert_unique(h, h, |v| *v);
+            }
+            entry.records = RecordHashes::Many(Box::new(set));
+        }
+        RecordHashes::Many(set) => {
+            set.insert_unique(record, record, |v| *v);
+        }
+    }
 }
 
-fn index_remove(index: &mut HashMap<String, HashSet<SessionHash>>, key: &str, id: &SessionHash) {
-    if let Some(ids) = index.get_mut(key) {
-        ids.remove(id);
-        // Empty sets would otherwise accumulate one per subject ever seen.
-        if ids.is_empty() {
-            index.remove(key);
+fn index_remove(index: &mut HashTable<IndexEntry>, key: u64, record: u64) {
+    let Ok(mut entry) = index.find_entry(key, |e| e.key == key) else {
+        return;
+    };
+    let records = &mut entry.get_mut().records;
+    match records {
+        RecordHashes::One(h) if *h == record => {
+            // Empty entries would otherwise accumulate one per key ever seen.
+            entry.remove();
+        }
+        RecordHashes::One(_) => {}
+        RecordHashes::Many(set) => {
+            if let Ok(found) = set.find_entry(record, |v| *v == record) {
+                found.remove();
+            }
+            // Back to one value frees the set a burst of logins grew.
+            if let (1, Some(h)) = (set.len(), set.iter().next().copied()) {
+                *records = RecordHashes::One(h);
+            }
         }
     }
 }
 
 /// Session store held in this process's memory.
 #[derive(Default)]
-pub struct MemoryStore {
+pub struct MemoryStore<S = RandomState> {
     // Sessions are read on every request, so readers share the lock.
     sessions: RwLock<Sessions>,
+    // Keyed, so no one chooses `sub`s or ids that collide; outside the lock
+    // so a request hashes its id before taking it.
+    hasher: S,
     // Refresh leases: holder token and deadline per session. Monotonic time:
     // a lease only has to be exclusive within this process.
     leases: Mutex<HashMap<SessionHash, (String, std::time::Instant)>>,
@@ -83,7 +191,9 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
     }
+}
 
+impl<S> MemoryStore<S> {
     // Poisoning means a thread panicked while holding the lock. Nothing in
     // these short critical sections is expected to panic, and the maps stay
     // usable if one did: recover rather than fail every later request.
@@ -102,7 +212,7 @@ impl MemoryStore {
     }
 }
 
-impl std::fmt::Debug for MemoryStore {
+impl<S> std::fmt::Debug for MemoryStore<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Counts only: records hold tokens.
         f.debug_struct("MemoryStore")
@@ -114,20 +224,22 @@ impl std::fmt::Debug for MemoryStore {
 // No method awaits while holding a guard: every lock is taken and released
 // inside one synchronous statement block.
 #[async_trait]
-impl SessionRecords for MemoryStore {
+impl<S: BuildHasher + Send + Sync + 'static> SessionRecords for MemoryStore<S> {
     async fn load(&self, id: &SessionHash) -> Result<Option<SessionRecord>, StoreError> {
-        Ok(self.read().records.get(id).map(|r| SessionRecord::clone(r)))
+        let hash = self.hasher.hash_one(id);
+        Ok(self.read().get(hash, id).map(|r| SessionRecord::clone(r)))
     }
 
     async fn load_shared(
         &self,
         id: &SessionHash,
     ) -> Result<Option<Arc<SessionRecord>>, StoreError> {
-        Ok(self.read().records.get(id).cloned())
+        let hash = self.hasher.hash_one(id);
+        Ok(self.read().get(hash, id).cloned())
     }
 
     async fn save(&self, record: &SessionRecord) -> Result<(), StoreError> {
-        self.write().insert(record.clone());
+        self.write().insert(&self.hasher, record.clone());
         Ok(())
     }
 
@@ -137,7 +249,8 @@ impl SessionRecords for MemoryStore {
         last_seen_at: UnixTime,
         idle_expires_at: UnixTime,
     ) -> Result<bool, StoreError> {
-        Ok(match self.write().records.get_mut(id) {
+        let hash = self.hasher.hash_one(id);
+        Ok(match self.write().records.find_mut(hash, |r| r.id == *id) {
             Some(r) => {
                 // Copies only if a request still holds the old one.
                 let r = Arc::make_mut(r);
@@ -150,29 +263,31 @@ impl SessionRecords for MemoryStore {
     }
 
     async fn delete(&self, id: &SessionHash) -> Result<bool, StoreError> {
-        Ok(self.write().remove(id).is_some())
+        let hash = self.hasher.hash_one(id);
+        Ok(self.write().remove(&self.hasher, hash, id).is_some())
     }
 
     async fn delete_by_sub(&self, sub: &str) -> Result<u64, StoreError> {
         let mut sessions = self.write();
-        let ids = sessions.by_sub.get(sub).cloned();
-        Ok(sessions.remove_all(ids))
+        let ids = sessions.ids_under(&self.hasher, Index::Sub, sub);
+        Ok(sessions.remove_all(&self.hasher, &ids))
     }
 
     async fn delete_by_sid(&self, sid: &str) -> Result<u64, StoreError> {
         let mut sessions = self.write();
-        let ids = sessions.by_sid.get(sid).cloned();
-        Ok(sessions.remove_all(ids))
+        let ids = sessions.ids_under(&self.hasher, Index::Sid, sid);
+        Ok(sessions.remove_all(&self.hasher, &ids))
     }
 
     async fn list_by_sub(&self, sub: &str) -> Result<Vec<SessionRecord>, StoreError> {
         let sessions = self.read();
         let mut out: Vec<SessionRecord> = sessions
-            .by_sub
-            .get(sub)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| sessions.records.get(id).map(|r| SessionRecord::clone(r)))
+            .ids_under(&self.hasher, Index::Sub, sub)
+            .iter()
+            .filter_map(|id| {
+                let record = sessions.get(self.hasher.hash_one(id), id)?;
+                Some(SessionRecord::clone(record))
+            })
             .collect();
         // Same order as the SQL stores, so callers see a stable listing.
         out.sort_by(|a, b| (a.created_at, a.id.as_str()).cmp(&(b.created_at, b.id.as_str())));
@@ -186,13 +301,13 @@ impl SessionRecords for MemoryStore {
     ) -> Result<bool, StoreError> {
         // Compare and insert under one write guard: atomic.
         let mut sessions = self.write();
-        match sessions.records.get(&record.id) {
+        match sessions.get(self.hasher.hash_one(&record.id), &record.id) {
             Some(current) if current.version == expected_version => {
                 // `touch` may have moved activity on since `record` was read.
                 let mut record = record.clone();
                 record.last_seen_at = record.last_seen_at.max(current.last_seen_at);
                 record.idle_expires_at = record.idle_expires_at.max(current.idle_expires_at);
-                sessions.insert(record);
+                sessions.insert(&self.hasher, record);
                 Ok(true)
             }
             _ => Ok(false),
@@ -201,7 +316,7 @@ impl SessionRecords for MemoryStore {
 }
 
 #[async_trait]
-impl ReplayGuard for MemoryStore {
+impl<S: BuildHasher + Send + Sync + 'static> ReplayGuard for MemoryStore<S> {
     async fn remember_jti(
         &self,
         jti: &str,
@@ -218,7 +333,7 @@ impl ReplayGuard for MemoryStore {
 }
 
 #[async_trait]
-impl RefreshLeases for MemoryStore {
+impl<S: BuildHasher + Send + Sync + 'static> RefreshLeases for MemoryStore<S> {
     async fn acquire_refresh_lease(
         &self,
         id: &SessionHash,
@@ -268,17 +383,17 @@ impl RefreshLeases for MemoryStore {
 }
 
 #[async_trait]
-impl StoreUpkeep for MemoryStore {
+impl<S: BuildHasher + Send + Sync + 'static> StoreUpkeep for MemoryStore<S> {
     async fn gc(&self, now: UnixTime) -> Result<u64, StoreError> {
         let removed = {
             let mut sessions = self.write();
-            let expired: HashSet<SessionHash> = sessions
+            let expired: Vec<SessionHash> = sessions
                 .records
-                .values()
+                .iter()
                 .filter(|r| r.is_expired(now))
                 .map(|r| r.id.clone())
                 .collect();
-            sessions.remove_all(Some(expired))
+            sessions.remove_all(&self.hasher, &expired)
         };
         self.jtis.gc(now);
         Ok(removed)
@@ -304,6 +419,124 @@ mod tests {
     crate::session_store_contract_tests!(async {
         Arc::new(MemoryStore::new()) as Arc<dyn SessionStore>
     });
+
+    /// Every id, `sub` and `sid` hashes to the same value: lookups must be
+    /// decided by the records, never by the hashes.
+    #[derive(Default)]
+    struct OneHash;
+
+    impl BuildHasher for OneHash {
+        type Hasher = OneHash;
+        fn build_hasher(&self) -> OneHash {
+            OneHash
+        }
+    }
+
+    impl std::hash::Hasher for OneHash {
+        fn finish(&self) -> u64 {
+            7
+        }
+        fn write(&mut self, _: &[u8]) {}
+    }
+
+    mod every_hash_collides {
+        use super::*;
+
+        crate::session_store_contract_tests!(async {
+            Arc::new(MemoryStore::<OneHash>::default()) as Arc<dyn SessionStore>
+        });
+    }
+
+    #[tokio::test]
+    async fn indexes_hold_hashes_and_no_record() {
+        // An index entry of one session is three words and owns nothing (no
+        // copy of the id, `sub` or `sid`); only `records` holds the record,
+        // so `touch` updates it in place.
+        assert_eq!(size_of::<IndexEntry>(), 3 * size_of::<u64>());
+        let store = MemoryStore::new();
+        let (_, a) = sample_record("alice", Some("sid-a"), 1_000);
+        store.save(&a).await.expect("save");
+        let sessions = store.read();
+        let stored = sessions
+            .get(store.hasher.hash_one(&a.id), &a.id)
+            .expect("stored");
+        assert_eq!(Arc::strong_count(stored), 1);
+        assert_eq!((sessions.by_sub.len(), sessions.by_sid.len()), (1, 1));
+    }
+
+    /// How many session hashes an index holds.
+    fn index_size(index: &HashTable<IndexEntry>) -> usize {
+        index
+            .iter()
+            .map(|e| match &e.records {
+                RecordHashes::One(_) => 1,
+                RecordHashes::Many(set) => set.len(),
+            })
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn a_subject_with_many_sessions_has_one_index_entry() {
+        let store = MemoryStore::new();
+        let mut ids = Vec::new();
+        for _ in 0..500 {
+            let (_, r) = sample_record("kiosk", Some("sid-k"), 1_000);
+            store.save(&r).await.expect("save");
+            ids.push(r.id);
+        }
+        {
+            let sessions = store.read();
+            assert_eq!(
+                (sessions.by_sub.len(), index_size(&sessions.by_sub)),
+                (1, 500)
+            );
+        }
+        for id in &ids[..499] {
+            assert!(store.delete(id).await.expect("delete"));
+        }
+        {
+            // One session left: the set is gone.
+            let sessions = store.read();
+            let entry = sessions.by_sub.iter().next().expect("entry");
+            assert!(matches!(entry.records, RecordHashes::One(_)));
+        }
+        assert_eq!(store.delete_by_sid("sid-k").await.expect("by sid"), 1);
+        let sessions = store.read();
+        assert!(sessions.by_sub.is_empty() && sessions.by_sid.is_empty());
+    }
+
+    #[tokio::test]
+    async fn colliding_keys_stay_apart() {
+        let store = MemoryStore::<OneHash>::default();
+        let (_, a1) = sample_record("alice", Some("sid-1"), 1_000);
+        let (_, a2) = sample_record("alice", Some("sid-2"), 1_000);
+        let (_, b) = sample_record("bob", Some("sid-1x"), 1_000);
+        for r in [&a1, &a2, &b] {
+            store.save(r).await.expect("save");
+        }
+        // Saving again adds no second index entry.
+        store.save(&a1).await.expect("save again");
+        assert_eq!(index_size(&store.read().by_sub), 3);
+
+        assert_eq!(store.list_by_sub("alice").await.expect("list").len(), 2);
+        assert_eq!(
+            store.list_by_sub("bob").await.expect("list"),
+            vec![b.clone()]
+        );
+        assert_eq!(store.delete_by_sid("sid-1").await.expect("by sid"), 1);
+        assert!(store.load(&b.id).await.expect("load").is_some());
+        assert_eq!(store.delete_by_sub("alice").await.expect("by sub"), 1);
+        assert_eq!(store.delete_by_sub("carol").await.expect("by sub"), 0);
+        assert_eq!(
+            store.list_by_sub("bob").await.expect("list"),
+            vec![b.clone()]
+        );
+        assert!(store.delete(&b.id).await.expect("delete"));
+
+        let sessions = store.read();
+        assert!(sessions.records.is_empty());
+        assert!(sessions.by_sub.is_empty() && sessions.by_sid.is_empty());
+    }
 
     #[tokio::test]
     async fn indexes_do_not_leak_after_delete_and_gc() {
@@ -333,7 +566,7 @@ mod tests {
     fn debug_shows_counts_not_tokens() {
         let store = MemoryStore::new();
         let (_, record) = sample_record("alice", None, 1_000);
-        store.write().insert(record.clone());
+        store.write().insert(&store.hasher, record.clone());
         let shown = format!("{store:?}");
         assert!(shown.contains("sessions: 1"));
         assert!(!shown.contains(&record.tokens.access_token));

@@ -23,6 +23,7 @@ mod sqlite_claim;
 mod store;
 #[cfg(test)]
 mod tls_tests;
+mod user_claims;
 
 use std::sync::Arc;
 
@@ -37,6 +38,7 @@ pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 pub use store::{RefreshLeases, ReplayGuard, SessionRecords, SessionStore, StoreUpkeep};
 pub use store_options::{StoreOptions, open_store_with};
+pub use user_claims::UserClaims;
 
 pub mod store_options;
 
@@ -89,7 +91,7 @@ pub struct SessionRecord {
     /// The IdP's session id (`sid` claim), used by logout.
     pub sid: Option<String>,
     /// Selected user claims (name, email, preferred_username, ...), shown by `/auth/me`.
-    pub claims: serde_json::Map<String, serde_json::Value>,
+    pub claims: UserClaims,
     /// Roles read from `oidc.roles_claim`.
     pub roles: Vec<String>,
     pub tokens: TokenSet,

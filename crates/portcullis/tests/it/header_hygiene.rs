@@ -225,7 +225,7 @@ impl Gw {
             id: id.hash(),
             sub: name.to_ascii_lowercase(),
             sid: None,
-            claims,
+            claims: claims.into(),
             roles: vec![],
             tokens: TokenSet {
                 access_token: format!("at-{name}"),

@@ -24,7 +24,7 @@ fn record(id: &SessionId, now: i64) -> SessionRecord {
         id: id.hash(),
         sub: "alice".into(),
         sid: Some("idp-sid".into()),
-        claims: claims.as_object().cloned().unwrap_or_default(),
+        claims: claims.as_object().cloned().unwrap_or_default().into(),
         roles: vec!["admin".into()],
         tokens: TokenSet {
             access_token: "ACCESS-TOKEN-TEXT".into(),

@@ -175,7 +175,7 @@ impl Gw {
             id: id.hash(),
             sub: "alice".into(),
             sid: None,
-            claims,
+            claims: claims.into(),
             roles: vec!["admin".into()],
             tokens: TokenSet {
                 access_token: "at-alice".into(),
