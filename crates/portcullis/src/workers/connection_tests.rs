@@ -390,3 +390,47 @@ async fn http2_prior_knowledge_is_served_and_never_parked() {
     assert_eq!(live.load(Ordering::SeqCst), 1);
     assert_eq!(built.load(Ordering::SeqCst), 0);
 }
+
+/// Trickle `head` one byte per `gap` until the server closes; how long the
+/// connection lived from the first byte.
+async fn trickle_until_closed(c: &mut Conn, head: &[u8], gap: Duration) -> Duration {
+    let start = Instant::now();
+    let mut buf = [0u8; 256];
+    for byte in head.iter().cycle() {
+        if c.client.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+        match tokio::time::timeout(gap, c.client.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(_)) => panic!("an answer to a head never completed"),
+            Err(_) => {}
+        }
+    }
+    start.elapsed()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_head_trickled_across_parks_still_meets_the_head_timer() {
+    let limits = limits(10, 600);
+    let gap = park_after(&limits) * 3;
+    let bound = limits.header_read_timeout + gap * 2;
+    // Bytes of the next head after the response: no park at all.
+    let mut c = connect(&limits).await;
+    c.send(get("/a").as_bytes()).await;
+    assert_ok(&c.response().await, "a");
+    let lived = trickle_until_closed(&mut c, b"GET /b HTTP/1.1\r\nX: y\r\n", gap).await;
+    assert!(lived <= bound, "{lived:?}");
+    // The next head begun with the previous request: one park, then none
+    // until a request begins, so hyper's head timer runs out.
+    let mut c = connect(&limits).await;
+    c.send(format!("{}G", get("/a")).as_bytes()).await;
+    assert_ok(&c.response().await, "a");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.built.load(Ordering::SeqCst) < 2 {
+        assert!(Instant::now() < deadline, "the partial head was never parked");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let lived = trickle_until_closed(&mut c, b"ET /b HTTP/1.1\r\nX: y\r\n", gap).await;
+    assert!(lived <= bound, "{lived:?}");
+    assert_eq!(c.built.load(Ordering::SeqCst), 2, "parked more than once");
+}
