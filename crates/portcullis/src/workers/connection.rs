@@ -143,8 +143,7 @@ pub(super) fn spawn_connection<S, B>(
     B: hyper::body::Body<Data = bytes::Bytes> + Unpin + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (builders, limits, drain, open) =
-        (builders.clone(), *limits, drain.clone(), open.clone());
+    let (builders, limits, drain, open) = (builders.clone(), *limits, drain.clone(), open.clone());
     tokio::spawn(async move {
         serve(name, io, service, &builders, &limits, drain).await;
         drop(open);

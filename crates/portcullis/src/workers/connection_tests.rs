@@ -83,7 +83,7 @@ impl hyper::service::Service<http::Request<RequestBody>> for Probe {
                 .expect("response");
             return std::future::ready(Ok(response));
         }
-        let body = Bytes::copy_from_slice(req.uri().path()[1..].as_bytes());
+        let body = Bytes::copy_from_slice(&req.uri().path().as_bytes()[1..]);
         std::future::ready(Ok(http::Response::new(Full::new(body))))
     }
 }
@@ -272,7 +272,8 @@ async fn a_partial_head_in_hyper_at_park_time_is_not_lost() {
     let mut c = connect(&limits).await;
     // The next head begins in the same write: hyper buffers it, and it is
     // still there when the connection goes quiet.
-    c.send(format!("{}GET /sec", get("/first")).as_bytes()).await;
+    c.send(format!("{}GET /sec", get("/first")).as_bytes())
+        .await;
     assert_ok(&c.response().await, "first");
     tokio::time::sleep(park_after(&limits) * 4).await;
     c.send(format!("ond HTTP/1.1\r\nHost: t\r\n\r\n{}", get("/third")).as_bytes())
@@ -294,7 +295,10 @@ async fn a_parked_connection_closes_at_the_keep_alive_limit() {
     assert!(c.closed_quietly().await);
     let lived = answered.elapsed();
     assert!(lived >= limits.header_read_timeout, "{lived:?}");
-    assert!(lived < limits.header_read_timeout + park_after(&limits) * 2, "{lived:?}");
+    assert!(
+        lived < limits.header_read_timeout + park_after(&limits) * 2,
+        "{lived:?}"
+    );
 
     // The idle timeout is the shorter limit.
     let limits = limits_idle(60, 8);
@@ -306,7 +310,10 @@ async fn a_parked_connection_closes_at_the_keep_alive_limit() {
     assert!(c.closed_quietly().await);
     let lived = answered.elapsed();
     assert!(lived >= limits.idle_timeout, "{lived:?}");
-    assert!(lived < limits.idle_timeout + park_after(&limits) * 2, "{lived:?}");
+    assert!(
+        lived < limits.idle_timeout + park_after(&limits) * 2,
+        "{lived:?}"
+    );
 }
 
 fn limits_idle(header_read_timeout: u64, idle_timeout: u64) -> ConnectionLimits {
@@ -320,7 +327,11 @@ async fn a_silent_connection_closes_at_the_head_timeout_without_hyper() {
     let start = Instant::now();
     assert!(c.closed_quietly().await);
     assert!(start.elapsed() >= limits.header_read_timeout);
-    assert_eq!(c.built.load(Ordering::SeqCst), 0, "a hyper connection was built");
+    assert_eq!(
+        c.built.load(Ordering::SeqCst),
+        0,
+        "a hyper connection was built"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -383,7 +394,7 @@ async fn http2_prior_knowledge_is_served_and_never_parked() {
             .await
             .expect("body")
             .to_bytes();
-        assert_eq!(body, path[1..].as_bytes());
+        assert_eq!(body, &path.as_bytes()[1..]);
     }
     // One hyper connection (hyper-util's, owning the only service) serves
     // it; the HTTP/1 path, the only one that parks, never ran.
@@ -427,7 +438,10 @@ async fn a_head_trickled_across_parks_still_meets_the_head_timer() {
     assert_ok(&c.response().await, "a");
     let deadline = Instant::now() + Duration::from_secs(60);
     while c.built.load(Ordering::SeqCst) < 2 {
-        assert!(Instant::now() < deadline, "the partial head was never parked");
+        assert!(
+            Instant::now() < deadline,
+            "the partial head was never parked"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let lived = trickle_until_closed(&mut c, b"ET /b HTTP/1.1\r\nX: y\r\n", gap).await;
