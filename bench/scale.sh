@@ -15,7 +15,8 @@
 #    LOGIN_CLIENTS processes) against the development IdP in its own
 #    process: logins/s, CPU per login of gateway, IdP and clients.
 # 4. Idle keep-alive connections: IDLE connections, one proxied request
-#    each, left open; RSS growth of the gateway (connection caps raised) and
+#    each, left open; RSS growth of the gateway (connection caps and
+#    keep-alive limits raised, measured 3 s after the last answer) and
 #    of nginx (master and workers).
 # Writes the Markdown table to stdout and OUT/scale.md (default target/bench).
 set -euo pipefail
@@ -224,7 +225,7 @@ row "gateway RSS growth per session created by a login" "$(echo "$out" | field r
 
 # 4. Idle keep-alive connections ---------------------------------------------
 echo "idle connections: $IDLE" >&2
-start_gateway memory BENCH_SERVER=$'max_connections = 20000\nmax_connections_per_ip = 0\nidle_timeout = "10m"'
+start_gateway memory BENCH_SERVER=$'max_connections = 20000\nmax_connections_per_ip = 0\nidle_timeout = "10m"\nheader_read_timeout = "10m"'
 curl -sf -o /dev/null -H "Cookie: $GW_COOKIE" "http://127.0.0.1:$GW_PORT/api/items"
 out=$(client idle 127.0.0.1 "$GW_PORT" "$IDLE" /api/items "$GW_COOKIE" "$GW_PID")
 stop "$GW_PID"

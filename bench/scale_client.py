@@ -206,8 +206,9 @@ def idle(host, port, count, path, cookie, pids, timeout=120.0):
                 else:
                     pending[fd] = (s, data)
     # Every connection has had its answer and sits idle now; after a moment's
-    # quiet, none may have been closed (a closed one polls readable).
-    time.sleep(1.0)
+    # quiet (long enough for the gateway to park them: quiet for 1 s, checked
+    # every 1 s), none may have been closed (a closed one polls readable).
+    time.sleep(float(os.environ.get("IDLE_SETTLE", "3")))
     poll = select.poll()
     for s in socks:
         poll.register(s, select.POLLIN)

@@ -19,8 +19,10 @@
 //! once), hyper's head size, header count and head timer, HTTP/2 stream
 //! caps, a timer on request bodies ([`request_body`]), and a per-connection
 //! watchdog for the first head and for idleness (no request begun or in
-//! flight: HTTP/2 PINGs and window updates do not count).
+//! flight: HTTP/2 PINGs and window updates do not count). Idle HTTP/1
+//! connections wait outside hyper, without its buffers ([`connection`]).
 
+mod connection;
 mod per_ip;
 mod request_body;
 
@@ -30,17 +32,14 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
 };
 
 use axum::serve::Listener;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::conn::auto,
-};
+use bytes::Bytes;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
@@ -48,6 +47,7 @@ use tokio::{
 };
 
 use self::{
+    connection::{Builders, spawn_connection},
     per_ip::{IpSlot, PerIp},
     request_body::{BodyState, RequestBody},
 };
@@ -335,17 +335,35 @@ impl Drop for OpenGuard {
 /// without a request must not keep a connection open (a slow head is
 /// hyper's head timer's). `cut` closes the connection at once (a request
 /// body that timed out after its response began).
+///
+/// For parking ([`connection`]): `reads` counts reads that returned bytes,
+/// `idle_reads` is its value when the last response ended, and `parking`
+/// tells the socket to skip the shutdown hyper sends when it lets go.
 #[derive(Default)]
 struct Activity {
     begun: AtomicUsize,
     in_flight: AtomicUsize,
     cut: Notify,
+    reads: AtomicUsize,
+    idle_reads: AtomicUsize,
+    parking: AtomicBool,
+}
+
+impl Activity {
+    /// No byte read since the last response ended (or since the start):
+    /// hyper's read buffer holds no part of a next request.
+    fn nothing_read_since_response(&self) -> bool {
+        self.reads.load(Ordering::Relaxed) == self.idle_reads.load(Ordering::Relaxed)
+    }
 }
 
 /// A served connection: the socket, its slots and its activity counters.
 struct Counted {
     stream: TcpStream,
     activity: Arc<Activity>,
+    /// Bytes read from the socket by an earlier hyper connection but not
+    /// used by it (a head begun before parking), read first.
+    unread: Bytes,
     _open: OpenGuard,
 }
 
@@ -359,6 +377,7 @@ impl Counted {
         let counted = Self {
             stream,
             activity: Arc::default(),
+            unread: Bytes::new(),
             _open: open,
         };
         Some((counted, peer))
@@ -371,7 +390,17 @@ impl AsyncRead for Counted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        if !self.unread.is_empty() {
+            let n = self.unread.len().min(buf.remaining());
+            buf.put_slice(&self.unread.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let result = std::task::ready!(Pin::new(&mut self.stream).poll_read(cx, buf));
+        if buf.filled().len() > before {
+            self.activity.reads.fetch_add(1, Ordering::Relaxed);
+        }
+        Poll::Ready(result)
     }
 }
 
@@ -401,6 +430,10 @@ impl AsyncWrite for Counted {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // hyper's last act on a connection it lets go; a parked one stays open.
+        if self.activity.parking.load(Ordering::Relaxed) {
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
@@ -474,7 +507,7 @@ async fn serve_connections(
     // One per worker, so cloning it per request touches no cache line the
     // other workers write.
     let app = Arc::new(app);
-    let builder = Arc::new(builder(&limits));
+    let builders = Arc::new(Builders::new(&limits));
     let mut stop = drain.clone();
     loop {
         let (io, peer) = tokio::select! {
@@ -486,140 +519,10 @@ async fn serve_connections(
             app: app.clone(),
             peer,
         };
-        spawn_connection("public", io, service, &builder, &limits, &drain, &open_rx);
+        spawn_connection("public", io, service, &builders, &limits, &drain, &open_rx);
     }
     drop(open_rx);
     open_tx.closed().await;
-}
-
-/// Concurrent requests (streams) one HTTP/2 connection may have open; more
-/// are refused by the peer's own stack (hyper's default is 200).
-const MAX_CONCURRENT_STREAMS: u32 = 100;
-
-/// hyper's connection settings from the limits: HTTP/1 head size, header
-/// count and head timeout (hyper answers 431 to an oversized head); HTTP/2
-/// header list size and stream caps.
-fn builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_headers(limits.max_headers)
-        // The read buffer's ceiling: a head that does not fit gets 431.
-        .max_buf_size(limits.max_header_bytes.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        // Rapid reset (CVE-2023-44487): streams the client opens and resets
-        // before they are served still cost work; past 20 pending, GOAWAY.
-        // That is hyper's (h2's) default already, set here so that no
-        // upgrade can loosen it unnoticed.
-        .max_pending_accept_reset_streams(20)
-        // The reverse (RUSTSEC-2024-0003): streams this side must reset
-        // because the client misbehaves; hyper's default, set for the same reason.
-        .max_local_error_reset_streams(1024);
-    builder
-}
-
-/// Serve one connection on the current runtime: hyper's connection (with
-/// upgrades) raced against the drain and against [`watchdog`].
-fn spawn_connection<S, B>(
-    name: &'static str,
-    io: Counted,
-    service: S,
-    builder: &Arc<auto::Builder<TokioExecutor>>,
-    limits: &ConnectionLimits,
-    drain: &watch::Receiver<bool>,
-    open: &watch::Receiver<()>,
-) where
-    S: hyper::service::Service<
-            http::Request<RequestBody>,
-            Response = http::Response<B>,
-            Error = std::convert::Infallible,
-        > + Send
-        + 'static,
-    S::Future: Unpin + Send + 'static,
-    B: hyper::body::Body<Data = bytes::Bytes> + Unpin + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let activity = io.activity.clone();
-    let service = Tracked {
-        inner: service,
-        activity: activity.clone(),
-        body_read_timeout: limits.body_read_timeout,
-        listener: name,
-    };
-    let (builder, limits, mut drain, open) =
-        (builder.clone(), *limits, drain.clone(), open.clone());
-    tokio::spawn(async move {
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-        let mut conn = std::pin::pin!(conn);
-        tokio::select! {
-            biased;
-            result = conn.as_mut() => {
-                if let Err(e) = result {
-                    // hyper's own head timer (a later HTTP/1 head, or the
-                    // gap after a response).
-                    if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) {
-                        closed(name, "header_timeout");
-                    }
-                    tracing::trace!(error = %e, "connection ended with an error");
-                }
-            }
-            () = async { drop(drain.wait_for(|v| *v).await) } => {
-                conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
-            }
-            // Dropping the connection closes the socket.
-            reason = watchdog(&activity, &limits) => closed(name, reason),
-            // Counted where the body timed out.
-            () = activity.cut.notified() => {}
-        }
-        drop(open);
-    });
-}
-
-fn closed(listener: &'static str, reason: &'static str) {
-    tracing::debug!(listener, reason, "connection closed by a limit");
-    metrics::counter!(
-        crate::metrics::CONNECTIONS_CLOSED_TOTAL,
-        "listener" => listener,
-        "reason" => reason
-    )
-    .increment(1);
-}
-
-/// Resolves, with the reason, when the connection should be closed:
-/// - no request begun within `header_read_timeout` of the connection's start
-///   (a slow or silent first head, HTTP/1 or HTTP/2; hyper's own head timer
-///   covers later HTTP/1 heads);
-/// - no request begun and none in flight for `idle_timeout` (checked every
-///   `idle_timeout`, so an idle connection closes after one to two periods).
-///   A streaming response is in flight until its body ends. Frames that are
-///   no request (HTTP/2 PING, WINDOW_UPDATE) do not count.
-async fn watchdog(activity: &Activity, limits: &ConnectionLimits) -> &'static str {
-    use tokio::time::{Instant, sleep_until};
-    let head_deadline = Instant::now() + limits.header_read_timeout;
-    let mut seen = activity.begun.load(Ordering::Relaxed);
-    loop {
-        let mut next = Instant::now() + limits.idle_timeout;
-        let first_head = activity.begun.load(Ordering::Relaxed) == 0;
-        if first_head {
-            next = next.min(head_deadline);
-        }
-        sleep_until(next).await;
-        if activity.begun.load(Ordering::Relaxed) == 0 && Instant::now() >= head_deadline {
-            return "header_timeout";
-        }
-        let now = activity.begun.load(Ordering::Relaxed);
-        if now == seen && activity.in_flight.load(Ordering::Relaxed) == 0 {
-            return "idle";
-        }
-        seen = now;
-    }
 }
 
 /// Counts the requests of a connection in [`Activity`]: begun when hyper
@@ -630,6 +533,22 @@ struct Tracked<S> {
     activity: Arc<Activity>,
     body_read_timeout: Duration,
     listener: &'static str,
+}
+
+impl<S> Tracked<S> {
+    fn new(
+        inner: S,
+        activity: &Arc<Activity>,
+        limits: &ConnectionLimits,
+        listener: &'static str,
+    ) -> Self {
+        Self {
+            inner,
+            activity: activity.clone(),
+            body_read_timeout: limits.body_read_timeout,
+            listener,
+        }
+    }
 }
 
 impl<S, B> hyper::service::Service<http::Request<hyper::body::Incoming>> for Tracked<S>
@@ -660,7 +579,11 @@ struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let activity = &self.0;
+        // Bytes read after this belong to a next request (see `Activity`).
+        let reads = activity.reads.load(Ordering::Relaxed);
+        activity.idle_reads.store(reads, Ordering::Relaxed);
+        activity.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -753,7 +676,7 @@ pub(crate) async fn serve_admin(
     drain: watch::Receiver<bool>,
 ) {
     let (open_tx, open_rx) = watch::channel(());
-    let builder = Arc::new(builder(&limits));
+    let builders = Arc::new(Builders::new(&limits));
     let mut limiter = Limiter::new(&limits);
     loop {
         let mut stop = drain.clone();
@@ -771,7 +694,7 @@ pub(crate) async fn serve_admin(
             continue;
         };
         let service = Admin(router.clone());
-        spawn_connection("admin", io, service, &builder, &limits, &drain, &open_rx);
+        spawn_connection("admin", io, service, &builders, &limits, &drain, &open_rx);
     }
     drop(listener);
     drop(open_rx);
@@ -780,6 +703,7 @@ pub(crate) async fn serve_admin(
 
 /// The admin router as a hyper service (not on the hot path: one boxed
 /// future per request).
+#[derive(Clone)]
 struct Admin(axum::Router);
 
 impl hyper::service::Service<http::Request<RequestBody>> for Admin {

@@ -121,7 +121,7 @@ impl Body for RequestBody {
         std::task::ready!(timer.sleep.as_mut().poll(cx));
         timer.expired = true;
         timer.state.timed_out.store(true, Ordering::SeqCst);
-        super::closed(timer.listener, "body_timeout");
+        super::connection::closed(timer.listener, "body_timeout");
         // Too late for a 408: the response has begun, so only closing the
         // connection ends it (the client sees a cut response). Through the
         // proxy the failed upstream request usually ends the response

@@ -585,3 +585,57 @@ async fn oversized_auth_body_is_refused() {
     let status = status_of(g.addr, small).await;
     assert!(!status.contains("413"), "{status}");
 }
+
+/// A keep-alive connection quiet for longer than the park delay (a quarter
+/// of `header_read_timeout` here: 500 ms) leaves hyper and comes back on its
+/// next byte: the proxied requests after it, pipelined, are all answered in
+/// order and keep the connection alive, and a WebSocket upgrade on the same
+/// connection after another quiet spell gets its tunnel.
+#[tokio::test]
+async fn a_quiet_keepalive_connection_serves_pipelined_requests_and_upgrades() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest as _};
+    let g = Served::start("header_read_timeout = \"2s\"\nidle_timeout = \"60s\"").await;
+    let mut tcp = g.connect().await;
+    tcp.write_all(b"GET /api/first HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let (head, _) = read_response(&mut tcp, BOUND).await.expect("first answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // Two park delays and more with nothing on the wire: still open.
+    let quiet = read_until_closed(&mut tcp, Duration::from_millis(1200)).await;
+    assert!(quiet.is_none(), "closed while quiet: {quiet:?}");
+    tcp.write_all(
+        b"GET /api/a HTTP/1.1\r\nHost: a\r\n\r\nGET /api/b HTTP/1.1\r\nHost: a\r\n\r\nGET /api/c HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    for path in ["a", "b", "c"] {
+        let (head, body) = read_response(&mut tcp, BOUND).await.expect("answer");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("connection: close"),
+            "{head}"
+        );
+        assert_eq!(body, format!("upstream /api/{path}").as_bytes());
+    }
+    let quiet = read_until_closed(&mut tcp, Duration::from_millis(1200)).await;
+    assert!(quiet.is_none(), "closed while quiet: {quiet:?}");
+    let mut req = format!("ws://{}/ws/echo", g.addr)
+        .into_client_request()
+        .expect("request");
+    let origin = format!("http://{}", g.addr);
+    req.headers_mut()
+        .insert("origin", origin.parse().expect("origin"));
+    let (mut ws, resp) = tokio_tungstenite::client_async(req, tcp)
+        .await
+        .expect("websocket on the same connection");
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::text("after a park")).await.expect("send");
+    let echoed = tokio::time::timeout(BOUND, ws.next())
+        .await
+        .expect("echo in time")
+        .expect("message")
+        .expect("ok");
+    assert_eq!(echoed.to_text().expect("text"), "after a park");
+}
