@@ -107,7 +107,15 @@ measure() { # store url -> "per-request Ir(N1) Ir(N2)" of one gateway run
     gw=$!
     PIDS+=($gw)
     wait_port "$port" "$gw" || { cat "$WORK/gw-$1.err" >&2; exit 1; }
-    cookie=$(sed -n 's/^COOKIE=//p' "$WORK/gw-$1.log" | head -1)
+    # The gateway prints its cookie after it binds: the port can answer first.
+    cookie=
+    for _ in $(seq 1 600); do
+        cookie=$(sed -n 's/^COOKIE=//p' "$WORK/gw-$1.log" | head -1)
+        [ -n "$cookie" ] && break
+        kill -0 "$gw" 2>/dev/null || { cat "$WORK/gw-$1.err" >&2; exit 1; }
+        sleep 0.1
+    done
+    [ -n "$cookie" ] || { echo "no COOKIE= line from bench_gateway" >&2; exit 1; }
     python3 "$WORK/client.py" "$port" "$cookie" "$gw" "$WARMUP" "$N1" "$N2"
     kill "$gw" && wait "$gw" 2>/dev/null || true
     # The two client-requested dumps are the first ones: .1 (N1), .2 (N2).
