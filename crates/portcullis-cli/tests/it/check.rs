@@ -3,18 +3,7 @@
 
 use std::process::Command;
 
-fn portcullis(args: &[&str], config: &str) -> std::process::Output {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("portcullis.toml");
-    std::fs::write(&path, config).expect("write config");
-    Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(args)
-        .arg("--config")
-        .arg(&path)
-        .env_remove("PORTCULLIS_CONFIG")
-        .output()
-        .expect("run portcullis")
-}
+use crate::portcullis;
 
 const BAD: &str = r#"
 [server]

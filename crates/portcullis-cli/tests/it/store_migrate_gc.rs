@@ -4,22 +4,11 @@
 
 use std::process::Command;
 
+use crate::portcullis;
+
 fn database_url() -> String {
     std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-fn portcullis(args: &[&str], config: &str) -> std::process::Output {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("portcullis.toml");
-    std::fs::write(&path, config).expect("write config");
-    Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(args)
-        .arg("--config")
-        .arg(&path)
-        .env_remove("PORTCULLIS_CONFIG")
-        .output()
-        .expect("run portcullis")
 }
 
 fn psql(sql: &str) -> String {
