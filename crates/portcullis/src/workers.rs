@@ -337,8 +337,10 @@ impl Drop for OpenGuard {
 /// body that timed out after its response began).
 ///
 /// For parking ([`connection`]): `reads` counts reads that returned bytes,
-/// `idle_reads` is its value when the last response ended, and `parking`
-/// tells the socket to skip the shutdown hyper sends when it lets go.
+/// `idle_reads` is its value when the last response ended, `write_blocked`
+/// says hyper still holds bytes the client has not taken (its last write
+/// was refused), and `parking` tells the socket to skip the shutdown hyper
+/// sends when it lets go.
 #[derive(Default)]
 struct Activity {
     begun: AtomicUsize,
@@ -346,6 +348,7 @@ struct Activity {
     cut: Notify,
     reads: AtomicUsize,
     idle_reads: AtomicUsize,
+    write_blocked: AtomicBool,
     parking: AtomicBool,
 }
 
@@ -354,6 +357,28 @@ impl Activity {
     /// hyper's read buffer holds no part of a next request.
     fn nothing_read_since_response(&self) -> bool {
         self.reads.load(Ordering::Relaxed) == self.idle_reads.load(Ordering::Relaxed)
+    }
+
+    /// hyper is idle: no request in flight, nothing read since the last
+    /// response, and that response wholly written. Until it is written
+    /// hyper may still be about to close (`Connection: close`, HTTP/1.0, a
+    /// request body left unread): parking then would keep serving a
+    /// connection hyper ended, and read what is left of an unread body as
+    /// a request.
+    fn idle_in_hyper(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0
+            && self.nothing_read_since_response()
+            && !self.write_blocked.load(Ordering::Relaxed)
+    }
+
+    /// Notes whether a write went through; touches the flag only when it
+    /// changes.
+    fn wrote<T>(&self, poll: Poll<T>) -> Poll<T> {
+        let blocked = poll.is_pending();
+        if self.write_blocked.load(Ordering::Relaxed) != blocked {
+            self.write_blocked.store(blocked, Ordering::Relaxed);
+        }
+        poll
     }
 }
 
@@ -410,7 +435,8 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let poll = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.activity.wrote(poll)
     }
 
     fn poll_write_vectored(
@@ -418,7 +444,8 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let poll = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.activity.wrote(poll)
     }
 
     fn is_write_vectored(&self) -> bool {
