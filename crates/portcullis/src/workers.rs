@@ -339,8 +339,10 @@ impl Drop for OpenGuard {
 /// For parking ([`connection`]): `reads` counts reads that returned bytes,
 /// `idle_reads` is its value when the last response ended, `write_blocked`
 /// says hyper still holds bytes the client has not taken (its last write
-/// was refused), and `parking` tells the socket to skip the shutdown hyper
-/// sends when it lets go.
+/// was refused), `upgrade_asked` that a request asked for an upgrade (hyper
+/// then keeps it pending until its connection ends, and gives the socket
+/// to it: such a connection is never parked), and `parking` tells the
+/// socket to skip the shutdown hyper sends when it lets go.
 #[derive(Default)]
 struct Activity {
     begun: AtomicUsize,
@@ -349,6 +351,7 @@ struct Activity {
     reads: AtomicUsize,
     idle_reads: AtomicUsize,
     write_blocked: AtomicBool,
+    upgrade_asked: AtomicBool,
     parking: AtomicBool,
 }
 
@@ -369,6 +372,7 @@ impl Activity {
         self.in_flight.load(Ordering::Relaxed) == 0
             && self.nothing_read_since_response()
             && !self.write_blocked.load(Ordering::Relaxed)
+            && !self.upgrade_asked.load(Ordering::Relaxed)
     }
 
     /// Notes whether a write went through; touches the flag only when it
@@ -590,6 +594,15 @@ where
     fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
         self.activity.begun.fetch_add(1, Ordering::Relaxed);
         self.activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        // hyper's mark of an upgrade request (`Upgrade` on HTTP/1.1, CONNECT);
+        // a plain request has no extensions, so this is one null check.
+        if req
+            .extensions()
+            .get::<hyper::upgrade::OnUpgrade>()
+            .is_some()
+        {
+            self.activity.upgrade_asked.store(true, Ordering::Relaxed);
+        }
         let (parts, body) = req.into_parts();
         let (body, body_state) =
             RequestBody::new(body, self.body_read_timeout, &self.activity, self.listener);

@@ -28,7 +28,8 @@ use crate::{
 };
 
 /// Answers `GET /x` with body `x` (`/big`: [`BIG`] bytes, request body
-/// unread); `Upgrade: echo` gets 101 and an echo tunnel.
+/// unread); `Upgrade: echo` gets 101 and an echo tunnel, other upgrades
+/// are refused (answered as plain requests).
 struct Probe {
     live: Arc<AtomicUsize>,
     /// Clones made: one per HTTP/1 hyper connection.
@@ -64,7 +65,11 @@ impl hyper::service::Service<http::Request<RequestBody>> for Probe {
     type Future = std::future::Ready<Result<Self::Response, Infallible>>;
 
     fn call(&self, mut req: http::Request<RequestBody>) -> Self::Future {
-        if req.headers().get(http::header::UPGRADE).is_some() {
+        if req
+            .headers()
+            .get(http::header::UPGRADE)
+            .is_some_and(|v| v == "echo")
+        {
             let upgrade = hyper::upgrade::on(&mut req);
             tokio::spawn(async move {
                 let Ok(upgraded) = upgrade.await else { return };
@@ -607,6 +612,56 @@ async fn garbage_first_bytes_get_400_and_a_close() {
         rest.starts_with(b"HTTP/1.1 400"),
         "{}",
         String::from_utf8_lossy(&rest)
+    );
+    task_ended(&c.open).await;
+}
+
+/// hyper keeps a refused upgrade pending until its connection ends, and
+/// then hands the socket to it: parked, the connection was closed at the
+/// park delay. It stays in hyper instead, to the keep-alive limit.
+#[tokio::test(start_paused = true)]
+async fn a_refused_upgrade_keeps_its_connection_alive_to_the_limit() {
+    let limits = limits(10, 600);
+    let mut c = connect(&limits).await;
+    c.send(get("/a").as_bytes()).await;
+    assert_ok(&c.response().await, "a");
+    c.until_parked().await;
+    let refused =
+        "GET /refused HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: other\r\n\r\n";
+    c.send(format!("{refused}{}", get("/next")).as_bytes())
+        .await;
+    assert_ok(&c.response().await, "refused");
+    assert_ok(&c.response().await, "next");
+    let answered = Instant::now();
+    tokio::time::sleep(park_after(&limits) * 4).await;
+    assert_eq!(c.live.load(Ordering::SeqCst), 2, "closed or parked");
+    c.send(get("/after").as_bytes()).await;
+    assert_ok(&c.response().await, "after");
+    // Then closed by the keep-alive limit, as before parking existed.
+    assert!(c.closed_quietly().await);
+    let lived = answered.elapsed();
+    assert!(lived >= limits.header_read_timeout, "{lived:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn http10_is_parked_only_with_keep_alive() {
+    let limits = limits(60, 600);
+    let mut c = connect(&limits).await;
+    c.send(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .await;
+    let (head, body) = c.response().await;
+    assert!(head.starts_with("http/1.0 200"), "{head}");
+    assert!(head.contains("connection: keep-alive"), "{head}");
+    assert_eq!(body, b"a");
+    c.until_parked().await;
+    // Without keep-alive: answered, then closed, never parked.
+    c.send(b"GET /b HTTP/1.0\r\n\r\n").await;
+    let mut rest = Vec::new();
+    let _ = c.client.read_to_end(&mut rest).await;
+    let text = String::from_utf8_lossy(&rest);
+    assert!(
+        text.starts_with("HTTP/1.0 200") && text.ends_with("\r\n\r\nb"),
+        "{text}"
     );
     task_ended(&c.open).await;
 }
