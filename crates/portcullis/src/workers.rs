@@ -337,8 +337,12 @@ impl Drop for OpenGuard {
 /// body that timed out after its response began).
 ///
 /// For parking ([`connection`]): `reads` counts reads that returned bytes,
-/// `idle_reads` is its value when the last response ended, and `parking`
-/// tells the socket to skip the shutdown hyper sends when it lets go.
+/// `idle_reads` is its value when the last response ended, `write_blocked`
+/// says hyper still holds bytes the client has not taken (its last write
+/// was refused), `upgrade_asked` that a request asked for an upgrade (hyper
+/// then keeps it pending until its connection ends, and gives the socket
+/// to it: such a connection is never parked), and `parking` tells the
+/// socket to skip the shutdown hyper sends when it lets go.
 #[derive(Default)]
 struct Activity {
     begun: AtomicUsize,
@@ -346,6 +350,8 @@ struct Activity {
     cut: Notify,
     reads: AtomicUsize,
     idle_reads: AtomicUsize,
+    write_blocked: AtomicBool,
+    upgrade_asked: AtomicBool,
     parking: AtomicBool,
 }
 
@@ -354,6 +360,29 @@ impl Activity {
     /// hyper's read buffer holds no part of a next request.
     fn nothing_read_since_response(&self) -> bool {
         self.reads.load(Ordering::Relaxed) == self.idle_reads.load(Ordering::Relaxed)
+    }
+
+    /// hyper is idle: no request in flight, nothing read since the last
+    /// response, and that response wholly written. Until it is written
+    /// hyper may still be about to close (`Connection: close`, HTTP/1.0, a
+    /// request body left unread): parking then would keep serving a
+    /// connection hyper ended, and read what is left of an unread body as
+    /// a request.
+    fn idle_in_hyper(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0
+            && self.nothing_read_since_response()
+            && !self.write_blocked.load(Ordering::Relaxed)
+            && !self.upgrade_asked.load(Ordering::Relaxed)
+    }
+
+    /// Notes whether a write went through; touches the flag only when it
+    /// changes.
+    fn wrote<T>(&self, poll: Poll<T>) -> Poll<T> {
+        let blocked = poll.is_pending();
+        if self.write_blocked.load(Ordering::Relaxed) != blocked {
+            self.write_blocked.store(blocked, Ordering::Relaxed);
+        }
+        poll
     }
 }
 
@@ -410,7 +439,8 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let poll = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.activity.wrote(poll)
     }
 
     fn poll_write_vectored(
@@ -418,7 +448,8 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let poll = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.activity.wrote(poll)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -563,6 +594,15 @@ where
     fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
         self.activity.begun.fetch_add(1, Ordering::Relaxed);
         self.activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        // hyper's mark of an upgrade request (`Upgrade` on HTTP/1.1, CONNECT);
+        // a plain request has no extensions, so this is one null check.
+        if req
+            .extensions()
+            .get::<hyper::upgrade::OnUpgrade>()
+            .is_some()
+        {
+            self.activity.upgrade_asked.store(true, Ordering::Relaxed);
+        }
         let (parts, body) = req.into_parts();
         let (body, body_state) =
             RequestBody::new(body, self.body_read_timeout, &self.activity, self.listener);

@@ -75,6 +75,9 @@ pub const CONNECTIONS_CLOSED_TOTAL: &str = "portcullis_connections_closed_total"
 /// the cap and stopped accepting; `per_ip`, connections closed at once
 /// because their client held `server.max_connections_per_ip`.
 pub const CONNECTION_LIMIT_REACHED_TOTAL: &str = "portcullis_connection_limit_reached_total";
+/// Idle HTTP/1 keep-alive connections waiting outside hyper (parked), by
+/// `listener`.
+pub const CONNECTIONS_PARKED: &str = "portcullis_connections_parked";
 /// Always 1, with the `version` label.
 pub const BUILD_INFO: &str = "portcullis_build_info";
 
@@ -191,6 +194,10 @@ pub(crate) const GAUGES: &[(&str, &str)] = &[
     (
         SESSIONS_ACTIVE,
         "Sessions in the store, as last counted by the GC task.",
+    ),
+    (
+        CONNECTIONS_PARKED,
+        "Idle HTTP/1 keep-alive connections waiting outside hyper (parked), by listener.",
     ),
     (BUILD_INFO, "Always 1; the version label is the gateway's."),
 ];

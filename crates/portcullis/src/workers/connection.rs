@@ -6,7 +6,8 @@
 //! about 30 KB (docs/performance.md). Here hyper's state exists only while
 //! the client is talking: a new connection waits for its first byte with
 //! none, and an HTTP/1 connection that went quiet (no request in flight, no
-//! byte read since its last response, for [`park_after`]) is handed back
+//! byte read since its last response and that response wholly written, for
+//! [`park_after`]) is handed back
 //! by hyper without closing the socket ("parked") and waits for its next
 //! byte holding only the socket; then a fresh hyper connection serves it.
 //! HTTP/2 (prior knowledge) stays in one hyper connection, as before.
@@ -223,12 +224,30 @@ async fn serve<S, B>(
             .checked_sub(park_after)
             .unwrap_or_else(Instant::now)
             + quiet;
+        let _parked = Parked::count(name);
         tokio::select! {
             biased;
             ready = io.stream.readable() => if ready.is_err() { return },
             () = drain_begun(&mut drain) => return,
             () = sleep_until(deadline) => return closed(name, quiet_reason),
         }
+    }
+}
+
+/// One connection in `portcullis_connections_parked` while held (dropped
+/// on every way out of the wait, the worker's runtime going away included).
+struct Parked(&'static str);
+
+impl Parked {
+    fn count(listener: &'static str) -> Self {
+        metrics::gauge!(crate::metrics::CONNECTIONS_PARKED, "listener" => listener).increment(1.0);
+        Self(listener)
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        metrics::gauge!(crate::metrics::CONNECTIONS_PARKED, "listener" => self.0).decrement(1.0);
     }
 }
 
@@ -284,9 +303,9 @@ where
             quiet = &mut watch, if parking.is_none() && !draining => match quiet {
                 Quiet::Park => {
                     // hyper is idle (no request in flight, no byte read since
-                    // the last response): graceful_shutdown ends it without
-                    // touching any response, and its final shutdown of the
-                    // socket is skipped ([`Counted`]).
+                    // the last response, nothing left to write): graceful_shutdown
+                    // ends it without touching any response, and its final
+                    // shutdown of the socket is skipped ([`Counted`]).
                     parking = Some(Instant::now());
                     activity.parking.store(true, Ordering::Relaxed);
                     std::pin::Pin::new(&mut conn).graceful_shutdown();
@@ -297,7 +316,7 @@ where
                 }
             },
             () = activity.cut.notified() => return None,
-            // A client that does not read the end of its last response.
+            // hyper should end at once (it was idle); a safety net.
             () = sleep_until(flush_deadline), if parking.is_some() => return None,
         }
     };
@@ -410,8 +429,9 @@ enum Quiet {
 ///   streaming response is in flight until its body ends. Frames that are
 ///   no request (HTTP/2 PING, WINDOW_UPDATE) do not count;
 /// - parked (HTTP/1 with `park`) when, over one `park.after`, no request
-///   began, none was in flight and no byte was read since the last
-///   response ended: hyper is idle then, with nothing in its buffers.
+///   began, none was in flight, no byte was read since the last response
+///   ended and that response was wholly written: hyper is idle then, with
+///   nothing in its buffers, and has not chosen to close.
 async fn watchdog(
     activity: &Activity,
     limits: &ConnectionLimits,
@@ -436,7 +456,7 @@ async fn watchdog(
         if begun == seen && activity.in_flight.load(Ordering::Relaxed) == 0 {
             let since = *quiet_since.get_or_insert(last);
             let may_park = park.is_some_and(|p| p.blocked_at != Some(begun));
-            if may_park && activity.nothing_read_since_response() {
+            if may_park && activity.idle_in_hyper() {
                 return Quiet::Park;
             }
             if now.duration_since(since) >= limits.idle_timeout {

@@ -27,7 +27,9 @@ use crate::{
     workers::{Activity, Counted, OpenGuard, Slots, request_body::RequestBody},
 };
 
-/// Answers `GET /x` with body `x`; `Upgrade: echo` gets 101 and an echo tunnel.
+/// Answers `GET /x` with body `x` (`/big`: [`BIG`] bytes, request body
+/// unread); `Upgrade: echo` gets 101 and an echo tunnel, other upgrades
+/// are refused (answered as plain requests).
 struct Probe {
     live: Arc<AtomicUsize>,
     /// Clones made: one per HTTP/1 hyper connection.
@@ -63,7 +65,11 @@ impl hyper::service::Service<http::Request<RequestBody>> for Probe {
     type Future = std::future::Ready<Result<Self::Response, Infallible>>;
 
     fn call(&self, mut req: http::Request<RequestBody>) -> Self::Future {
-        if req.headers().get(http::header::UPGRADE).is_some() {
+        if req
+            .headers()
+            .get(http::header::UPGRADE)
+            .is_some_and(|v| v == "echo")
+        {
             let upgrade = hyper::upgrade::on(&mut req);
             tokio::spawn(async move {
                 let Ok(upgraded) = upgrade.await else { return };
@@ -83,10 +89,18 @@ impl hyper::service::Service<http::Request<RequestBody>> for Probe {
                 .expect("response");
             return std::future::ready(Ok(response));
         }
+        if req.uri().path() == "/big" {
+            let body = Bytes::from(vec![b'b'; BIG]);
+            return std::future::ready(Ok(http::Response::new(Full::new(body))));
+        }
         let body = Bytes::copy_from_slice(&req.uri().path().as_bytes()[1..]);
         std::future::ready(Ok(http::Response::new(Full::new(body))))
     }
 }
+
+/// A response larger than loopback's socket buffers: its writer blocks
+/// until the client reads.
+const BIG: usize = 32 << 20;
 
 struct Conn {
     client: TcpStream,
@@ -447,4 +461,207 @@ async fn a_head_trickled_across_parks_still_meets_the_head_timer() {
     let lived = trickle_until_closed(&mut c, b"ET /b HTTP/1.1\r\nX: y\r\n", gap).await;
     assert!(lived <= bound, "{lived:?}");
     assert_eq!(c.built.load(Ordering::SeqCst), 2, "parked more than once");
+}
+
+/// Send `request` to `/big` without reading, so hyper is still writing the
+/// response when the connection goes quiet; then read that response and
+/// send `next`. hyper closes after such a response (the request said
+/// `Connection: close`, or its body was left unread): nothing may answer
+/// `next`.
+async fn closing_response_then(request: &[u8], next: &[u8]) -> Vec<u8> {
+    let limits = limits(60, 600);
+    let mut c = connect(&limits).await;
+    c.send(request).await;
+    // Paused clock: hyper waits on the socket, time runs to the watchdog's
+    // ticks, well past the park delay.
+    tokio::time::sleep(park_after(&limits) * 4).await;
+    let (head, body) = c.response().await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(body.len(), BIG);
+    // The server may have closed already: a refused write is the point.
+    let _ = c.client.write_all(next).await;
+    let mut rest = Vec::new();
+    let _ = c.client.read_to_end(&mut rest).await;
+    rest
+}
+
+#[tokio::test(start_paused = true)]
+async fn connection_close_with_a_slow_reader_is_not_parked_and_reused() {
+    let rest = closing_response_then(
+        b"GET /big HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        get("/after-close").as_bytes(),
+    )
+    .await;
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+}
+
+#[tokio::test(start_paused = true)]
+async fn unread_body_left_by_an_early_response_is_never_read_as_a_request() {
+    let smuggled = get("/smuggled");
+    let head = format!(
+        "POST /big HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        smuggled.len()
+    );
+    let rest = closing_response_then(head.as_bytes(), smuggled.as_bytes()).await;
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_reader_of_a_keep_alive_response_is_parked_once_it_has_read() {
+    let limits = limits(60, 600);
+    let mut c = connect(&limits).await;
+    c.send(get("/big").as_bytes()).await;
+    tokio::time::sleep(park_after(&limits) * 4).await;
+    assert_eq!(
+        c.hyper_connections(),
+        1,
+        "parked with its response unwritten"
+    );
+    let (head, body) = c.response().await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(body.len(), BIG);
+    c.until_parked().await;
+    c.send(get("/a").as_bytes()).await;
+    assert_ok(&c.response().await, "a");
+}
+
+/// The connection's task has ended (the worker waits for exactly this).
+async fn task_ended(open: &watch::Sender<()>) {
+    tokio::time::timeout(Duration::from_secs(1), open.closed())
+        .await
+        .expect("connection task ended");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_parked_connection_whose_client_half_closes_ends_its_task() {
+    let limits = limits(60, 600);
+    let mut c = connect(&limits).await;
+    c.send(get("/a").as_bytes()).await;
+    assert_ok(&c.response().await, "a");
+    c.until_parked().await;
+    c.client.shutdown().await.expect("half-close");
+    assert!(c.closed_quietly().await);
+    task_ended(&c.open).await;
+    assert_eq!(
+        c.live.load(Ordering::SeqCst),
+        0,
+        "a hyper connection left behind"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_parked_connection_reset_by_its_client_ends_its_task() {
+    let limits = limits(60, 600);
+    let mut c = connect(&limits).await;
+    c.send(get("/a").as_bytes()).await;
+    assert_ok(&c.response().await, "a");
+    c.until_parked().await;
+    let Conn {
+        client, open, live, ..
+    } = c;
+    // SO_LINGER 0: close sends RST.
+    client.set_zero_linger().expect("linger");
+    drop(client);
+    task_ended(&open).await;
+    assert_eq!(
+        live.load(Ordering::SeqCst),
+        0,
+        "a hyper connection left behind"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_connection_closed_at_once_builds_no_hyper_connection() {
+    let limits = limits(60, 600);
+    let Conn {
+        client,
+        open,
+        built,
+        ..
+    } = connect(&limits).await;
+    drop(client);
+    task_ended(&open).await;
+    assert_eq!(built.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_http2_preface_sent_byte_by_byte_is_still_http2() {
+    let limits = limits(60, 600);
+    let mut c = connect(&limits).await;
+    for byte in b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" {
+        c.send(&[*byte]).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // An empty SETTINGS frame: the server answers with its own SETTINGS.
+    c.send(b"\0\0\0\x04\0\0\0\0\0").await;
+    let mut frame = [0u8; 9];
+    c.client.read_exact(&mut frame).await.expect("a frame");
+    assert_eq!(frame[3], 4, "not a SETTINGS frame: {frame:?}");
+    assert_eq!(c.built.load(Ordering::SeqCst), 0, "the HTTP/1 path ran");
+}
+
+#[tokio::test(start_paused = true)]
+async fn garbage_first_bytes_get_400_and_a_close() {
+    let limits = limits(60, 600);
+    let mut c = connect(&limits).await;
+    c.send(b"\x16\x03\x01\x02\0\x01\0\x01\xfc\x03\x03garbage\r\n\r\n")
+        .await;
+    let mut rest = Vec::new();
+    let _ = c.client.read_to_end(&mut rest).await;
+    assert!(
+        rest.starts_with(b"HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+    task_ended(&c.open).await;
+}
+
+/// hyper keeps a refused upgrade pending until its connection ends, and
+/// then hands the socket to it: parked, the connection was closed at the
+/// park delay. It stays in hyper instead, to the keep-alive limit.
+#[tokio::test(start_paused = true)]
+async fn a_refused_upgrade_keeps_its_connection_alive_to_the_limit() {
+    let limits = limits(10, 600);
+    let mut c = connect(&limits).await;
+    c.send(get("/a").as_bytes()).await;
+    assert_ok(&c.response().await, "a");
+    c.until_parked().await;
+    let refused =
+        "GET /refused HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: other\r\n\r\n";
+    c.send(format!("{refused}{}", get("/next")).as_bytes())
+        .await;
+    assert_ok(&c.response().await, "refused");
+    assert_ok(&c.response().await, "next");
+    let answered = Instant::now();
+    tokio::time::sleep(park_after(&limits) * 4).await;
+    assert_eq!(c.live.load(Ordering::SeqCst), 2, "closed or parked");
+    c.send(get("/after").as_bytes()).await;
+    assert_ok(&c.response().await, "after");
+    // Then closed by the keep-alive limit, as before parking existed.
+    assert!(c.closed_quietly().await);
+    let lived = answered.elapsed();
+    assert!(lived >= limits.header_read_timeout, "{lived:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn http10_is_parked_only_with_keep_alive() {
+    let limits = limits(60, 600);
+    let mut c = connect(&limits).await;
+    c.send(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .await;
+    let (head, body) = c.response().await;
+    assert!(head.starts_with("http/1.0 200"), "{head}");
+    assert!(head.contains("connection: keep-alive"), "{head}");
+    assert_eq!(body, b"a");
+    c.until_parked().await;
+    // Without keep-alive: answered, then closed, never parked.
+    c.send(b"GET /b HTTP/1.0\r\n\r\n").await;
+    let mut rest = Vec::new();
+    let _ = c.client.read_to_end(&mut rest).await;
+    let text = String::from_utf8_lossy(&rest);
+    assert!(
+        text.starts_with("HTTP/1.0 200") && text.ends_with("\r\n\r\nb"),
+        "{text}"
+    );
+    task_ended(&c.open).await;
 }

@@ -7,7 +7,9 @@
 //!
 //! Reproduce a run with `FUZZ_SEED=<n>` (printed at the start); each case's
 //! bytes depend only on the seed and its index. `FUZZ_CASES` changes the
-//! count (default 3000; the run also stops after 20 s).
+//! count (default 3000; the run also stops after 20 s). A second share
+//! sends generated cases on keep-alive connections that were parked
+//! (`FUZZ_PARKED_CASES`, default 480; stops after 8 s).
 
 use std::{
     collections::BTreeMap,
@@ -429,8 +431,14 @@ fn printable(bytes: &[u8]) -> String {
 
 const CONFIG: &str = "header_read_timeout = \"300ms\"\nidle_timeout = \"300ms\"\nworkers = 2";
 
+/// The two fuzz shares run one after the other: the parked share waits for
+/// `portcullis_connections_parked`, which the other share's connections
+/// would move too (the metrics are the process's).
+static FUZZ_SHARE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_malformed_requests_never_break_the_gateway() {
+    let _share = FUZZ_SHARE.lock().await;
     let seed: u64 = std::env::var("FUZZ_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -516,6 +524,155 @@ async fn generated_malformed_requests_never_break_the_gateway() {
     assert!(done >= 500, "only {done} cases ran in 20 s");
     assert_eq!(
         smuggled, pipelined,
+        "the upstream saw /api/SMUGGLED requests the client never sent as requests of their own"
+    );
+    assert!(findings.is_empty(), "{} own 5xx answers", findings.len());
+}
+
+/// Parked after 100 ms of quiet (a quarter of the keep-alive limit), closed
+/// at 400 ms.
+const PARK_CONFIG: &str = "header_read_timeout = \"400ms\"\nidle_timeout = \"400ms\"\nworkers = 2";
+/// Connections prepared, parked and fuzzed together.
+const PARK_BATCH: usize = 48;
+
+/// `portcullis_connections_parked` of the public listener, from `/metrics`.
+async fn parked_connections(g: &Served) -> usize {
+    let text = crate::common::serving::one_request(g.admin, "/metrics")
+        .await
+        .unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with(r#"portcullis_connections_parked{listener="public"}"#))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as usize)
+        .sum()
+}
+
+/// The generated cases again, each on a keep-alive connection that has
+/// served one request and been parked (no hyper state), sometimes split
+/// over two writes: the fresh hyper connection must answer exactly as a
+/// first one would, with the same rules (no own 5xx, nothing hidden
+/// reaching the upstream), and close every connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_requests_on_parked_connections_never_break_the_gateway() {
+    let _share = FUZZ_SHARE.lock().await;
+    let seed: u64 = std::env::var("FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_2026)
+        ^ 0xa5a5;
+    let cases: usize = std::env::var("FUZZ_PARKED_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(480);
+    println!("raw HTTP fuzz, parked: FUZZ_SEED^0xa5a5={seed}, up to {cases} cases or 8 s");
+    let g = Served::start(PARK_CONFIG).await;
+    let started = tokio::time::Instant::now();
+    let stop_at = started + Duration::from_secs(8);
+    let (mut done, mut parked_batches, mut batches) = (0, 0, 0);
+    let findings = Arc::new(Mutex::new(Vec::<String>::new()));
+    let pipelined = Arc::new(AtomicUsize::new(0));
+    let statuses = Arc::new(Mutex::new(BTreeMap::<(&'static str, u16), usize>::new()));
+    while done < cases && tokio::time::Instant::now() < stop_at {
+        let batch = done..(done + PARK_BATCH).min(cases);
+        done = batch.end;
+        batches += 1;
+        // One answered keep-alive request each, then quiet.
+        let mut conns = Vec::new();
+        for index in batch {
+            let mut tcp = g.connect().await;
+            tcp.write_all(b"GET /api/before-park HTTP/1.1\r\nHost: gw\r\n\r\n")
+                .await
+                .expect("write");
+            let (head, _) = crate::common::serving::read_response(&mut tcp, Duration::from_secs(5))
+                .await
+                .expect("the first request is answered");
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            conns.push((index, tcp));
+        }
+        // Every one of them parked (bounded: they close at the limit). The
+        // gauge is the process's: another test's parked connection may end
+        // the wait early, never make it fail.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while tokio::time::Instant::now() < deadline {
+            if parked_connections(&g).await >= conns.len() {
+                parked_batches += 1;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut tasks = Vec::new();
+        for (index, mut tcp) in conns {
+            let (findings, pipelined, statuses) =
+                (findings.clone(), pipelined.clone(), statuses.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut rng = Rng::new(seed ^ (index as u64).wrapping_mul(0x1000_0000_01b3));
+                let (kind, request) = generate(&mut rng);
+                let split = if rng.chance(50) {
+                    rng.below(request.len())
+                } else {
+                    0
+                };
+                let _ = tcp.write_all(&request[..split]).await;
+                let _ = tcp.write_all(&request[split..]).await;
+                if kind == "truncated" {
+                    let _ = tcp.shutdown().await;
+                }
+                let reply =
+                    crate::common::serving::read_until_closed(&mut tcp, Duration::from_secs(8))
+                        .await
+                        .unwrap_or_else(|| panic!("case {index} ({kind}): never closed"));
+                for answer in responses(&reply) {
+                    *statuses
+                        .lock()
+                        .unwrap()
+                        .entry((kind, answer.status))
+                        .or_default() += 1;
+                    match &answer.from_upstream {
+                        Some(path) if path.contains("SMUGGLED") => {
+                            pipelined.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Some(_) => {}
+                        None if answer.status >= 500 => findings.lock().unwrap().push(format!(
+                            "case {index} ({kind}): own {} for {}",
+                            answer.status,
+                            printable(&request)
+                        )),
+                        None => {}
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.expect("a fuzz task panicked");
+        }
+    }
+    println!(
+        "raw HTTP fuzz, parked: {done} cases in {batches} batches ({parked_batches} seen all parked) in {:?}",
+        started.elapsed()
+    );
+    for ((kind, status), count) in statuses.lock().unwrap().iter() {
+        println!("  {kind:>16} -> {status}: {count}");
+    }
+    let findings = findings.lock().unwrap().clone();
+    for f in &findings {
+        println!("FINDING: {f}");
+    }
+    let smuggled = g
+        .upstream
+        .seen()
+        .iter()
+        .filter(|s| s.path.contains("SMUGGLED"))
+        .count();
+    assert!(!g.task.is_finished(), "serve stopped during the fuzz run");
+    g.still_serves().await;
+    assert!(done >= 96, "only {done} cases ran in 8 s");
+    assert_eq!(
+        parked_batches, batches,
+        "a batch's connections were never all parked"
+    );
+    assert_eq!(
+        smuggled,
+        pipelined.load(Ordering::Relaxed),
         "the upstream saw /api/SMUGGLED requests the client never sent as requests of their own"
     );
     assert!(findings.is_empty(), "{} own 5xx answers", findings.len());
