@@ -41,6 +41,10 @@ fi
 export PORTCULLIS_BIN="${PORTCULLIS_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/portcullis}"
 [ -x "$PORTCULLIS_BIN" ] || cargo build -p portcullis-cli --bin portcullis
 
+# Architecture (issue 17, docs/architecture.md): no crate's modules form an
+# import cycle.
+echo "== architecture: no import cycle between modules"
+for src in crates/*/src; do python3 tests/check-module-cycles.py "$src"; done
 # Every sample config in examples/ passes `portcullis check` with only the
 # secrets its header documents (the provider guides in docs/providers/ use them).
 echo "== examples: portcullis check on examples/*.toml"
