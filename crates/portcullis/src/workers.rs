@@ -333,7 +333,7 @@ impl Drop for OpenGuard {
 /// begun and requests in flight (until their response body is done). Bytes
 /// on the wire do not count: HTTP/2 PINGs, SETTINGS or WINDOW_UPDATEs
 /// without a request must not keep a connection open (a slow head is
-/// hyper's head timer's). `cut` closes the connection at once (a request
+/// the watchdog's head limit's: no request begins). `cut` closes the connection at once (a request
 /// body that timed out after its response began).
 ///
 /// For parking ([`connection`]): `reads` counts reads that returned bytes,

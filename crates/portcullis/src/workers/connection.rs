@@ -77,8 +77,10 @@ impl Builders {
 
 fn set_http1(builder: &mut http1::Builder, limits: &ConnectionLimits) {
     builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // No timer: hyper's head timer (a boxed tokio sleep set and cleared
+        // in the timer wheel for every request) is replaced by
+        // [`watchdog`]'s quiet rule, which this connection runs anyway.
+        .header_read_timeout(None)
         .max_headers(limits.max_headers)
         // The read buffer's ceiling: a head that does not fit gets 431.
         .max_buf_size(limits.max_header_bytes.max(8192));
@@ -92,7 +94,7 @@ pub(super) fn park_after(limits: &ConnectionLimits) -> Duration {
 }
 
 /// How long a connection may wait for its next request head, and the
-/// reason counted when it closes for that: hyper's head timer runs from the
+/// reason counted when it closes for that: the head limit runs from the
 /// end of the previous response (`header_timeout`), the idle rule from the
 /// last request (`idle`); the shorter wins.
 fn quiet_limit(limits: &ConnectionLimits) -> (Duration, &'static str) {
@@ -321,10 +323,6 @@ where
         }
     };
     if let Err(e) = result {
-        // hyper's own head timer (a later HTTP/1 head).
-        if e.is_timeout() {
-            closed(name, "header_timeout");
-        }
         tracing::trace!(error = %e, "connection ended with an error");
         return None;
     }
@@ -421,13 +419,16 @@ enum Quiet {
 
 /// Resolves when the connection should be parked or closed:
 /// - closed when no request has begun by `head_deadline` (a slow or silent
-///   first head, HTTP/1 or HTTP/2; hyper's own head timer covers later
-///   HTTP/1 heads);
+///   first head, HTTP/1 or HTTP/2);
 /// - closed when no request has begun and none was in flight for
-///   `idle_timeout` (checked every `idle_timeout`, or every `park.after`
-///   for HTTP/1, so an idle connection closes after one to two periods). A
-///   streaming response is in flight until its body ends. Frames that are
-///   no request (HTTP/2 PING, WINDOW_UPDATE) do not count;
+///   `idle_timeout` (checked every `idle_timeout`, so an idle HTTP/2
+///   connection closes after one to two periods) or, HTTP/1 (with `park`),
+///   for the keep-alive limit of [`quiet_limit`], checked every `park.after`:
+///   that is also the head timer of every later HTTP/1 head (a head
+///   trickled after a response never makes a request begin), in place of
+///   hyper's, which would cost a timer per request. A streaming response is
+///   in flight until its body ends. Frames that are no request (HTTP/2
+///   PING, WINDOW_UPDATE) do not count;
 /// - parked (HTTP/1 with `park`) when, over one `park.after`, no request
 ///   began, none was in flight, no byte was read since the last response
 ///   ended and that response was wholly written: hyper is idle then, with
@@ -441,6 +442,10 @@ async fn watchdog(
     let mut seen = activity.begun.load(Ordering::Relaxed);
     let mut last = Instant::now();
     let mut quiet_since: Option<Instant> = None;
+    let (limit, reason) = match park {
+        Some(_) => quiet_limit(limits),
+        None => (limits.idle_timeout, "idle"),
+    };
     loop {
         let mut next = last + park.map_or(limits.idle_timeout, |p| p.after);
         let first_head = seen == 0;
@@ -459,8 +464,8 @@ async fn watchdog(
             if may_park && activity.idle_in_hyper() {
                 return Quiet::Park;
             }
-            if now.duration_since(since) >= limits.idle_timeout {
-                return Quiet::Close("idle");
+            if now.duration_since(since) >= limit {
+                return Quiet::Close(reason);
             }
         } else {
             quiet_since = None;

@@ -446,7 +446,7 @@ async fn a_head_trickled_across_parks_still_meets_the_head_timer() {
     let lived = trickle_until_closed(&mut c, b"GET /b HTTP/1.1\r\nX: y\r\n", gap).await;
     assert!(lived <= bound, "{lived:?}");
     // The next head begun with the previous request: one park, then none
-    // until a request begins, so hyper's head timer runs out.
+    // until a request begins, so the head limit runs out.
     let mut c = connect(&limits).await;
     c.send(format!("{}G", get("/a")).as_bytes()).await;
     assert_ok(&c.response().await, "a");
