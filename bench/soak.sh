@@ -2,8 +2,9 @@
 # Chaos soak: two gateway replicas on one Redis, the npm oidc-provider with
 # rotating refresh tokens and 10 s access tokens, simulated browsers logging
 # in, calling the API, refreshing and logging out; meanwhile Redis restarts,
-# a replica is killed and restarted, the IdP answers 5xx and then becomes
-# unreachable. Prints the tables of docs/resilience.md.
+# a replica is killed (SIGKILL) and restarted, the same replica is stopped
+# gracefully (SIGTERM: it drains) and restarted, the IdP answers 5xx and then
+# becomes unreachable. Prints the tables of docs/resilience.md.
 #
 #   bench/soak.sh                         # 10 minutes, 100 users (debug build)
 #   DURATION=90 FAULT_SECS=10 bench/soak.sh

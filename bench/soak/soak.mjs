@@ -4,8 +4,9 @@
 // oidc-provider (child, tests/oidc-provider/server.mjs) behind a TCP proxy that
 // can cut it off, N gateway replicas (children) behind a small HTTP load
 // balancer, a small upstream API, and USERS simulated browsers. During the run
-// it restarts Redis, kills and restarts one replica, makes the IdP answer 5xx
-// and then makes it unreachable; at the end it prints the tables.
+// it restarts Redis, kills (SIGKILL) and restarts one replica, stops (SIGTERM,
+// the gateway drains) and restarts it again, makes the IdP answer 5xx and then
+// makes it unreachable; at the end it prints the tables.
 //
 // Env: BIN (portcullis binary, required), DURATION (s, 600), USERS (100),
 // FAULT_SECS (30), DOWN_SECS (Redis / replica down time, 5), ACCESS_TTL (s, 10),
@@ -30,6 +31,10 @@ const DOWN = Number(process.env.DOWN_SECS ?? 5) * 1000;
 const ACCESS_TTL = Number(process.env.ACCESS_TTL ?? 10);
 const REPLICAS = Number(process.env.REPLICAS ?? 2);
 const RECOVERY_WINDOW = 20_000; // after a fault: the "recovery" phase
+// A replica stopped with SIGTERM must exit within server.drain_timeout (30 s,
+// the default: the replicas' config does not set it); a little more, then it
+// is killed and the report says so.
+const DRAIN_LIMIT = 35_000;
 const KEY = 'cG9ydGN1bGxpcy10ZXN0LWtleS0wMTIzNDU2Nzg5YWI=';
 if (!BIN) throw new Error('BIN (path of the portcullis binary) is required');
 
@@ -247,6 +252,7 @@ upstream = "http://127.0.0.1:${upstream.port}"
 // is retried on the next replica, as a load balancer with retries does.
 let rr = 0;
 let lbRetries = 0;
+const lbRetriesBy = {}; // phase -> retries
 const lbAgent = new http.Agent({ keepAlive: true, maxSockets: 256 });
 lb.server.on('request', (req, res) => {
   const chunks = [];
@@ -275,6 +281,8 @@ lb.server.on('request', (req, res) => {
         if (res.headersSent) return res.destroy();
         r.downUntil = Date.now() + 1000;
         lbRetries += 1;
+        const phase = phaseOf(Date.now());
+        lbRetriesBy[phase] = (lbRetriesBy[phase] ?? 0) + 1;
         attempt();
       });
       up.end(body);
@@ -286,6 +294,7 @@ lb.server.on('request', (req, res) => {
 // ------------------------------------------------------------------ measurements
 
 const faults = []; // { name, start, end }
+const drain = { secs: null, exit: null }; // the graceful restart: SIGTERM to exit
 const phaseOf = (t) => {
   for (const f of faults) {
     if (t >= f.start && (f.end === undefined || t < f.end)) return f.name;
@@ -299,7 +308,7 @@ const byPhase = new Map(); // phase -> Map(status -> count)
 const samples = []; // API/me results: { start, end, status }
 const counters = {
   logins: 0, loginFailIdp: 0, loginFailGateway: 0, logouts: 0, idpLogoutFailed: 0,
-  forcedLogouts: 0, sessionsLost: 0, unexpected: [], loginFailures: {},
+  forcedLogouts: 0, sessionsLost: 0, lostBy: {}, unexpected: [], loginFailures: {},
 };
 
 function count(kind, start, status) {
@@ -457,9 +466,16 @@ async function userLoop(i) {
       if (status === 200) lastOk = Date.now();
       else if (status === 401) {
         counters.forcedLogouts += 1;
-        // Lost across a fault: it worked before a fault began and is gone after it.
-        if (faults.some((f) => f.start >= lastOk && f.start <= start)) counters.sessionsLost += 1;
-        counters.unexpected.push({ at: start - T0, user: user.sub, status, phase: phaseOf(start), lastOk: lastOk - T0 });
+        // Lost across a fault: it worked before a fault began and is gone
+        // after it. Charged to the last fault that began in between.
+        const across = faults.filter((f) => f.start >= lastOk && f.start <= start).at(-1);
+        if (across) {
+          counters.sessionsLost += 1;
+          counters.lostBy[across.name] = (counters.lostBy[across.name] ?? 0) + 1;
+        }
+        counters.unexpected.push({
+          at: start - T0, user: user.sub, status, phase: phaseOf(start), lastOk: lastOk - T0, fault: across?.name,
+        });
         ended = true;
         break;
       }
@@ -497,6 +513,28 @@ const schedule = [
     await sleep(DOWN);
     await startReplica(r.i);
     r.rss.restarted = rssKiB(r.child.pid);
+  }],
+  // What an operator's restart (or a rolling deploy) does. The same replica
+  // as the kill, so replica 0 runs the whole soak without a restart (its RSS
+  // at the end says whether memory stays flat) and the two faults differ only
+  // in the signal. As for the kill, the load balancer is not told: it finds
+  // out from refused (or closed) connections.
+  [0.4, 'replica restart', async () => {
+    const r = replicas[REPLICAS - 1];
+    r.rss.stopped = rssKiB(r.child.pid);
+    const sent = Date.now();
+    r.child.kill('SIGTERM');
+    const drained = await Promise.race([exited(r.child).then(() => true), sleep(DRAIN_LIMIT).then(() => false)]);
+    if (!drained) {
+      r.child.kill('SIGKILL');
+      await exited(r.child);
+    }
+    drain.secs = (Date.now() - sent) / 1000;
+    drain.exit = drained ? (r.child.exitCode ?? r.child.signalCode) : `killed after ${DRAIN_LIMIT / 1000} s`;
+    log(`replica ${r.i}: SIGTERM to exit ${drain.secs.toFixed(2)} s, exit ${drain.exit}`);
+    await sleep(DOWN);
+    await startReplica(r.i);
+    r.rss.restartedAfterTerm = rssKiB(r.child.pid);
   }],
   [0.5, 'IdP 5xx', async () => {
     for (const p of IDP_PATHS) await idpTest('POST', '/__test/fault', { path: p, status: 503, body: '{"error":"server_error"}' });
@@ -565,8 +603,8 @@ out();
 
 // Recovery: from the end of a fault to the end of the last failed API call
 // (5xx, 401 or transport error) that started after it, within the recovery window.
-out('| fault | window (s) | API/me calls in window: 2xx / 503 / other | recovery after it (s) | failed calls after it |');
-out('|---|---:|---|---:|---:|');
+out('| fault | window (s) | API/me calls in window: 2xx / 503 / other | recovery after it (s) | failed calls after it | sessions lost | LB retries (window + after) |');
+out('|---|---:|---|---:|---:|---:|---:|');
 const recovery = {};
 for (const [k, f] of faults.entries()) {
   const stop = Math.min(f.end + RECOVERY_WINDOW, faults[k + 1]?.start ?? Infinity);
@@ -576,7 +614,8 @@ for (const [k, f] of faults.entries()) {
   const after = samples.filter((s) => s.start >= f.end && s.start < stop && !(s.status >= 200 && s.status < 300));
   const last = after.reduce((m, s) => Math.max(m, s.end), f.end);
   recovery[f.name] = (last - f.end) / 1000;
-  out(`| ${f.name} | ${((f.end - f.start) / 1000).toFixed(1)} | ${ok} / ${s503} / ${inside.length - ok - s503} | ${recovery[f.name].toFixed(1)} | ${after.length} |`);
+  const retries = (lbRetriesBy[f.name] ?? 0) + (lbRetriesBy[`after ${f.name}`] ?? 0);
+  out(`| ${f.name} | ${((f.end - f.start) / 1000).toFixed(1)} | ${ok} / ${s503} / ${inside.length - ok - s503} | ${recovery[f.name].toFixed(1)} | ${after.length} | ${counters.lostBy[f.name] ?? 0} | ${retries} |`);
 }
 out();
 
@@ -584,10 +623,10 @@ const outsideNon503 = [...byPhase.entries()].flatMap(([p, m]) => [...m.entries()
   .filter(([s]) => !/^[23]\d\d$/.test(s) && !(s === '503' && !p.startsWith('normal')))
   .map(([s, n]) => ({ p, s, n })));
 const mb = (k) => (k == null ? '-' : `${(k / 1024).toFixed(1)}`);
-out('| replica | RSS boot (MiB) | after warm-up | before kill | restarted | end | starts |');
-out('|---|---:|---:|---:|---:|---:|---:|');
+out('| replica | RSS boot (MiB) | after warm-up | before kill | restarted | before SIGTERM | restarted | end | starts |');
+out('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
 for (const r of replicas) {
-  out(`| ${r.i} | ${mb(r.rss.boot)} | ${mb(r.rss.warm)} | ${mb(r.rss.killed)} | ${mb(r.rss.restarted)} | ${mb(r.rss.end)} | ${r.starts} |`);
+  out(`| ${r.i} | ${mb(r.rss.boot)} | ${mb(r.rss.warm)} | ${mb(r.rss.killed)} | ${mb(r.rss.restarted)} | ${mb(r.rss.stopped)} | ${mb(r.rss.restartedAfterTerm)} | ${mb(r.rss.end)} | ${r.starts} |`);
 }
 out();
 const errors5xxOutside = [...byPhase.entries()].filter(([p]) => p === 'normal')
@@ -596,11 +635,13 @@ const maxRecovery = Math.max(0, ...Object.values(recovery));
 out('| figure | value | goal |');
 out('|---|---:|---|');
 out(`| sessions lost (worked before a fault, 401 after it) | ${counters.sessionsLost} | 0 |`);
+for (const f of faults) out(`| … after ${f.name} | ${counters.lostBy[f.name] ?? 0} | 0 |`);
 out(`| forced logouts (401 on a session the user did not end) | ${counters.forcedLogouts} | 0 |`);
 out(`| refresh-token reuse seen by the IdP | ${reuse} | 0 |`);
 out(`| non-2xx/3xx answers in normal phases | ${errors5xxOutside} | 0 |`);
 out(`| answers other than 2xx/3xx/503 in any phase | ${outsideNon503.filter((x) => x.s !== '503').reduce((a, x) => a + x.n, 0)} | 0 |`);
 out(`| slowest recovery after a fault (s) | ${maxRecovery.toFixed(1)} | ≤ 5 |`);
+if (drain.secs !== null) out(`| replica restart: SIGTERM to exit (s), exit status | ${drain.secs.toFixed(2)}, ${drain.exit} | ≤ 30 (drain_timeout), 0 |`);
 out(`| logins / logouts | ${counters.logins} / ${counters.logouts} | |`);
 out(`| failed logins: at the IdP / at the gateway | ${counters.loginFailIdp} / ${counters.loginFailGateway} | (IdP ones expected in IdP windows) |`);
 out(`| IdP logouts that failed (user closed the tab) | ${counters.idpLogoutFailed} | |`);
@@ -616,7 +657,7 @@ if (Object.keys(counters.loginFailures).length) {
   out();
 }
 if (counters.unexpected.length) {
-  out(`401s (first 20): ${counters.unexpected.slice(0, 20).map((u) => `${u.user}@${(u.at / 1000).toFixed(1)}s [${u.phase}, last ok ${(u.lastOk / 1000).toFixed(1)}s]`).join('; ')}`);
+  out(`401s (first 20): ${counters.unexpected.slice(0, 20).map((u) => `${u.user}@${(u.at / 1000).toFixed(1)}s [${u.phase}, last ok ${(u.lastOk / 1000).toFixed(1)}s${u.fault ? `, lost across ${u.fault}` : ''}]`).join('; ')}`);
   out();
 }
 out(`Faults at (s from start): ${faults.map((f) => `${f.name} ${((f.start - T0) / 1000).toFixed(0)}–${((f.end - T0) / 1000).toFixed(0)}`).join(', ')}`);

@@ -249,8 +249,9 @@ impl Gateway {
 /// The public listener alone, on the same serving workers as [`serve`], but
 /// without the background tasks `serve` starts (IdP metadata refresh, store
 /// GC, metrics upkeep) and without the admin listener: for embedders and
-/// tests that drive those themselves. Returns once `shutdown` has resolved
-/// and the connections have drained.
+/// tests that drive those themselves. Returns once `shutdown` has resolved,
+/// the connections have drained and what a store outage left unsaved has
+/// been saved (as [`serve`] does).
 pub async fn serve_public(
     gateway: &Gateway,
     listener: TcpListener,
@@ -271,7 +272,9 @@ pub async fn serve_public(
         // Held until the serving ends: a dropped sender would cut the workers.
         tx.closed().await;
     });
-    served.await.map_err(GatewayError::Io)
+    let served = served.await;
+    crate::refresh::save_unsaved(&gateway.shared).await;
+    served.map_err(GatewayError::Io)
 }
 
 /// Serve the gateway on `listener` with `server.workers` threads (and the
@@ -279,7 +282,8 @@ pub async fn serve_public(
 /// `shutdown` resolves. Then the listeners close at once (new
 /// connections are refused) while in-flight requests and open streams (SSE)
 /// may finish for up to `server.drain_timeout`; whatever still runs after
-/// that is cut. Returns `Ok` after a drain, timed out or not.
+/// that is cut. Then refreshed tokens that a store outage left in this
+/// process only are saved. Returns `Ok` after a drain, timed out or not.
 pub async fn serve(
     gateway: Gateway,
     listener: TcpListener,
@@ -315,6 +319,9 @@ pub async fn serve(
         r = served => r,
         () = signal => Ok(()),
     };
+    // No request runs any more: what a store outage left unsaved is saved
+    // now or lost with the process.
+    crate::refresh::save_unsaved(&gateway.shared).await;
     gc.abort();
     idp_refresh.abort();
     if let Some(upkeep) = upkeep {

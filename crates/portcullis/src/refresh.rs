@@ -345,6 +345,40 @@ async fn refresh_holding(
     }
 }
 
+/// At shutdown, once no request runs any more: save the refreshed records a
+/// store outage left in this process ([`refresh_holding`] keeps them). The
+/// refresh tokens in the store are spent, so a record dropped with the
+/// process ends its session at the next refresh (the IdP refuses the spent
+/// token). Stops at the first store error: the store is still down.
+/// Returns how many were saved and how many are lost.
+pub(crate) async fn save_unsaved(shared: &Shared) -> (usize, usize) {
+    let kept = shared.refresh_locks.take_all_unsaved();
+    let total = kept.len();
+    let mut saved = 0;
+    for (expected, record) in kept {
+        match shared.store.save_if_version(&record, expected).await {
+            Ok(true) => saved += 1,
+            // Changed meanwhile (ended, or saved by the next refresh here).
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    lost = total - saved,
+                    "shutdown: refreshed sessions kept during a store outage could not be saved; their users must log in again"
+                );
+                return (saved, total - saved);
+            }
+        }
+    }
+    if total > 0 {
+        tracing::info!(
+            saved,
+            "shutdown: saved the refreshed sessions kept during a store outage"
+        );
+    }
+    (saved, 0)
+}
+
 fn report_ended(shared: &Shared, id: &SessionHash) {
     shared.demo_event(id, |_| EventKind::SessionEnded {
         reason: EndReason::RefreshRefused,

@@ -76,6 +76,12 @@ impl RefreshLocks {
         if map.is_empty() { None } else { map.remove(id) }
     }
 
+    /// Every refreshed record still unsaved, taken out (at shutdown).
+    pub(crate) fn take_all_unsaved(&self) -> Vec<(u64, SessionRecord)> {
+        let mut map = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+        map.drain().map(|(_, kept)| kept).collect()
+    }
+
     /// Whether session `id` may refresh because of an upstream 401 at `now`
     /// (none in the last `interval` seconds); if so, counts this one.
     pub(crate) fn take_401_refresh(&self, id: &SessionHash, now: UnixTime, interval: i64) -> bool {

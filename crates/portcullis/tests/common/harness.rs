@@ -119,6 +119,18 @@ token = "none"
         }
     }
 
+    /// Stop serving as `SIGTERM` does and wait until the gateway is done
+    /// (drained, and what it saves at shutdown saved).
+    pub async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task)
+            .await
+            .expect("serve task")
+            .expect("serve ended cleanly");
+    }
+
     /// Store a live session of [`SUBJECT`] whose access token expires in
     /// `expires_in` seconds, with a refresh token, created at the clock's now.
     pub async fn session(

@@ -4,7 +4,7 @@
 //!   rotation keep it, answering 503 with `Retry-After` when no valid
 //!   token is left;
 //! - a rotated refresh token that came back is kept, never lost or sent
-//!   twice, also when the store cannot save it;
+//!   twice, also when the store cannot save it (and saved at shutdown);
 //! - `/auth/me` answers from the session while the IdP is down;
 //! - after repeated failures the circuit breaker stops token requests, and
 //!   one probe closes it again; `/readyz` stays ready and says so;
@@ -194,6 +194,37 @@ async fn rotated_refresh_token_survives_a_failed_save() {
     let sent = h.refresh_tokens_sent();
     assert_eq!(sent.len(), 2, "{sent:?}");
     assert_eq!(sent[1], rotated);
+}
+
+/// The same failed save, then a graceful stop (`SIGTERM`) before the
+/// session's next request: the rotated refresh token, which only the process
+/// held, is saved during shutdown. Lost with the process, it would end the
+/// session at its next refresh on any replica (the store's token is spent).
+#[tokio::test]
+async fn rotated_refresh_token_kept_after_a_failed_save_survives_sigterm() {
+    let mut h = Harness::start("", "").await;
+    let (id, record) = h.session("sid-term", &[], 30).await;
+    h.store.fail_saves(true);
+    assert_eq!(h.get("/api/a", &id).await.status(), StatusCode::OK);
+    h.store.fail_saves(false);
+    assert_eq!(
+        h.record(&id).await.expect("session").tokens.refresh_token,
+        record.tokens.refresh_token,
+        "only the process holds the rotated token"
+    );
+    let rotated = h
+        .idp
+        .issued_tokens()
+        .into_iter()
+        .rev()
+        .find(|t| t.starts_with("rt-"))
+        .expect("rotated");
+    h.shutdown().await;
+    assert_eq!(
+        h.record(&id).await.expect("session").tokens.refresh_token,
+        Some(rotated),
+        "saved at shutdown"
+    );
 }
 
 /// The IdP is down: after `breaker_failures` failed token requests the
