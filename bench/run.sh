@@ -5,6 +5,7 @@
 #   ROUNDS=5 DURATION=30s CONNECTIONS=64 bench/run.sh
 #   ONLY="memory redis_cache" bench/run.sh   # just these rows (and nginx)
 #   OUT=/tmp/bench bench/run.sh              # where the results go (default target/bench)
+#   PIN=1 bench/run.sh       # proxy under test alone on CPU 0, one worker each
 #
 # Builds the release examples `bench_upstream` (fixed 1 KiB JSON) and
 # `bench_gateway` (portcullis with one authenticated session put straight into
@@ -19,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # The command as given, for the record: the settings taken from the environment.
 COMMAND=bench/run.sh
-for var in SKIP_HALF_LOAD SKIP_REMOTE ONLY CONNECTIONS THREADS DURATION ROUNDS; do
+for var in PIN RATE SKIP_HALF_LOAD SKIP_REMOTE ONLY CONNECTIONS THREADS DURATION ROUNDS; do
     if [ -n "${!var:-}" ]; then COMMAND="$var=${!var// /\\ } $COMMAND"; fi
 done
 LOAD_START=$(uptime)
@@ -39,6 +40,26 @@ cleanup() {
 trap cleanup EXIT
 
 need() { command -v "$1" >/dev/null 2>&1; }
+
+# PIN=1: the proxy under test (nginx, each gateway) runs alone on CPU 0 with
+# one worker; wrk, oha and the upstream run on the other CPUs. Unpinned, on a
+# small machine the proxy shares its cores with the load generator and the
+# upstream, and its p99 at half load measures the scheduler more than the
+# proxy. Redis and PostgreSQL are not moved: the rows without the local cache
+# and the two replicas are left out.
+# Every call site runs in a subshell (`&`, `$(...)`, a pipe): `exec` makes the
+# pid in PIDS the program's own, so the cleanup stops it.
+if [ -n "${PIN:-}" ]; then
+    LOAD_CPUS=1-$(($(nproc) - 1))
+    on_proxy() { exec taskset -c 0 "$@"; }
+    on_load() { exec taskset -c "$LOAD_CPUS" "$@"; }
+    NGINX_WORKERS=1
+    export BENCH_WORKERS=1
+else
+    on_proxy() { exec "$@"; }
+    on_load() { exec "$@"; }
+    NGINX_WORKERS=2
+fi
 if ! need wrk || ! need nginx; then
     apt-get update -qq && apt-get install -y -qq wrk nginx >/dev/null
 fi
@@ -59,15 +80,16 @@ wait_port() {
 }
 
 UP=$(free_port)
-"$BIN/bench_upstream" "127.0.0.1:$UP" >"$WORK/upstream.log" 2>&1 &
+on_load "$BIN/bench_upstream" "127.0.0.1:$UP" >"$WORK/upstream.log" 2>&1 &
 PIDS+=($!)
+UP_PID=$!
 wait_port "$UP"
 
 # nginx: plain proxy_pass with upstream keep-alive, the usual production setup.
 NGX=$(free_port)
 mkdir -p "$WORK/nginx"
 cat >"$WORK/nginx/nginx.conf" <<NGINX
-worker_processes 2;
+worker_processes $NGINX_WORKERS;
 pid $WORK/nginx/nginx.pid;
 error_log $WORK/nginx/error.log warn;
 daemon off;
@@ -92,14 +114,16 @@ http {
     }
 }
 NGINX
-nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
+on_proxy nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
 PIDS+=($!)
+NGX_PID=$!
 wait_port "$NGX"
 
-start_gateway() { # store -> sets GW_PORT and GW_COOKIE
+start_gateway() { # store -> sets GW_PORT, GW_PID and GW_COOKIE
     GW_PORT=$(free_port)
-    "$BIN/bench_gateway" "127.0.0.1:$GW_PORT" "http://127.0.0.1:$UP" "$1" >"$WORK/gw-$GW_PORT.log" 2>&1 &
+    on_proxy "$BIN/bench_gateway" "127.0.0.1:$GW_PORT" "http://127.0.0.1:$UP" "$1" >"$WORK/gw-$GW_PORT.log" 2>&1 &
     PIDS+=($!)
+    GW_PID=$!
     wait_port "$GW_PORT"
     GW_COOKIE=$(sed -n 's/^COOKIE=//p' "$WORK/gw-$GW_PORT.log" | head -1)
 }
@@ -108,9 +132,9 @@ start_gateway() { # store -> sets GW_PORT and GW_COOKIE
 measure() { # url [cookie]
     local out
     if [ -n "${2:-}" ]; then
-        out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -H "Cookie: $2" "$1")
+        out=$(on_load wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -H "Cookie: $2" "$1")
     else
-        out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$1")
+        out=$(on_load wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$1")
     fi
     if echo "$out" | grep -q "Non-2xx"; then
         echo "non-2xx answers from $1:" >&2
@@ -135,12 +159,15 @@ to_ms() { # wrk latency like 412.00us / 1.20ms / 1.01s -> ms
 # back to back, nginx included, and the table shows per row the median
 # req/s and the median (and range) of its ratio to nginx in the same round.
 # Rounds make the ratio robust against a shared machine's drift.
-declare -A URL COOKIE SAMPLES RATIOS
+declare -A URL COOKIE SAMPLES RATIOS PID_OF
 URL[direct]="http://127.0.0.1:$UP/api/items"
 URL[nginx]="http://127.0.0.1:$NGX/api/items"
+PID_OF[direct]=$UP_PID
+PID_OF[nginx]=$NGX_PID
 add_gateway() { # row store
     start_gateway "$2"
     URL[$1]="http://127.0.0.1:$GW_PORT/api/items"
+    PID_OF[$1]=$GW_PID
     COOKIE[$1]=$GW_COOKIE
 }
 add_gateway memory memory
@@ -154,14 +181,20 @@ PG_SCHEMA=pcbench_$$
 if [ -z "${SKIP_REMOTE:-}" ]; then
     psql "$DATABASE_URL" -qc "CREATE SCHEMA IF NOT EXISTS $PG_SCHEMA" >/dev/null
     PG_STORE="$DATABASE_URL?options[search_path]=$PG_SCHEMA"
+    # Pinned, the rows that reach Redis or PostgreSQL on every request would
+    # share the proxy's core with those servers: left out.
     add_gateway redis_cache "$REDIS_URL"
-    BENCH_CACHE=0 add_gateway redis "$REDIS_URL"
+    ROWS+=(redis_cache)
+    if [ -z "${PIN:-}" ]; then BENCH_CACHE=0 add_gateway redis "$REDIS_URL" && ROWS+=(redis); fi
     add_gateway postgres_cache "$PG_STORE"
-    BENCH_CACHE=0 add_gateway postgres "$PG_STORE"
-    # Two replicas sharing Redis (with cache), half the connections each, at once.
-    add_gateway replica1 "$REDIS_URL"
-    add_gateway replica2 "$REDIS_URL"
-    ROWS+=(redis_cache redis postgres_cache postgres replicas)
+    ROWS+=(postgres_cache)
+    if [ -z "${PIN:-}" ]; then
+        BENCH_CACHE=0 add_gateway postgres "$PG_STORE"
+        # Two replicas sharing Redis (with cache), half the connections each, at once.
+        add_gateway replica1 "$REDIS_URL"
+        add_gateway replica2 "$REDIS_URL"
+        ROWS+=(postgres replicas)
+    fi
 fi
 if [ -n "${ONLY:-}" ]; then
     # nginx stays: every ratio is taken against it in the same round.
@@ -213,10 +246,20 @@ done
 # the baseline) at one fixed request rate, half the memory row's maximum (or
 # nginx's, when the memory row is not measured). wrk cannot hold a rate, oha
 # (-q, with latency correction) can; `cargo install oha` when it is missing.
-# SKIP_HALF_LOAD=1 leaves this part out. The replicas row is not measured
-# here (two gateways, one rate).
+# RATE=N sets the rate. SKIP_HALF_LOAD=1 leaves this part out. The replicas
+# row is not measured here (two gateways, one rate).
+# Beside the latency, the CPU time the proxy's processes (nginx: master and
+# workers) spent per request at that rate: unlike req/s at full load, it does
+# not depend on which process the scheduler favours on a shared machine.
 declare -A HALF
-RATE=
+RATE=${RATE:-}
+cpu_ticks() { # pid -> user+system clock ticks of the process and its children
+    local p t=0
+    for p in "$1" $(pgrep -P "$1" || true); do
+        [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    done
+    echo "$t"
+}
 if [ -z "${SKIP_HALF_LOAD:-}" ]; then
     if ! need oha; then
         cargo install oha --locked >/dev/null 2>&1 || true
@@ -224,25 +267,30 @@ if [ -z "${SKIP_HALF_LOAD:-}" ]; then
     fi
     if need oha; then
         base=${RESULT[memory]:-${RESULT[nginx]}}
-        RATE=$(echo "$base" | awk '{printf "%d", $1 / 2}')
-        fixed_rate() { # url [cookie] -> "req/s p50_ms p99_ms"
+        [ -n "$RATE" ] || RATE=$(echo "$base" | awk '{printf "%d", $1 / 2}')
+        fixed_rate() { # url cookie pid -> "req/s p50_ms p99_ms cpu_us_per_request"
             local args=(-z "$DURATION" -c "$CONNECTIONS" -q "$RATE" --latency-correction
                 --no-tui --output-format json)
-            [ -n "${2:-}" ] && args+=(-H "Cookie: $2")
-            oha "${args[@]}" "$1" | python3 -c '
-import json, sys
+            [ -n "$2" ] && args+=(-H "Cookie: $2")
+            local before
+            before=$(cpu_ticks "$3")
+            (on_load oha "${args[@]}" "$1") >"$WORK/oha.json"
+            TICKS=$(($(cpu_ticks "$3") - before)) HZ=$(getconf CLK_TCK) python3 -c '
+import json, os, sys
 r = json.load(sys.stdin)
 codes = r.get("statusCodeDistribution", {})
 if set(codes) - {"200"}:
     sys.exit("non-200 answers: %s" % codes)
 p = r["latencyPercentiles"]
-print("%.0f %.3f %.3f" % (r["summary"]["requestsPerSec"], p["p50"] * 1000, p["p99"] * 1000))'
+s = r["summary"]
+cpu_us = int(os.environ["TICKS"]) / int(os.environ["HZ"]) * 1e6 / (s["requestsPerSec"] * s["total"])
+print("%.0f %.3f %.3f %.1f" % (s["requestsPerSec"], p["p50"] * 1000, p["p99"] * 1000, cpu_us))' <"$WORK/oha.json"
         }
         echo "half load: $RATE req/s per row" >&2
-        HALF[direct]=$(fixed_rate "${URL[direct]}")
+        HALF[direct]=$(fixed_rate "${URL[direct]}" "" "${PID_OF[direct]}")
         for row in "${ROWS[@]}"; do
             [ "$row" = direct ] || [ "$row" = replicas ] && continue
-            HALF[$row]=$(fixed_rate "${URL[$row]}" "${COOKIE[$row]:-}")
+            HALF[$row]=$(fixed_rate "${URL[$row]}" "${COOKIE[$row]:-}" "${PID_OF[$row]}")
         done
     else
         echo "oha not available: half-load latency skipped" >&2
@@ -272,30 +320,36 @@ mkdir -p "$OUT"
 DATE=$(date -u +%Y-%m-%dT%H:%MZ)
 CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 MACHINE="$(nproc) cores ($CPU), Linux $(uname -r)"
-SETUP="wrk -t$THREADS -c$CONNECTIONS -d$DURATION, 1 KiB JSON upstream, median of $ROUNDS rounds"
-HALF_SETUP=${RATE:+"half load: oha -q $RATE -c$CONNECTIONS -z$DURATION, latency-corrected, added p99 over direct"}
+SETUP="wrk -t$THREADS -c$CONNECTIONS -d$DURATION, 1 KiB JSON upstream, median of $ROUNDS rounds${PIN:+; pinned: each proxy alone on CPU 0 with one worker, wrk, oha and the upstream on CPUs $LOAD_CPUS}"
+HALF_SETUP=${RATE:+"half load: oha -q $RATE -c$CONNECTIONS -z$DURATION, latency-corrected, added p99 over direct, CPU time of the proxy's processes per request"}
 {
     echo "# portcullis bench/run.sh results"
     echo "# title: portcullis against nginx proxy_pass, $DATE"
-    echo "# subtitle: wrk -c$CONNECTIONS, median of $ROUNDS rounds; half load ${RATE:-not run}${RATE:+ req/s}; $(nproc) cores, load ${LOAD_START##*: }"
+    echo "# subtitle: wrk -c$CONNECTIONS, median of $ROUNDS rounds; half load ${RATE:-not run}${RATE:+ req/s}; $(nproc) cores${PIN:+, proxy pinned to CPU 0}, load ${LOAD_START##*: }"
     echo "# date: $DATE"
     echo "# machine: $MACHINE"
     echo "# command: $COMMAND"
     echo "# load at start: $LOAD_START"
     echo "# load at end: $LOAD_END"
-    printf '# %s\n' "row	label	rps	p50_ms	p99_ms	ratio	ratio_min	ratio_max	half_rps	half_p99_ms	added_p99_ms"
+    printf '# %s\n' "row	label	rps	p50_ms	p99_ms	ratio	ratio_min	ratio_max	half_rps	half_p99_ms	added_p99_ms	half_cpu_us	cpu_ratio"
     direct_p99=$(echo "${HALF[direct]:-- - -}" | awk '{print $3}')
+    nginx_cpu=$(echo "${HALF[nginx]:-- - - -}" | awk '{print $4}')
     for row in "${ROWS[@]}"; do
         read -r rps p50 p99 <<<"${RESULT[$row]}"
         ratios=$(echo "${RATIOS[$row]}" | tr ' ' '\n' | grep . | sort -g)
-        read -r hrps _ hp99 <<<"${HALF[$row]:-- - -}"
+        read -r hrps _ hp99 hcpu <<<"${HALF[$row]:-- - - -}"
         added=-
         if [ "$hp99" != - ] && [ "$direct_p99" != - ]; then
             added=$(awk -v a="$hp99" -v b="$direct_p99" 'BEGIN {printf "%.3f", a - b}')
         fi
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$row" "$(label_of "$row")" \
+        # nginx's CPU per request over the row's: like the req/s ratio, above 1 is faster.
+        cpu_ratio=-
+        if [ "$hcpu" != - ] && [ "${nginx_cpu:--}" != - ] && [ "$row" != direct ]; then
+            cpu_ratio=$(awk -v n="$nginx_cpu" -v c="$hcpu" 'BEGIN {printf "%.3f", (c > 0 ? n / c : 0)}')
+        fi
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$row" "$(label_of "$row")" \
             "$rps" "$p50" "$p99" "$(echo "$ratios" | median)" "$(echo "$ratios" | head -1)" \
-            "$(echo "$ratios" | tail -1)" "$hrps" "$hp99" "$added"
+            "$(echo "$ratios" | tail -1)" "$hrps" "$hp99" "$added" "$hcpu" "$cpu_ratio"
     done
 } >"$OUT/results.tsv"
 
@@ -305,10 +359,10 @@ HALF_SETUP=${RATE:+"half load: oha -q $RATE -c$CONNECTIONS -z$DURATION, latency-
     echo "$MACHINE; \`$COMMAND\`, $DATE."
     echo "Load at start: ${LOAD_START#*load average: }; at end: ${LOAD_END#*load average: }."
     echo
-    echo "| target | req/s | p50 ms | p99 ms | vs nginx, median (range) | p99 at half load, ms | added p99, ms |"
-    echo "|---|---:|---:|---:|---:|---:|---:|"
+    echo "| target | req/s | p50 ms | p99 ms | vs nginx, median (range) | p99 at half load, ms | added p99, ms | CPU µs per request at half load | vs nginx by CPU |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     awk -F'\t' '!/^#/ {
-        printf "| %s | %.0f | %s | %s | %.2f× (%.2f–%.2f) | %s | %s |\n", $2, $3, $4, $5, $6, $7, $8, $10, ($11 == "-" ? "-" : sprintf("%+.2f", $11))
+        printf "| %s | %.0f | %s | %s | %.2f× (%.2f–%.2f) | %s | %s | %s | %s |\n", $2, $3, $4, $5, $6, $7, $8, $10, ($11 == "-" ? "-" : sprintf("%+.2f", $11)), $12, ($13 == "-" ? "-" : sprintf("%.2f×", $13))
     }' "$OUT/results.tsv"
 } >"$OUT/table.md"
 echo
