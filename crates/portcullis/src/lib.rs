@@ -14,6 +14,7 @@ mod context;
 mod cookies;
 pub(crate) mod cors;
 pub(crate) mod csrf;
+mod deadlines;
 pub mod demo_events;
 pub mod fault;
 pub mod gateway;

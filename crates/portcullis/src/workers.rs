@@ -484,39 +484,15 @@ fn run_worker(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let anchor = anchor_period(&app.shared().config.routes);
+    // The upstream timeouts of this worker's requests (`deadlines.rs`).
+    let ticker = crate::deadlines::install();
     runtime.block_on(async move {
-        tokio::spawn(keep_timer_armed(anchor));
+        tokio::spawn(ticker);
         tokio::select! {
             () = serve_connections(listener, app, limits, drain) => Ok(()),
             _ = cut.wait_for(|v| *v) => Ok(()),
         }
     })
-}
-
-/// tokio's time driver wakes its own thread (an eventfd write, then one
-/// more epoll event) whenever a timer is set that is due sooner than every
-/// timer it knew of when it last went to sleep. With none pending, that is
-/// every proxied request's upstream timeout, about one request in five under
-/// load. A standing timer never due later than those deadlines (`period` at
-/// most the shortest route timeout) keeps the driver's next wake-up early
-/// enough; it costs one wake-up per `period` on an idle worker.
-async fn keep_timer_armed(period: Duration) {
-    loop {
-        tokio::time::sleep(period).await;
-    }
-}
-
-/// The shortest route timeout, kept between 1 s and 60 s: below that the
-/// idle wake-ups would cost more than they save; a route with a shorter
-/// timeout still works, its requests just wake the driver as before.
-fn anchor_period(routes: &[crate::config::RouteConfig]) -> Duration {
-    routes
-        .iter()
-        .map(|r| r.timeout)
-        .min()
-        .unwrap_or(Duration::from_secs(60))
-        .clamp(Duration::from_secs(1), Duration::from_secs(60))
 }
 
 /// Accept and serve connections until `drain` turns true, then let the open
@@ -797,30 +773,6 @@ impl hyper::service::Service<http::Request<RequestBody>> for Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_standing_timer_is_due_no_later_than_any_route_deadline() {
-        let route = |secs: f64| crate::config::RouteConfig {
-            prefix: "/api/".into(),
-            upstream: url::Url::parse("http://127.0.0.1:9").unwrap(),
-            token: crate::config::TokenMode::User,
-            require_roles: Vec::new(),
-            strip_prefix: false,
-            timeout: Duration::from_secs_f64(secs),
-            security_headers: false,
-            case_insensitive: false,
-            check_origin: true,
-            tls: Default::default(),
-        };
-        assert_eq!(
-            anchor_period(&[route(30.0), route(5.0)]),
-            Duration::from_secs(5)
-        );
-        // Bounded: no wake-up storm for tiny timeouts, none rarer than a minute.
-        assert_eq!(anchor_period(&[route(0.2)]), Duration::from_secs(1));
-        assert_eq!(anchor_period(&[route(600.0)]), Duration::from_secs(60));
-        assert_eq!(anchor_period(&[]), Duration::from_secs(60));
-    }
 
     #[test]
     fn new_connections_go_to_the_least_busy_worker() {

@@ -66,10 +66,6 @@ impl PublicService {
         }
     }
 
-    pub(crate) fn shared(&self) -> &Shared {
-        &self.shared
-    }
-
     /// Answer `req` from a connection with peer address `peer` (used for
     /// `X-Forwarded-For`). One box per request; a `Router` with `from_fn`
     /// layers boxed (and moved) the request's future at every layer.

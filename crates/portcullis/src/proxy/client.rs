@@ -12,10 +12,12 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
+use tokio::time::Instant;
 
 use super::pool::Pool;
 use crate::{
     api_error::ApiError,
+    deadlines,
     routes::{Route, RouteTable},
     tls::{TlsError, TlsSettings},
 };
@@ -99,17 +101,19 @@ impl UpstreamClient {
         matches!(self, Self::Http1 { .. })
     }
 
-    /// Send and wait for the response head at most `timeout`; the body then streams.
+    /// Send and wait for the response head until `timeout` after `started`;
+    /// the body then streams.
     pub(super) async fn send(
         &self,
         req: Request,
+        started: Instant,
         timeout: Duration,
     ) -> Result<http::Response<Body>, ApiError> {
         let clients = match self {
             Self::Http1 { pool, .. } => {
                 // The proxy builds origin-form URIs for this client (see
                 // `takes_origin_form`).
-                return match tokio::time::timeout(timeout, pool.send(req)).await {
+                return match deadlines::timeout(started, timeout, pool.send(req)).await {
                     Err(_) => Err(ApiError::UpstreamTimeout),
                     Ok(Err(e)) => Err(ApiError::UpstreamUnavailable(e.to_string())),
                     Ok(Ok(resp)) => Ok(resp),
@@ -118,7 +122,7 @@ impl UpstreamClient {
             Self::Pooled(clients) => clients,
         };
         let client = &clients[crate::worker_index::current() % clients.len()];
-        match tokio::time::timeout(timeout, client.request(req)).await {
+        match deadlines::timeout(started, timeout, client.request(req)).await {
             Err(_) => Err(ApiError::UpstreamTimeout),
             Ok(Err(e)) => Err(ApiError::UpstreamUnavailable(
                 match crate::tls::refusal_reason(&e) {

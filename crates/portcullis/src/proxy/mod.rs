@@ -12,8 +12,6 @@ mod websocket;
 
 pub(crate) use client::Upstreams;
 
-use std::time::Instant;
-
 use axum::{
     body::Body,
     extract::Request,
@@ -233,8 +231,9 @@ async fn timed_send(
     req: Request,
     body_failed: Option<request_body::BodyFailed>,
 ) -> Result<http::Response<Body>, ApiError> {
-    let started = Instant::now();
-    let mut result = client.send(req, route.timeout).await;
+    // Also the start of the upstream timeout: one clock read.
+    let started = tokio::time::Instant::now();
+    let mut result = client.send(req, started, route.timeout).await;
     if result.is_err() && body_failed.is_some_and(|f| f.get()) {
         return Err(ApiError::BadRequest(
             "the request body is malformed or was cut short".into(),

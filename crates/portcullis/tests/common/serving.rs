@@ -10,7 +10,8 @@
 //! ```
 //!
 //! Routes: `/api/` to the upstream without a token, `/user/` to the
-//! upstream with the user's token (401 without a session), `/ws/` to a
+//! upstream with the user's token (401 without a session), `/slow/` to the
+//! upstream without a token, prefix stripped, with a 300 ms timeout, `/ws/` to a
 //! WebSocket echo server without a token, `/auth/*` (the crafted IdP),
 //! everything else from the static directory.
 
@@ -209,6 +210,12 @@ token = "none"
 prefix = "/user/"
 upstream = "http://{up}"
 timeout = "5s"
+[[routes]]
+prefix = "/slow/"
+upstream = "http://{up}"
+token = "none"
+strip_prefix = true
+timeout = "300ms"
 [static]
 dir = "{dir}"
 "#,

@@ -32,3 +32,4 @@ mod session_lifetime;
 mod shutdown;
 mod store_encryption;
 mod store_outage;
+mod upstream_timeout;
