@@ -234,8 +234,14 @@ window.attack = async () => {
   return new Promise((ok) => server.listen(0, '127.0.0.1', () => ok(`http://127.0.0.1:${server.address().port}`)));
 }
 
+// Screenshots are artifacts for people, not assertions: one the browser
+// cannot render in time (a starved machine) is reported, not a failure.
 async function shot(page, name) {
-  await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
+  try {
+    await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
+  } catch (e) {
+    console.log(`#   screenshot ${name} skipped: ${e.message.split('\n')[0]}`);
+  }
 }
 
 /** Everything script on the page can read: cookies, both storages, the DOM. */

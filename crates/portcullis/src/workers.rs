@@ -23,6 +23,7 @@
 //! connections wait outside hyper, without its buffers ([`connection`]).
 
 mod connection;
+mod gate;
 mod per_ip;
 mod request_body;
 

@@ -27,7 +27,7 @@ use tokio::{
     time::{Instant, sleep_until},
 };
 
-use super::{Activity, Counted, Tracked, request_body::RequestBody};
+use super::{Activity, Counted, Tracked, gate::Gated, request_body::RequestBody};
 use crate::config::ConnectionLimits;
 
 /// Concurrent requests (streams) one HTTP/2 connection may have open; more
@@ -262,6 +262,14 @@ struct Park {
     blocked_at: Option<usize>,
 }
 
+/// What ended `serve_http1`'s wait besides hyper's connection.
+enum Rare {
+    Drain,
+    Quiet(Quiet),
+    /// A body timeout cut the connection, or hyper did not end after a park.
+    Cut,
+}
+
 /// One hyper HTTP/1 connection (with upgrades) on `io`, until it closes
 /// (`None`) or is parked: then the socket comes back, open, with the bytes
 /// hyper had read but not used in [`Counted::unread`].
@@ -293,33 +301,46 @@ where
     let mut parking: Option<Instant> = None;
     let result = loop {
         let flush_deadline = parking.map_or_else(Instant::now, |at| at + limits.idle_timeout);
-        tokio::select! {
+        let (drained, parked) = (draining, parking.is_some());
+        // The rare signals behind one gate: polled when one of them woke,
+        // not on each of the task's wakes for hyper (several per request).
+        let rare = Gated::new(async {
+            tokio::select! {
+                biased;
+                () = drain_begun(drain), if !drained => Rare::Drain,
+                quiet = &mut watch, if !parked && !drained => Rare::Quiet(quiet),
+                () = activity.cut.notified() => Rare::Cut,
+                // hyper should end at once (it was idle); a safety net.
+                () = sleep_until(flush_deadline), if parked => Rare::Cut,
+            }
+        });
+        let mut rare = std::pin::pin!(rare);
+        let rare = tokio::select! {
             biased;
             result = &mut conn => break result,
-            () = drain_begun(drain), if !draining => {
+            rare = &mut rare => rare,
+        };
+        match rare {
+            Rare::Drain => {
                 draining = true;
                 // The socket is to close for real now.
                 activity.parking.store(false, Ordering::Relaxed);
                 std::pin::Pin::new(&mut conn).graceful_shutdown();
             }
-            quiet = &mut watch, if parking.is_none() && !draining => match quiet {
-                Quiet::Park => {
-                    // hyper is idle (no request in flight, no byte read since
-                    // the last response, nothing left to write): graceful_shutdown
-                    // ends it without touching any response, and its final
-                    // shutdown of the socket is skipped ([`Counted`]).
-                    parking = Some(Instant::now());
-                    activity.parking.store(true, Ordering::Relaxed);
-                    std::pin::Pin::new(&mut conn).graceful_shutdown();
-                }
-                Quiet::Close(reason) => {
-                    closed(name, reason);
-                    return None;
-                }
-            },
-            () = activity.cut.notified() => return None,
-            // hyper should end at once (it was idle); a safety net.
-            () = sleep_until(flush_deadline), if parking.is_some() => return None,
+            Rare::Quiet(Quiet::Park) => {
+                // hyper is idle (no request in flight, no byte read since
+                // the last response, nothing left to write): graceful_shutdown
+                // ends it without touching any response, and its final
+                // shutdown of the socket is skipped ([`Counted`]).
+                parking = Some(Instant::now());
+                activity.parking.store(true, Ordering::Relaxed);
+                std::pin::Pin::new(&mut conn).graceful_shutdown();
+            }
+            Rare::Quiet(Quiet::Close(reason)) => {
+                closed(name, reason);
+                return None;
+            }
+            Rare::Cut => return None,
         }
     };
     if let Err(e) = result {
