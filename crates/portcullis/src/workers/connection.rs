@@ -262,11 +262,12 @@ struct Park {
     blocked_at: Option<usize>,
 }
 
-/// What ended `serve_http1`'s wait besides hyper's connection.
+/// What ended a connection's wait besides hyper's connection itself.
 enum Rare {
     Drain,
     Quiet(Quiet),
-    /// A body timeout cut the connection, or hyper did not end after a park.
+    /// A body timeout cut the connection, or (HTTP/1) hyper did not end
+    /// after a park.
     Cut,
 }
 
@@ -388,7 +389,16 @@ async fn serve_auto<S, B>(
         .auto
         .serve_connection_with_upgrades(TokioIo::new(io), service);
     let mut conn = std::pin::pin!(conn);
-    tokio::select! {
+    // Behind a gate, as in `serve_http1`: every stream's wake would poll them.
+    let rare = Gated::new(async {
+        tokio::select! {
+            biased;
+            () = drain_begun(&mut drain) => Rare::Drain,
+            quiet = watchdog(&activity, limits, head_deadline, None) => Rare::Quiet(quiet),
+            () = activity.cut.notified() => Rare::Cut,
+        }
+    });
+    let rare = tokio::select! {
         biased;
         result = conn.as_mut() => {
             if let Err(e) = result {
@@ -397,19 +407,20 @@ async fn serve_auto<S, B>(
                 }
                 tracing::trace!(error = %e, "connection ended with an error");
             }
+            return;
         }
-        () = drain_begun(&mut drain) => {
+        rare = rare => rare,
+    };
+    match rare {
+        Rare::Drain => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
         // Dropping the connection closes the socket.
-        quiet = watchdog(&activity, limits, head_deadline, None) => {
-            if let Quiet::Close(reason) = quiet {
-                closed(name, reason);
-            }
-        }
-        // Counted where the body timed out.
-        () = activity.cut.notified() => {}
+        Rare::Quiet(Quiet::Close(reason)) => closed(name, reason),
+        // Without `park` the watchdog never parks. A cut is counted where
+        // the body timed out.
+        Rare::Quiet(Quiet::Park) | Rare::Cut => {}
     }
 }
 

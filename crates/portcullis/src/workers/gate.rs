@@ -1,10 +1,10 @@
 //! A future polled only when its own waker has fired.
 //!
-//! `serve_http1` waits on hyper's connection and on rare signals (the
+//! A connection's task waits on hyper's connection and on rare signals (the
 //! drain, the watchdog, a body timeout's cut). `select!` polls every branch
-//! each time the task wakes, several times per request, and polling the
-//! rare ones cost about 800 instructions per proxied request
-//! (docs/performance.md). Behind one gate they are polled once to register
+//! each time the task wakes, several times per request (HTTP/2: per stream
+//! event), and polling the rare ones cost about 800 instructions per
+//! proxied HTTP/1 request (docs/performance.md). Behind one gate they are polled once to register
 //! their wakers, then only after one of them woke.
 
 use std::{
