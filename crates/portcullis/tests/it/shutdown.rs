@@ -1,6 +1,6 @@
 //! Graceful shutdown through [`portcullis::serve`]: once the shutdown future
-//! resolves, new connections are refused while an open SSE stream finishes
-//! its events; a stream that outlives `server.drain_timeout` is cut. With
+//! resolves, new connections are refused while an open SSE stream (HTTP/1
+//! or HTTP/2) finishes its events; a stream that outlives `server.drain_timeout` is cut. With
 //! several serving workers (`server.workers`) every connection is answered
 //! (and its peer address forwarded) and shutdown stops them all.
 
@@ -98,14 +98,29 @@ async fn refused(addr: SocketAddr) -> bool {
 
 #[tokio::test]
 async fn open_stream_finishes_during_drain_and_new_connections_are_refused() {
+    open_stream_finishes_during_drain(reqwest::Client::new(), reqwest::Version::HTTP_11).await;
+}
+
+/// The same over HTTP/2 (cleartext, prior knowledge): the connection's
+/// drain is hyper's graceful shutdown (GOAWAY), which must let the open
+/// stream finish, and the upstream connection the stream's body drives.
+#[tokio::test]
+async fn open_http2_stream_finishes_during_drain_and_new_connections_are_refused() {
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    open_stream_finishes_during_drain(client, reqwest::Version::HTTP_2).await;
+}
+
+async fn open_stream_finishes_during_drain(client: reqwest::Client, version: reqwest::Version) {
     let g = start_gateway("10s", 2, false).await;
-    let client = reqwest::Client::new();
     let resp = client
         .get(format!("http://{}/sse/five", g.addr))
         .send()
         .await
         .expect("stream opens");
-    assert_eq!(resp.status(), 200);
+    assert_eq!((resp.status().as_u16(), resp.version()), (200, version));
     let mut body = resp;
     let first = body.chunk().await.expect("bytes").expect("first event");
     assert!(String::from_utf8_lossy(&first).contains("tick 0"));
