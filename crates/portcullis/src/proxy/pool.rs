@@ -531,4 +531,64 @@ mod tests {
         let req = request(&url, http::Method::GET);
         assert!(matches!(pool.send(req).await, Err(PoolError::Connect)));
     }
+
+    /// A body far larger than one read comes through whole, and read to
+    /// the end, its connection is reused.
+    #[tokio::test]
+    async fn a_long_body_is_read_through_its_connection_and_reused() {
+        let big: &'static str = Box::leak("x".repeat(4 << 20).into_boxed_str());
+        let up = upstream(200, big, false).await;
+        let pool = pool(&up);
+        for _ in 0..2 {
+            let (status, body) = send(&pool, request(&up.url, http::Method::GET)).await;
+            assert_eq!((status.as_u16(), body.len()), (200, big.len()));
+        }
+        assert_eq!(up.connections.load(Ordering::SeqCst), 1);
+    }
+
+    /// A request body far larger than the socket buffers is written while
+    /// the request waits for the head, and the answer comes back.
+    #[tokio::test]
+    async fn a_long_request_body_is_written_while_waiting_for_the_answer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = url::Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let len = 4usize << 20;
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = vec![0u8; 64 << 10];
+            let body_start = loop {
+                let n = conn.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "closed before the head");
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break end + 4;
+                }
+            };
+            let mut got = buf.len() - body_start;
+            while got < len {
+                let n = conn.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "closed before the body's end");
+                got += n;
+            }
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{got}",
+                got.to_string().len()
+            );
+            conn.write_all(answer.as_bytes()).await.unwrap();
+        });
+        let pool = Pool::new(&url, Duration::from_secs(5), 1).unwrap();
+        let req = http::Request::builder()
+            .method(http::Method::POST)
+            .uri("/x")
+            .header(http::header::HOST, url.authority())
+            .header(http::header::CONTENT_LENGTH, len)
+            .body(Body::from(vec![b'y'; len]))
+            .unwrap();
+        let (status, body) = send(&pool, req).await;
+        assert_eq!(
+            (status.as_u16(), &body[..]),
+            (200, len.to_string().as_bytes())
+        );
+    }
 }
