@@ -134,11 +134,10 @@ fn bench_session(id: SessionHash, now: UnixTime, sub: String, like_login: bool) 
         claims: claims.into(),
         roles: vec!["user".into()],
         tokens: TokenSet {
-            access_token: random_token(600),
+            access_token: random_token(600).into(),
             refresh_token: Some(random_token(40)),
             id_token: like_login.then(|| random_token(700)),
             access_expires_at: Some(now + 86_400),
-            bearer: Default::default(),
         },
         csrf_token: random_token(32),
         user_agent: like_login.then(|| {

@@ -102,11 +102,10 @@ store = "memory"
             claims: Default::default(),
             roles: Vec::new(),
             tokens: TokenSet {
-                access_token: format!("secret-access-{}", random_token(8)),
+                access_token: format!("secret-access-{}", random_token(8)).into(),
                 refresh_token: Some(format!("secret-refresh-{}", random_token(8))),
                 id_token: Some(format!("secret-id-{}", random_token(8))),
                 access_expires_at: Some(now + 300),
-                bearer: Default::default(),
             },
             csrf_token: format!("csrf-{}", id.as_cookie_value()),
             user_agent: Some("Firefox 128 on Linux".into()),
