@@ -135,8 +135,8 @@ fn bench_session(id: SessionHash, now: UnixTime, sub: String, like_login: bool) 
         roles: vec!["user".into()],
         tokens: TokenSet {
             access_token: random_token(600).into(),
-            refresh_token: Some(random_token(40)),
-            id_token: like_login.then(|| random_token(700)),
+            refresh_token: Some(random_token(40).into()),
+            id_token: like_login.then(|| random_token(700).into()),
             access_expires_at: Some(now + 86_400),
         },
         csrf_token: random_token(32),

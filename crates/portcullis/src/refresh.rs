@@ -447,14 +447,14 @@ async fn apply(
         };
         if let Some(claims) = claims {
             apply_identity(shared, &mut record, claims, &tokens).await?;
-            record.tokens.id_token = tokens.id_token.clone();
+            record.tokens.id_token = tokens.id_token.as_deref().map(Into::into);
         }
     }
     record.tokens.access_token = tokens.access_token;
     record.tokens.access_expires_at = tokens.expires_in.map(|s| now + s);
     // IdPs that do not rotate send no new refresh token: keep the old one.
     if let Some(rt) = tokens.refresh_token {
-        record.tokens.refresh_token = Some(rt);
+        record.tokens.refresh_token = Some(rt.into());
     }
     record.version += 1;
     Ok(record)

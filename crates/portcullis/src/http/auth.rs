@@ -395,8 +395,8 @@ fn new_record(
         tokens: TokenSet {
             access_expires_at: tokens.expires_in.map(|s| now + s),
             access_token: tokens.access_token,
-            refresh_token: tokens.refresh_token,
-            id_token: tokens.id_token,
+            refresh_token: tokens.refresh_token.map(Into::into),
+            id_token: tokens.id_token.map(Into::into),
         },
         csrf_token: random_token(32),
         user_agent: headers

@@ -103,8 +103,8 @@ store = "memory"
             roles: Vec::new(),
             tokens: TokenSet {
                 access_token: format!("secret-access-{}", random_token(8)).into(),
-                refresh_token: Some(format!("secret-refresh-{}", random_token(8))),
-                id_token: Some(format!("secret-id-{}", random_token(8))),
+                refresh_token: Some(format!("secret-refresh-{}", random_token(8)).into()),
+                id_token: Some(format!("secret-id-{}", random_token(8)).into()),
                 access_expires_at: Some(now + 300),
             },
             csrf_token: format!("csrf-{}", id.as_cookie_value()),

@@ -185,7 +185,7 @@ require_roles = ["admin"]
             roles: roles.iter().map(|r| r.to_string()).collect(),
             tokens: TokenSet {
                 access_token: format!("at-{}", random_token(8)).into(),
-                refresh_token: Some(format!("rt-{}", random_token(8))),
+                refresh_token: Some(format!("rt-{}", random_token(8)).into()),
                 id_token: None,
                 access_expires_at: Some(now + 300),
             },
