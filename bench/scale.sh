@@ -4,10 +4,13 @@
 #   bench/scale.sh                       # everything, defaults below
 #   SESSIONS=100000 STARTS=10 LOGINS=3000 IDLE=10000 bench/scale.sh
 #   SKIP_REMOTE=1 bench/scale.sh         # no Redis row
+#   ONLY=sessions bench/scale.sh         # the sessions part alone
 #
 # 1. Sessions: RSS of the gateway (memory store) holding SESSIONS sessions
-#    shaped like a real login's, minus one holding a single session; beside
-#    it Redis's used_memory for the same sessions sealed in the Redis store.
+#    shaped like a real login's, minus one holding a single session; again
+#    once each session has served one proxied request (busy: what a request
+#    leaves in a session); beside it Redis's used_memory for the same
+#    sessions sealed in the Redis store.
 # 2. Cold start: exec of `portcullis serve` to /readyz 200 against a local IdP
 #    (bench_idp), memory and SQLite store, median of STARTS; readiness needs
 #    discovery and JWKS, timed alone too; nginx from exec to its first 200.
@@ -42,9 +45,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-command -v nginx >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nginx >/dev/null; }
-cargo build --release -p portcullis --example bench_upstream --example bench_gateway \
-    --example bench_idp -p portcullis-cli --bin portcullis
+[ "${ONLY:-}" = sessions ] || command -v nginx >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nginx >/dev/null; }
+if [ "${ONLY:-}" = sessions ]; then
+    cargo build --release -p portcullis --example bench_upstream --example bench_gateway
+else
+    cargo build --release -p portcullis --example bench_upstream --example bench_gateway \
+        --example bench_idp -p portcullis-cli --bin portcullis
+fi
 BIN=${CARGO_TARGET_DIR:-target}/release
 # 10 000 connections need as many descriptors in the gateway, nginx and the client.
 ulimit -Hn 65536 2>/dev/null || true
@@ -90,17 +97,34 @@ start_gateway() { # store [env...] -> GW_PID GW_PORT GW_COOKIE
 
 ROWS=()
 row() { ROWS+=("| $1 | $2 | $3 |"); }
+report() { # the table, to stdout and OUT/scale.md
+    mkdir -p "$OUT"
+    {
+        CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+        echo "bench/scale.sh, $(date -u +%Y-%m-%dT%H:%MZ); $(nproc) cores ($CPU), Linux $(uname -r)."
+        echo "Load at start: ${LOAD_START#*load average: }; at end: $(uptime | sed 's/.*load average: //')."
+        echo
+        echo "| figure | measured | goal |"
+        echo "|---|---|---|"
+        printf '%s\n' "${ROWS[@]}"
+    } | tee "$OUT/scale.md"
+}
 
 # 1. Sessions ---------------------------------------------------------------
 echo "sessions: $SESSIONS in the memory store" >&2
-start_gateway memory BENCH_SESSIONS=1
+start_gateway memory BENCH_SESSIONS=1 BENCH_COOKIES="$WORK/cookies"
 one=$(client rss "$GW_PID" | field rss_kib)
+one_busy=$(client busy 127.0.0.1 "$GW_PORT" /api/items "$WORK/cookies" "$GW_PID" | field rss_kib)
 stop "$GW_PID"
-start_gateway memory BENCH_SESSIONS="$SESSIONS"
+start_gateway memory BENCH_SESSIONS="$SESSIONS" BENCH_COOKIES="$WORK/cookies"
 many=$(client rss "$GW_PID" | field rss_kib)
+echo "sessions: one proxied request each" >&2
+many_busy=$(client busy 127.0.0.1 "$GW_PORT" /api/items "$WORK/cookies" "$GW_PID" | field rss_kib)
 stop "$GW_PID"
 row "$SESSIONS sessions, memory store: gateway RSS (one session: $(mib "$one") MiB)" \
     "$(mib "$many") MiB, $(((many - one) * 1024 / (SESSIONS - 1))) bytes per session" "≤ 150 MB"
+row "the same once each session has served one proxied request (one session: $(mib "$one_busy") MiB)" \
+    "$(mib "$many_busy") MiB, $(((many_busy - one_busy) * 1024 / (SESSIONS - 1))) bytes per session" ""
 if [ -z "${SKIP_REMOTE:-}" ]; then
     used() { redis-cli -u "$REDIS_URL" info memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p'; }
     before=$(used)
@@ -110,6 +134,10 @@ if [ -z "${SKIP_REMOTE:-}" ]; then
     row "peer: the same sessions sealed in Redis (used_memory growth; Redis is shared)" \
         "$(awk -v b="$((after - before))" 'BEGIN {printf "%.1f MiB", b / 1048576}'), $(((after - before) / SESSIONS)) bytes per session" ""
     redis-cli -u "$REDIS_URL" --scan --pattern "$KEY_PREFIX*" | xargs -r -n 1000 redis-cli -u "$REDIS_URL" unlink >/dev/null
+fi
+if [ "${ONLY:-}" = sessions ]; then
+    report
+    exit 0
 fi
 
 # 2. Cold start ---------------------------------------------------------------
@@ -243,13 +271,4 @@ stop "$NGX_PID"
 row "peer: nginx, the same (master + 2 workers, RSS summed)" \
     "$(mib "$(echo "$out" | field rss_before_kib)") → $(mib "$(echo "$out" | field rss_after_kib)") MiB, $(echo "$out" | field bytes_per_connection) bytes per connection" ""
 
-mkdir -p "$OUT"
-{
-    CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
-    echo "bench/scale.sh, $(date -u +%Y-%m-%dT%H:%MZ); $(nproc) cores ($CPU), Linux $(uname -r)."
-    echo "Load at start: ${LOAD_START#*load average: }; at end: $(uptime | sed 's/.*load average: //')."
-    echo
-    echo "| figure | measured | goal |"
-    echo "|---|---|---|"
-    printf '%s\n' "${ROWS[@]}"
-} | tee "$OUT/scale.md"
+report

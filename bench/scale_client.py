@@ -1,8 +1,10 @@
-"""Clients for bench/scale.sh: start-up time, login flood, idle connections.
+"""Clients for bench/scale.sh: start-up time, login flood, idle connections,
+busy sessions.
 
     python3 bench/scale_client.py ready URL -- CMD...      exec CMD, time until URL answers 200
     python3 bench/scale_client.py logins GATEWAY N CONC GW_PID IDP_PID
     python3 bench/scale_client.py idle HOST PORT N PATH COOKIE PID...
+    python3 bench/scale_client.py busy HOST PORT PATH COOKIE_FILE PID...
     python3 bench/scale_client.py rss PID...
 
 Each prints one line of `key=value` figures for bench/scale.sh. Standard
@@ -223,6 +225,25 @@ def idle(host, port, count, path, cookie, pids, timeout=120.0):
         s.close()
 
 
+def busy(host, port, path, cookie_file, pids, timeout=600.0):
+    """One proxied GET per session of COOKIE_FILE (`name=value` a line), one
+    after the other on one keep-alive connection; then the RSS."""
+    with open(cookie_file) as f:
+        cookies = [line.strip() for line in f if line.strip()]
+    deadline = time.monotonic() + timeout
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    for cookie in cookies:
+        if time.monotonic() > deadline:
+            sys.exit(f"busy: not done after {timeout} s")
+        conn.request("GET", path, headers={"Cookie": cookie})
+        r = conn.getresponse()
+        r.read()
+        if r.status != 200:
+            sys.exit(f"busy: {path} answered {r.status}")
+    conn.close()
+    print(f"sessions={len(cookies)} rss_kib={rss_kib(pids)}")
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "ready":
@@ -231,6 +252,8 @@ def main():
         logins(args[0], int(args[1]), int(args[2]), int(args[3]), int(args[4]))
     elif cmd == "idle":
         idle(args[0], int(args[1]), int(args[2]), args[3], args[4], [int(p) for p in args[5:]])
+    elif cmd == "busy":
+        busy(args[0], int(args[1]), args[2], args[3], [int(p) for p in args[4:]])
     elif cmd == "rss":
         print(f"rss_kib={rss_kib([int(p) for p in args])}")
     else:

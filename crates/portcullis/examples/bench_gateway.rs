@@ -12,7 +12,11 @@
 //! `BENCH_SERVER` adds lines to `[server]`; `BENCH_SESSIONS=N` stores N − 1
 //! more sessions, shaped like a real login's (ID token, claims, user agent),
 //! before it listens, and prints `SESSIONS=N` (bench/scale.sh: their memory);
+//! `BENCH_COOKIES=FILE` writes every session's cookie to FILE, one a line
+//! (bench/scale.sh: one proxied request per session, then their memory);
 //! `BENCH_KEY_PREFIX` sets the Redis key prefix (default `pcbench:<random>:`).
+
+use std::io::Write;
 
 use portcullis::{
     Gateway,
@@ -80,9 +84,22 @@ upstream = "{upstream}"
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(1);
+    let mut cookies = std::env::var_os("BENCH_COOKIES")
+        .map(|path| std::fs::File::create(path).map(std::io::BufWriter::new))
+        .transpose()?;
+    if let Some(out) = &mut cookies {
+        writeln!(out, "{cookie_name}={}", id.as_cookie_value())?;
+    }
     for n in 1..sessions {
-        let extra = bench_session(SessionId::generate().hash(), now, format!("user-{n}"), true);
+        let extra_id = SessionId::generate();
+        let extra = bench_session(extra_id.hash(), now, format!("user-{n}"), true);
         store.save(&extra).await?;
+        if let Some(out) = &mut cookies {
+            writeln!(out, "{cookie_name}={}", extra_id.as_cookie_value())?;
+        }
+    }
+    if let Some(mut out) = cookies {
+        out.flush()?;
     }
     if sessions > 1 {
         println!("SESSIONS={sessions}");
@@ -117,11 +134,10 @@ fn bench_session(id: SessionHash, now: UnixTime, sub: String, like_login: bool) 
         claims: claims.into(),
         roles: vec!["user".into()],
         tokens: TokenSet {
-            access_token: random_token(600),
-            refresh_token: Some(random_token(40)),
-            id_token: like_login.then(|| random_token(700)),
+            access_token: random_token(600).into(),
+            refresh_token: Some(random_token(40).into()),
+            id_token: like_login.then(|| random_token(700).into()),
             access_expires_at: Some(now + 86_400),
-            bearer: Default::default(),
         },
         csrf_token: random_token(32),
         user_agent: like_login.then(|| {

@@ -308,7 +308,7 @@ async fn refresh_holding(
         shared.demo_event(id, |demo| EventKind::Refreshed {
             reason,
             access_token: Some(TokenInfo::of(
-                &updated.tokens.access_token,
+                updated.tokens.access_token.as_str(),
                 updated.tokens.access_expires_at,
             )),
             refresh_token_rotated: updated.tokens.refresh_token != old_refresh_token,
@@ -447,16 +447,14 @@ async fn apply(
         };
         if let Some(claims) = claims {
             apply_identity(shared, &mut record, claims, &tokens).await?;
-            record.tokens.id_token = tokens.id_token.clone();
+            record.tokens.id_token = tokens.id_token.as_deref().map(Into::into);
         }
     }
     record.tokens.access_token = tokens.access_token;
-    // The header built for the old token would be rebuilt on every use.
-    record.tokens.bearer = Default::default();
     record.tokens.access_expires_at = tokens.expires_in.map(|s| now + s);
     // IdPs that do not rotate send no new refresh token: keep the old one.
     if let Some(rt) = tokens.refresh_token {
-        record.tokens.refresh_token = Some(rt);
+        record.tokens.refresh_token = Some(rt.into());
     }
     record.version += 1;
     Ok(record)
@@ -475,7 +473,7 @@ async fn apply_identity(
     let mut all = claims.all;
     let complete = match shared
         .oidc
-        .userinfo(&tokens.access_token, &record.sub)
+        .userinfo(tokens.access_token.as_str(), &record.sub)
         .await
     {
         Ok(info) => {

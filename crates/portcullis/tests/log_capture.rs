@@ -122,12 +122,15 @@ async fn logs_of_a_full_flow_hold_no_token_code_or_cookie() {
         ("client secret", CLIENT_SECRET.to_string()),
     ];
     for record in [&first, &refreshed] {
-        secrets.push(("access token", record.tokens.access_token.clone()));
+        secrets.push((
+            "access token",
+            record.tokens.access_token.as_str().to_owned(),
+        ));
         if let Some(t) = &record.tokens.refresh_token {
-            secrets.push(("refresh token", t.clone()));
+            secrets.push(("refresh token", t.to_string()));
         }
         if let Some(t) = &record.tokens.id_token {
-            secrets.push(("id token", t.clone()));
+            secrets.push(("id token", t.to_string()));
         }
     }
     for code in codes {

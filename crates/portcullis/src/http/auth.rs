@@ -294,7 +294,11 @@ async fn finish_login(
         return Err(bad("state already used"));
     }
     let mut claims = id.all.clone();
-    if let Some(info) = shared.oidc.userinfo(&tokens.access_token, &id.sub).await? {
+    if let Some(info) = shared
+        .oidc
+        .userinfo(tokens.access_token.as_str(), &id.sub)
+        .await?
+    {
         claims.extend(info);
     }
 
@@ -352,7 +356,7 @@ fn report_login(
         now,
         EventKind::CodeExchanged {
             access_token: Some(TokenInfo::of(
-                &tokens.access_token,
+                tokens.access_token.as_str(),
                 tokens.access_expires_at,
             )),
             refresh_token: tokens.refresh_token.is_some(),
@@ -390,10 +394,9 @@ fn new_record(
         roles: oidc::roles_from_claims(claims, &shared.config.oidc.roles_claim),
         tokens: TokenSet {
             access_expires_at: tokens.expires_in.map(|s| now + s),
-            bearer: Default::default(),
             access_token: tokens.access_token,
-            refresh_token: tokens.refresh_token,
-            id_token: tokens.id_token,
+            refresh_token: tokens.refresh_token.map(Into::into),
+            id_token: tokens.id_token.map(Into::into),
         },
         csrf_token: random_token(32),
         user_agent: headers
@@ -527,7 +530,7 @@ fn spawn_revocation(shared: Arc<Shared>, tokens: TokenSet) {
         }
         if let Err(e) = shared
             .oidc
-            .revoke(&tokens.access_token, "access_token")
+            .revoke(tokens.access_token.as_str(), "access_token")
             .await
         {
             tracing::debug!(error = %e, "access token revocation failed");

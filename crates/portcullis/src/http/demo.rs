@@ -109,7 +109,7 @@ pub(crate) async fn session(
         "sub": record.sub,
         "roles": record.roles,
         "access_token": {
-            "fingerprint": crate::demo_events::fingerprint(&tokens.access_token),
+            "fingerprint": crate::demo_events::fingerprint(tokens.access_token.as_str()),
             "expires_at": tokens.access_expires_at,
             // The first API call from then on refreshes it first.
             "refresh_due_at": tokens.access_expires_at.map(|exp| exp - refresh_before),

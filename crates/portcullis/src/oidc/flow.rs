@@ -8,7 +8,10 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::{LoginState, Nonce, OidcClient, OidcError, PkceVerifier, http_client};
-use crate::{config::ClientAuthMethod, session::random_token};
+use crate::{
+    config::ClientAuthMethod,
+    session::{AccessToken, random_token},
+};
 
 /// A freshly built authorization request: the URL to send the browser to
 /// and the secrets to keep server-side until the callback.
@@ -22,7 +25,8 @@ pub struct AuthorizationRequest {
 /// The token endpoint's answer.
 #[derive(Deserialize)]
 pub struct TokenResponse {
-    pub access_token: String,
+    /// Built into its `Authorization` value as it is read.
+    pub access_token: AccessToken,
     #[serde(default)]
     pub token_type: Option<String>,
     #[serde(default)]

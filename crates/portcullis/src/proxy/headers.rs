@@ -260,11 +260,11 @@ fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
 }
 
 /// Set `Authorization: Bearer <access token>`, marked sensitive (never
-/// logged by hyper); the value is built once per token set.
+/// logged by hyper): a clone of the value the token is held as.
 pub(super) fn set_bearer(h: &mut HeaderMap, tokens: &TokenSet) {
-    match tokens.bearer.value(&tokens.access_token) {
+    match tokens.access_token.authorization() {
         Some(v) => {
-            h.insert(header::AUTHORIZATION, v);
+            h.insert(header::AUTHORIZATION, v.clone());
         }
         // A token that is no header value cannot be sent; the upstream will 401.
         None => {
@@ -385,6 +385,35 @@ fn set_cookie_name(v: &HeaderValue) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_sent_is_the_buffer_the_session_holds_its_token_in() {
+        let tokens = TokenSet {
+            access_token: "at-1".into(),
+            refresh_token: None,
+            id_token: None,
+            access_expires_at: None,
+        };
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic browser"),
+        );
+        set_bearer(&mut h, &tokens);
+        let sent = &h[header::AUTHORIZATION];
+        assert_eq!(sent, "Bearer at-1");
+        assert!(sent.is_sensitive());
+        // Not a copy: a session that served requests holds its token once.
+        let token = tokens.access_token.as_str();
+        assert_eq!(sent.as_bytes()["Bearer ".len()..].as_ptr(), token.as_ptr());
+        // A token that cannot be a header value is not sent, nor is the browser's.
+        let odd = TokenSet {
+            access_token: "at\n2".into(),
+            ..tokens.clone()
+        };
+        set_bearer(&mut h, &odd);
+        assert!(h.get(header::AUTHORIZATION).is_none());
+    }
 
     #[test]
     fn owned_cookies_are_stripped_others_pass() {

@@ -89,7 +89,7 @@ async fn forward(
                 method: parts.method.to_string(),
                 path: parts.uri.path().to_string(),
                 access_token: Some(TokenInfo::of(
-                    &fresh.tokens.access_token,
+                    fresh.tokens.access_token.as_str(),
                     fresh.tokens.access_expires_at,
                 )),
             });

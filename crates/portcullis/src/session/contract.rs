@@ -133,11 +133,10 @@ pub fn sample_record(sub: &str, sid: Option<&str>, now: UnixTime) -> (SessionId,
         claims,
         roles: vec!["reader".into(), "writer".into()],
         tokens: super::TokenSet {
-            access_token: format!("at-{}", random_token(24)),
-            refresh_token: Some(format!("rt-{}", random_token(24))),
-            id_token: Some(format!("it-{}", random_token(24))),
+            access_token: format!("at-{}", random_token(24)).into(),
+            refresh_token: Some(format!("rt-{}", random_token(24)).into()),
+            id_token: Some(format!("it-{}", random_token(24)).into()),
             access_expires_at: Some(now + 300),
-            bearer: Default::default(),
         },
         csrf_token: random_token(32),
         user_agent: Some("Firefox 128 on Linux".into()),
@@ -216,7 +215,7 @@ pub async fn save_overwrites(store: Arc<dyn SessionStore>) {
     store.save(&record).await.expect("first save");
 
     record.version = 2;
-    record.tokens.access_token = format!("at-{}", random_token(24));
+    record.tokens.access_token = format!("at-{}", random_token(24)).into();
     record.tokens.access_expires_at = Some(t + 900);
     record.last_seen_at = t + 60;
     record.idle_expires_at = t + 60 + 1800;
@@ -436,7 +435,7 @@ pub async fn touch_updates_only_activity(store: Arc<dyn SessionStore>) {
     let (_, mut record) = sample_record(&unique("alice"), None, t);
     store.save(&record).await.expect("save");
     // A refresh saves new tokens; a request that loaded the old record then touches.
-    record.tokens.access_token = format!("at-new-{}", random_token(8));
+    record.tokens.access_token = format!("at-new-{}", random_token(8)).into();
     record.version += 1;
     store.save(&record).await.expect("save refreshed");
     assert!(
@@ -493,7 +492,7 @@ pub async fn shared_load_sees_every_write(store: Arc<dyn SessionStore>) {
         (t + 5, t + 600)
     );
 
-    record.tokens.access_token = format!("at-new-{}", random_token(8));
+    record.tokens.access_token = format!("at-new-{}", random_token(8)).into();
     record.version += 1;
     record.last_seen_at = t + 5;
     record.idle_expires_at = t + 600;
@@ -537,7 +536,7 @@ pub async fn save_if_version_swaps_only_on_match(store: Arc<dyn SessionStore>) {
     );
     store.save(&record).await.expect("save");
     record.version = 2;
-    record.tokens.access_token = format!("at-v2-{}", random_token(8));
+    record.tokens.access_token = format!("at-v2-{}", random_token(8)).into();
     assert!(store.save_if_version(&record, 1).await.expect("cas v1"));
     let loaded = store
         .load(&record.id)
@@ -569,7 +568,7 @@ pub async fn concurrent_save_if_version_has_one_winner(store: Arc<dyn SessionSto
             let store = Arc::clone(&store);
             let mut r = record.clone();
             r.version = 2;
-            r.tokens.access_token = format!("at-writer-{i}");
+            r.tokens.access_token = format!("at-writer-{i}").into();
             tokio::spawn(async move { (i, store.save_if_version(&r, 1).await.expect("cas")) })
         })
         .collect();
@@ -587,7 +586,7 @@ pub async fn concurrent_save_if_version_has_one_winner(store: Arc<dyn SessionSto
         .expect("load")
         .expect("present");
     assert_eq!(
-        loaded.tokens.access_token,
+        loaded.tokens.access_token.as_str(),
         format!("at-writer-{}", winners[0])
     );
 }

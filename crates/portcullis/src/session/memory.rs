@@ -569,6 +569,6 @@ mod tests {
         store.write().insert(&store.hasher, record.clone());
         let shown = format!("{store:?}");
         assert!(shown.contains("sessions: 1"));
-        assert!(!shown.contains(&record.tokens.access_token));
+        assert!(!shown.contains(record.tokens.access_token.as_str()));
     }
 }

@@ -148,11 +148,10 @@ token = "none"
             claims: Default::default(),
             roles: roles.iter().map(|r| r.to_string()).collect(),
             tokens: TokenSet {
-                access_token: format!("at-{}", random_token(8)),
-                refresh_token: Some(format!("rt-{}", random_token(8))),
+                access_token: format!("at-{}", random_token(8)).into(),
+                refresh_token: Some(format!("rt-{}", random_token(8)).into()),
                 id_token: None,
                 access_expires_at: Some(now + expires_in),
-                bearer: Default::default(),
             },
             csrf_token: random_token(32),
             user_agent: Some("test".into()),

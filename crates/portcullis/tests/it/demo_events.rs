@@ -175,9 +175,9 @@ fn kinds(events: &[Value]) -> Vec<&str> {
 /// Every token the store has held for `sub` so far, added to `seen`.
 async fn collect_tokens(s: &Setup, sub: &str, seen: &mut Vec<String>) {
     for r in s.store.list_by_sub(sub).await.expect("list") {
-        seen.push(r.tokens.access_token.clone());
-        seen.extend(r.tokens.refresh_token.clone());
-        seen.extend(r.tokens.id_token.clone());
+        seen.push(r.tokens.access_token.as_str().to_owned());
+        seen.extend(r.tokens.refresh_token.as_deref().map(str::to_owned));
+        seen.extend(r.tokens.id_token.as_deref().map(str::to_owned));
         seen.push(r.csrf_token.clone());
     }
 }

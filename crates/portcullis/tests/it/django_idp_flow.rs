@@ -240,7 +240,7 @@ async fn login_me_proxy_and_roles_against_django_oauth_toolkit() {
     // The upstream gets alice's access token, and DOT accepts it.
     let (status, seen) = get_json(&mut alice, &s.url("/api/whoami")).await;
     assert_eq!(status, StatusCode::OK, "{seen}");
-    let bearer = format!("Bearer {}", session.tokens.access_token);
+    let bearer = format!("Bearer {}", session.tokens.access_token.as_str());
     assert_eq!(seen["authorization"], json!(bearer));
     assert_eq!(seen["userinfo"]["sub"], s.idp.sub("alice"));
     assert_eq!(seen["userinfo"]["roles"], json!(["admin", "hr"]));
@@ -279,11 +279,11 @@ async fn refresh_rotates_tokens_at_django_oauth_toolkit() {
     assert_ne!(after.tokens.access_token, before.tokens.access_token);
     assert_ne!(after.tokens.refresh_token, before.tokens.refresh_token);
     assert!(after.tokens.access_expires_at.expect("exp") > s.clock.now());
-    let bearer = format!("Bearer {}", after.tokens.access_token);
+    let bearer = format!("Bearer {}", after.tokens.access_token.as_str());
     assert_eq!(seen["authorization"], json!(bearer));
     assert_eq!(after.roles, vec!["admin".to_owned(), "hr".to_owned()]);
 
-    let (status, _) = s.idp.userinfo(&before.tokens.access_token).await;
+    let (status, _) = s.idp.userinfo(before.tokens.access_token.as_str()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "old access token revoked");
     let (status, me) = get_json(&mut alice, &s.url("/auth/me")).await;
     assert_eq!(status, StatusCode::OK, "{me}");
@@ -367,7 +367,7 @@ async fn rp_initiated_logout_at_django_oauth_toolkit() {
     assert_eq!(back_q.get("state"), q.get("state"));
 
     // DOT deleted alice's tokens and ended its own session: a new login asks again.
-    let (status, _) = s.idp.userinfo(&session.tokens.access_token).await;
+    let (status, _) = s.idp.userinfo(session.tokens.access_token.as_str()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let refresh = session.tokens.refresh_token.expect("refresh token");
     let (status, answer) = s

@@ -228,11 +228,10 @@ impl Gw {
             claims: claims.into(),
             roles: vec![],
             tokens: TokenSet {
-                access_token: format!("at-{name}"),
+                access_token: format!("at-{name}").into(),
                 refresh_token: None,
                 id_token: None,
                 access_expires_at: Some(now + 24 * 3600),
-                bearer: Default::default(),
             },
             csrf_token: random_token(32),
             user_agent: None,

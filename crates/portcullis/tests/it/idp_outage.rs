@@ -174,7 +174,7 @@ async fn rotated_refresh_token_survives_a_failed_save() {
     assert_eq!(h.get("/api/a", &id).await.status(), StatusCode::OK);
     h.store.fail_saves(false);
     let first = h.refresh_tokens_sent();
-    assert_eq!(first, [record.tokens.refresh_token.clone().expect("rt")]);
+    assert_eq!(first, [record.tokens.refresh_token.as_deref().expect("rt")]);
     let rotated = h
         .idp
         .issued_tokens()
@@ -184,8 +184,13 @@ async fn rotated_refresh_token_survives_a_failed_save() {
         .expect("rotated");
     assert_eq!(h.get("/api/b", &id).await.status(), StatusCode::OK);
     assert_eq!(
-        h.record(&id).await.expect("session").tokens.refresh_token,
-        Some(rotated.clone()),
+        h.record(&id)
+            .await
+            .expect("session")
+            .tokens
+            .refresh_token
+            .as_deref(),
+        Some(rotated.as_str()),
         "kept token saved"
     );
     // Next refresh window: the rotated token goes to the IdP, once.
@@ -221,8 +226,13 @@ async fn rotated_refresh_token_kept_after_a_failed_save_survives_sigterm() {
         .expect("rotated");
     h.shutdown().await;
     assert_eq!(
-        h.record(&id).await.expect("session").tokens.refresh_token,
-        Some(rotated),
+        h.record(&id)
+            .await
+            .expect("session")
+            .tokens
+            .refresh_token
+            .as_deref(),
+        Some(rotated.as_str()),
         "saved at shutdown"
     );
 }

@@ -129,11 +129,10 @@ store = "memory"
             claims: Default::default(),
             roles: Vec::new(),
             tokens: TokenSet {
-                access_token: format!("at-{}", random_token(8)),
+                access_token: format!("at-{}", random_token(8)).into(),
                 refresh_token: None,
                 id_token: None,
                 access_expires_at: Some(now + 300),
-                bearer: Default::default(),
             },
             csrf_token: random_token(32),
             user_agent: Some("test".into()),

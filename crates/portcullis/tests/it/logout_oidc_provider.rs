@@ -182,7 +182,7 @@ async fn logout_revokes_the_refresh_token_at_the_idp() {
     let tokens = s.store.list_by_sub("alice").await.expect("list")[0]
         .tokens
         .clone();
-    let refresh = tokens.refresh_token.expect("refresh token");
+    let refresh = String::from(tokens.refresh_token.expect("refresh token"));
 
     let (status, headers, body) = logout(&s, &mut alice).await;
     assert_eq!(status, StatusCode::OK, "{body}");

@@ -143,7 +143,7 @@ async fn full_login_me_proxy_and_logout_against_oidc_provider() {
     // The upstream sees the user's access token and none of the gateway's cookies.
     let (status, seen) = get_json(&mut browser, &format!("{}/api/token", s.base)).await;
     assert_eq!(status, StatusCode::OK);
-    let expected = format!("Bearer {}", sessions[0].tokens.access_token);
+    let expected = format!("Bearer {}", sessions[0].tokens.access_token.as_str());
     assert_eq!(seen["authorization"], json!(expected));
     // (The OP's own cookies share the 127.0.0.1 host and may pass; ours may not.)
     let cookie = seen["cookie"].as_str().unwrap_or("");

@@ -169,11 +169,10 @@ async fn session(store: &dyn SessionStore, roles: &[&str]) -> String {
         claims: Default::default(),
         roles: roles.iter().map(|r| r.to_string()).collect(),
         tokens: TokenSet {
-            access_token: format!("access-{}", random_token(8)),
+            access_token: format!("access-{}", random_token(8)).into(),
             refresh_token: None,
             id_token: None,
             access_expires_at: Some(now + 3600),
-            bearer: Default::default(),
         },
         csrf_token: random_token(16),
         user_agent: None,

@@ -407,7 +407,7 @@ async fn bearer_reaches_upstream_and_credentials_and_hop_headers_do_not() {
 
     assert_eq!(
         first(&seen, "authorization"),
-        Some(format!("Bearer {}", record.tokens.access_token))
+        Some(format!("Bearer {}", record.tokens.access_token.as_str()))
     );
     assert_eq!(
         seen["headers"]["authorization"].as_array().map(Vec::len),
@@ -615,7 +615,7 @@ async fn websocket_echo_with_token_and_origin_check() {
     let _ = ws.close(None).await;
     assert_eq!(
         s.ws_auth.lock().expect("auth").first().cloned(),
-        Some(format!("Bearer {}", record.tokens.access_token))
+        Some(format!("Bearer {}", record.tokens.access_token.as_str()))
     );
 
     // Cross-site WebSocket hijacking: another Origin is refused.
@@ -691,7 +691,7 @@ async fn two_hundred_concurrent_requests_refresh_once() {
     );
     assert_eq!(
         tokens,
-        std::collections::HashSet::from([format!("Bearer {}", after.tokens.access_token)]),
+        std::collections::HashSet::from([format!("Bearer {}", after.tokens.access_token.as_str())]),
         "every request used the one refreshed token"
     );
     assert_eq!(
@@ -717,8 +717,8 @@ async fn upstream_401_refreshes_once_and_retries() {
     assert_eq!(
         seen,
         vec![
-            format!("Bearer {}", before.tokens.access_token),
-            format!("Bearer {}", after.tokens.access_token)
+            format!("Bearer {}", before.tokens.access_token.as_str()),
+            format!("Bearer {}", after.tokens.access_token.as_str())
         ]
     );
     assert_ne!(before.tokens.access_token, after.tokens.access_token);
@@ -786,7 +786,7 @@ async fn idp_down_uses_a_valid_token_and_refuses_an_expired_one() {
     assert_eq!(status, StatusCode::OK, "{seen}");
     assert_eq!(
         first(&seen, "authorization"),
-        Some(format!("Bearer {}", before.tokens.access_token))
+        Some(format!("Bearer {}", before.tokens.access_token.as_str()))
     );
 
     // Expired and the IdP is down: 503, and the session stays for later.
@@ -869,7 +869,10 @@ async fn replicas_refresh_once(stores: Vec<Arc<dyn SessionStore>>) {
     for t in after_tokens {
         let (status, auth) = t.expect("join");
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(auth, Some(format!("Bearer {}", after.tokens.access_token)));
+        assert_eq!(
+            auth,
+            Some(format!("Bearer {}", after.tokens.access_token.as_str()))
+        );
     }
     assert_eq!(s.op.refresh_count().await, 1, "one refresh across replicas");
     assert!(!s.op.refresh_token_reuse_detected().await);

@@ -184,11 +184,10 @@ require_roles = ["admin"]
             claims: Default::default(),
             roles: roles.iter().map(|r| r.to_string()).collect(),
             tokens: TokenSet {
-                access_token: format!("at-{}", random_token(8)),
-                refresh_token: Some(format!("rt-{}", random_token(8))),
+                access_token: format!("at-{}", random_token(8)).into(),
+                refresh_token: Some(format!("rt-{}", random_token(8)).into()),
                 id_token: None,
                 access_expires_at: Some(now + 300),
-                bearer: Default::default(),
             },
             csrf_token: random_token(32),
             user_agent: Some("test".into()),

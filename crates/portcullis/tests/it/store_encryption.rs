@@ -31,7 +31,6 @@ fn record(id: &SessionId, now: i64) -> SessionRecord {
             refresh_token: Some("REFRESH-TOKEN-TEXT".into()),
             id_token: Some("ID-TOKEN-TEXT".into()),
             access_expires_at: Some(now + 3600),
-            bearer: Default::default(),
         },
         csrf_token: "csrf".into(),
         user_agent: None,

@@ -141,7 +141,6 @@ fn record(id: &SessionId, now: i64) -> SessionRecord {
             refresh_token: None,
             id_token: None,
             access_expires_at: Some(now + 3600),
-            bearer: Default::default(),
         },
         csrf_token: "csrf".into(),
         user_agent: None,

@@ -182,7 +182,6 @@ impl Gw {
                 refresh_token: None,
                 id_token: None,
                 access_expires_at: Some(now + 24 * 3600),
-                bearer: Default::default(),
             },
             csrf_token: random_token(32),
             user_agent: None,
