@@ -24,7 +24,7 @@ use crate::common::{
     crafted_idp::{CLIENT_ID, EcKey, RawReply, SUBJECT, now},
     harness::Harness,
 };
-use portcullis::session::random_token;
+use portcullis::session::{SessionId, random_token};
 
 /// A token endpoint answer standing in for an IdP in trouble.
 fn reply(status: u16, content_type: &'static str, body: &str) -> RawReply {
@@ -184,12 +184,7 @@ async fn rotated_refresh_token_survives_a_failed_save() {
         .expect("rotated");
     assert_eq!(h.get("/api/b", &id).await.status(), StatusCode::OK);
     assert_eq!(
-        h.record(&id)
-            .await
-            .expect("session")
-            .tokens
-            .refresh_token
-            .as_deref(),
+        stored_refresh_token(&h, &id).await.as_deref(),
         Some(rotated.as_str()),
         "kept token saved"
     );
@@ -213,7 +208,7 @@ async fn rotated_refresh_token_kept_after_a_failed_save_survives_sigterm() {
     assert_eq!(h.get("/api/a", &id).await.status(), StatusCode::OK);
     h.store.fail_saves(false);
     assert_eq!(
-        h.record(&id).await.expect("session").tokens.refresh_token,
+        stored_refresh_token(&h, &id).await,
         record.tokens.refresh_token,
         "only the process holds the rotated token"
     );
@@ -226,12 +221,7 @@ async fn rotated_refresh_token_kept_after_a_failed_save_survives_sigterm() {
         .expect("rotated");
     h.shutdown().await;
     assert_eq!(
-        h.record(&id)
-            .await
-            .expect("session")
-            .tokens
-            .refresh_token
-            .as_deref(),
+        stored_refresh_token(&h, &id).await.as_deref(),
         Some(rotated.as_str()),
         "saved at shutdown"
     );
@@ -379,4 +369,9 @@ async fn logout_token_never_ends_a_session_begun_after_it() {
     assert_eq!(post_logout(&h, &token).await, StatusCode::OK);
     assert!(h.record(&old).await.is_none(), "the session it names ends");
     assert!(h.record(&new).await.is_some(), "the later one lives");
+}
+
+/// The refresh token the store holds for the session.
+async fn stored_refresh_token(h: &Harness, id: &SessionId) -> Option<Box<str>> {
+    h.record(id).await.expect("session").tokens.refresh_token
 }
