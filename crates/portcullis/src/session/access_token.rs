@@ -168,4 +168,37 @@ mod tests {
             "AccessToken(..)"
         );
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, .. Default::default() })]
+
+        /// Whatever an IdP puts in `access_token`: the text comes back as
+        /// it was, stored and read back unchanged, and it is sent only when
+        /// it makes a header value hyper will write as is, so a CR, LF or
+        /// NUL in it can never split or end the upstream request's head.
+        #[test]
+        fn any_token_round_trips_and_is_sent_only_as_a_clean_header(
+            // Arbitrary text, and text dense in what could split a head.
+            token in proptest::prop_oneof![
+                proptest::prelude::any::<String>(),
+                "[a-z.\\r\\n\\t\\x00\\x7f é]{0,40}",
+            ],
+        ) {
+            let t = AccessToken::new(&token);
+            proptest::prop_assert_eq!(t.as_str(), token.as_str());
+            let json = serde_json::to_string(&t).unwrap();
+            proptest::prop_assert_eq!(&json, &serde_json::to_string(&token).unwrap());
+            proptest::prop_assert_eq!(serde_json::from_str::<AccessToken>(&json).unwrap(), t.clone());
+            let clean = token.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f));
+            match t.authorization() {
+                Some(v) => {
+                    proptest::prop_assert!(clean);
+                    let sent = format!("Bearer {token}");
+                    proptest::prop_assert_eq!(v.as_bytes(), sent.as_bytes());
+                    proptest::prop_assert!(v.is_sensitive());
+                }
+                None => proptest::prop_assert!(!clean),
+            }
+        }
+    }
 }
