@@ -7,6 +7,7 @@
 #   NO_BUILD=1 bench/instructions.sh        # the binaries already built
 #   STORES="memory sqlite" ROUNDS=5 bench/instructions.sh
 #   N1=500 N2=2000 KEEP=/tmp/cg bench/instructions.sh   # keep the last run's callgrind dumps
+#   GATEWAY=bench_floor bench/instructions.sh  # the in-place floor instead of the gateway
 #
 # Builds the release examples `bench_upstream` and `bench_gateway`, runs the
 # gateway under `valgrind --tool=callgrind` with one serving worker
@@ -22,6 +23,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 STORES=${STORES:-memory}
+GATEWAY=${GATEWAY:-bench_gateway}
 WARMUP=${WARMUP:-200}
 N1=${N1:-2000}
 N2=${N2:-8000}
@@ -40,7 +42,7 @@ trap cleanup EXIT
 
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
 if [ -z "${NO_BUILD:-}" ]; then
-    cargo build --release --locked -p portcullis --example bench_upstream --example bench_gateway
+    cargo build --release --locked -p portcullis --example bench_upstream --example "$GATEWAY"
 fi
 BIN=${CARGO_TARGET_DIR:-target}/release/examples
 
@@ -102,7 +104,7 @@ measure() { # store url -> "per-request Ir(N1) Ir(N2)" of one gateway run
     port=$(free_port)
     BENCH_WORKERS=1 valgrind --tool=callgrind --dump-instr=no \
         --callgrind-out-file="$WORK/cg.$1" \
-        "$BIN/bench_gateway" "127.0.0.1:$port" "http://127.0.0.1:$UP" "$2" \
+        "$BIN/$GATEWAY" "127.0.0.1:$port" "http://127.0.0.1:$UP" "$2" \
         >"$WORK/gw-$1.log" 2>"$WORK/gw-$1.err" &
     gw=$!
     PIDS+=($gw)
@@ -115,7 +117,7 @@ measure() { # store url -> "per-request Ir(N1) Ir(N2)" of one gateway run
         kill -0 "$gw" 2>/dev/null || { cat "$WORK/gw-$1.err" >&2; exit 1; }
         sleep 0.1
     done
-    [ -n "$cookie" ] || { echo "no COOKIE= line from bench_gateway" >&2; exit 1; }
+    [ -n "$cookie" ] || { echo "no COOKIE= line from $GATEWAY" >&2; exit 1; }
     python3 "$WORK/client.py" "$port" "$cookie" "$gw" "$WARMUP" "$N1" "$N2"
     kill "$gw" && wait "$gw" 2>/dev/null || true
     # The two client-requested dumps are the first ones: .1 (N1), .2 (N2).

@@ -6,6 +6,7 @@
 #   ONLY="memory redis_cache" bench/run.sh   # just these rows (and nginx)
 #   OUT=/tmp/bench bench/run.sh              # where the results go (default target/bench)
 #   PIN=1 bench/run.sh       # proxy under test alone on CPU 0, one worker each
+#   FLOOR=1 bench/run.sh     # adds the in-place floor (examples/bench_floor.rs), not a gateway
 #
 # Builds the release examples `bench_upstream` (fixed 1 KiB JSON) and
 # `bench_gateway` (portcullis with one authenticated session put straight into
@@ -20,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # The command as given, for the record: the settings taken from the environment.
 COMMAND=bench/run.sh
-for var in PIN RATE SKIP_HALF_LOAD SKIP_REMOTE ONLY CONNECTIONS THREADS DURATION ROUNDS; do
+for var in FLOOR PIN RATE SKIP_HALF_LOAD SKIP_REMOTE ONLY CONNECTIONS THREADS DURATION ROUNDS; do
     if [ -n "${!var:-}" ]; then COMMAND="$var=${!var// /\\ } $COMMAND"; fi
 done
 LOAD_START=$(uptime)
@@ -64,7 +65,7 @@ if ! need wrk || ! need nginx; then
     apt-get update -qq && apt-get install -y -qq wrk nginx >/dev/null
 fi
 
-cargo build --release -p portcullis --example bench_upstream --example bench_gateway
+cargo build --release -p portcullis --example bench_upstream --example bench_gateway ${FLOOR:+--example bench_floor}
 BIN=${CARGO_TARGET_DIR:-target}/release/examples
 
 free_port() {
@@ -119,9 +120,9 @@ PIDS+=($!)
 NGX_PID=$!
 wait_port "$NGX"
 
-start_gateway() { # store -> sets GW_PORT, GW_PID and GW_COOKIE
+start_gateway() { # store [example] -> sets GW_PORT, GW_PID and GW_COOKIE
     GW_PORT=$(free_port)
-    on_proxy "$BIN/bench_gateway" "127.0.0.1:$GW_PORT" "http://127.0.0.1:$UP" "$1" >"$WORK/gw-$GW_PORT.log" 2>&1 &
+    on_proxy "$BIN/${2:-bench_gateway}" "127.0.0.1:$GW_PORT" "http://127.0.0.1:$UP" "$1" >"$WORK/gw-$GW_PORT.log" 2>&1 &
     PIDS+=($!)
     GW_PID=$!
     wait_port "$GW_PORT"
@@ -164,8 +165,8 @@ URL[direct]="http://127.0.0.1:$UP/api/items"
 URL[nginx]="http://127.0.0.1:$NGX/api/items"
 PID_OF[direct]=$UP_PID
 PID_OF[nginx]=$NGX_PID
-add_gateway() { # row store
-    start_gateway "$2"
+add_gateway() { # row store [example]
+    start_gateway "$2" "${3:-}"
     URL[$1]="http://127.0.0.1:$GW_PORT/api/items"
     PID_OF[$1]=$GW_PID
     COOKIE[$1]=$GW_COOKIE
@@ -173,6 +174,8 @@ add_gateway() { # row store
 add_gateway memory memory
 add_gateway sqlite "sqlite://$WORK/sessions.db"
 ROWS=(direct nginx memory sqlite)
+# The floor of the in-place design, for docs/performance.md; not a gateway.
+if [ -n "${FLOOR:-}" ]; then add_gateway floor memory bench_floor && ROWS+=(floor); fi
 
 # Remote stores (records sealed, as in production), with and without the local cache.
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
@@ -308,6 +311,7 @@ label_of() {
         postgres) echo "portcullis (PostgreSQL, no cache)" ;;
         replicas) echo "2 replicas sharing Redis + cache (sum)" ;;
         nginx) echo "nginx proxy_pass" ;;
+        floor) echo "in-place floor (not a gateway)" ;;
         direct) echo "direct to upstream" ;;
         *) echo "$1" ;;
     esac
