@@ -447,7 +447,12 @@ async fn apply(
         };
         if let Some(claims) = claims {
             apply_identity(shared, &mut record, claims, &tokens).await?;
-            record.tokens.id_token = tokens.id_token.as_deref().map(Into::into);
+            // Without `keep_id_token` this also drops one kept before the switch.
+            record.tokens.id_token = tokens
+                .id_token
+                .as_deref()
+                .filter(|_| shared.config.session.keep_id_token)
+                .map(Into::into);
         }
     }
     record.tokens.access_token = tokens.access_token;

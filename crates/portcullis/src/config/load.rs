@@ -445,6 +445,7 @@ pub(super) struct RawSession {
     pub absolute_timeout: Raw,
     pub refresh_before: Raw,
     pub refresh_on_401_interval: Raw,
+    pub keep_id_token: Raw,
     pub encryption_keys: Raw,
     pub encryption_keys_file: Raw,
     pub key_prefix: Raw,

@@ -233,6 +233,11 @@ pub struct SessionConfig {
     /// refresh per session in this interval is triggered by an upstream 401
     /// (per replica); later 401s go back to the client as they are.
     pub refresh_on_401_interval: Duration,
+    /// `session.keep_id_token`, default true: keep the IdP's ID token in the
+    /// session, only to send it as `id_token_hint` at logout. `false` keeps
+    /// about 1 KB less per session and no copy of the user's identity token;
+    /// logout then names the client (`client_id`) alone.
+    pub keep_id_token: bool,
     /// `session.encryption_keys` (or `encryption_keys_file`, one per line): base64 of 32 bytes each.
     pub encryption_keys: Vec<Secret>,
     /// `session.key_prefix`, default `portcullis:`: prefix of every Redis key.

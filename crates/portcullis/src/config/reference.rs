@@ -396,6 +396,12 @@ pub const KEYS: &[Key] = &[
         Value("\"30s\""),
         "At most one token refresh per session per interval (per replica) is triggered by an upstream 401; later 401s reach the client unchanged.",
     ),
+    key(
+        "session",
+        "keep_id_token",
+        Value("true"),
+        "Keep the IdP's ID token in the session, only to send it as `id_token_hint` at logout. `false`: about 1 KB less per session and no copy of that token; logout names the client (`client_id`) alone, and some IdPs then ask the user to confirm.",
+    ),
     secret(
         "session",
         "encryption_keys",

@@ -396,7 +396,11 @@ fn new_record(
             access_expires_at: tokens.expires_in.map(|s| now + s),
             access_token: tokens.access_token,
             refresh_token: tokens.refresh_token.map(Into::into),
-            id_token: tokens.id_token.map(Into::into),
+            // Checked above either way; kept only for `id_token_hint`.
+            id_token: tokens
+                .id_token
+                .filter(|_| cfg.keep_id_token)
+                .map(Into::into),
         },
         csrf_token: random_token(32),
         user_agent: headers

@@ -41,6 +41,11 @@ struct Setup {
 }
 
 async fn setup(auth_method: &str) -> Setup {
+    setup_with(auth_method, "").await
+}
+
+/// `session_extra`: more `[session]` lines.
+async fn setup_with(auth_method: &str, session_extra: &str) -> Setup {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind gateway");
@@ -68,6 +73,7 @@ scopes = [{scopes}]
 roles_claim = "roles"
 [session]
 store = "memory"
+{session_extra}
 [[routes]]
 prefix = "/api/"
 upstream = "http://{upstream}"
@@ -190,6 +196,62 @@ async fn full_login_me_proxy_and_logout_against_oidc_provider() {
     let (status, err) = get_json(&mut browser, &format!("{}/api/token", s.base)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(err["error"], "unauthorized");
+}
+
+/// `session.keep_id_token = false`: the ID token is checked at login but not
+/// kept, and the logout URL names the client instead; the OP accepts it and
+/// sends the browser back to the post-logout URI.
+#[tokio::test]
+async fn without_keep_id_token_no_id_token_is_stored_and_logout_names_the_client() {
+    let s = setup_with("client_secret_basic", "keep_id_token = false").await;
+    let mut browser = Browser::new();
+    login(&s, &mut browser, "alice").await;
+    let sessions = s.store.list_by_sub("alice").await.expect("list");
+    assert_eq!(sessions.len(), 1);
+    assert!(sessions[0].tokens.id_token.is_none(), "ID token not kept");
+    assert!(sessions[0].tokens.refresh_token.is_some());
+    let (status, me) = get_json(&mut browser, &format!("{}/auth/me", s.base)).await;
+    assert_eq!(
+        (status, &me["user"]["sub"]),
+        (StatusCode::OK, &json!("alice"))
+    );
+
+    let xsrf = browser.cookie(&s.base, "XSRF-TOKEN").expect("XSRF-TOKEN");
+    let mut headers = HeaderMap::new();
+    headers.insert(header::ACCEPT, "application/json".parse().expect("hv"));
+    headers.insert("x-xsrf-token", xsrf.parse().expect("hv"));
+    let resp = browser
+        .request_with(
+            Method::POST,
+            &format!("{}/auth/logout", s.base),
+            headers,
+            None,
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.expect("json");
+    let logout_url = body["logout_url"].as_str().expect("logout_url").to_owned();
+    let q: std::collections::HashMap<_, _> = Url::parse(&logout_url)
+        .expect("url")
+        .query_pairs()
+        .into_owned()
+        .collect();
+    assert!(!q.contains_key("id_token_hint"), "{logout_url}");
+    assert_eq!(q["client_id"], CLIENT_ID);
+    assert_eq!(q["post_logout_redirect_uri"], format!("{}/", s.base));
+    // The OP takes the client alone: its sign-out form, then back to us.
+    let base = format!("{}/", s.base);
+    let landed =
+        s.op.rp_logout(&mut browser, &logout_url, |u| u.as_str().starts_with(&base))
+            .await;
+    match landed {
+        Landed::Stopped(url) => assert!(url.as_str().starts_with(&base), "{url}"),
+        Landed::Page(p) => panic!(
+            "OP logout ended on a page {} {}: {}",
+            p.status, p.url, p.body
+        ),
+    }
+    assert!(s.store.list_by_sub("alice").await.expect("list").is_empty());
 }
 
 #[tokio::test]

@@ -224,6 +224,11 @@ async fn setup() -> Setup {
 
 /// One gateway per store handle (the first one logs users in), all on one clock.
 async fn setup_with(stores: Vec<Arc<dyn SessionStore>>) -> Setup {
+    setup_opts(stores, "").await
+}
+
+/// `session_extra`: more `[session]` lines for every gateway.
+async fn setup_opts(stores: Vec<Arc<dyn SessionStore>>, session_extra: &str) -> Setup {
     let mut listeners = Vec::new();
     for _ in &stores {
         listeners.push(
@@ -277,6 +282,7 @@ roles_claim = "roles"
 [session]
 store = "memory"
 refresh_before = "60s"
+{session_extra}
 [[routes]]
 prefix = "/api/"
 upstream = "http://{up}"
@@ -700,6 +706,28 @@ async fn two_hundred_concurrent_requests_refresh_once() {
         "exactly one refresh at the IdP"
     );
     assert!(!s.op.refresh_token_reuse_detected().await);
+}
+
+/// `session.keep_id_token = false`: a refresh checks the IdP's new ID token
+/// (same user) but keeps neither it nor any other.
+#[tokio::test]
+async fn without_keep_id_token_a_refresh_keeps_no_id_token() {
+    let s = setup_opts(vec![Arc::new(MemoryStore::new())], "keep_id_token = false").await;
+    let mut browser = s.login("alice").await;
+    let before = s.session_of("alice").await.expect("session");
+    assert!(before.tokens.id_token.is_none());
+    s.to_before_expiry("alice", 30).await;
+    let resp = browser
+        .request(Method::GET, &s.url("/api/echo/1"), None)
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(s.op.refresh_count().await, 1);
+    let after = s.session_of("alice").await.expect("session kept");
+    assert_ne!(after.tokens.access_token, before.tokens.access_token);
+    assert!(
+        after.tokens.id_token.is_none(),
+        "refreshed ID token not kept"
+    );
 }
 
 #[tokio::test]

@@ -89,6 +89,7 @@ impl Validator<'_> {
         );
         let cache_size = self.count_or("session.cache_size", raw.cache_size, 10_000);
         let migrate = self.bool_or("session.migrate", raw.migrate, true);
+        let keep_id_token = self.bool_or("session.keep_id_token", raw.keep_id_token, true);
         Some(SessionConfig {
             store: store?,
             cookie_name: cookie_name?,
@@ -96,6 +97,7 @@ impl Validator<'_> {
             absolute_timeout: absolute_timeout?,
             refresh_before: refresh_before?,
             refresh_on_401_interval: refresh_on_401_interval?,
+            keep_id_token: keep_id_token?,
             encryption_keys: encryption_keys?,
             key_prefix: key_prefix?,
             store_timeout: store_timeout?,
@@ -527,7 +529,7 @@ mod tests {
         let c = prod_with(&[]).unwrap();
         assert_eq!(c.session.key_prefix, "portcullis:");
         assert_eq!(c.session.store_timeout, Duration::from_secs(2));
-        assert!(c.session.cache && c.session.migrate);
+        assert!(c.session.cache && c.session.migrate && c.session.keep_id_token);
         assert_eq!(c.session.cache_ttl, Duration::from_secs(2));
         assert_eq!(c.session.cache_size, 10_000);
         let c = prod_with(&[
@@ -537,11 +539,12 @@ mod tests {
             ("session.cache_ttl", "\"5s\""),
             ("session.cache_size", "42"),
             ("session.migrate", "false"),
+            ("session.keep_id_token", "false"),
         ])
         .unwrap();
         assert_eq!(c.session.key_prefix, "app1:");
         assert_eq!(c.session.store_timeout, Duration::from_millis(750));
-        assert!(!c.session.cache && !c.session.migrate);
+        assert!(!c.session.cache && !c.session.migrate && !c.session.keep_id_token);
         assert_eq!(c.session.cache_ttl, Duration::from_secs(5));
         assert_eq!(c.session.cache_size, 42);
         expect_issue(
