@@ -5,6 +5,8 @@
 #   SESSIONS=100000 STARTS=10 LOGINS=3000 IDLE=10000 bench/scale.sh
 #   SKIP_REMOTE=1 bench/scale.sh         # no Redis row
 #   ONLY=sessions bench/scale.sh         # the sessions part alone
+#   BENCH_SHAPE=opaque BENCH_ID_TOKEN=0 ONLY=sessions bench/scale.sh
+#                                        # oidc-provider's token sizes, no ID token kept
 #
 # 1. Sessions: RSS of the gateway (memory store) holding SESSIONS sessions
 #    shaped like a real login's, minus one holding a single session; again

@@ -15,6 +15,10 @@
 //! `BENCH_COOKIES=FILE` writes every session's cookie to FILE, one a line
 //! (bench/scale.sh: one proxied request per session, then their memory);
 //! `BENCH_KEY_PREFIX` sets the Redis key prefix (default `pcbench:<random>:`).
+//! `BENCH_SHAPE=opaque` gives the sessions the token sizes of the tests'
+//! `oidc-provider` (43-character access and refresh tokens, an 808-character
+//! ID token) instead of JWT-sized ones (800, 54, 934); `BENCH_ID_TOKEN=0`
+//! gives them no ID token, as `session.keep_id_token = false` does.
 
 use std::io::Write;
 
@@ -78,7 +82,8 @@ upstream = "{upstream}"
     let store = open_store_with(&store_url, &options).await?;
     let now = SystemClock.now();
     let id = SessionId::generate();
-    let record = bench_session(id.hash(), now, "bench-user".into(), false);
+    let shape = Shape::from_env();
+    let record = bench_session(id.hash(), now, "bench-user".into(), false, shape);
     store.save(&record).await?;
     let sessions: usize = std::env::var("BENCH_SESSIONS")
         .ok()
@@ -92,7 +97,7 @@ upstream = "{upstream}"
     }
     for n in 1..sessions {
         let extra_id = SessionId::generate();
-        let extra = bench_session(extra_id.hash(), now, format!("user-{n}"), true);
+        let extra = bench_session(extra_id.hash(), now, format!("user-{n}"), true, shape);
         store.save(&extra).await?;
         if let Some(out) = &mut cookies {
             writeln!(out, "{cookie_name}={}", extra_id.as_cookie_value())?;
@@ -111,12 +116,43 @@ upstream = "{upstream}"
     Ok(())
 }
 
+/// Random bytes per token (base64url makes 4 characters of 3 bytes).
+#[derive(Clone, Copy)]
+struct Shape {
+    access: usize,
+    refresh: usize,
+    id: Option<usize>,
+}
+
+impl Shape {
+    fn from_env() -> Self {
+        let opaque = std::env::var("BENCH_SHAPE").as_deref() == Ok("opaque");
+        let (access, refresh, id) = if opaque {
+            (32, 32, 606)
+        } else {
+            (600, 40, 700)
+        };
+        let id = (std::env::var("BENCH_ID_TOKEN").as_deref() != Ok("0")).then_some(id);
+        Self {
+            access,
+            refresh,
+            id,
+        }
+    }
+}
+
 /// A session as the store holds it. The one that `bench/run.sh` requests with
 /// has an access and a refresh token, as a real one does, so the proxy keeps
 /// what a retry after an upstream 401 needs. `like_login` adds what a login
 /// through an IdP also leaves (ID token, sid, claims, user agent), sized like
 /// the development IdP's.
-fn bench_session(id: SessionHash, now: UnixTime, sub: String, like_login: bool) -> SessionRecord {
+fn bench_session(
+    id: SessionHash,
+    now: UnixTime,
+    sub: String,
+    like_login: bool,
+    shape: Shape,
+) -> SessionRecord {
     let mut claims = serde_json::Map::new();
     if like_login {
         for (claim, value) in [
@@ -134,9 +170,12 @@ fn bench_session(id: SessionHash, now: UnixTime, sub: String, like_login: bool) 
         claims: claims.into(),
         roles: vec!["user".into()],
         tokens: TokenSet {
-            access_token: random_token(600).into(),
-            refresh_token: Some(random_token(40).into()),
-            id_token: like_login.then(|| random_token(700).into()),
+            access_token: random_token(shape.access).into(),
+            refresh_token: Some(random_token(shape.refresh).into()),
+            id_token: shape
+                .id
+                .filter(|_| like_login)
+                .map(|n| random_token(n).into()),
             access_expires_at: Some(now + 86_400),
         },
         csrf_token: random_token(32),
