@@ -287,6 +287,21 @@ impl Browser {
         resp
     }
 
+    /// `POST {base}/auth/logout` asking for JSON, with the CSRF header from
+    /// the `XSRF-TOKEN` cookie: the answer's status, headers and JSON body.
+    pub async fn logout_json(&mut self, base: &str) -> (StatusCode, HeaderMap, Value) {
+        let xsrf = self.cookie(base, "XSRF-TOKEN").expect("XSRF-TOKEN");
+        let mut headers = HeaderMap::new();
+        headers.insert("accept", HeaderValue::from_static("application/json"));
+        headers.insert("x-xsrf-token", xsrf.parse().expect("hv"));
+        let resp = self
+            .request_with(Method::POST, &format!("{base}/auth/logout"), headers, None)
+            .await;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        (status, headers, resp.json().await.unwrap_or(Value::Null))
+    }
+
     /// GET `url` and follow all redirects.
     pub async fn navigate(&mut self, url: &str) -> Page {
         self.navigate_until(url, &|_| false).await.page()

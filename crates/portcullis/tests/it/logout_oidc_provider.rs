@@ -107,21 +107,7 @@ async fn me_status(s: &Setup, browser: &mut Browser) -> StatusCode {
 
 /// `POST /auth/logout` with the CSRF header; returns the JSON answer.
 async fn logout(s: &Setup, browser: &mut Browser) -> (StatusCode, HeaderMap, Value) {
-    let xsrf = browser.cookie(&s.base, "XSRF-TOKEN").expect("XSRF-TOKEN");
-    let mut headers = HeaderMap::new();
-    headers.insert("accept", "application/json".parse().expect("hv"));
-    headers.insert("x-xsrf-token", xsrf.parse().expect("hv"));
-    let resp = browser
-        .request_with(
-            Method::POST,
-            &format!("{}/auth/logout", s.base),
-            headers,
-            None,
-        )
-        .await;
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    (status, headers, resp.json().await.unwrap_or(Value::Null))
+    browser.logout_json(&s.base).await
 }
 
 #[tokio::test]

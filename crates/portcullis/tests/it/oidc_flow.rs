@@ -216,20 +216,8 @@ async fn without_keep_id_token_no_id_token_is_stored_and_logout_names_the_client
         (StatusCode::OK, &json!("alice"))
     );
 
-    let xsrf = browser.cookie(&s.base, "XSRF-TOKEN").expect("XSRF-TOKEN");
-    let mut headers = HeaderMap::new();
-    headers.insert(header::ACCEPT, "application/json".parse().expect("hv"));
-    headers.insert("x-xsrf-token", xsrf.parse().expect("hv"));
-    let resp = browser
-        .request_with(
-            Method::POST,
-            &format!("{}/auth/logout", s.base),
-            headers,
-            None,
-        )
-        .await;
-    assert_eq!(resp.status(), StatusCode::OK);
-    let body: Value = resp.json().await.expect("json");
+    let (status, _, body) = browser.logout_json(&s.base).await;
+    assert_eq!(status, StatusCode::OK);
     let logout_url = body["logout_url"].as_str().expect("logout_url").to_owned();
     let q: std::collections::HashMap<_, _> = Url::parse(&logout_url)
         .expect("url")
