@@ -170,7 +170,10 @@ fn check_utf8(run: &mut Vec<u8>) -> Result<(), &'static str> {
 }
 
 /// What the decoded form may still hide: empty and dot segments, `%25`
-/// before two hex digits (also when the digits were themselves encoded).
+/// before two hex digits or before `u` (also when these were themselves
+/// encoded): an upstream that decodes again reads `%2561` as `a`, and one
+/// with `%uXXXX` escapes (.NET's `HttpUtility.UrlDecode`) reads `%25u0061`
+/// as `a` too.
 fn check_canonical(path: &str) -> Result<(), &'static str> {
     if !path.starts_with('/') {
         return Err("path must start with /");
@@ -185,9 +188,17 @@ fn check_canonical(path: &str) -> Result<(), &'static str> {
         }
     }
     let b = path.as_bytes();
-    let double = b
-        .windows(5)
-        .any(|w| w[..3] == *b"%25" && hex_value(w[3]).is_some() && hex_value(w[4]).is_some());
+    let double = (0..b.len()).any(|i| {
+        let rest = &b[i..];
+        rest.starts_with(b"%25")
+            && match rest.get(3) {
+                Some(b'u' | b'U') => true,
+                Some(&c) => {
+                    hex_value(c).is_some() && rest.get(4).is_some_and(|&d| hex_value(d).is_some())
+                }
+                None => false,
+            }
+    });
     if double {
         return Err("double percent-encoding in path");
     }

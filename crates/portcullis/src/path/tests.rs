@@ -79,6 +79,24 @@ fn unreserved_escapes_are_decoded_and_other_hex_upper_cased() {
     }
 }
 
+/// Attack: `%25u0061` reaches the upstream as `%u0061`, which a second
+/// decoder with `%uXXXX` escapes (.NET's `HttpUtility.UrlDecode`) reads as
+/// `a`: `/api/%25u0061dmin/x` would be routed to `/api/` by the gateway and
+/// to `/api/admin/x` by the upstream, without the admin route's roles.
+#[test]
+fn double_decoding_with_percent_u_escapes_is_refused() {
+    let p = proxy(&[("/api/", false), ("/api/admin/", false)]);
+    for bad in [
+        "/api/%25u0061dmin/x",
+        "/api/%25U0061dmin/x",
+        "/api/%25%750061dmin/x",
+        "/api/x/%25u002e%25u002e/admin/x",
+        "/api%25u002fadmin/x",
+    ] {
+        assert_eq!(gateway(&p, bad), Err(()), "{bad}");
+    }
+}
+
 #[test]
 fn every_ambiguous_spelling_is_refused() {
     for bad in [
@@ -179,6 +197,30 @@ fn percent_decode(s: &str) -> Option<String> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// .NET's `HttpUtility.UrlDecode`: `%XX` and also `%uXXXX` (a UTF-16 unit).
+/// `None` where either is malformed, as `percent_decode`.
+fn percent_u_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && matches!(b.get(i + 1), Some(b'u' | b'U')) {
+            let hex = std::str::from_utf8(b.get(i + 2..i + 6)?).ok()?;
+            let c = char::from_u32(u32::from_str_radix(hex, 16).ok()?)?;
+            out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+            i += 6;
+        } else if b[i] == b'%' {
             let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
@@ -321,6 +363,11 @@ fn readings(path: &str) -> Vec<(&'static str, Option<String>, bool)> {
             decoded.as_deref().and_then(percent_decode),
             false,
         ),
+        (
+            "decoded, then again with %u escapes (.NET HttpUtility.UrlDecode)",
+            decoded.as_deref().and_then(percent_u_decode),
+            false,
+        ),
     ]
 }
 
@@ -408,6 +455,12 @@ const TOKENS: &[&str] = &[
     "%E2%84%AA",
     "%00",
     "//",
+    "u",
+    "%25u",
+    "%25u0061",
+    "%25u002e",
+    "%25u002f",
+    "0061",
 ];
 
 fn path_strategy() -> impl Strategy<Value = String> {

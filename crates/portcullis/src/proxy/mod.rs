@@ -201,6 +201,11 @@ async fn retry_with_refreshed_token(
     if refreshed.tokens.access_token == record.tokens.access_token {
         return Ok(finish(shared, route, rejected));
     }
+    // The refresh may have removed a role at the IdP: the retry is a new
+    // request on the route, checked as the first one was.
+    if !has_required_role(route, &refreshed) {
+        return Err(ApiError::Forbidden);
+    }
     drop(rejected);
     tracing::debug!(
         session = record.id.short(),

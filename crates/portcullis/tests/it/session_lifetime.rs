@@ -12,9 +12,20 @@
 //! on port 0. Sessions are stored directly; the gateway runs on a
 //! [`ManualClock`], so expiry is a clock move, not a wait.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
-use axum::{Router, http::StatusCode as AxumStatus, routing::get};
+use axum::{
+    Router,
+    http::StatusCode as AxumStatus,
+    routing::{get, post},
+};
 use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{Algorithm, Header};
 use portcullis::{
@@ -56,9 +67,27 @@ impl Drop for Harness {
 }
 
 /// `/api/strict` always 401, everything else 200.
+/// Admin actions `/api/admin/revoked-token` carried out (only one test uses it).
+static ADMIN_ACTIONS_DONE: AtomicUsize = AtomicUsize::new(0);
+
 async fn start_upstream() -> SocketAddr {
     let app = Router::new()
         .route("/api/strict", get(|| async { AxumStatus::UNAUTHORIZED }))
+        // 401 for a session's first token (`at-` and 11 characters, see
+        // `Harness::session`), the action done with one the IdP issued (longer).
+        .route(
+            "/api/admin/revoked-token",
+            post(|h: axum::http::HeaderMap| async move {
+                let issued = h
+                    .get("authorization")
+                    .is_some_and(|v| v.len() > "Bearer at-".len() + 11);
+                if !issued {
+                    return AxumStatus::UNAUTHORIZED;
+                }
+                ADMIN_ACTIONS_DONE.fetch_add(1, Ordering::SeqCst);
+                AxumStatus::OK
+            }),
+        )
         .fallback(|| async { "ok" });
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -560,6 +589,36 @@ async fn role_removed_at_idp_is_dropped_at_refresh_with_dotted_claim() {
     let (id, status) = refresh_with_claims(&h, json!({"roles": []})).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(h.record(&id).await.expect("session").roles.is_empty());
+}
+
+/// Attack: a role removed at the IdP, a request on a `require_roles` route
+/// whose token the upstream refuses (revoked, or an IdP that sends no
+/// `expires_in`, so every refresh starts from a 401). The refresh drops the
+/// role; the retry must be checked against the new roles, not the old.
+#[tokio::test]
+async fn role_removed_at_a_401_refresh_is_checked_before_the_retry() {
+    let h = Harness::start(1, "", r#"roles_claim = "realm_access.roles""#).await;
+    let (id, record) = h.session(&random_token(6), &["admin"]).await;
+    h.idp
+        .configure(|b| b.set_claim("realm_access", json!({"roles": ["user"]})));
+    let before = ADMIN_ACTIONS_DONE.load(Ordering::SeqCst);
+    let resp = h
+        .http
+        .post(format!("{}/api/admin/revoked-token", h.bases[0]))
+        .header(header::COOKIE, Harness::cookie(&id))
+        .header("x-xsrf-token", &record.csrf_token)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(h.refreshes(), 1, "the 401 refreshed the session");
+    let after = h.record(&id).await.expect("session kept");
+    assert_eq!(after.roles, ["user"], "the refresh dropped admin");
+    assert_eq!(
+        ADMIN_ACTIONS_DONE.load(Ordering::SeqCst),
+        before,
+        "the admin action ran with the refreshed token of a session without admin"
+    );
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
 }
 
 /// No new ID token in the refresh response: no new statement from the IdP,
