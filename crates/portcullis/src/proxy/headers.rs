@@ -76,6 +76,52 @@ fn is_forwarding(k: &HeaderName) -> bool {
                 | "x-scheme"
                 | "x-url-scheme"
                 | "front-end-https"
+                // TLS facts a terminating proxy states: the scheme (`X-SSL`,
+                // IIS ARR's `X-ARR-SSL`) and the client certificate.
+                | "x-ssl"
+                | "x-arr-ssl"
+                | "x-arr-clientcert"
+        )
+        || n.starts_with("x-ssl-")
+        || n.starts_with("x-client-cert")
+}
+
+/// Headers in which an authenticating proxy tells its upstream who the user
+/// is: oauth2-proxy (`X-Auth-Request-*`, `X-Forwarded-User`, …), Apache and
+/// CGI (`Remote-User`), Grafana's auth proxy (`X-WEBAUTH-USER`), Kong
+/// (`X-Consumer-*`, `X-Authenticated-Userid`), Azure App Service
+/// (`X-MS-CLIENT-PRINCIPAL*`, `X-MS-TOKEN-*`), Google IAP, AWS ALB,
+/// Cloudflare Access, Pomerium, Vouch. An upstream moved behind portcullis
+/// from one of those may still trust them, so a client's would be a
+/// spoofed user. Removed from every peer, trusted proxies too: here the
+/// gateway is the one that authenticates, and its statement is the token.
+fn is_identity(k: &HeaderName) -> bool {
+    const PREFIXES: [&str; 12] = [
+        "x-auth-request-",
+        "x-forwarded-user",
+        "x-forwarded-email",
+        "x-forwarded-preferred-username",
+        "x-forwarded-groups",
+        "x-forwarded-access-token",
+        "x-consumer-",
+        "x-ms-client-principal",
+        "x-ms-token-",
+        "x-goog-authenticated-user-",
+        "x-amzn-oidc-",
+        "x-pomerium-",
+    ];
+    let n = k.as_str();
+    PREFIXES.iter().any(|p| n.starts_with(p))
+        || n.starts_with("cf-access-")
+        || n.starts_with("x-vouch-")
+        || matches!(
+            n,
+            "remote-user"
+                | "x-remote-user"
+                | "x-webauth-user"
+                | "x-authenticated-userid"
+                | "x-credential-identifier"
+                | "x-goog-iap-jwt-assertion"
         )
 }
 
@@ -99,6 +145,7 @@ struct Found {
     hop_by_hop: bool,
     forwarding: bool,
     method_override: bool,
+    identity: bool,
     access_control: bool,
     clear_site_data: bool,
 }
@@ -114,12 +161,15 @@ fn scan(h: &HeaderMap, forwarding: bool, response: bool) -> Found {
             Some(b'c' | b'k' | b'p' | b't' | b'u') => {
                 found.hop_by_hop |= is_hop_by_hop(k);
                 found.forwarding |= forwarding && is_forwarding(k);
+                found.identity |= !response && is_identity(k);
                 found.clear_site_data |= response && k == CLEAR_SITE_DATA;
             }
             Some(b'f') => found.forwarding |= forwarding && is_forwarding(k),
+            Some(b'r') => found.identity |= !response && is_identity(k),
             Some(b'x') => {
                 found.forwarding |= forwarding && is_forwarding(k);
                 found.method_override |= !response && is_method_override(k);
+                found.identity |= !response && is_identity(k);
             }
             Some(b'a') => {
                 found.access_control |= response && k.as_str().starts_with("access-control-");
@@ -177,6 +227,9 @@ pub(super) fn rewrite_request(parts: &mut Parts, fwd: Forwarding<'_>) {
     }
     if found.method_override {
         remove_all(h, is_method_override);
+    }
+    if found.identity {
+        remove_all(h, is_identity);
     }
     match fwd.upstream_host {
         Some(host) => {
@@ -524,6 +577,30 @@ mod tests {
         assert_eq!(h.len(), 1, "{h:?}");
     }
 
+    /// One name of every family [`is_identity`] names.
+    const IDENTITY_NAMES: [&str; 20] = [
+        "x-auth-request-user",
+        "x-auth-request-email",
+        "x-forwarded-user",
+        "x-forwarded-email",
+        "x-forwarded-preferred-username",
+        "x-forwarded-groups",
+        "x-forwarded-access-token",
+        "x-consumer-username",
+        "x-ms-client-principal-name",
+        "x-ms-token-aad-access-token",
+        "x-goog-authenticated-user-email",
+        "x-amzn-oidc-identity",
+        "x-pomerium-jwt-assertion",
+        "cf-access-authenticated-user-email",
+        "x-vouch-user",
+        "remote-user",
+        "x-remote-user",
+        "x-webauth-user",
+        "x-authenticated-userid",
+        "x-goog-iap-jwt-assertion",
+    ];
+
     #[test]
     fn forwarding_header_names() {
         for n in [
@@ -544,8 +621,20 @@ mod tests {
             "front-end-https",
             "client-ip",
             "x-envoy-external-address",
+            "x-ssl",
+            "x-ssl-client-cert",
+            "x-arr-ssl",
+            "x-arr-clientcert",
+            "x-client-cert",
+            "x-forwarded-client-cert",
         ] {
             assert!(is_forwarding(&HeaderName::from_static(n)), "{n}");
+        }
+        for n in IDENTITY_NAMES {
+            assert!(is_identity(&HeaderName::from_static(n)), "{n}");
+        }
+        for n in ["x-user-agent", "remote-addr", "x-request-id", "user-agent"] {
+            assert!(!is_identity(&HeaderName::from_static(n)), "{n}");
         }
         for n in [
             "x-http-method-override",
@@ -595,6 +684,8 @@ mod tests {
                 "x-http-method-override",
                 "x-http-method",
                 "x-method-override",
+                "x-ssl",
+                "x-arr-clientcert",
                 "access-control-allow-origin",
                 "accept",
                 "cookie",
@@ -604,7 +695,7 @@ mod tests {
             ]
             .map(String::from),
         );
-        for name in names {
+        for name in names.chain(IDENTITY_NAMES.map(String::from)) {
             let k = HeaderName::try_from(name.as_str()).unwrap();
             let mut h = HeaderMap::new();
             h.insert(k.clone(), HeaderValue::from_static("1"));
@@ -612,6 +703,7 @@ mod tests {
             assert_eq!(found.hop_by_hop, is_hop_by_hop(&k), "{name}");
             assert_eq!(found.forwarding, is_forwarding(&k), "{name}");
             assert!(!found.method_override, "responses: {name}");
+            assert!(!found.identity, "responses: {name}");
             assert_eq!(
                 found.access_control,
                 name.starts_with("access-control-"),
@@ -620,6 +712,7 @@ mod tests {
             let found = scan(&h, false, false);
             assert!(!found.forwarding, "trusted peer: {name}");
             assert_eq!(found.method_override, is_method_override(&k), "{name}");
+            assert_eq!(found.identity, is_identity(&k), "trusted peer: {name}");
         }
     }
 

@@ -687,6 +687,58 @@ async fn method_override_headers_are_stripped_from_untrusted_peer() {
     }
 }
 
+/// What authenticating proxies tell their upstream about the user (see
+/// `proxy::headers::is_identity`), as a client would forge them.
+const FORGED_IDENTITY: [(&str, &str); 8] = [
+    ("x-auth-request-user", "admin"),
+    ("x-forwarded-user", "admin"),
+    ("remote-user", "admin"),
+    ("x-webauth-user", "admin"),
+    ("x-consumer-username", "admin"),
+    ("x-ms-client-principal-name", "admin@example.com"),
+    (
+        "x-goog-authenticated-user-email",
+        "accounts.google.com:admin@example.com",
+    ),
+    ("cf-access-authenticated-user-email", "admin@example.com"),
+];
+
+/// Attack: an upstream moved behind portcullis from oauth2-proxy, Grafana's
+/// auth proxy, Azure App Service, IAP, … still trusts its old identity
+/// header; a client sends one naming another user. It never reaches the
+/// upstream, from an untrusted peer nor through a trusted proxy. A client
+/// certificate header (a TLS fact only a terminating proxy can state) is
+/// dropped from an untrusted peer.
+#[tokio::test]
+async fn forged_identity_headers_never_reach_the_upstream() {
+    for extra in ["", "trusted_proxies = [\"127.0.0.1/32\"]"] {
+        let gw = start(extra).await;
+        let alice = gw.session("Alice").await;
+        let mut req = gw
+            .req(Method::GET, "/api/echo")
+            .header(header::COOKIE, format!("__Host-portcullis={alice}"))
+            .header("x-ssl-client-cert", "-----BEGIN CERTIFICATE-----")
+            .header("x-arr-clientcert", "MIIB");
+        for (k, v) in FORGED_IDENTITY {
+            req = req.header(k, v);
+        }
+        let resp = req.send().await.expect("send");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let seen: Value = resp.json().await.expect("json");
+        let h = &seen["headers"];
+        for (name, _) in FORGED_IDENTITY {
+            assert!(
+                h.get(name).is_none(),
+                "{extra:?}: {name} reached the upstream: {h}"
+            );
+        }
+        let trusted = !extra.is_empty();
+        for name in ["x-ssl-client-cert", "x-arr-clientcert"] {
+            assert_eq!(h.get(name).is_some(), trusted, "{extra:?}: {name}: {h}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn trusted_proxy_forwarding_headers_are_kept() {
     let gw = start("trusted_proxies = [\"127.0.0.1/32\"]").await;
