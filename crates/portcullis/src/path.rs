@@ -188,9 +188,11 @@ fn check_canonical(path: &str) -> Result<(), &'static str> {
         }
     }
     let b = path.as_bytes();
-    let double = (0..b.len()).any(|i| {
+    // One comparison per byte: paths rarely hold a `%`.
+    let double = b.iter().enumerate().any(|(i, &c)| {
         let rest = &b[i..];
-        rest.starts_with(b"%25")
+        c == b'%'
+            && rest.starts_with(b"%25")
             && match rest.get(3) {
                 Some(b'u' | b'U') => true,
                 Some(&c) => {
