@@ -38,6 +38,11 @@ const MAX_IDLE: usize = 256;
 /// A connection idle this long may be closed by the upstream just as a
 /// request goes out (common keep-alive timeouts are seconds).
 const RACY_IDLE: Duration = Duration::from_millis(500);
+/// How long a connection whose answer has ended may take to be ready for
+/// the next request (the rest of the request body still going out). An
+/// upstream that answered early and stopped reading would otherwise hold
+/// the connection, its task and its buffers with no timer at all.
+const GIVE_BACK_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub(super) enum PoolError {
@@ -69,8 +74,16 @@ struct Slot {
 }
 
 struct Idle {
-    sender: SendRequest<Body>,
+    conn: Conn,
     since: Instant,
+}
+
+/// A connection: hyper's handle to send on, and its task, to abort when the
+/// connection is given up (closing the socket at once, whatever hyper was
+/// waiting for).
+struct Conn {
+    sender: SendRequest<Body>,
+    task: tokio::task::AbortHandle,
 }
 
 impl Pool {
@@ -106,8 +119,8 @@ impl Pool {
         // ("query of death") must not go out once per idle connection.
         let mut replayed = false;
         loop {
-            let (mut sender, idle_for) = match slot.checkout() {
-                Some((sender, idle_for)) => (sender, Some(idle_for)),
+            let (mut conn, idle_for) = match slot.checkout() {
+                Some((conn, idle_for)) => (conn, Some(idle_for)),
                 // Boxed: connecting is rare and its future large; unboxed it
                 // would grow (and be copied with) every request's future.
                 None => (Box::pin(self.connect()).await?, None),
@@ -120,14 +133,14 @@ impl Pool {
             let copy = idle_for
                 .filter(|idle| !replayed && *idle >= self.racy_idle)
                 .and_then(|_| replayable(&req));
-            match sender.try_send_request(req).await {
+            match conn.sender.try_send_request(req).await {
                 Ok(resp) => {
                     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                         // The connection now belongs to the upgraded stream.
                         return Ok(resp.map(Body::new));
                     }
                     let slot = Arc::clone(slot);
-                    return Ok(resp.map(|inner| Body::new(PooledBody::new(inner, sender, slot))));
+                    return Ok(resp.map(|inner| Body::new(PooledBody::new(inner, conn, slot))));
                 }
                 Err(mut e) => match (e.take_message(), copy) {
                     // Not sent: the idle connection was closed under us.
@@ -146,7 +159,7 @@ impl Pool {
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Body>, PoolError> {
+    async fn connect(&self) -> Result<Conn, PoolError> {
         let connect = async {
             match &self.target {
                 Target::Addr(addr) => tokio::net::TcpStream::connect(addr).await,
@@ -169,42 +182,43 @@ impl Pool {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|_| PoolError::Connect)?;
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(error = %e, "upstream connection closed with an error");
             }
-        });
-        Ok(sender)
+        })
+        .abort_handle();
+        Ok(Conn { sender, task })
     }
 }
 
 impl Slot {
     /// The most recently returned connection that is still usable, and how
     /// long it has been idle.
-    fn checkout(&self) -> Option<(SendRequest<Body>, Duration)> {
+    fn checkout(&self) -> Option<(Conn, Duration)> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(conn) = idle.pop() {
-            let idle_for = conn.since.elapsed();
+        while let Some(Idle { conn, since }) = idle.pop() {
+            let idle_for = since.elapsed();
             if conn.sender.is_ready() && idle_for < IDLE_TIMEOUT {
-                return Some((conn.sender, idle_for));
+                return Some((conn, idle_for));
             }
         }
         None
     }
 
-    fn checkin(&self, sender: SendRequest<Body>) {
+    fn checkin(&self, conn: Conn) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         // Drop one stale connection from the bottom per return, so a stack
         // that stops being used down there does not keep them open forever.
         if idle
             .first()
-            .is_some_and(|c| c.sender.is_closed() || c.since.elapsed() >= IDLE_TIMEOUT)
+            .is_some_and(|c| c.conn.sender.is_closed() || c.since.elapsed() >= IDLE_TIMEOUT)
         {
             idle.remove(0);
         }
         if idle.len() < MAX_IDLE {
             idle.push(Idle {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
@@ -231,17 +245,20 @@ fn replayable(req: &http::Request<Body>) -> Option<RequestHead> {
 
 /// Put a connection whose response has ended back into its slot: at once
 /// when hyper is already waiting for the next request, else once it is.
-fn give_back(mut sender: SendRequest<Body>, slot: Arc<Slot>) {
-    if sender.is_ready() {
-        slot.checkin(sender);
-    } else if !sender.is_closed()
-        && let Ok(rt) = tokio::runtime::Handle::try_current()
-    {
+fn give_back(mut conn: Conn, slot: Arc<Slot>) {
+    if conn.sender.is_ready() {
+        slot.checkin(conn);
+    } else if conn.sender.is_closed() {
+        conn.task.abort();
+    } else if let Ok(rt) = tokio::runtime::Handle::try_current() {
         rt.spawn(async move {
-            if sender.ready().await.is_ok() {
-                slot.checkin(sender);
+            match tokio::time::timeout(GIVE_BACK_WAIT, conn.sender.ready()).await {
+                Ok(Ok(())) => slot.checkin(conn),
+                _ => conn.task.abort(),
             }
         });
+    } else {
+        conn.task.abort();
     }
 }
 
@@ -249,14 +266,14 @@ fn give_back(mut sender: SendRequest<Body>, slot: Arc<Slot>) {
 /// it has been read to the end (dropped early, the connection closes).
 struct PooledBody {
     inner: Incoming,
-    conn: Option<(SendRequest<Body>, Arc<Slot>)>,
+    conn: Option<(Conn, Arc<Slot>)>,
 }
 
 impl PooledBody {
-    fn new(inner: Incoming, sender: SendRequest<Body>, slot: Arc<Slot>) -> Self {
+    fn new(inner: Incoming, conn: Conn, slot: Arc<Slot>) -> Self {
         let mut body = Self {
             inner,
-            conn: Some((sender, slot)),
+            conn: Some((conn, slot)),
         };
         // No body (HEAD, 204, 304, `Content-Length: 0`): nothing will poll it.
         body.release_if_ended();
@@ -270,8 +287,16 @@ impl PooledBody {
     }
 
     fn release(&mut self) {
-        if let Some((sender, slot)) = self.conn.take() {
-            give_back(sender, slot);
+        if let Some((conn, slot)) = self.conn.take() {
+            give_back(conn, slot);
+        }
+    }
+
+    /// The answer broke or was not read to its end: the connection is
+    /// unusable, closed now rather than when hyper next looks at it.
+    fn discard(&mut self) {
+        if let Some((conn, _)) = self.conn.take() {
+            conn.task.abort();
         }
     }
 }
@@ -290,7 +315,7 @@ impl hyper::body::Body for PooledBody {
             Poll::Ready(None) => this.release(),
             Poll::Ready(Some(Ok(_))) => this.release_if_ended(),
             // A broken body leaves the connection unusable.
-            Poll::Ready(Some(Err(_))) => this.conn = None,
+            Poll::Ready(Some(Err(_))) => this.discard(),
             Poll::Pending => {}
         }
         frame
@@ -309,6 +334,7 @@ impl Drop for PooledBody {
     fn drop(&mut self) {
         // Servers stop polling once `is_end_stream` says the last frame came.
         self.release_if_ended();
+        self.discard();
     }
 }
 

@@ -228,8 +228,8 @@ async fn a_get_whose_connection_closes_unanswered_is_sent_twice_at_most() {
     // Any idle time counts as long enough here.
     pool.racy_idle = Duration::ZERO;
     for _ in 0..20 {
-        let sender = pool.connect().await.unwrap();
-        pool.slots[0].checkin(sender);
+        let conn = pool.connect().await.unwrap();
+        pool.slots[0].checkin(conn);
     }
     let result = pool.send(request(&url, http::Method::GET)).await;
     assert!(matches!(result, Err(PoolError::Request)));
@@ -238,6 +238,83 @@ async fn a_get_whose_connection_closes_unanswered_is_sent_twice_at_most() {
         2,
         "sent once, replayed once"
     );
+}
+
+/// Connections from this process to `port` on 127.0.0.1 that are still
+/// established (`/proc/net/tcp`: remote address, state 01).
+fn established_to(port: u16) -> usize {
+    let remote = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f[2] == remote && f[3] == "01"
+        })
+        .count()
+}
+
+/// Attack: the upstream answers a streaming POST before reading its body,
+/// then neither reads nor closes. No route timer runs after the answer, so
+/// the connection, its task and its buffers were held until the upstream
+/// chose to let go; repeated, that uses up the gateway's sockets. Now the
+/// connection gets `GIVE_BACK_WAIT` to become reusable, then is closed.
+#[tokio::test]
+async fn an_upstream_that_answers_early_and_stops_reading_does_not_hold_its_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let url = url::Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                let _ = conn.write_all(answer).await;
+                // Holds the socket open and reads nothing more.
+                std::future::pending::<()>().await;
+            });
+        }
+    });
+    let pool = Pool::new(&url, Duration::from_secs(5), 1).unwrap();
+    // A browser that keeps sending until the gateway stops taking its body.
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+    tokio::spawn(
+        async move { while tx.send(Ok(Bytes::from(vec![b'y'; 64 << 10]))).await.is_ok() {} },
+    );
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let req = http::Request::builder()
+        .method(http::Method::POST)
+        .uri("/upload")
+        .header(http::header::HOST, url.authority())
+        .body(Body::from_stream(stream))
+        .unwrap();
+    let (status, body) = send(&pool, req).await;
+    assert_eq!((status.as_u16(), &body[..]), (200, &b"ok"[..]));
+    assert_eq!(
+        established_to(port),
+        1,
+        "the connection, still writing the body"
+    );
+    // Closed after GIVE_BACK_WAIT; before the fix, never.
+    let deadline = Instant::now() + GIVE_BACK_WAIT + Duration::from_secs(10);
+    while established_to(port) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the upstream connection is still held"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(pool.slots[0].idle.lock().unwrap().is_empty());
 }
 
 /// A body dropped before its end leaves the connection unusable: it is
