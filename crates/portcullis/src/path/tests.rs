@@ -192,30 +192,17 @@ fn uppercase_admin_prefix_is_refused_unless_route_is_case_insensitive() {
 // --- Models of upstream readings, each a plain function of the forwarded path.
 
 fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    decode(s, false)
 }
 
-/// .NET's `HttpUtility.UrlDecode`: `%XX` and also `%uXXXX` (a UTF-16 unit).
-/// `None` where either is malformed, as `percent_decode`.
-fn percent_u_decode(s: &str) -> Option<String> {
+/// `%XX` escapes, and with `u_escapes` also `%uXXXX` (a UTF-16 unit, as
+/// .NET's `HttpUtility.UrlDecode` reads them). `None` when one is malformed.
+fn decode(s: &str, u_escapes: bool) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && matches!(b.get(i + 1), Some(b'u' | b'U')) {
+        if b[i] == b'%' && u_escapes && matches!(b.get(i + 1), Some(b'u' | b'U')) {
             let hex = std::str::from_utf8(b.get(i + 2..i + 6)?).ok()?;
             let c = char::from_u32(u32::from_str_radix(hex, 16).ok()?)?;
             out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
@@ -230,6 +217,11 @@ fn percent_u_decode(s: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// .NET's `HttpUtility.UrlDecode`: `%XX` and also `%uXXXX`.
+fn percent_u_decode(s: &str) -> Option<String> {
+    decode(s, true)
 }
 
 /// Tomcat / Spring: `;params` dropped from every segment.

@@ -211,13 +211,8 @@ async fn a_get_whose_connection_closes_unanswered_is_sent_twice_at_most() {
         while let Ok((mut conn, _)) = listener.accept().await {
             let seen = seen.clone();
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
+                if !read_head(&mut conn).await {
+                    return;
                 }
                 // Every request kills its connection, unanswered.
                 seen.fetch_add(1, Ordering::SeqCst);
@@ -238,6 +233,19 @@ async fn a_get_whose_connection_closes_unanswered_is_sent_twice_at_most() {
         2,
         "sent once, replayed once"
     );
+}
+
+/// Reads until the end of a request head; false when the peer closed first.
+async fn read_head(conn: &mut tokio::net::TcpStream) -> bool {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match conn.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    true
 }
 
 /// Connections from this process to `port` on 127.0.0.1 that are still
@@ -268,13 +276,8 @@ async fn an_upstream_that_answers_early_and_stops_reading_does_not_hold_its_conn
     tokio::spawn(async move {
         while let Ok((mut conn, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
+                if !read_head(&mut conn).await {
+                    return;
                 }
                 let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
                 let _ = conn.write_all(answer).await;
