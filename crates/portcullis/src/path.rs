@@ -195,8 +195,9 @@ fn check_canonical(path: &str) -> Result<(), &'static str> {
             && rest.starts_with(b"%25")
             && match rest.get(3) {
                 Some(b'u' | b'U') => true,
-                Some(&c) => {
-                    hex_value(c).is_some() && rest.get(4).is_some_and(|&d| hex_value(d).is_some())
+                Some(&hi) => {
+                    hex_value(hi).is_some()
+                        && rest.get(4).is_some_and(|&lo| hex_value(lo).is_some())
                 }
                 None => false,
             }

@@ -86,6 +86,10 @@ fn is_forwarding(k: &HeaderName) -> bool {
         || n.starts_with("x-client-cert")
 }
 
+/// Cloudflare Access's headers, the one identity family not under `x-`
+/// that [`scan`] checks on its own (beside `cookie`, which every request has).
+const CF_ACCESS: &str = "cf-access-";
+
 /// Headers in which an authenticating proxy tells its upstream who the user
 /// is: oauth2-proxy (`X-Auth-Request-*`, `X-Forwarded-User`, …), Apache and
 /// CGI (`Remote-User`), Grafana's auth proxy (`X-WEBAUTH-USER`), Kong
@@ -99,7 +103,7 @@ fn is_identity(k: &HeaderName) -> bool {
     let n = k.as_str();
     match n.strip_prefix("x-") {
         Some(x) => is_x_identity(x),
-        None => n == "remote-user" || n.starts_with("cf-access-"),
+        None => n == "remote-user" || n.starts_with(CF_ACCESS),
     }
 }
 
@@ -169,7 +173,7 @@ fn scan(h: &HeaderMap, forwarding: bool, response: bool) -> Found {
                 found.forwarding |= forwarding && is_forwarding(k);
                 // Of the identity names, only `cf-access-*` starts here, and
                 // every request has a `cookie`: one comparison, not the list.
-                found.identity |= !response && k.as_str().starts_with("cf-access-");
+                found.identity |= !response && k.as_str().starts_with(CF_ACCESS);
                 found.clear_site_data |= response && k == CLEAR_SITE_DATA;
             }
             Some(b'f') => found.forwarding |= forwarding && is_forwarding(k),

@@ -248,9 +248,9 @@ fn replayable(req: &http::Request<Body>) -> Option<RequestHead> {
 fn give_back(mut conn: Conn, slot: Arc<Slot>) {
     if conn.sender.is_ready() {
         slot.checkin(conn);
-    } else if conn.sender.is_closed() {
-        conn.task.abort();
-    } else if let Ok(rt) = tokio::runtime::Handle::try_current() {
+    } else if !conn.sender.is_closed()
+        && let Ok(rt) = tokio::runtime::Handle::try_current()
+    {
         rt.spawn(async move {
             match tokio::time::timeout(GIVE_BACK_WAIT, conn.sender.ready()).await {
                 Ok(Ok(())) => slot.checkin(conn),
